@@ -1,0 +1,599 @@
+//! GPU context, buffers and recorded operations.
+//!
+//! Everything the engine runs is an [`Op`]: a compute pipeline, a bind group made once, and a
+//! dispatch size. A network builds its ops once per batch size and records them into one command
+//! encoder per step, so nothing is created on the hot path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::shaders::Shader;
+
+/// Largest workgroup count wgpu allows in one dispatch dimension.
+pub const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
+
+/// Which adapter to use. Both fields are matched case-insensitively.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterChoice {
+    /// `vulkan`, `metal`, `dx12`, `gl`, `webgpu` or `all` (None = all).
+    pub backend: Option<String>,
+    /// A substring of the adapter name (None = best adapter: discrete, then integrated, then CPU).
+    pub adapter: Option<String>,
+}
+
+/// Limits the engine needs beyond WebGPU's defaults, with the reason shown when one is missing.
+struct NeededLimit {
+    name: &'static str,
+    need: u64,
+    have: fn(&wgpu::Limits) -> u64,
+}
+
+const NEEDED_LIMITS: &[NeededLimit] = &[
+    NeededLimit {
+        name: "max_storage_buffers_per_shader_stage",
+        need: 8,
+        have: |l| l.max_storage_buffers_per_shader_stage as u64,
+    },
+    NeededLimit {
+        name: "max_compute_invocations_per_workgroup",
+        need: 256,
+        have: |l| l.max_compute_invocations_per_workgroup as u64,
+    },
+    NeededLimit {
+        name: "max_compute_workgroup_size_x",
+        need: 256,
+        have: |l| l.max_compute_workgroup_size_x as u64,
+    },
+    NeededLimit {
+        name: "max_compute_workgroup_storage_size",
+        need: 16_384,
+        have: |l| l.max_compute_workgroup_storage_size as u64,
+    },
+    NeededLimit {
+        name: "max_storage_buffer_binding_size",
+        need: 128 << 20,
+        have: |l| l.max_storage_buffer_binding_size,
+    },
+];
+
+fn backends_from_name(name: Option<&str>) -> Result<wgpu::Backends> {
+    Ok(match name.map(|s| s.to_ascii_lowercase()).as_deref() {
+        None | Some("all") | Some("") => wgpu::Backends::all(),
+        Some("vulkan") | Some("vk") => wgpu::Backends::VULKAN,
+        Some("metal") => wgpu::Backends::METAL,
+        Some("dx12") | Some("d3d12") => wgpu::Backends::DX12,
+        Some("gl") | Some("gles") | Some("opengl") => wgpu::Backends::GL,
+        Some("webgpu") | Some("browser") => wgpu::Backends::BROWSER_WEBGPU,
+        Some(other) => {
+            bail!("unknown backend '{other}': expected one of vulkan, metal, dx12, gl, webgpu, all")
+        }
+    })
+}
+
+fn device_type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+const NO_ADAPTER_HELP: &str = "no GPU adapter found. Install your GPU's driver (Vulkan, Metal or \
+DX12), or for a CPU fallback on Debian/Ubuntu: `apt-get install -y mesa-vulkan-drivers` \
+(lavapipe, slow but complete)";
+
+/// All adapters wgpu can see for the given backend name (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn list_adapters(backend: Option<&str>) -> Result<Vec<wgpu::Adapter>> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let backends = backends_from_name(backend)?;
+    Ok(pollster::block_on(instance.enumerate_adapters(backends)))
+}
+
+/// The adapter limits worth printing in `info`.
+pub fn describe_limits(l: &wgpu::Limits) -> Vec<(&'static str, u64)> {
+    vec![
+        ("max_buffer_size", l.max_buffer_size),
+        (
+            "max_storage_buffer_binding_size",
+            l.max_storage_buffer_binding_size,
+        ),
+        (
+            "max_storage_buffers_per_shader_stage",
+            l.max_storage_buffers_per_shader_stage as u64,
+        ),
+        (
+            "max_compute_workgroup_storage_size",
+            l.max_compute_workgroup_storage_size as u64,
+        ),
+        (
+            "max_compute_invocations_per_workgroup",
+            l.max_compute_invocations_per_workgroup as u64,
+        ),
+        (
+            "max_compute_workgroups_per_dimension",
+            l.max_compute_workgroups_per_dimension as u64,
+        ),
+        (
+            "min_storage_buffer_offset_alignment",
+            l.min_storage_buffer_offset_alignment as u64,
+        ),
+    ]
+}
+
+/// The device, its queue, and the pipeline cache.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    /// GPU timestamp queries are available (used by `bench`).
+    pub timestamps: bool,
+    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<(Shader, &'static str), wgpu::ComputePipeline>>,
+}
+
+impl GpuContext {
+    /// Picks an adapter as `choice` says and opens a device with the limits the engine needs.
+    pub async fn new(choice: &AdapterChoice) -> Result<Self> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let backends = backends_from_name(choice.backend.as_deref())?;
+        let adapter = Self::pick_adapter(&instance, backends, choice).await?;
+        Self::from_adapter(adapter).await
+    }
+
+    /// Blocking form of [`GpuContext::new`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(choice: &AdapterChoice) -> Result<Self> {
+        pollster::block_on(Self::new(choice))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    async fn pick_adapter(
+        instance: &wgpu::Instance,
+        backends: wgpu::Backends,
+        choice: &AdapterChoice,
+    ) -> Result<wgpu::Adapter> {
+        let mut adapters = instance.enumerate_adapters(backends).await;
+        if adapters.is_empty() {
+            bail!("{NO_ADAPTER_HELP}");
+        }
+        if let Some(want) = &choice.adapter {
+            let want_lc = want.to_ascii_lowercase();
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            adapters.retain(|a| a.get_info().name.to_ascii_lowercase().contains(&want_lc));
+            if adapters.is_empty() {
+                bail!(
+                    "no adapter matches '{want}'; available: {} (see `adamatch-wgpu info`)",
+                    names.join(", ")
+                );
+            }
+        }
+        adapters.sort_by_key(|a| {
+            let i = a.get_info();
+            (
+                device_type_rank(i.device_type),
+                i.backend != wgpu::Backend::Vulkan,
+            )
+        });
+        Ok(adapters.swap_remove(0))
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    async fn pick_adapter(
+        instance: &wgpu::Instance,
+        _backends: wgpu::Backends,
+        _choice: &AdapterChoice,
+    ) -> Result<wgpu::Adapter> {
+        instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+            })
+            .await
+            .map_err(|e| anyhow!("WebGPU is not available in this browser: {e}"))
+    }
+
+    /// Opens a device on `adapter`, checking every limit the engine needs first.
+    pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+        let info = adapter.get_info();
+        let have = adapter.limits();
+        for l in NEEDED_LIMITS {
+            let v = (l.have)(&have);
+            if v < l.need {
+                bail!(
+                    "adapter '{}' ({:?}) is too small: limit {} is {} but the engine needs {}",
+                    info.name,
+                    info.backend,
+                    l.name,
+                    v,
+                    l.need
+                );
+            }
+        }
+        let mut limits = wgpu::Limits::downlevel_defaults();
+        limits.max_storage_buffers_per_shader_stage = 8;
+        limits.max_compute_invocations_per_workgroup = 256;
+        limits.max_compute_workgroup_size_x = 256;
+        limits.max_compute_workgroup_size_y = have.max_compute_workgroup_size_y.min(256);
+        limits.max_compute_workgroup_storage_size = have.max_compute_workgroup_storage_size;
+        limits.max_storage_buffer_binding_size = have.max_storage_buffer_binding_size;
+        limits.max_buffer_size = have.max_buffer_size;
+        limits.max_bind_groups = have.max_bind_groups.min(4);
+        limits.min_storage_buffer_offset_alignment = have.min_storage_buffer_offset_alignment;
+        limits.min_uniform_buffer_offset_alignment = have.min_uniform_buffer_offset_alignment;
+
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let mut features = wgpu::Features::empty();
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("adamatch-wgpu"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .with_context(|| format!("could not open a device on adapter '{}'", info.name))?;
+        Ok(Self {
+            device,
+            queue,
+            info,
+            limits,
+            timestamps,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// One line naming the adapter, for logs and run configs.
+    pub fn adapter_summary(&self) -> String {
+        let i = &self.info;
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        )
+    }
+
+    /// The pipeline for `entry` in `shader`, compiled once per process.
+    pub fn pipeline(&self, shader: Shader, entry: &'static str) -> wgpu::ComputePipeline {
+        let mut pipelines = self.pipelines.lock().unwrap();
+        if let Some(p) = pipelines.get(&(shader, entry)) {
+            return p.clone();
+        }
+        let module = {
+            let mut modules = self.modules.lock().unwrap();
+            modules
+                .entry(shader)
+                .or_insert_with(|| {
+                    self.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(shader.file_name()),
+                            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                        })
+                })
+                .clone()
+        };
+        let label = format!("{}::{}", shader.file_name(), entry);
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        pipelines.insert((shader, entry), pipeline.clone());
+        pipeline
+    }
+
+    /// A zero-filled storage buffer of `bytes` bytes (at least 4).
+    pub fn storage_buffer(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A uniform buffer holding `bytes` (padded to 16 bytes).
+    pub fn uniform_buffer(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        let mut data = bytes.to_vec();
+        data.resize(bytes.len().max(16).next_multiple_of(16), 0);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: data.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buf, 0, &data);
+        buf
+    }
+
+    /// Records `ops` into one command encoder (one compute pass) and submits it.
+    pub fn submit(&self, ops: &[&Op]) {
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for op in ops {
+                op.record(&mut pass);
+            }
+        }
+        self.queue.submit([encoder.finish()]);
+    }
+
+    /// Blocks until all submitted work is done (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| anyhow!("GPU wait failed: {e}"))?;
+        Ok(())
+    }
+
+    /// Runs `ops` and waits for them (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn run(&self, ops: &[&Op]) -> Result<()> {
+        self.submit(ops);
+        self.wait()
+    }
+
+    /// Copies `bytes` bytes at `offset` of `buffer` back to the host.
+    pub async fn read_bytes_async(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<Vec<u8>> {
+        let size = bytes.next_multiple_of(4).max(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+        self.queue.submit([encoder.finish()]);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.wait()?;
+        rx.await
+            .map_err(|_| anyhow!("GPU readback was cancelled"))?
+            .map_err(|e| anyhow!("GPU readback failed: {e}"))?;
+        let data = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| anyhow!("GPU readback failed: {e:?}"))?
+            .to_vec();
+        staging.unmap();
+        Ok(data[..bytes as usize].to_vec())
+    }
+
+    /// Blocking readback (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+        pollster::block_on(self.read_bytes_async(buffer, offset, bytes))
+    }
+}
+
+/// A dense f32 (or u32) array in a GPU buffer, possibly a sub-range of a larger buffer.
+/// Activations are NHWC; convolution weights are HWIO (`[KH, KW, Cin, Cout]`).
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub buffer: wgpu::Buffer,
+    /// Byte offset into `buffer` (a multiple of the storage offset alignment).
+    pub offset: u64,
+    pub shape: Vec<usize>,
+}
+
+impl Tensor {
+    /// A new zero-filled tensor in its own buffer.
+    pub fn zeros(ctx: &GpuContext, label: &str, shape: &[usize]) -> Tensor {
+        let len: usize = shape.iter().product();
+        Tensor {
+            buffer: ctx.storage_buffer(label, len as u64 * 4),
+            offset: 0,
+            shape: shape.to_vec(),
+        }
+    }
+
+    /// A new tensor holding `data`.
+    pub fn from_f32(ctx: &GpuContext, label: &str, shape: &[usize], data: &[f32]) -> Tensor {
+        let t = Tensor::zeros(ctx, label, shape);
+        assert_eq!(
+            t.len(),
+            data.len(),
+            "tensor '{label}': shape {shape:?} does not match data"
+        );
+        t.write_f32(ctx, data);
+        t
+    }
+
+    /// A new tensor of u32 values (labels, indices).
+    pub fn from_u32(ctx: &GpuContext, label: &str, shape: &[usize], data: &[u32]) -> Tensor {
+        let t = Tensor::zeros(ctx, label, shape);
+        assert_eq!(
+            t.len(),
+            data.len(),
+            "tensor '{label}': shape {shape:?} does not match data"
+        );
+        if !data.is_empty() {
+            ctx.queue
+                .write_buffer(&t.buffer, t.offset, bytemuck::cast_slice(data));
+        }
+        t
+    }
+
+    /// A view of `len` elements of `buffer` at element offset `elem_offset`.
+    pub fn view(buffer: &wgpu::Buffer, elem_offset: usize, shape: &[usize]) -> Tensor {
+        Tensor {
+            buffer: buffer.clone(),
+            offset: elem_offset as u64 * 4,
+            shape: shape.to_vec(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.len() as u64 * 4
+    }
+
+    /// The bind-group resource for this tensor's range.
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.bytes().max(4)),
+        })
+    }
+
+    pub fn write_f32(&self, ctx: &GpuContext, data: &[f32]) {
+        assert_eq!(
+            self.len(),
+            data.len(),
+            "write_f32: shape {:?} does not match data",
+            self.shape
+        );
+        if !data.is_empty() {
+            ctx.queue
+                .write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_f32(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        let bytes = ctx.read_bytes(&self.buffer, self.offset, self.bytes())?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    pub async fn read_f32_async(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        let bytes = ctx
+            .read_bytes_async(&self.buffer, self.offset, self.bytes())
+            .await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+}
+
+/// One recorded dispatch: pipeline, bind group (made once) and workgroup counts.
+///
+/// Binding convention for every shader: `@binding(0)` is the op's uniform parameter block
+/// (when the entry point has one), then storage buffers at the binding numbers the shader
+/// declares. Only the bindings an entry point uses may be passed.
+pub struct Op {
+    pub label: String,
+    pub workgroups: [u32; 3],
+    /// Floating-point operations of one run (multiply-add = 2), for GFLOP/s reports.
+    pub flops: f64,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    /// Kept alive with the bind group.
+    _uniform: Option<wgpu::Buffer>,
+}
+
+impl Op {
+    /// Builds an op for `shader::entry`. `uniform` goes to binding 0; `storage` lists
+    /// (binding, tensor) pairs.
+    pub fn new(
+        ctx: &GpuContext,
+        shader: Shader,
+        entry: &'static str,
+        uniform: Option<&[u8]>,
+        storage: &[(u32, &Tensor)],
+        workgroups: [u32; 3],
+    ) -> Op {
+        let pipeline = ctx.pipeline(shader, entry);
+        let label = format!("{}::{}", shader.file_name(), entry);
+        let uniform_buf = uniform.map(|u| ctx.uniform_buffer(&label, u));
+        let mut entries = Vec::with_capacity(storage.len() + 1);
+        if let Some(u) = &uniform_buf {
+            entries.push(wgpu::BindGroupEntry {
+                binding: 0,
+                resource: u.as_entire_binding(),
+            });
+        }
+        for (binding, t) in storage {
+            entries.push(wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: t.binding(),
+            });
+        }
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Op {
+            label,
+            workgroups,
+            flops: 0.0,
+            pipeline,
+            bind_group,
+            _uniform: uniform_buf,
+        }
+    }
+
+    /// Sets the FLOP count used in benchmark reports.
+    pub fn with_flops(mut self, flops: f64) -> Op {
+        self.flops = flops;
+        self
+    }
+
+    /// Sets a human-readable label (layer name) used in benchmark reports.
+    pub fn with_label(mut self, label: impl Into<String>) -> Op {
+        self.label = label.into();
+        self
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        let [x, y, z] = self.workgroups;
+        if x == 0 || y == 0 || z == 0 {
+            return;
+        }
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// Workgroup counts covering `threads` invocations with `wg`-sized workgroups, split into 2D when
+/// one dimension would exceed 65,535. Shaders recover the linear index as
+/// `(wid.y * num_workgroups.x + wid.x) * WG + lid.x` and must bounds-check it.
+pub fn grid_1d(threads: usize, wg: u32) -> [u32; 3] {
+    let groups = threads.div_ceil(wg as usize) as u64;
+    if groups == 0 {
+        return [0, 1, 1];
+    }
+    let x = groups.min(MAX_WORKGROUPS_PER_DIM as u64);
+    let y = groups.div_ceil(x);
+    [x as u32, y as u32, 1]
+}
+
+/// Shared, cheaply clonable handle to the context.
+pub type Ctx = Arc<GpuContext>;

@@ -1,0 +1,1 @@
+//! Rust side of `shaders/conv2d.wgsl`.

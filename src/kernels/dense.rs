@@ -1,0 +1,1 @@
+//! Rust side of `shaders/dense.wgsl`.

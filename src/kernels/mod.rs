@@ -1,0 +1,9 @@
+//! One Rust wrapper module per shader file. Each function builds an [`Op`](crate::gpu::Op)
+//! (pipeline + bind group + dispatch size) once; callers record ops as often as they like.
+
+pub mod activation;
+pub mod batchnorm;
+pub mod conv2d;
+pub mod dense;
+pub mod pool;
+pub mod softmax_ce;

@@ -1,0 +1,52 @@
+//! The WGSL sources, embedded at compile time. One file per operation family in `shaders/`,
+//! each holding that family's forward and backward entry points.
+
+/// A shader file in `shaders/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    /// 3x3 / 1x1 convolutions as implicit GEMM: forward, backward-data, backward-weights.
+    Conv2d,
+    /// Batch norm fused with the following (leaky) ReLU: statistics, apply, backward.
+    BatchNorm,
+    /// Standalone (leaky) ReLU forward and backward.
+    Activation,
+    /// Global average pooling forward and backward.
+    Pool,
+    /// Fully connected layer forward and backward.
+    Dense,
+    /// Softmax cross-entropy with hard or soft targets and per-row weights.
+    SoftmaxCe,
+}
+
+impl Shader {
+    pub const ALL: &'static [Shader] = &[
+        Shader::Conv2d,
+        Shader::BatchNorm,
+        Shader::Activation,
+        Shader::Pool,
+        Shader::Dense,
+        Shader::SoftmaxCe,
+    ];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Shader::Conv2d => "conv2d.wgsl",
+            Shader::BatchNorm => "batchnorm.wgsl",
+            Shader::Activation => "activation.wgsl",
+            Shader::Pool => "pool.wgsl",
+            Shader::Dense => "dense.wgsl",
+            Shader::SoftmaxCe => "softmax_ce.wgsl",
+        }
+    }
+
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::Conv2d => include_str!("../shaders/conv2d.wgsl"),
+            Shader::BatchNorm => include_str!("../shaders/batchnorm.wgsl"),
+            Shader::Activation => include_str!("../shaders/activation.wgsl"),
+            Shader::Pool => include_str!("../shaders/pool.wgsl"),
+            Shader::Dense => include_str!("../shaders/dense.wgsl"),
+            Shader::SoftmaxCe => include_str!("../shaders/softmax_ce.wgsl"),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Tests for `shaders/batchnorm.wgsl` (to be written).

@@ -1,0 +1,1 @@
+//! Tests for `shaders/conv2d.wgsl` (to be written).

@@ -1,0 +1,1 @@
+//! Tests for `shaders/dense.wgsl` (to be written).

@@ -1,0 +1,1 @@
+//! Tests for `shaders/pool.wgsl` (to be written).

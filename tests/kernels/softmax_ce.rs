@@ -1,0 +1,1 @@
+//! Tests for `shaders/softmax_ce.wgsl` (to be written).

@@ -1,0 +1,1 @@
+//! CPU reference for `shaders/batchnorm.wgsl` (to be written).

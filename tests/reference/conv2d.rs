@@ -1,0 +1,1 @@
+//! CPU reference for `shaders/conv2d.wgsl` (to be written).

@@ -1,0 +1,1 @@
+//! CPU reference for `shaders/dense.wgsl` (to be written).

@@ -1,0 +1,1 @@
+//! CPU reference for `shaders/softmax_ce.wgsl` (to be written).

@@ -1,0 +1,59 @@
+//! Every `shaders/*.wgsl` parses and validates with naga, with no GPU involved, so a shader
+//! error names its file and line before any adapter is touched.
+
+use std::path::Path;
+
+#[test]
+fn every_wgsl_file_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut count = 0;
+    let mut errors = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("wgsl") {
+            continue;
+        }
+        count += 1;
+        let src = std::fs::read_to_string(&path).unwrap();
+        let name = path.display().to_string();
+        let module = match naga::front::wgsl::parse_str(&src) {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(e.emit_to_string_with_path(&src, &name));
+                continue;
+            }
+        };
+        let mut validator = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        );
+        if let Err(e) = validator.validate(&module) {
+            errors.push(e.emit_to_string_with_path(&src, &name));
+        }
+    }
+    assert!(
+        count >= 6,
+        "expected the engine's shaders in {}, found {count}",
+        dir.display()
+    );
+    assert!(errors.is_empty(), "shader errors:\n{}", errors.join("\n"));
+}
+
+#[test]
+fn every_shader_file_is_embedded() {
+    // A .wgsl file the crate does not embed would be validated here yet never run.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let embedded: Vec<&str> = adamatch_wgpu::shaders::Shader::ALL
+        .iter()
+        .map(|s| s.file_name())
+        .collect();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        if name.ends_with(".wgsl") {
+            assert!(
+                embedded.contains(&name.as_str()),
+                "shaders/{name} is not in Shader::ALL"
+            );
+        }
+    }
+}
