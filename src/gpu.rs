@@ -17,7 +17,7 @@ pub const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
 /// Which adapter to use. Both fields are matched case-insensitively.
 #[derive(Clone, Debug, Default)]
 pub struct AdapterChoice {
-    /// `vulkan`, `metal`, `dx12`, `gl`, `webgpu` or `all` (None = all).
+    /// `vulkan`, `metal`, `dx12`, `gl`, `webgpu` or `all` (None = Vulkan/Metal/DX12, then GL).
     pub backend: Option<String>,
     /// A substring of the adapter name (None = best adapter: discrete, then integrated, then CPU).
     pub adapter: Option<String>,
@@ -60,7 +60,9 @@ const NEEDED_LIMITS: &[NeededLimit] = &[
 
 fn backends_from_name(name: Option<&str>) -> Result<wgpu::Backends> {
     Ok(match name.map(|s| s.to_ascii_lowercase()).as_deref() {
-        None | Some("all") | Some("") => wgpu::Backends::all(),
+        // GL only on request: it is a last resort for compute and its EGL probing is noisy.
+        None | Some("") => wgpu::Backends::PRIMARY,
+        Some("all") => wgpu::Backends::all(),
         Some("vulkan") | Some("vk") => wgpu::Backends::VULKAN,
         Some("metal") => wgpu::Backends::METAL,
         Some("dx12") | Some("d3d12") => wgpu::Backends::DX12,
@@ -89,20 +91,27 @@ DX12), or for a CPU fallback on Debian/Ubuntu: `apt-get install -y mesa-vulkan-d
 /// All adapters wgpu can see for the given backend name (native only).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn list_adapters(backend: Option<&str>) -> Result<Vec<wgpu::Adapter>> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let backends = backends_from_name(backend)?;
-    Ok(pollster::block_on(instance.enumerate_adapters(backends)))
+    let mut adapters = pollster::block_on(instance(backends).enumerate_adapters(backends));
+    if adapters.is_empty() && backend.is_none() {
+        let gl = wgpu::Backends::GL;
+        adapters = pollster::block_on(instance(gl).enumerate_adapters(gl));
+    }
+    Ok(adapters)
+}
+
+/// An instance for `backends` (environment variables such as WGPU_BACKEND still apply).
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends.with_env();
+    wgpu::Instance::new(desc)
 }
 
 /// The adapter limits worth printing in `info`.
 pub fn describe_limits(l: &wgpu::Limits) -> Vec<(&'static str, u64)> {
     vec![
         ("max_buffer_size", l.max_buffer_size),
-        (
-            "max_storage_buffer_binding_size",
-            l.max_storage_buffer_binding_size,
-        ),
+        ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size),
         (
             "max_storage_buffers_per_shader_stage",
             l.max_storage_buffers_per_shader_stage as u64,
@@ -141,10 +150,8 @@ pub struct GpuContext {
 impl GpuContext {
     /// Picks an adapter as `choice` says and opens a device with the limits the engine needs.
     pub async fn new(choice: &AdapterChoice) -> Result<Self> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let backends = backends_from_name(choice.backend.as_deref())?;
-        let adapter = Self::pick_adapter(&instance, backends, choice).await?;
+        let adapter = Self::pick_adapter(&instance(backends), backends, choice).await?;
         Self::from_adapter(adapter).await
     }
 
@@ -161,6 +168,11 @@ impl GpuContext {
         choice: &AdapterChoice,
     ) -> Result<wgpu::Adapter> {
         let mut adapters = instance.enumerate_adapters(backends).await;
+        if adapters.is_empty() && choice.backend.is_none() {
+            adapters = self::instance(wgpu::Backends::GL)
+                .enumerate_adapters(wgpu::Backends::GL)
+                .await;
+        }
         if adapters.is_empty() {
             bail!("{NO_ADAPTER_HELP}");
         }
@@ -177,10 +189,7 @@ impl GpuContext {
         }
         adapters.sort_by_key(|a| {
             let i = a.get_info();
-            (
-                device_type_rank(i.device_type),
-                i.backend != wgpu::Backend::Vulkan,
-            )
+            (device_type_rank(i.device_type), i.backend != wgpu::Backend::Vulkan)
         });
         Ok(adapters.swap_remove(0))
     }
@@ -277,25 +286,22 @@ impl GpuContext {
             modules
                 .entry(shader)
                 .or_insert_with(|| {
-                    self.device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(shader.file_name()),
-                            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-                        })
+                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.file_name()),
+                        source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                    })
                 })
                 .clone()
         };
         let label = format!("{}::{}", shader.file_name(), entry);
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&label),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
         pipelines.insert((shader, entry), pipeline.clone());
         pipeline
     }
@@ -305,9 +311,7 @@ impl GpuContext {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.max(4).next_multiple_of(4),
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
     }
@@ -355,12 +359,7 @@ impl GpuContext {
     }
 
     /// Copies `bytes` bytes at `offset` of `buffer` back to the host.
-    pub async fn read_bytes_async(
-        &self,
-        buffer: &wgpu::Buffer,
-        offset: u64,
-        bytes: u64,
-    ) -> Result<Vec<u8>> {
+    pub async fn read_bytes_async(&self, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
         let size = bytes.next_multiple_of(4).max(4);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -438,8 +437,7 @@ impl Tensor {
             "tensor '{label}': shape {shape:?} does not match data"
         );
         if !data.is_empty() {
-            ctx.queue
-                .write_buffer(&t.buffer, t.offset, bytemuck::cast_slice(data));
+            ctx.queue.write_buffer(&t.buffer, t.offset, bytemuck::cast_slice(data));
         }
         t
     }
@@ -494,9 +492,7 @@ impl Tensor {
     }
 
     pub async fn read_f32_async(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        let bytes = ctx
-            .read_bytes_async(&self.buffer, self.offset, self.bytes())
-            .await?;
+        let bytes = ctx.read_bytes_async(&self.buffer, self.offset, self.bytes()).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 }
@@ -507,7 +503,10 @@ impl Tensor {
 /// (when the entry point has one), then storage buffers at the binding numbers the shader
 /// declares. Only the bindings an entry point uses may be passed.
 pub struct Op {
+    /// `file::entry_point` of the kernel.
     pub label: String,
+    /// What this dispatch computes (layer and shape), for benchmark tables.
+    pub detail: String,
     pub workgroups: [u32; 3],
     /// Floating-point operations of one run (multiply-add = 2), for GFLOP/s reports.
     pub flops: f64,
@@ -551,6 +550,7 @@ impl Op {
         });
         Op {
             label,
+            detail: String::new(),
             workgroups,
             flops: 0.0,
             pipeline,
@@ -565,9 +565,9 @@ impl Op {
         self
     }
 
-    /// Sets a human-readable label (layer name) used in benchmark reports.
-    pub fn with_label(mut self, label: impl Into<String>) -> Op {
-        self.label = label.into();
+    /// Sets the description (layer, shape) used in benchmark reports.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Op {
+        self.detail = detail.into();
         self
     }
 

@@ -5,6 +5,12 @@
 //! - [`shaders`]: the embedded WGSL sources.
 //! - [`kernels`]: one Rust wrapper per shader file.
 
+pub mod bench;
+pub mod data;
 pub mod gpu;
+pub mod inference;
+pub mod input;
 pub mod kernels;
+pub mod network;
 pub mod shaders;
+pub mod weights;

@@ -23,10 +23,8 @@ fn every_wgsl_file_validates() {
                 continue;
             }
         };
-        let mut validator = naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        );
+        let mut validator =
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
         if let Err(e) = validator.validate(&module) {
             errors.push(e.emit_to_string_with_path(&src, &name));
         }

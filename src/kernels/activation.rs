@@ -18,11 +18,7 @@ struct Params {
 
 /// `y = leaky_relu(x, slope)`; `x` and `y` have the same number of elements.
 pub fn activation_forward(ctx: &GpuContext, x: &Tensor, y: &Tensor, slope: f32) -> Op {
-    assert_eq!(
-        x.len(),
-        y.len(),
-        "activation_forward: x and y differ in size"
-    );
+    assert_eq!(x.len(), y.len(), "activation_forward: x and y differ in size");
     let p = Params {
         len: x.len() as u32,
         slope,
@@ -40,24 +36,9 @@ pub fn activation_forward(ctx: &GpuContext, x: &Tensor, y: &Tensor, slope: f32) 
 }
 
 /// `dx (+)= dy * leaky_relu'(x)`, using the activation's input `x`.
-pub fn activation_backward(
-    ctx: &GpuContext,
-    x: &Tensor,
-    dy: &Tensor,
-    dx: &Tensor,
-    slope: f32,
-    accumulate: bool,
-) -> Op {
-    assert_eq!(
-        x.len(),
-        dy.len(),
-        "activation_backward: x and dy differ in size"
-    );
-    assert_eq!(
-        x.len(),
-        dx.len(),
-        "activation_backward: x and dx differ in size"
-    );
+pub fn activation_backward(ctx: &GpuContext, x: &Tensor, dy: &Tensor, dx: &Tensor, slope: f32, accumulate: bool) -> Op {
+    assert_eq!(x.len(), dy.len(), "activation_backward: x and dy differ in size");
+    assert_eq!(x.len(), dx.len(), "activation_backward: x and dx differ in size");
     let p = Params {
         len: x.len() as u32,
         slope,

@@ -18,8 +18,5 @@ use adamatch_wgpu::gpu::{AdapterChoice, GpuContext};
 /// One device shared by all tests in this binary.
 pub fn ctx() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
-    CTX.get_or_init(|| {
-        GpuContext::new_blocking(&AdapterChoice::default())
-            .expect("a GPU adapter for the kernel tests")
-    })
+    CTX.get_or_init(|| GpuContext::new_blocking(&AdapterChoice::default()).expect("a GPU adapter for the kernel tests"))
 }

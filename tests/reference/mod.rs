@@ -7,6 +7,7 @@ pub mod activation;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;
+pub mod network;
 pub mod pool;
 pub mod softmax_ce;
 

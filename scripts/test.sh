@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: checks the toolchain and a GPU adapter (installing lavapipe when there is no
+# driver), then runs every test. Tests run on any adapter; CI uses lavapipe.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-rust.sh
+bash scripts/ensure-gpu.sh
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked "$@"

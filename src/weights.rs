@@ -1,0 +1,181 @@
+//! Saving and loading weights as safetensors.
+//!
+//! Every trainable tensor and BN running statistic is stored under the name in
+//! [`WideResNet::param_specs`] / [`WideResNet::running_specs`] as little-endian f32, with the
+//! network configuration and the input scaling in the file's metadata. The README's weight-format
+//! table documents names, layouts and the transposes PyTorch and Keras need.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use crate::input::InputScale;
+use crate::network::{Architecture, WideResNet, WideResNetConfig};
+
+pub const FORMAT: &str = "adamatch-wgpu/1";
+pub const LAYOUT: &str = "activations NHWC; conv kernels HWIO [KH,KW,Cin,Cout]; dense kernel [in,out]; TF SAME padding";
+
+/// The contents of a weights file, parsed and checked against the network it describes.
+pub struct Weights {
+    pub config: WideResNetConfig,
+    pub input_scale: InputScale,
+    /// Flat parameters in the layout of a `WideResNet::new(config)`.
+    pub params: Vec<f32>,
+    /// Flat running statistics in that layout.
+    pub running: Vec<f32>,
+    /// Metadata entries not interpreted here (training step, preset, ...).
+    pub extra: HashMap<String, String>,
+}
+
+/// Serializes the named tensors of `net` from flat host copies of its buffers.
+pub fn to_bytes(
+    net: &WideResNet,
+    params: &[f32],
+    running: &[f32],
+    input_scale: InputScale,
+    extra: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut tensors: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
+    for s in net.param_specs() {
+        tensors.push((s.name.clone(), s.shape.clone(), &params[s.offset..s.offset + s.len()]));
+    }
+    for s in net.running_specs() {
+        tensors.push((s.name.clone(), s.shape.clone(), &running[s.offset..s.offset + s.len()]));
+    }
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| bytemuck::cast_slice(d).to_vec())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let mut meta: HashMap<String, String> = extra.clone().into_iter().collect();
+    meta.insert("format".into(), FORMAT.into());
+    meta.insert("layout".into(), LAYOUT.into());
+    meta.insert("config".into(), serde_json::to_string(&net.config)?);
+    meta.insert("input_scale".into(), input_scale.name().into());
+    Ok(safetensors::serialize(views, Some(meta))?)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
+/// half-written file under the final name.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("weights"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// Reads the network's parameters and running statistics and saves them to `path`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn save(
+    ctx: &crate::gpu::GpuContext,
+    net: &WideResNet,
+    path: &Path,
+    input_scale: InputScale,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
+    let params = net.read_params(ctx)?;
+    let running = net.read_running(ctx)?;
+    write_atomically(path, &to_bytes(net, &params, &running, input_scale, extra)?)
+}
+
+/// Reads and checks a weights file.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load(path: &Path) -> Result<Weights> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read weights file {}", path.display()))?;
+    from_bytes(&bytes).with_context(|| format!("invalid weights file {}", path.display()))
+}
+
+/// Parses weights from bytes: the config from the metadata, then every tensor, failing with the
+/// name of any missing, extra, misshapen or non-f32 tensor.
+pub fn from_bytes(bytes: &[u8]) -> Result<Weights> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a safetensors file: {e}"))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("not a safetensors file: {e}"))?;
+    let mut meta = header.metadata().clone().unwrap_or_default();
+    match meta.remove("format").as_deref() {
+        Some(FORMAT) => {}
+        Some(other) => bail!("metadata 'format' is '{other}', expected '{FORMAT}'"),
+        None => bail!("metadata has no 'format' entry: not written by adamatch-wgpu (expected '{FORMAT}')"),
+    }
+    let config: WideResNetConfig = serde_json::from_str(
+        &meta
+            .remove("config")
+            .ok_or_else(|| anyhow!("metadata has no 'config' entry"))?,
+    )
+    .map_err(|e| anyhow!("metadata 'config' is not a valid network config: {e}"))?;
+    config.blocks_per_stage()?;
+    let input_scale = InputScale::parse(
+        &meta
+            .remove("input_scale")
+            .ok_or_else(|| anyhow!("metadata has no 'input_scale' entry"))?,
+    )?;
+    meta.remove("layout");
+
+    let arch = Architecture::new(&config)?;
+    let mut params = vec![0.0f32; arch.params_len()];
+    let mut running = vec![0.0f32; arch.running_len()];
+    let mut expected: HashMap<&str, ()> = HashMap::new();
+    for (specs, flat) in [(arch.param_specs(), &mut params), (arch.running_specs(), &mut running)] {
+        for spec in specs.iter() {
+            expected.insert(&spec.name, ());
+            let view = st
+                .tensor(&spec.name)
+                .map_err(|_| anyhow!("tensor '{}' is missing (expected shape {:?})", spec.name, spec.shape))?;
+            if view.dtype() != Dtype::F32 {
+                bail!("tensor '{}' has dtype {:?}, expected F32", spec.name, view.dtype());
+            }
+            if view.shape() != spec.shape.as_slice() {
+                bail!(
+                    "tensor '{}' has shape {:?}, expected {:?}",
+                    spec.name,
+                    view.shape(),
+                    spec.shape
+                );
+            }
+            let dst = &mut flat[spec.offset..spec.offset + spec.len()];
+            for (d, c) in dst.iter_mut().zip(view.data().chunks_exact(4)) {
+                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            if dst.iter().any(|v| !v.is_finite()) {
+                bail!("tensor '{}' contains NaN or infinite values", spec.name);
+            }
+        }
+    }
+    let mut extra_names: Vec<&str> = st.names().into_iter().filter(|n| !expected.contains_key(n)).collect();
+    extra_names.sort();
+    if let Some(name) = extra_names.first() {
+        bail!(
+            "unexpected tensor '{name}' (not part of a depth-{} width-{} WideResNet){}",
+            config.depth,
+            config.width,
+            if extra_names.len() > 1 {
+                format!(" and {} more", extra_names.len() - 1)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(Weights {
+        config,
+        input_scale,
+        params,
+        running,
+        extra: meta,
+    })
+}

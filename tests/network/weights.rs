@@ -1,0 +1,118 @@
+use std::collections::BTreeMap;
+
+use adamatch_wgpu::input::InputScale;
+use adamatch_wgpu::network::{Activation, WideResNet};
+use adamatch_wgpu::weights;
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::{ctx, perturbed_net, small_config};
+
+fn tmp_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("adamatch-wgpu-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn safetensors_round_trip_restores_every_tensor() {
+    let ctx = ctx();
+    let cfg = small_config(Activation::Leaky(0.1), 2);
+    let net = perturbed_net(ctx, cfg.clone(), 21);
+    let path = tmp_path("round_trip.safetensors");
+    let mut extra = BTreeMap::new();
+    extra.insert("step".to_string(), "42".to_string());
+    weights::save(ctx, &net, &path, InputScale::Paper, &extra).unwrap();
+
+    let loaded = weights::load(&path).unwrap();
+    assert_eq!(loaded.config, cfg);
+    assert_eq!(loaded.input_scale, InputScale::Paper);
+    assert_eq!(loaded.extra.get("step").map(String::as_str), Some("42"));
+    let other = WideResNet::new(ctx, loaded.config.clone(), 999).unwrap();
+    other.write_params(ctx, &loaded.params);
+    other.write_running(ctx, &loaded.running);
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    assert_eq!(
+        bits(other.read_params(ctx).unwrap()),
+        bits(net.read_params(ctx).unwrap())
+    );
+    assert_eq!(
+        bits(other.read_running(ctx).unwrap()),
+        bits(net.read_running(ctx).unwrap())
+    );
+}
+
+/// Rewrites a valid file's tensors through `edit` (name, shape, data) and returns the error text.
+fn load_error_after(edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) -> String {
+    let ctx = ctx();
+    let net = perturbed_net(ctx, small_config(Activation::Relu, 1), 22);
+    let good = weights::to_bytes(
+        &net,
+        &net.read_params(ctx).unwrap(),
+        &net.read_running(ctx).unwrap(),
+        InputScale::Keras,
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    let st = safetensors::SafeTensors::deserialize(&good).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&good).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap()))
+        .collect();
+    let bytes = safetensors::serialize(views, meta.metadata().clone()).unwrap();
+    let path = tmp_path("edited.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    let err = format!(
+        "{:#}",
+        weights::load(&path).err().expect("the edited file must not load")
+    );
+    assert!(
+        err.contains("edited.safetensors"),
+        "error does not name the file: {err}"
+    );
+    err
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let err = load_error_after(|t| t.retain(|(n, _, _)| n != "stage2.block0.conv1"));
+    assert!(err.contains("'stage2.block0.conv1' is missing"), "{err}");
+}
+
+#[test]
+fn extra_tensor_is_named() {
+    let err = load_error_after(|t| t.push(("head.extra".into(), vec![2], vec![0; 8])));
+    assert!(err.contains("unexpected tensor 'head.extra'"), "{err}");
+}
+
+#[test]
+fn misshapen_tensor_is_named() {
+    let err = load_error_after(|t| {
+        let e = t.iter_mut().find(|(n, _, _)| n == "head.dense.bias").unwrap();
+        e.1 = vec![5, 2];
+    });
+    assert!(
+        err.contains("'head.dense.bias' has shape [5, 2], expected [10]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn garbage_and_missing_files_give_clear_errors() {
+    let path = tmp_path("garbage.safetensors");
+    std::fs::write(&path, b"definitely not a weights file").unwrap();
+    let err = format!("{:#}", weights::load(&path).err().unwrap());
+    assert!(
+        err.contains("garbage.safetensors") && err.contains("not a safetensors file"),
+        "{err}"
+    );
+    let missing = tmp_path("does-not-exist.safetensors");
+    let err = format!("{:#}", weights::load(&missing).err().unwrap());
+    assert!(err.contains("does-not-exist.safetensors"), "{err}");
+}
