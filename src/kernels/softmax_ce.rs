@@ -1,1 +1,163 @@
-//! Rust side of `shaders/softmax_ce.wgsl`.
+//! Rust side of `shaders/softmax_ce.wgsl`: softmax cross-entropy with hard or soft targets and
+//! per-row weights (masks), numerically stable for large logits.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
+use crate::shaders::Shader;
+
+const WG: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    rows: u32,
+    classes: u32,
+    scale: f32,
+    accumulate: u32,
+}
+
+/// What each row of logits is compared with.
+#[derive(Clone, Copy, Debug)]
+pub enum Targets<'a> {
+    /// A class index per row (u32 tensor `[rows]`). An index `>= classes` means "no target":
+    /// that row's loss and gradient are 0.
+    Hard(&'a Tensor),
+    /// A distribution per row (f32 `[rows, classes]`); need not sum to 1.
+    Soft(&'a Tensor),
+}
+
+impl Targets<'_> {
+    fn check(&self, what: &str, rows: usize, classes: usize) {
+        match self {
+            Targets::Hard(t) => assert_eq!(t.len(), rows, "{what}: hard targets size"),
+            Targets::Soft(t) => assert_eq!(t.len(), rows * classes, "{what}: soft targets size"),
+        }
+    }
+}
+
+fn params(rows: usize, classes: usize, scale: f32, accumulate: bool) -> Params {
+    assert!(classes > 0, "softmax_ce: classes must be at least 1");
+    assert!(
+        rows.checked_mul(classes)
+            .is_some_and(|v| v <= u32::MAX as usize),
+        "softmax_ce: rows * classes does not fit in u32"
+    );
+    Params {
+        rows: rows as u32,
+        classes: classes as u32,
+        scale,
+        accumulate: accumulate as u32,
+    }
+}
+
+/// `row_loss[i] = -sum_k t_ik * log_softmax(logits_i)_k` (unweighted), then
+/// `loss[0] = scale * sum_i row_weight[i] * row_loss[i]`, reduced in a fixed order by one
+/// workgroup. Returns two ops (per-row losses, then the weighted sum) to run in order.
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_ce_forward(
+    ctx: &GpuContext,
+    rows: usize,
+    classes: usize,
+    logits: &Tensor,
+    targets: Targets,
+    row_weight: &Tensor,
+    scale: f32,
+    row_loss: &Tensor,
+    loss: &Tensor,
+) -> Vec<Op> {
+    let p = params(rows, classes, scale, false);
+    assert_eq!(
+        logits.len(),
+        rows * classes,
+        "softmax_ce_forward: logits size"
+    );
+    targets.check("softmax_ce_forward", rows, classes);
+    assert_eq!(
+        row_weight.len(),
+        rows,
+        "softmax_ce_forward: row_weight size"
+    );
+    assert_eq!(row_loss.len(), rows, "softmax_ce_forward: row_loss size");
+    assert_eq!(loss.len(), 1, "softmax_ce_forward: loss size");
+    let uniform = Some(bytemuck::bytes_of(&p));
+    let per_row = match targets {
+        Targets::Hard(labels) => Op::new(
+            ctx,
+            Shader::SoftmaxCe,
+            "softmax_ce_forward_hard",
+            uniform,
+            &[(1, logits), (2, labels), (5, row_loss)],
+            grid_1d(rows, WG),
+        ),
+        Targets::Soft(t) => Op::new(
+            ctx,
+            Shader::SoftmaxCe,
+            "softmax_ce_forward_soft",
+            uniform,
+            &[(1, logits), (3, t), (5, row_loss)],
+            grid_1d(rows, WG),
+        ),
+    };
+    let sum = Op::new(
+        ctx,
+        Shader::SoftmaxCe,
+        "softmax_ce_loss_sum",
+        uniform,
+        &[(4, row_weight), (5, row_loss), (6, loss)],
+        [1, 1, 1],
+    );
+    vec![per_row, sum]
+}
+
+/// `dlogits[i, k] (+)= scale * row_weight[i] * (softmax_ik * sum_k t_ik - t_ik)`, the gradient
+/// of the forward's `loss[0]`.
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_ce_backward(
+    ctx: &GpuContext,
+    rows: usize,
+    classes: usize,
+    logits: &Tensor,
+    targets: Targets,
+    row_weight: &Tensor,
+    scale: f32,
+    dlogits: &Tensor,
+    accumulate: bool,
+) -> Op {
+    let p = params(rows, classes, scale, accumulate);
+    assert_eq!(
+        logits.len(),
+        rows * classes,
+        "softmax_ce_backward: logits size"
+    );
+    targets.check("softmax_ce_backward", rows, classes);
+    assert_eq!(
+        row_weight.len(),
+        rows,
+        "softmax_ce_backward: row_weight size"
+    );
+    assert_eq!(
+        dlogits.len(),
+        rows * classes,
+        "softmax_ce_backward: dlogits size"
+    );
+    let uniform = Some(bytemuck::bytes_of(&p));
+    match targets {
+        Targets::Hard(labels) => Op::new(
+            ctx,
+            Shader::SoftmaxCe,
+            "softmax_ce_backward_hard",
+            uniform,
+            &[(1, logits), (2, labels), (4, row_weight), (7, dlogits)],
+            grid_1d(rows, WG),
+        ),
+        Targets::Soft(t) => Op::new(
+            ctx,
+            Shader::SoftmaxCe,
+            "softmax_ce_backward_soft",
+            uniform,
+            &[(1, logits), (3, t), (4, row_weight), (7, dlogits)],
+            grid_1d(rows, WG),
+        ),
+    }
+}
