@@ -5,5 +5,6 @@ pub mod activation;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;
+pub mod optimizer;
 pub mod pool;
 pub mod softmax_ce;

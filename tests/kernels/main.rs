@@ -8,6 +8,7 @@ mod activation;
 mod batchnorm;
 mod conv2d;
 mod dense;
+mod optimizer;
 mod pool;
 mod softmax_ce;
 

@@ -8,6 +8,7 @@ pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;
 pub mod network;
+pub mod optimizer;
 pub mod pool;
 pub mod softmax_ce;
 
