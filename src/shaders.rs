@@ -16,6 +16,8 @@ pub enum Shader {
     Dense,
     /// Softmax cross-entropy with hard or soft targets and per-row weights.
     SoftmaxCe,
+    /// AdaMatch loss: logit interpolation, distribution alignment, pseudo-labels, gradients.
+    AdaMatch,
 }
 
 impl Shader {
@@ -26,6 +28,7 @@ impl Shader {
         Shader::Pool,
         Shader::Dense,
         Shader::SoftmaxCe,
+        Shader::AdaMatch,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -36,6 +39,7 @@ impl Shader {
             Shader::Pool => "pool.wgsl",
             Shader::Dense => "dense.wgsl",
             Shader::SoftmaxCe => "softmax_ce.wgsl",
+            Shader::AdaMatch => "adamatch.wgsl",
         }
     }
 
@@ -47,6 +51,7 @@ impl Shader {
             Shader::Pool => include_str!("../shaders/pool.wgsl"),
             Shader::Dense => include_str!("../shaders/dense.wgsl"),
             Shader::SoftmaxCe => include_str!("../shaders/softmax_ce.wgsl"),
+            Shader::AdaMatch => include_str!("../shaders/adamatch.wgsl"),
         }
     }
 }
