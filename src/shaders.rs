@@ -18,6 +18,8 @@ pub enum Shader {
     SoftmaxCe,
     /// SGD / Adam updates, EMA of the weights, gradient norm and NaN check.
     Optimizer,
+    /// AdaMatch loss: logit interpolation, distribution alignment, pseudo-labels, gradients.
+    AdaMatch,
 }
 
 impl Shader {
@@ -29,6 +31,7 @@ impl Shader {
         Shader::Dense,
         Shader::SoftmaxCe,
         Shader::Optimizer,
+        Shader::AdaMatch,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -40,6 +43,7 @@ impl Shader {
             Shader::Dense => "dense.wgsl",
             Shader::SoftmaxCe => "softmax_ce.wgsl",
             Shader::Optimizer => "optimizer.wgsl",
+            Shader::AdaMatch => "adamatch.wgsl",
         }
     }
 
@@ -52,6 +56,7 @@ impl Shader {
             Shader::Dense => include_str!("../shaders/dense.wgsl"),
             Shader::SoftmaxCe => include_str!("../shaders/softmax_ce.wgsl"),
             Shader::Optimizer => include_str!("../shaders/optimizer.wgsl"),
+            Shader::AdaMatch => include_str!("../shaders/adamatch.wgsl"),
         }
     }
 }
