@@ -1,1 +1,340 @@
-//! Rust side of `shaders/batchnorm.wgsl`.
+//! Rust side of `shaders/batchnorm.wgsl`: batch norm fused with the following (leaky) ReLU.
+//!
+//! Data is NHWC seen as `rows = N*H*W` rows of `channels` values. Per-channel reductions run as a
+//! partial kernel (one workgroup per chunk of rows and tile of channels, partials to a scratch
+//! buffer this module allocates) followed by a fixed-order per-channel combine, so results are
+//! bitwise reproducible. The scratch holds at most [`MAX_CHUNKS`] partials per channel.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
+use crate::shaders::Shader;
+
+const WG: u32 = 256;
+
+/// Upper bound on row chunks of a reduction: bounds the scratch (3 * MAX_CHUNKS * channels
+/// floats) while leaving enough workgroups to fill a large GPU.
+pub const MAX_CHUNKS: usize = 1024;
+
+/// Each row lane of a partial kernel reduces at least this many rows (amortises the tree).
+const MIN_ROWS_PER_LANE: usize = 4;
+
+/// Widest channel tile of a partial-kernel workgroup (64 floats = 256 contiguous bytes per row).
+const MAX_CHANNEL_LANES: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormShape {
+    pub rows: usize,
+    pub channels: usize,
+}
+
+impl BatchNormShape {
+    pub fn len(&self) -> usize {
+        self.rows * self.channels
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    rows: u32,
+    channels: u32,
+    rows_per_chunk: u32,
+    chunks: u32,
+    channel_lanes: u32,
+    eps: f32,
+    slope: f32,
+    momentum: f32,
+    flags: u32,
+    _pad: [u32; 3],
+}
+
+const FLAG_UPDATE_RUNNING: u32 = 1;
+const FLAG_BATCH_STATS: u32 = 1;
+const FLAG_ACCUMULATE: u32 = 2;
+
+/// How a reduction over rows is split into workgroups.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    channel_lanes: usize,
+    channel_tiles: usize,
+    rows_per_chunk: usize,
+    chunks: usize,
+}
+
+fn plan(s: &BatchNormShape) -> Plan {
+    let channel_lanes = s.channels.next_power_of_two().min(MAX_CHANNEL_LANES);
+    let row_lanes = WG as usize / channel_lanes;
+    let rows_per_chunk = s
+        .rows
+        .div_ceil(MAX_CHUNKS)
+        .max(row_lanes * MIN_ROWS_PER_LANE);
+    Plan {
+        channel_lanes,
+        channel_tiles: s.channels.div_ceil(channel_lanes),
+        rows_per_chunk,
+        chunks: s.rows.div_ceil(rows_per_chunk),
+    }
+}
+
+fn params(s: &BatchNormShape, pl: &Plan) -> Params {
+    Params {
+        rows: s.rows as u32,
+        channels: s.channels as u32,
+        rows_per_chunk: pl.rows_per_chunk as u32,
+        chunks: pl.chunks as u32,
+        channel_lanes: pl.channel_lanes as u32,
+        eps: 0.0,
+        slope: 0.0,
+        momentum: 0.0,
+        flags: 0,
+        _pad: [0; 3],
+    }
+}
+
+fn check_shape(s: &BatchNormShape, what: &str) {
+    assert!(s.rows > 0 && s.channels > 0, "{what}: empty shape {s:?}");
+    assert!(
+        s.len() <= u32::MAX as usize,
+        "{what}: {s:?} has more than 2^32 elements"
+    );
+}
+
+fn check_len(t: &Tensor, len: usize, what: &str, name: &str) {
+    assert_eq!(
+        t.len(),
+        len,
+        "{what}: {name} has {} elements, expected {len}",
+        t.len()
+    );
+}
+
+/// Batch mean and biased variance of `x` into `mean`/`var` (`[channels]` each); if
+/// `update_running`, also `running_mean/running_var = momentum * running + (1 - momentum) * batch`.
+/// Allocates its scratch partials itself; returns its ops in order.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_stats(
+    ctx: &GpuContext,
+    s: &BatchNormShape,
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    momentum: f32,
+    update_running: bool,
+) -> Vec<Op> {
+    let what = "batchnorm_stats";
+    check_shape(s, what);
+    check_len(x, s.len(), what, "x");
+    for (t, name) in [
+        (mean, "mean"),
+        (var, "var"),
+        (running_mean, "running_mean"),
+        (running_var, "running_var"),
+    ] {
+        check_len(t, s.channels, what, name);
+    }
+    let pl = plan(s);
+    let scratch = Tensor::zeros(ctx, "batchnorm stats partials", &[3, pl.chunks, s.channels]);
+    let mut p = params(s, &pl);
+    p.momentum = momentum;
+    p.flags = if update_running {
+        FLAG_UPDATE_RUNNING
+    } else {
+        0
+    };
+    let partial = Op::new(
+        ctx,
+        Shader::BatchNorm,
+        "batchnorm_stats_partial",
+        Some(bytemuck::bytes_of(&p)),
+        &[(1, x), (8, &scratch)],
+        [pl.chunks as u32, pl.channel_tiles as u32, 1],
+    )
+    .with_flops(3.0 * s.len() as f64);
+    let finalize = Op::new(
+        ctx,
+        Shader::BatchNorm,
+        "batchnorm_stats_finalize",
+        Some(bytemuck::bytes_of(&p)),
+        &[
+            (9, &scratch),
+            (10, mean),
+            (11, var),
+            (12, running_mean),
+            (13, running_var),
+        ],
+        [s.channels as u32, 1, 1],
+    );
+    vec![partial, finalize]
+}
+
+/// `y = act(gamma * (x - mean) / sqrt(var + eps) + beta)` using the given `mean`/`var` (batch
+/// statistics in training mode, running statistics in inference mode); `act` is leaky ReLU with
+/// `slope` (0 = ReLU).
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_apply(
+    ctx: &GpuContext,
+    s: &BatchNormShape,
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    y: &Tensor,
+    eps: f32,
+    slope: f32,
+) -> Op {
+    let what = "batchnorm_apply";
+    check_shape(s, what);
+    check_len(x, s.len(), what, "x");
+    check_len(y, s.len(), what, "y");
+    for (t, name) in [
+        (mean, "mean"),
+        (var, "var"),
+        (gamma, "gamma"),
+        (beta, "beta"),
+    ] {
+        check_len(t, s.channels, what, name);
+    }
+    let pl = plan(s);
+    let mut p = params(s, &pl);
+    p.eps = eps;
+    p.slope = slope;
+    Op::new(
+        ctx,
+        Shader::BatchNorm,
+        "batchnorm_apply",
+        Some(bytemuck::bytes_of(&p)),
+        &[(1, x), (2, mean), (3, var), (4, gamma), (5, beta), (6, y)],
+        grid_1d(s.len(), WG),
+    )
+    .with_flops(4.0 * s.len() as f64)
+}
+
+/// Arguments of [`batchnorm_backward`].
+pub struct BatchNormBackward<'a> {
+    pub x: &'a Tensor,
+    /// Gradient w.r.t. the activation output y.
+    pub dy: &'a Tensor,
+    /// The statistics the forward used.
+    pub mean: &'a Tensor,
+    pub var: &'a Tensor,
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub dx: &'a Tensor,
+    pub dgamma: &'a Tensor,
+    pub dbeta: &'a Tensor,
+    /// `dx = computed + addend` (a distinct buffer of x's shape: the identity-shortcut
+    /// gradient), else `dx = computed`.
+    pub addend: Option<&'a Tensor>,
+    pub eps: f32,
+    pub slope: f32,
+    /// true: training-mode formula (mean/var are the batch statistics of x); false:
+    /// inference-mode formula (mean/var are constants).
+    pub batch_stats: bool,
+    /// `dgamma += ...`, `dbeta += ...` instead of `=`.
+    pub accumulate_params: bool,
+}
+
+/// Backward of [`batchnorm_apply`] (activation included). With `dz = dy * act'(z)` and
+/// `xhat = (x - mean) / sqrt(var + eps)`: `dbeta (+)= sum dz`, `dgamma (+)= sum dz * xhat`;
+/// training mode `dx = gamma * rstd * (dz - mean(dz) - xhat * mean(dz * xhat))`, inference mode
+/// `dx = gamma * rstd * dz`; plus `addend` if given. Returns its ops in order (partial
+/// reduction, per-channel finalize, input gradient); allocates its scratch itself.
+pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBackward) -> Vec<Op> {
+    let what = "batchnorm_backward";
+    check_shape(s, what);
+    for (t, name) in [(b.x, "x"), (b.dy, "dy"), (b.dx, "dx")] {
+        check_len(t, s.len(), what, name);
+    }
+    if let Some(a) = b.addend {
+        check_len(a, s.len(), what, "addend");
+    }
+    for (t, name) in [
+        (b.mean, "mean"),
+        (b.var, "var"),
+        (b.gamma, "gamma"),
+        (b.beta, "beta"),
+        (b.dgamma, "dgamma"),
+        (b.dbeta, "dbeta"),
+    ] {
+        check_len(t, s.channels, what, name);
+    }
+    let pl = plan(s);
+    let scratch = Tensor::zeros(
+        ctx,
+        "batchnorm backward partials",
+        &[2, pl.chunks, s.channels],
+    );
+    let coef = Tensor::zeros(ctx, "batchnorm backward coefficients", &[5, s.channels]);
+    let mut p = params(s, &pl);
+    p.eps = b.eps;
+    p.slope = b.slope;
+    p.flags = (if b.batch_stats { FLAG_BATCH_STATS } else { 0 })
+        | (if b.accumulate_params {
+            FLAG_ACCUMULATE
+        } else {
+            0
+        });
+    let uniform = bytemuck::bytes_of(&p);
+    let partial = Op::new(
+        ctx,
+        Shader::BatchNorm,
+        "batchnorm_backward_partial",
+        Some(uniform),
+        &[
+            (1, b.x),
+            (2, b.mean),
+            (3, b.var),
+            (4, b.gamma),
+            (5, b.beta),
+            (7, b.dy),
+            (8, &scratch),
+        ],
+        [pl.chunks as u32, pl.channel_tiles as u32, 1],
+    )
+    .with_flops(8.0 * s.len() as f64);
+    let finalize = Op::new(
+        ctx,
+        Shader::BatchNorm,
+        "batchnorm_backward_finalize",
+        Some(uniform),
+        &[
+            (2, b.mean),
+            (3, b.var),
+            (4, b.gamma),
+            (5, b.beta),
+            (9, &scratch),
+            (14, b.dgamma),
+            (15, b.dbeta),
+            (16, &coef),
+        ],
+        [s.channels as u32, 1, 1],
+    );
+    let input = match b.addend {
+        None => Op::new(
+            ctx,
+            Shader::BatchNorm,
+            "batchnorm_backward_input",
+            Some(uniform),
+            &[(1, b.x), (7, b.dy), (17, &coef), (18, b.dx)],
+            grid_1d(s.len(), WG),
+        ),
+        Some(a) => Op::new(
+            ctx,
+            Shader::BatchNorm,
+            "batchnorm_backward_input_add",
+            Some(uniform),
+            &[(1, b.x), (7, b.dy), (17, &coef), (18, b.dx), (19, a)],
+            grid_1d(s.len(), WG),
+        ),
+    }
+    .with_flops(9.0 * s.len() as f64);
+    vec![partial, finalize, input]
+}

@@ -1,1 +1,631 @@
-//! Tests for `shaders/batchnorm.wgsl` (to be written).
+use adamatch_wgpu::gpu::{GpuContext, Op, Tensor};
+use adamatch_wgpu::kernels::batchnorm::{
+    batchnorm_apply, batchnorm_backward, batchnorm_stats, BatchNormBackward, BatchNormShape,
+};
+
+use crate::ctx;
+use crate::reference::{assert_close, batchnorm as cpu, random_vec, to_f64};
+
+// Keras' default epsilon.
+const EPS: f32 = 1e-3;
+const MOMENTUM: f32 = 0.9;
+
+// Tolerances: f32 kernels vs the f64 reference. Statistics and parameter gradients are sums over
+// the rows; dx in training mode subtracts nearly cancelling terms. The absolute floors are scaled
+// by the size of the quantity (see each use).
+const RTOL: f64 = 1e-4;
+
+fn run(ctx: &GpuContext, ops: &[Op]) {
+    let refs: Vec<&Op> = ops.iter().collect();
+    ctx.run(&refs).unwrap();
+}
+
+fn read(ctx: &GpuContext, t: &Tensor) -> Vec<f32> {
+    t.read_f32(ctx).unwrap()
+}
+
+/// `scale * U(-1, 1) + offset`.
+fn data(seed: u64, len: usize, scale: f32, offset: f32) -> Vec<f32> {
+    random_vec(seed, len)
+        .into_iter()
+        .map(|v| v * scale + offset)
+        .collect()
+}
+
+/// Inputs of one test case.
+struct Inputs {
+    s: BatchNormShape,
+    x: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+impl Inputs {
+    fn new(seed: u64, rows: usize, channels: usize, x_offset: f32) -> Inputs {
+        let n = rows * channels;
+        Inputs {
+            s: BatchNormShape { rows, channels },
+            x: data(seed, n, 2.0, x_offset),
+            gamma: data(seed + 1, channels, 0.5, 1.0),
+            beta: data(seed + 2, channels, 0.5, 0.0),
+            dy: data(seed + 3, n, 1.0, 0.0),
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// The f64 reference backward against central finite differences of the f64 reference forward.
+
+/// sum(y * w): its gradient w.r.t. y is w.
+fn weighted_sum(y: &[f64], w: &[f64]) -> f64 {
+    y.iter().zip(w).map(|(a, b)| a * b).sum()
+}
+
+fn check_fd(what: &str, analytic: &[f64], f: impl Fn(usize, f64) -> f64) {
+    const H: f64 = 1e-6;
+    for (i, &a) in analytic.iter().enumerate() {
+        let fd = (f(i, H) - f(i, -H)) / (2.0 * H);
+        let err = (fd - a).abs();
+        assert!(
+            err <= 1e-6 + 1e-6 * a.abs(),
+            "{what}[{i}]: analytic {a} vs finite difference {fd} (error {err:.3e})"
+        );
+    }
+}
+
+fn perturbed(v: &[f64], i: usize, h: f64) -> Vec<f64> {
+    let mut v = v.to_vec();
+    v[i] += h;
+    v
+}
+
+/// Asserts that no pre-activation is within `margin` of the kink, so +-h perturbations never
+/// cross it and finite differences are valid.
+fn assert_away_from_kink(z: &[f64], margin: f64) {
+    let closest = z.iter().fold(f64::INFINITY, |m, v| m.min(v.abs()));
+    assert!(
+        closest > margin,
+        "test data has a pre-activation {closest:e} near the kink: pick another seed"
+    );
+}
+
+#[test]
+fn reference_backward_train_matches_finite_differences() {
+    let (rows, channels) = (7, 3);
+    for (seed, slope) in [(10u64, 0.1f64), (20, 0.0)] {
+        let inp = Inputs::new(seed, rows, channels, 0.3);
+        let (x, gamma, beta, w) = (
+            to_f64(&inp.x),
+            to_f64(&inp.gamma),
+            to_f64(&inp.beta),
+            to_f64(&inp.dy),
+        );
+        let eps = EPS as f64;
+        let (z, _, _) = cpu::batchnorm_forward_train(&x, rows, channels, &gamma, &beta, eps, 1.0);
+        assert_away_from_kink(&z, 1e-3);
+        let loss = |x: &[f64], g: &[f64], b: &[f64]| {
+            let (y, _, _) = cpu::batchnorm_forward_train(x, rows, channels, g, b, eps, slope);
+            weighted_sum(&y, &w)
+        };
+        let (dx, dgamma, dbeta) =
+            cpu::batchnorm_backward_train(&x, &w, rows, channels, &gamma, &beta, eps, slope);
+        check_fd("train dx", &dx, |i, h| {
+            loss(&perturbed(&x, i, h), &gamma, &beta)
+        });
+        check_fd("train dgamma", &dgamma, |i, h| {
+            loss(&x, &perturbed(&gamma, i, h), &beta)
+        });
+        check_fd("train dbeta", &dbeta, |i, h| {
+            loss(&x, &gamma, &perturbed(&beta, i, h))
+        });
+    }
+}
+
+#[test]
+fn reference_backward_inference_matches_finite_differences() {
+    let (rows, channels) = (5, 4);
+    for (seed, slope) in [(30u64, 0.1f64), (40, 0.0)] {
+        let inp = Inputs::new(seed, rows, channels, 0.3);
+        let (x, gamma, beta, w) = (
+            to_f64(&inp.x),
+            to_f64(&inp.gamma),
+            to_f64(&inp.beta),
+            to_f64(&inp.dy),
+        );
+        let mean = to_f64(&data(seed + 5, channels, 0.5, 0.0));
+        let var = to_f64(&data(seed + 6, channels, 0.4, 1.0));
+        let eps = EPS as f64;
+        let z = cpu::batchnorm_forward_inference(
+            &x, rows, channels, &gamma, &beta, &mean, &var, eps, 1.0,
+        );
+        assert_away_from_kink(&z, 1e-3);
+        let loss = |x: &[f64], g: &[f64], b: &[f64]| {
+            let y =
+                cpu::batchnorm_forward_inference(x, rows, channels, g, b, &mean, &var, eps, slope);
+            weighted_sum(&y, &w)
+        };
+        let (dx, dgamma, dbeta) = cpu::batchnorm_backward_inference(
+            &x, &w, rows, channels, &gamma, &beta, &mean, &var, eps, slope,
+        );
+        check_fd("inference dx", &dx, |i, h| {
+            loss(&perturbed(&x, i, h), &gamma, &beta)
+        });
+        check_fd("inference dgamma", &dgamma, |i, h| {
+            loss(&x, &perturbed(&gamma, i, h), &beta)
+        });
+        check_fd("inference dbeta", &dbeta, |i, h| {
+            loss(&x, &gamma, &perturbed(&beta, i, h))
+        });
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// GPU kernels against the reference.
+
+/// (rows, channels, x offset): rows/channels off the workgroup and tile sizes; one shape with more
+/// chunks than a finalize workgroup has threads; a large mean shows the variance is stable.
+const SHAPES: &[(usize, usize, f32)] = &[
+    (3 * 5 * 7, 13, 0.0),
+    (1, 5, 0.0),
+    (2 * 9 * 9, 70, 0.5),
+    (3 * 17 * 17, 32, 0.0),
+    (300_007, 3, 0.0),
+    (3 * 5 * 7, 13, 1000.0),
+    (2 * 11 * 11, 17, -1000.0),
+];
+
+#[test]
+fn stats_match_reference_with_and_without_running_update() {
+    let ctx = ctx();
+    for (k, &(rows, channels, offset)) in SHAPES.iter().enumerate() {
+        let inp = Inputs::new(100 + k as u64, rows, channels, offset);
+        let s = inp.s;
+        let (want_mean, want_var) = cpu::batchnorm_moments(&to_f64(&inp.x), rows, channels);
+        let run0 = data(200 + k as u64, channels, 1.0, offset);
+        let run1 = data(300 + k as u64, channels, 0.5, 1.0);
+        for update in [false, true] {
+            let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp.x);
+            let mean = Tensor::zeros(ctx, "mean", &[channels]);
+            let var = Tensor::zeros(ctx, "var", &[channels]);
+            let rmean = Tensor::from_f32(ctx, "running mean", &[channels], &run0);
+            let rvar = Tensor::from_f32(ctx, "running var", &[channels], &run1);
+            run(
+                ctx,
+                &batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, update),
+            );
+            let what = format!("rows {rows} channels {channels} offset {offset} update {update}");
+            // Mean: absolute floor relative to the data's spread (1) and offset.
+            let mean_atol = 1e-6 * (1.0 + offset.abs() as f64);
+            assert_close(
+                &format!("mean, {what}"),
+                &read(ctx, &mean),
+                &want_mean,
+                RTOL,
+                mean_atol,
+            );
+            // Variance ~1.33 whatever the offset: E[x^2] - E[x]^2 in f32 would be off by ~0.1
+            // at offset 1000; this tolerance demands two-pass accuracy.
+            assert_close(
+                &format!("var, {what}"),
+                &read(ctx, &var),
+                &want_var,
+                RTOL,
+                1e-6,
+            );
+            let m = MOMENTUM as f64;
+            let (want_rm, want_rv): (Vec<f64>, Vec<f64>) = if update {
+                (
+                    (0..channels)
+                        .map(|c| m * run0[c] as f64 + (1.0 - m) * want_mean[c])
+                        .collect(),
+                    (0..channels)
+                        .map(|c| m * run1[c] as f64 + (1.0 - m) * want_var[c])
+                        .collect(),
+                )
+            } else {
+                (to_f64(&run0), to_f64(&run1))
+            };
+            assert_close(
+                &format!("running mean, {what}"),
+                &read(ctx, &rmean),
+                &want_rm,
+                RTOL,
+                mean_atol,
+            );
+            assert_close(
+                &format!("running var, {what}"),
+                &read(ctx, &rvar),
+                &want_rv,
+                RTOL,
+                1e-6,
+            );
+        }
+    }
+}
+
+#[test]
+fn training_forward_matches_reference() {
+    let ctx = ctx();
+    for (k, &(rows, channels, offset)) in SHAPES.iter().enumerate() {
+        for slope in [0.0f32, 0.1] {
+            let inp = Inputs::new(400 + k as u64, rows, channels, offset);
+            let s = inp.s;
+            let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp.x);
+            let gamma = Tensor::from_f32(ctx, "gamma", &[channels], &inp.gamma);
+            let beta = Tensor::from_f32(ctx, "beta", &[channels], &inp.beta);
+            let mean = Tensor::zeros(ctx, "mean", &[channels]);
+            let var = Tensor::zeros(ctx, "var", &[channels]);
+            let rmean = Tensor::zeros(ctx, "running mean", &[channels]);
+            let rvar = Tensor::zeros(ctx, "running var", &[channels]);
+            let y = Tensor::zeros(ctx, "y", &[rows, channels]);
+            let mut ops = batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, 0.9, false);
+            ops.push(batchnorm_apply(
+                ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, slope,
+            ));
+            run(ctx, &ops);
+            let (want, _, _) = cpu::batchnorm_forward_train(
+                &to_f64(&inp.x),
+                rows,
+                channels,
+                &to_f64(&inp.gamma),
+                &to_f64(&inp.beta),
+                EPS as f64,
+                slope as f64,
+            );
+            // y is O(1); absolute error from the f32 statistics is ~1e-6 (offset 1000: the f32
+            // mean's rounding, ~1e-4 relative to the unit spread, shifts every y).
+            let atol = 1e-5 * (1.0 + offset.abs() as f64 / 100.0);
+            assert_close(
+                &format!("train y, rows {rows} channels {channels} offset {offset} slope {slope}"),
+                &read(ctx, &y),
+                &want,
+                RTOL,
+                atol,
+            );
+        }
+    }
+}
+
+#[test]
+fn inference_forward_matches_reference() {
+    let ctx = ctx();
+    for (k, &(rows, channels, offset)) in SHAPES.iter().enumerate() {
+        for slope in [0.0f32, 0.1] {
+            let inp = Inputs::new(500 + k as u64, rows, channels, offset);
+            let s = inp.s;
+            let mean_v = data(600 + k as u64, channels, 0.5, offset);
+            let var_v = data(700 + k as u64, channels, 0.5, 1.0);
+            let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp.x);
+            let gamma = Tensor::from_f32(ctx, "gamma", &[channels], &inp.gamma);
+            let beta = Tensor::from_f32(ctx, "beta", &[channels], &inp.beta);
+            let mean = Tensor::from_f32(ctx, "mean", &[channels], &mean_v);
+            let var = Tensor::from_f32(ctx, "var", &[channels], &var_v);
+            let y = Tensor::zeros(ctx, "y", &[rows, channels]);
+            run(
+                ctx,
+                &[batchnorm_apply(
+                    ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, slope,
+                )],
+            );
+            let want = cpu::batchnorm_forward_inference(
+                &to_f64(&inp.x),
+                rows,
+                channels,
+                &to_f64(&inp.gamma),
+                &to_f64(&inp.beta),
+                &to_f64(&mean_v),
+                &to_f64(&var_v),
+                EPS as f64,
+                slope as f64,
+            );
+            assert_close(
+                &format!(
+                    "inference y, rows {rows} channels {channels} offset {offset} slope {slope}"
+                ),
+                &read(ctx, &y),
+                &want,
+                RTOL,
+                1e-6,
+            );
+        }
+    }
+}
+
+/// Outputs of one GPU backward run.
+struct BackwardOut {
+    dx: Vec<f32>,
+    dgamma: Vec<f32>,
+    dbeta: Vec<f32>,
+}
+
+/// Runs the backward on the GPU. Training mode computes the batch statistics on the GPU first
+/// (as the network does); inference mode uses `stats`. dx/dgamma/dbeta start from `preset`.
+#[allow(clippy::too_many_arguments)]
+fn gpu_backward(
+    ctx: &GpuContext,
+    inp: &Inputs,
+    stats: Option<(&[f32], &[f32])>,
+    slope: f32,
+    addend: Option<&[f32]>,
+    preset: (&[f32], &[f32], &[f32]),
+    accumulate: bool,
+) -> BackwardOut {
+    let s = inp.s;
+    let (rows, channels) = (s.rows, s.channels);
+    let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp.x);
+    let dy = Tensor::from_f32(ctx, "dy", &[rows, channels], &inp.dy);
+    let gamma = Tensor::from_f32(ctx, "gamma", &[channels], &inp.gamma);
+    let beta = Tensor::from_f32(ctx, "beta", &[channels], &inp.beta);
+    let mean = Tensor::zeros(ctx, "mean", &[channels]);
+    let var = Tensor::zeros(ctx, "var", &[channels]);
+    let dx = Tensor::from_f32(ctx, "dx", &[rows, channels], preset.0);
+    let dgamma = Tensor::from_f32(ctx, "dgamma", &[channels], preset.1);
+    let dbeta = Tensor::from_f32(ctx, "dbeta", &[channels], preset.2);
+    let addend = addend.map(|a| Tensor::from_f32(ctx, "addend", &[rows, channels], a));
+    let mut ops = Vec::new();
+    match stats {
+        Some((m, v)) => {
+            mean.write_f32(ctx, m);
+            var.write_f32(ctx, v);
+        }
+        None => {
+            let rmean = Tensor::zeros(ctx, "running mean", &[channels]);
+            let rvar = Tensor::zeros(ctx, "running var", &[channels]);
+            ops.extend(batchnorm_stats(
+                ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, false,
+            ));
+        }
+    }
+    ops.extend(batchnorm_backward(
+        ctx,
+        &s,
+        &BatchNormBackward {
+            x: &x,
+            dy: &dy,
+            mean: &mean,
+            var: &var,
+            gamma: &gamma,
+            beta: &beta,
+            dx: &dx,
+            dgamma: &dgamma,
+            dbeta: &dbeta,
+            addend: addend.as_ref(),
+            eps: EPS,
+            slope,
+            batch_stats: stats.is_none(),
+            accumulate_params: accumulate,
+        },
+    ));
+    run(ctx, &ops);
+    BackwardOut {
+        dx: read(ctx, &dx),
+        dgamma: read(ctx, &dgamma),
+        dbeta: read(ctx, &dbeta),
+    }
+}
+
+fn plus(a: &[f64], b: &[f32]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, &y)| x + y as f64).collect()
+}
+
+/// Checks one backward case in both modes against the reference.
+fn check_backward(k: u64, rows: usize, channels: usize, offset: f32, slope: f32, variant: u32) {
+    let ctx = ctx();
+    let use_addend = variant & 1 != 0;
+    let accumulate = variant & 2 != 0;
+    let inp = Inputs::new(800 + k, rows, channels, offset);
+    let n = rows * channels;
+    let addend = data(900 + k, n, 1.0, 0.0);
+    // dx starts as garbage: it must be overwritten whether or not an addend is given.
+    let preset = (
+        data(901 + k, n, 5.0, 0.0),
+        data(902 + k, channels, 5.0, 0.0),
+        data(903 + k, channels, 5.0, 0.0),
+    );
+    let (x, dy, gamma, beta) = (
+        to_f64(&inp.x),
+        to_f64(&inp.dy),
+        to_f64(&inp.gamma),
+        to_f64(&inp.beta),
+    );
+    let (eps, sl) = (EPS as f64, slope as f64);
+    let mean_v = data(904 + k, channels, 0.5, offset);
+    let var_v = data(905 + k, channels, 0.5, 1.0);
+    for batch_stats in [true, false] {
+        let (want_dx, want_dg, want_db) = if batch_stats {
+            cpu::batchnorm_backward_train(&x, &dy, rows, channels, &gamma, &beta, eps, sl)
+        } else {
+            cpu::batchnorm_backward_inference(
+                &x,
+                &dy,
+                rows,
+                channels,
+                &gamma,
+                &beta,
+                &to_f64(&mean_v),
+                &to_f64(&var_v),
+                eps,
+                sl,
+            )
+        };
+        let got = gpu_backward(
+            ctx,
+            &inp,
+            (!batch_stats).then_some((&mean_v[..], &var_v[..])),
+            slope,
+            use_addend.then_some(&addend[..]),
+            (&preset.0, &preset.1, &preset.2),
+            accumulate,
+        );
+        let want_dx = if use_addend {
+            plus(&want_dx, &addend)
+        } else {
+            want_dx
+        };
+        let (want_dg, want_db) = if accumulate {
+            (plus(&want_dg, &preset.1), plus(&want_db, &preset.2))
+        } else {
+            (want_dg, want_db)
+        };
+        let what = format!(
+            "rows {rows} channels {channels} offset {offset} slope {slope} batch_stats \
+             {batch_stats} addend {use_addend} accumulate {accumulate}"
+        );
+        // dx is O(1); the offset-1000 f32 mean carries ~1e-4 relative error into xhat.
+        let dx_atol = 2e-5 * (1.0 + offset.abs() as f64 / 100.0);
+        assert_close(&format!("dx, {what}"), &got.dx, &want_dx, RTOL, dx_atol);
+        // Parameter gradients are sums of `rows` O(1) terms.
+        let sum_atol = dx_atol * (rows as f64).sqrt();
+        assert_close(
+            &format!("dgamma, {what}"),
+            &got.dgamma,
+            &want_dg,
+            RTOL,
+            sum_atol,
+        );
+        assert_close(
+            &format!("dbeta, {what}"),
+            &got.dbeta,
+            &want_db,
+            RTOL,
+            sum_atol,
+        );
+    }
+}
+
+#[test]
+fn backward_matches_reference() {
+    for (k, &(rows, channels, offset)) in SHAPES.iter().enumerate() {
+        for (j, slope) in [0.0f32, 0.1].into_iter().enumerate() {
+            // Cycle through addend/accumulate combinations across cases.
+            let variant = (k as u32 * 2 + j as u32) % 4;
+            check_backward(
+                10 * k as u64 + j as u64,
+                rows,
+                channels,
+                offset,
+                slope,
+                variant,
+            );
+        }
+    }
+    // Every addend/accumulate combination on one shape.
+    for variant in 0..4 {
+        check_backward(1000 + variant as u64, 3 * 5 * 7, 13, 0.0, 0.1, variant);
+    }
+}
+
+#[test]
+fn kernels_are_bitwise_deterministic() {
+    let ctx = ctx();
+    let (rows, channels) = (3 * 17 * 17 + 5, 17);
+    let inp = Inputs::new(1234, rows, channels, 3.0);
+    let s = inp.s;
+    let n = rows * channels;
+    let once = || -> Vec<Vec<u32>> {
+        let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp.x);
+        let dy = Tensor::from_f32(ctx, "dy", &[rows, channels], &inp.dy);
+        let gamma = Tensor::from_f32(ctx, "gamma", &[channels], &inp.gamma);
+        let beta = Tensor::from_f32(ctx, "beta", &[channels], &inp.beta);
+        let mean = Tensor::zeros(ctx, "mean", &[channels]);
+        let var = Tensor::zeros(ctx, "var", &[channels]);
+        let rmean = Tensor::zeros(ctx, "running mean", &[channels]);
+        let rvar = Tensor::from_f32(ctx, "running var", &[channels], &vec![1.0; channels]);
+        let y = Tensor::zeros(ctx, "y", &[rows, channels]);
+        let dx = Tensor::zeros(ctx, "dx", &[n]);
+        let dgamma = Tensor::zeros(ctx, "dgamma", &[channels]);
+        let dbeta = Tensor::zeros(ctx, "dbeta", &[channels]);
+        let mut ops = batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, true);
+        ops.push(batchnorm_apply(
+            ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, 0.1,
+        ));
+        ops.extend(batchnorm_backward(
+            ctx,
+            &s,
+            &BatchNormBackward {
+                x: &x,
+                dy: &dy,
+                mean: &mean,
+                var: &var,
+                gamma: &gamma,
+                beta: &beta,
+                dx: &dx,
+                dgamma: &dgamma,
+                dbeta: &dbeta,
+                addend: None,
+                eps: EPS,
+                slope: 0.1,
+                batch_stats: true,
+                accumulate_params: false,
+            },
+        ));
+        run(ctx, &ops);
+        [&mean, &var, &rmean, &rvar, &y, &dx, &dgamma, &dbeta]
+            .iter()
+            .map(|t| read(ctx, t).iter().map(|v| v.to_bits()).collect())
+            .collect()
+    };
+    let a = once();
+    let b = once();
+    for (i, (u, v)) in a.iter().zip(&b).enumerate() {
+        assert!(u == v, "output {i} differs between two identical runs");
+    }
+}
+
+#[test]
+fn large_batch_stats_and_apply_use_a_2d_grid() {
+    // The AdaMatch joint pass: 512 images of 32x32 with 32 channels = 16.8M values, which needs
+    // 65,536 workgroups of 256 for the elementwise apply, one more than a dimension allows.
+    let ctx = ctx();
+    let (rows, channels) = (512 * 32 * 32, 32);
+    let inp_x = data(77, rows * channels, 2.0, 0.5);
+    let gamma_v = data(78, channels, 0.5, 1.0);
+    let beta_v = data(79, channels, 0.5, 0.0);
+    let s = BatchNormShape { rows, channels };
+    let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp_x);
+    let gamma = Tensor::from_f32(ctx, "gamma", &[channels], &gamma_v);
+    let beta = Tensor::from_f32(ctx, "beta", &[channels], &beta_v);
+    let mean = Tensor::zeros(ctx, "mean", &[channels]);
+    let var = Tensor::zeros(ctx, "var", &[channels]);
+    let rmean = Tensor::zeros(ctx, "running mean", &[channels]);
+    let rvar = Tensor::from_f32(ctx, "running var", &[channels], &vec![1.0; channels]);
+    let y = Tensor::zeros(ctx, "y", &[rows, channels]);
+    let mut ops = batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, true);
+    let apply = batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, 0.1);
+    assert!(
+        apply.workgroups[1] > 1,
+        "expected a 2D grid, got {:?}",
+        apply.workgroups
+    );
+    ops.push(apply);
+    run(ctx, &ops);
+
+    let x64 = to_f64(&inp_x);
+    let (want_mean, want_var) = cpu::batchnorm_moments(&x64, rows, channels);
+    assert_close("large mean", &read(ctx, &mean), &want_mean, RTOL, 1e-6);
+    assert_close("large var", &read(ctx, &var), &want_var, RTOL, 1e-6);
+    let m = MOMENTUM as f64;
+    let want_rv: Vec<f64> = want_var.iter().map(|v| m + (1.0 - m) * v).collect();
+    assert_close("large running var", &read(ctx, &rvar), &want_rv, RTOL, 1e-6);
+    // y: every element of the last rows (the second row of workgroups) plus a strided sample.
+    let got_y = read(ctx, &y);
+    let want_y = cpu::batchnorm_forward_inference(
+        &x64,
+        rows,
+        channels,
+        &to_f64(&gamma_v),
+        &to_f64(&beta_v),
+        &want_mean,
+        &want_var,
+        EPS as f64,
+        0.1,
+    );
+    let idx: Vec<usize> = (0..rows * channels)
+        .step_by(101)
+        .chain(rows * channels - 2000..rows * channels)
+        .collect();
+    let pick_g: Vec<f32> = idx.iter().map(|&i| got_y[i]).collect();
+    let pick_w: Vec<f64> = idx.iter().map(|&i| want_y[i]).collect();
+    assert_close("large y (sample)", &pick_g, &pick_w, RTOL, 1e-5);
+}
