@@ -1,1 +1,322 @@
-//! Rust side of `shaders/conv2d.wgsl`.
+//! Rust side of `shaders/conv2d.wgsl`: 2D convolution (NHWC activations, HWIO weights, no bias,
+//! TensorFlow "SAME" padding) as implicit GEMM, forward and both backward passes.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::{grid_1d, GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
+use crate::shaders::Shader;
+
+/// Output tile rows per workgroup (GEMM M); mirrors `TILE_M` in the shader.
+pub const TILE_M: usize = 128;
+/// Output tile columns per workgroup (GEMM N); mirrors `TILE_N` in the shader.
+pub const TILE_N: usize = 32;
+/// Reduction depth staged per step (GEMM K); mirrors `TILE_K` in the shader.
+pub const TILE_K: usize = 16;
+/// Workgroup size of `conv2d_backward_weights_reduce`.
+const REDUCE_WG: u32 = 256;
+/// Backward-weights split-K: about one chunk per this many reduction rows...
+const SPLIT_ROWS_TARGET: usize = 2048;
+/// ...and at most this many chunks.
+const MAX_SPLITS: usize = 64;
+
+// The shader's staging assumes one invocation per 4x4 output block and fixed staged quads.
+const WG: usize = (TILE_M / 4) * (TILE_N / 4);
+const _: () =
+    assert!(TILE_M.is_multiple_of(4) && TILE_N.is_multiple_of(4) && TILE_K.is_multiple_of(4));
+const _: () = assert!(WG.is_multiple_of(TILE_M / 4) && WG.is_multiple_of(TILE_K / 4));
+
+/// One convolution layer's geometry. Padding is TensorFlow/Keras "SAME": `out = ceil(in / stride)`,
+/// total padding `max((out - 1) * stride + kernel - in, 0)`, the smaller half at the top/left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    pub batch: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub in_c: usize,
+    pub out_c: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+fn same_out(input: usize, stride: usize) -> usize {
+    input.div_ceil(stride)
+}
+
+fn same_pad_before(input: usize, kernel: usize, stride: usize) -> usize {
+    let out = same_out(input, stride);
+    let total = ((out - 1) * stride + kernel).saturating_sub(input);
+    total / 2
+}
+
+impl Conv2dShape {
+    pub fn out_h(&self) -> usize {
+        same_out(self.in_h, self.stride)
+    }
+
+    pub fn out_w(&self) -> usize {
+        same_out(self.in_w, self.stride)
+    }
+
+    pub fn pad_top(&self) -> usize {
+        same_pad_before(self.in_h, self.kernel, self.stride)
+    }
+
+    pub fn pad_left(&self) -> usize {
+        same_pad_before(self.in_w, self.kernel, self.stride)
+    }
+
+    /// Elements of x (and dx): `[batch, in_h, in_w, in_c]`.
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_h * self.in_w * self.in_c
+    }
+
+    /// Elements of y (and dy, residual): `[batch, out_h, out_w, out_c]`.
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_h() * self.out_w() * self.out_c
+    }
+
+    /// Elements of w (and dw): `[kernel, kernel, in_c, out_c]`.
+    pub fn weight_len(&self) -> usize {
+        self.kernel * self.kernel * self.in_c * self.out_c
+    }
+
+    /// Multiply-adds times 2 of one pass (forward, backward-data and backward-weights alike).
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.batch * self.out_h() * self.out_w()) as f64
+            * (self.kernel * self.kernel * self.in_c) as f64
+            * self.out_c as f64
+    }
+
+    fn validate(&self, what: &str) {
+        assert!(
+            self.batch > 0
+                && self.in_h > 0
+                && self.in_w > 0
+                && self.in_c > 0
+                && self.out_c > 0
+                && self.kernel > 0
+                && self.stride > 0,
+            "{what}: every dimension of {self:?} must be positive"
+        );
+        // Index math in the shader is u32.
+        for (name, len) in [
+            ("input", self.input_len()),
+            ("output", self.output_len()),
+            ("weights", self.weight_len()),
+        ] {
+            assert!(
+                len <= u32::MAX as usize,
+                "{what}: {name} of {self:?} has more than 2^32 elements"
+            );
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    batch: u32,
+    in_h: u32,
+    in_w: u32,
+    in_c: u32,
+    out_h: u32,
+    out_w: u32,
+    out_c: u32,
+    kernel: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    accumulate: u32,
+    gemm_m: u32,
+    gemm_n: u32,
+    gemm_k: u32,
+    tiles_m: u32,
+    split_rows: u32,
+    splits: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+/// Parameters for a GEMM of `m x k` by `k x n` over the geometry of `s`.
+fn params(s: &Conv2dShape, gemm: [usize; 3], accumulate: bool) -> Params {
+    let [m, n, k] = gemm;
+    Params {
+        batch: s.batch as u32,
+        in_h: s.in_h as u32,
+        in_w: s.in_w as u32,
+        in_c: s.in_c as u32,
+        out_h: s.out_h() as u32,
+        out_w: s.out_w() as u32,
+        out_c: s.out_c as u32,
+        kernel: s.kernel as u32,
+        stride: s.stride as u32,
+        pad_top: s.pad_top() as u32,
+        pad_left: s.pad_left() as u32,
+        accumulate: accumulate as u32,
+        gemm_m: m as u32,
+        gemm_n: n as u32,
+        gemm_k: k as u32,
+        tiles_m: m.div_ceil(TILE_M) as u32,
+        split_rows: 0,
+        splits: 0,
+        _pad0: 0,
+        _pad1: 0,
+    }
+}
+
+/// Workgroups for an `m x n` output: N tiles along x, M tiles along y, spilling into z past
+/// 65,535 (the shader recovers the M tile as `wid.z * nwg.y + wid.y`).
+fn gemm_grid(m: usize, n: usize) -> [u32; 3] {
+    let tiles_n = n.div_ceil(TILE_N) as u32;
+    let tiles_m = m.div_ceil(TILE_M) as u64;
+    assert!(
+        tiles_n <= MAX_WORKGROUPS_PER_DIM,
+        "conv2d: too many channels"
+    );
+    let y = tiles_m.min(MAX_WORKGROUPS_PER_DIM as u64);
+    let z = tiles_m.div_ceil(y.max(1));
+    [tiles_n, y as u32, z as u32]
+}
+
+fn check_len(what: &str, name: &str, t: &Tensor, want: usize) {
+    assert_eq!(
+        t.len(),
+        want,
+        "{what}: {name} has shape {:?} ({} elements), expected {want} elements",
+        t.shape,
+        t.len()
+    );
+    // Inputs are also bound as vec4 arrays, which need at least one whole vec4.
+    assert!(
+        want >= 4,
+        "{what}: {name} needs at least 4 elements, has {want}"
+    );
+}
+
+/// `y = conv(x, w) [+ residual]`, with the residual add fused into the GEMM epilogue
+/// (`residual` has y's shape). x: `[batch, in_h, in_w, in_c]`, w: `[k, k, in_c, out_c]`,
+/// y: `[batch, out_h, out_w, out_c]`.
+pub fn conv2d_forward(
+    ctx: &GpuContext,
+    s: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    y: &Tensor,
+    residual: Option<&Tensor>,
+) -> Op {
+    let what = "conv2d_forward";
+    s.validate(what);
+    check_len(what, "x", x, s.input_len());
+    check_len(what, "w", w, s.weight_len());
+    check_len(what, "y", y, s.output_len());
+    // Without a residual the shader still needs something bound at its binding: a 1-element
+    // placeholder it never reads (the `accumulate` flag is 0).
+    let placeholder;
+    let res = match residual {
+        Some(r) => {
+            check_len(what, "residual", r, s.output_len());
+            r
+        }
+        None => {
+            placeholder = Tensor::zeros(ctx, "conv2d no residual", &[1]);
+            &placeholder
+        }
+    };
+    let m = s.batch * s.out_h() * s.out_w();
+    let gemm = [m, s.out_c, s.kernel * s.kernel * s.in_c];
+    let p = params(s, gemm, residual.is_some());
+    Op::new(
+        ctx,
+        Shader::Conv2d,
+        "conv2d_forward",
+        Some(bytemuck::bytes_of(&p)),
+        &[(1, x), (2, x), (3, w), (4, w), (7, y), (8, res)],
+        gemm_grid(m, s.out_c),
+    )
+    .with_flops(s.flops())
+}
+
+/// `dx (+)= conv_transpose(dy, w)`: the gradient of [`conv2d_forward`] with respect to x.
+pub fn conv2d_backward_data(
+    ctx: &GpuContext,
+    s: &Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+    accumulate: bool,
+) -> Op {
+    let what = "conv2d_backward_data";
+    s.validate(what);
+    check_len(what, "dy", dy, s.output_len());
+    check_len(what, "w", w, s.weight_len());
+    check_len(what, "dx", dx, s.input_len());
+    let m = s.batch * s.in_h * s.in_w;
+    let gemm = [m, s.in_c, s.kernel * s.kernel * s.out_c];
+    let p = params(s, gemm, accumulate);
+    Op::new(
+        ctx,
+        Shader::Conv2d,
+        "conv2d_backward_data",
+        Some(bytemuck::bytes_of(&p)),
+        &[(3, w), (4, w), (5, dy), (6, dy), (9, dx)],
+        gemm_grid(m, s.in_c),
+    )
+    .with_flops(s.flops())
+}
+
+/// Number of split-K chunks and rows per chunk (a multiple of `TILE_K`) for a reduction of
+/// `rows` rows.
+fn split_k(rows: usize) -> (usize, usize) {
+    let splits = rows.div_ceil(SPLIT_ROWS_TARGET).clamp(1, MAX_SPLITS);
+    let per = rows.div_ceil(splits).next_multiple_of(TILE_K);
+    (rows.div_ceil(per), per)
+}
+
+/// `dw (+)= sum over batch and positions of im2col(x)^T dy`: the gradient of [`conv2d_forward`]
+/// with respect to w. Deterministic split-K: each chunk of the reduction writes its partial
+/// product into a scratch buffer allocated here, then a second op adds the chunks in fixed
+/// order into dw. Returns both ops, to be run in order.
+pub fn conv2d_backward_weights(
+    ctx: &GpuContext,
+    s: &Conv2dShape,
+    x: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    accumulate: bool,
+) -> Vec<Op> {
+    let what = "conv2d_backward_weights";
+    s.validate(what);
+    check_len(what, "x", x, s.input_len());
+    check_len(what, "dy", dy, s.output_len());
+    check_len(what, "dw", dw, s.weight_len());
+    let rows = s.batch * s.out_h() * s.out_w();
+    let (m, n) = (s.kernel * s.kernel * s.in_c, s.out_c);
+    let (splits, split_rows) = split_k(rows);
+    let mut p = params(s, [m, n, rows], accumulate);
+    p.split_rows = split_rows as u32;
+    p.splits = splits as u32;
+    let partials = Tensor::zeros(ctx, "conv2d dw partials", &[splits, m, n]);
+    let tiles_m = m.div_ceil(TILE_M);
+    assert!(
+        tiles_m <= MAX_WORKGROUPS_PER_DIM as usize,
+        "{what}: too many weight rows"
+    );
+    let gemm = Op::new(
+        ctx,
+        Shader::Conv2d,
+        "conv2d_backward_weights",
+        Some(bytemuck::bytes_of(&p)),
+        &[(1, x), (2, x), (5, dy), (6, dy), (10, &partials)],
+        [n.div_ceil(TILE_N) as u32, tiles_m as u32, splits as u32],
+    )
+    .with_flops(s.flops());
+    let reduce = Op::new(
+        ctx,
+        Shader::Conv2d,
+        "conv2d_backward_weights_reduce",
+        Some(bytemuck::bytes_of(&p)),
+        &[(11, &partials), (12, dw)],
+        grid_1d(m * n, REDUCE_WG),
+    );
+    vec![gemm, reduce]
+}

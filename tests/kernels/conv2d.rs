@@ -1,1 +1,330 @@
-//! Tests for `shaders/conv2d.wgsl` (to be written).
+use adamatch_wgpu::gpu::Tensor;
+use adamatch_wgpu::kernels::conv2d::{
+    conv2d_backward_data, conv2d_backward_weights, conv2d_forward, Conv2dShape,
+};
+
+use crate::ctx;
+use crate::reference::{assert_close, conv2d as cpu, random_vec, to_f64};
+
+// f32 sums of `terms` products of values in [-1, 1): relative 1e-4, and an absolute floor that
+// grows with the length of the sum (rounding error of a long sum near zero).
+const RTOL: f64 = 1e-4;
+fn atol(terms: usize) -> f64 {
+    1e-6 * terms as f64
+}
+
+fn shape(
+    batch: usize,
+    hw: (usize, usize),
+    in_c: usize,
+    out_c: usize,
+    kernel: usize,
+    stride: usize,
+) -> Conv2dShape {
+    Conv2dShape {
+        batch,
+        in_h: hw.0,
+        in_w: hw.1,
+        in_c,
+        out_c,
+        kernel,
+        stride,
+    }
+}
+
+/// 3x3 and 1x1, stride 1 and 2, odd and even sizes, channel counts that are and are not
+/// multiples of 4 (vec4 and scalar staging), GEMM sizes that are not multiples of the tiles.
+fn shapes() -> Vec<Conv2dShape> {
+    vec![
+        shape(1, (5, 5), 3, 5, 3, 1),
+        shape(3, (7, 9), 13, 17, 3, 2),
+        shape(3, (8, 8), 5, 13, 3, 2),
+        shape(1, (6, 10), 17, 33, 1, 2),
+        shape(3, (7, 9), 33, 17, 1, 1),
+        shape(2, (11, 12), 3, 16, 3, 1),
+        shape(1, (7, 5), 16, 13, 3, 2),
+        shape(1, (9, 7), 16, 32, 3, 1),
+        shape(2, (8, 8), 32, 64, 3, 2),
+        shape(2, (6, 6), 8, 12, 1, 2),
+        shape(3, (5, 7), 4, 36, 3, 1),
+        shape(2, (1, 1), 4, 4, 3, 1),
+    ]
+}
+
+struct Data {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+fn data(s: &Conv2dShape, seed: u64) -> Data {
+    Data {
+        x: random_vec(seed, s.input_len()),
+        w: random_vec(seed + 1, s.weight_len()),
+        dy: random_vec(seed + 2, s.output_len()),
+    }
+}
+
+#[test]
+fn same_padding_matches_definition() {
+    for s in shapes() {
+        let (ho, pt) = cpu::same_geometry(s.in_h, s.kernel, s.stride);
+        let (wo, pl) = cpu::same_geometry(s.in_w, s.kernel, s.stride);
+        assert_eq!(
+            (s.out_h(), s.pad_top(), s.out_w(), s.pad_left()),
+            (ho, pt, wo, pl)
+        );
+    }
+    // Keras pads stride-2 convolutions of even sizes at the bottom/right only.
+    let s = shape(1, (32, 32), 32, 64, 3, 2);
+    assert_eq!((s.out_h(), s.pad_top(), s.pad_left()), (16, 0, 0));
+    let s = shape(1, (32, 32), 32, 32, 3, 1);
+    assert_eq!((s.out_h(), s.pad_top(), s.pad_left()), (32, 1, 1));
+    let s = shape(1, (7, 7), 3, 3, 3, 2);
+    assert_eq!((s.out_h(), s.pad_top()), (4, 1));
+    let s = shape(64, (32, 32), 32, 64, 1, 2);
+    assert_eq!((s.out_w(), s.pad_left()), (16, 0));
+    assert_eq!(s.flops(), 2.0 * (64 * 16 * 16) as f64 * 32.0 * 64.0);
+}
+
+#[test]
+fn forward_matches_reference_with_and_without_residual() {
+    let ctx = ctx();
+    for (i, s) in shapes().into_iter().enumerate() {
+        let d = data(&s, 100 + i as u64);
+        let res = random_vec(200 + i as u64, s.output_len());
+        let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d.x);
+        let w = Tensor::from_f32(ctx, "w", &[s.weight_len()], &d.w);
+        let r = Tensor::from_f32(ctx, "residual", &[s.output_len()], &res);
+        let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
+        let y_res = Tensor::zeros(ctx, "y_res", &[s.output_len()]);
+        let plain = conv2d_forward(ctx, &s, &x, &w, &y, None);
+        let with_res = conv2d_forward(ctx, &s, &x, &w, &y_res, Some(&r));
+        ctx.run(&[&plain, &with_res]).unwrap();
+
+        let want = cpu::conv2d_forward(&to_f64(&d.x), &to_f64(&d.w), &s);
+        let terms = s.kernel * s.kernel * s.in_c;
+        assert_close(
+            &format!("conv2d forward {s:?}"),
+            &y.read_f32(ctx).unwrap(),
+            &want,
+            RTOL,
+            atol(terms),
+        );
+        let want_res: Vec<f64> = want.iter().zip(&res).map(|(a, &b)| a + b as f64).collect();
+        assert_close(
+            &format!("conv2d forward + residual {s:?}"),
+            &y_res.read_f32(ctx).unwrap(),
+            &want_res,
+            RTOL,
+            atol(terms),
+        );
+    }
+}
+
+#[test]
+fn backward_data_matches_reference_and_accumulates() {
+    let ctx = ctx();
+    for (i, s) in shapes().into_iter().enumerate() {
+        let d = data(&s, 300 + i as u64);
+        let dx0 = random_vec(400 + i as u64, s.input_len());
+        let dy = Tensor::from_f32(ctx, "dy", &[s.output_len()], &d.dy);
+        let w = Tensor::from_f32(ctx, "w", &[s.weight_len()], &d.w);
+        // Start from garbage so "overwrite" is tested too.
+        let dx = Tensor::from_f32(ctx, "dx", &[s.input_len()], &dx0);
+        let dx_acc = Tensor::from_f32(ctx, "dx_acc", &[s.input_len()], &dx0);
+        let set = conv2d_backward_data(ctx, &s, &dy, &w, &dx, false);
+        let acc = conv2d_backward_data(ctx, &s, &dy, &w, &dx_acc, true);
+        ctx.run(&[&set, &acc]).unwrap();
+
+        let want = cpu::conv2d_backward_data(&to_f64(&d.dy), &to_f64(&d.w), &s);
+        let terms = s.kernel * s.kernel * s.out_c;
+        assert_close(
+            &format!("conv2d backward data {s:?}"),
+            &dx.read_f32(ctx).unwrap(),
+            &want,
+            RTOL,
+            atol(terms),
+        );
+        let want_acc: Vec<f64> = want.iter().zip(&dx0).map(|(a, &b)| a + b as f64).collect();
+        assert_close(
+            &format!("conv2d backward data (accumulate) {s:?}"),
+            &dx_acc.read_f32(ctx).unwrap(),
+            &want_acc,
+            RTOL,
+            atol(terms),
+        );
+    }
+}
+
+fn check_backward_weights(s: &Conv2dShape, seed: u64) {
+    let ctx = ctx();
+    let d = data(s, seed);
+    let dw0 = random_vec(seed + 3, s.weight_len());
+    let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d.x);
+    let dy = Tensor::from_f32(ctx, "dy", &[s.output_len()], &d.dy);
+    let dw = Tensor::from_f32(ctx, "dw", &[s.weight_len()], &dw0);
+    let dw_acc = Tensor::from_f32(ctx, "dw_acc", &[s.weight_len()], &dw0);
+    let set = conv2d_backward_weights(ctx, s, &x, &dy, &dw, false);
+    let acc = conv2d_backward_weights(ctx, s, &x, &dy, &dw_acc, true);
+    let ops: Vec<_> = set.iter().chain(&acc).collect();
+    ctx.run(&ops).unwrap();
+
+    let want = cpu::conv2d_backward_weights(&to_f64(&d.x), &to_f64(&d.dy), s);
+    let terms = s.batch * s.out_h() * s.out_w();
+    assert_close(
+        &format!("conv2d backward weights {s:?}"),
+        &dw.read_f32(ctx).unwrap(),
+        &want,
+        RTOL,
+        atol(terms),
+    );
+    let want_acc: Vec<f64> = want.iter().zip(&dw0).map(|(a, &b)| a + b as f64).collect();
+    assert_close(
+        &format!("conv2d backward weights (accumulate) {s:?}"),
+        &dw_acc.read_f32(ctx).unwrap(),
+        &want_acc,
+        RTOL,
+        atol(terms),
+    );
+}
+
+#[test]
+fn backward_weights_matches_reference_and_accumulates() {
+    for (i, s) in shapes().into_iter().enumerate() {
+        check_backward_weights(&s, 500 + 10 * i as u64);
+    }
+}
+
+#[test]
+fn backward_weights_long_reduction_uses_several_chunks() {
+    // 5 * 30 * 31 = 4650 reduction rows: three split-K chunks, the last one partial.
+    check_backward_weights(&shape(5, (30, 31), 5, 6, 3, 1), 900);
+    // The same through the vec4 path, with stride 2 (4 * 16 * 16 = 1024 rows per image group).
+    check_backward_weights(&shape(20, (32, 32), 4, 8, 3, 2), 910);
+}
+
+#[test]
+fn all_passes_are_bitwise_deterministic() {
+    let ctx = ctx();
+    for s in [
+        shape(5, (30, 31), 5, 6, 3, 1),
+        shape(3, (16, 16), 16, 32, 3, 2),
+    ] {
+        let d = data(&s, 1000);
+        let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d.x);
+        let w = Tensor::from_f32(ctx, "w", &[s.weight_len()], &d.w);
+        let dy = Tensor::from_f32(ctx, "dy", &[s.output_len()], &d.dy);
+        let run = || {
+            let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
+            let dx = Tensor::zeros(ctx, "dx", &[s.input_len()]);
+            let dw = Tensor::zeros(ctx, "dw", &[s.weight_len()]);
+            let mut ops = vec![
+                conv2d_forward(ctx, &s, &x, &w, &y, None),
+                conv2d_backward_data(ctx, &s, &dy, &w, &dx, false),
+            ];
+            ops.extend(conv2d_backward_weights(ctx, &s, &x, &dy, &dw, false));
+            ctx.run(&ops.iter().collect::<Vec<_>>()).unwrap();
+            [y, dx, dw].map(|t| {
+                t.read_f32(ctx)
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<u32>>()
+            })
+        };
+        let (a, b) = (run(), run());
+        for (name, (a, b)) in ["y", "dx", "dw"].iter().zip(a.iter().zip(&b)) {
+            assert!(a == b, "conv2d {name} differs between two runs for {s:?}");
+        }
+    }
+}
+
+#[test]
+fn forward_at_training_batch_size_512() {
+    // 512 x 32 x 32 = 524,288 GEMM rows (a large dispatch; 1x1 keeps it ~1 GFLOP). Only a
+    // sample of outputs is checked, against the reference evaluated at those positions.
+    let ctx = ctx();
+    let s = shape(512, (32, 32), 32, 32, 1, 1);
+    let d_x = random_vec(1100, s.input_len());
+    let d_w = random_vec(1101, s.weight_len());
+    let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d_x);
+    let w = Tensor::from_f32(ctx, "w", &[s.weight_len()], &d_w);
+    let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
+    ctx.run(&[&conv2d_forward(ctx, &s, &x, &w, &y, None)])
+        .unwrap();
+    let got = y.read_f32(ctx).unwrap();
+
+    let len = s.output_len();
+    // Evenly spread samples plus the last outputs (the final, highest-numbered tiles).
+    let picks: Vec<usize> = (0..2000usize)
+        .map(|i| i * (len / 2000) + i % s.out_c)
+        .chain(len - 64..len)
+        .collect();
+    let w64 = to_f64(&d_w);
+    let want: Vec<f64> = picks
+        .iter()
+        .map(|&i| cpu::conv2d_forward_at(&d_x, &w64, &s, i))
+        .collect();
+    let got: Vec<f32> = picks.iter().map(|&i| got[i]).collect();
+    assert_close(
+        "conv2d forward, batch 512 sample",
+        &got,
+        &want,
+        RTOL,
+        atol(s.in_c),
+    );
+}
+
+#[test]
+fn reference_backward_matches_finite_differences() {
+    // L = sum(conv(x, w) * g) is linear in x and in w, so central differences are exact up to
+    // rounding; this proves the reference's backward functions against its forward.
+    for s in [
+        shape(2, (4, 6), 2, 3, 3, 2),
+        shape(1, (5, 5), 3, 2, 3, 1),
+        shape(2, (5, 3), 2, 2, 1, 2),
+    ] {
+        let x = to_f64(&random_vec(1200, s.input_len()));
+        let w = to_f64(&random_vec(1201, s.weight_len()));
+        let g = to_f64(&random_vec(1202, s.output_len()));
+        let loss = |x: &[f64], w: &[f64]| -> f64 {
+            cpu::conv2d_forward(x, w, &s)
+                .iter()
+                .zip(&g)
+                .map(|(a, b)| a * b)
+                .sum()
+        };
+        let h = 1e-4;
+        let dx = cpu::conv2d_backward_data(&g, &w, &s);
+        for i in 0..x.len() {
+            let (mut xp, mut xm) = (x.clone(), x.clone());
+            xp[i] += h;
+            xm[i] -= h;
+            let fd = (loss(&xp, &w) - loss(&xm, &w)) / (2.0 * h);
+            assert!(
+                (fd - dx[i]).abs() < 1e-8,
+                "dx[{i}] {s:?}: fd {fd} vs {}",
+                dx[i]
+            );
+        }
+        let dw = cpu::conv2d_backward_weights(&x, &g, &s);
+        for i in 0..w.len() {
+            let (mut wp, mut wm) = (w.clone(), w.clone());
+            wp[i] += h;
+            wm[i] -= h;
+            let fd = (loss(&x, &wp) - loss(&x, &wm)) / (2.0 * h);
+            assert!(
+                (fd - dw[i]).abs() < 1e-8,
+                "dw[{i}] {s:?}: fd {fd} vs {}",
+                dw[i]
+            );
+        }
+        // The forward itself, at every position, agrees with the single-position form.
+        let y = cpu::conv2d_forward(&x, &w, &s);
+        for (i, v) in y.iter().enumerate() {
+            let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            assert!((cpu::conv2d_forward_at(&xf, &w, &s, i) - v).abs() < 1e-12);
+        }
+    }
+}
