@@ -511,6 +511,16 @@ pub struct Workspace {
 impl Workspace {
     pub fn new(ctx: &GpuContext, net: &WideResNet, batch: usize, input_grad: bool) -> Workspace {
         let s = net.config.image_size;
+        let input = Tensor::zeros(ctx, "input", &[batch, s, s, 3]);
+        Self::with_input(ctx, net, input, input_grad)
+    }
+
+    /// A workspace reading its images from `input` ([batch, size, size, 3]), e.g. a row range of
+    /// another workspace's input: the AdaMatch source pass reads the joint pass's first rows.
+    pub fn with_input(ctx: &GpuContext, net: &WideResNet, input: Tensor, input_grad: bool) -> Workspace {
+        let s = net.config.image_size;
+        let batch = input.shape[0];
+        assert_eq!(input.shape, vec![batch, s, s, 3], "workspace input must be [batch, {s}, {s}, 3]");
         let t = |name: &str, hw: usize, c: usize| Tensor::zeros(ctx, name, &[batch, hw, hw, c]);
         let acts_shape = |i: usize| -> (usize, usize) {
             if i == 0 {
@@ -575,7 +585,7 @@ impl Workspace {
         let classes = net.config.num_classes;
         Workspace {
             batch,
-            input: t("input", s, 3),
+            input,
             logits: Tensor::zeros(ctx, "logits", &[batch, classes]),
             d_logits: Tensor::zeros(ctx, "d_logits", &[batch, classes]),
             d_input: input_grad.then(|| t("d_input", s, 3)),
