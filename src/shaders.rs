@@ -16,6 +16,8 @@ pub enum Shader {
     Dense,
     /// Softmax cross-entropy with hard or soft targets and per-row weights.
     SoftmaxCe,
+    /// Weak/strong data augmentation of u8 images into the scaled f32 input, and plain scaling.
+    Augment,
 }
 
 impl Shader {
@@ -26,6 +28,7 @@ impl Shader {
         Shader::Pool,
         Shader::Dense,
         Shader::SoftmaxCe,
+        Shader::Augment,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -36,6 +39,7 @@ impl Shader {
             Shader::Pool => "pool.wgsl",
             Shader::Dense => "dense.wgsl",
             Shader::SoftmaxCe => "softmax_ce.wgsl",
+            Shader::Augment => "augment.wgsl",
         }
     }
 
@@ -47,6 +51,7 @@ impl Shader {
             Shader::Pool => include_str!("../shaders/pool.wgsl"),
             Shader::Dense => include_str!("../shaders/dense.wgsl"),
             Shader::SoftmaxCe => include_str!("../shaders/softmax_ce.wgsl"),
+            Shader::Augment => include_str!("../shaders/augment.wgsl"),
         }
     }
 }

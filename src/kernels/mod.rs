@@ -2,6 +2,7 @@
 //! (pipeline + bind group + dispatch size) once; callers record ops as often as they like.
 
 pub mod activation;
+pub mod augment;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;

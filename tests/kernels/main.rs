@@ -5,6 +5,7 @@
 mod reference;
 
 mod activation;
+mod augment;
 mod batchnorm;
 mod conv2d;
 mod dense;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod activation;
+pub mod augment;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;
