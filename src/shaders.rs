@@ -20,6 +20,8 @@ pub enum Shader {
     Optimizer,
     /// AdaMatch loss: logit interpolation, distribution alignment, pseudo-labels, gradients.
     AdaMatch,
+    /// Weak/strong data augmentation of u8 images into the scaled f32 input, and plain scaling.
+    Augment,
 }
 
 impl Shader {
@@ -32,6 +34,7 @@ impl Shader {
         Shader::SoftmaxCe,
         Shader::Optimizer,
         Shader::AdaMatch,
+        Shader::Augment,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Shader {
             Shader::SoftmaxCe => "softmax_ce.wgsl",
             Shader::Optimizer => "optimizer.wgsl",
             Shader::AdaMatch => "adamatch.wgsl",
+            Shader::Augment => "augment.wgsl",
         }
     }
 
@@ -57,6 +61,7 @@ impl Shader {
             Shader::SoftmaxCe => include_str!("../shaders/softmax_ce.wgsl"),
             Shader::Optimizer => include_str!("../shaders/optimizer.wgsl"),
             Shader::AdaMatch => include_str!("../shaders/adamatch.wgsl"),
+            Shader::Augment => include_str!("../shaders/augment.wgsl"),
         }
     }
 }

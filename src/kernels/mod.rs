@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod adamatch;
+pub mod augment;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;

@@ -6,6 +6,7 @@ mod reference;
 
 mod activation;
 mod adamatch;
+mod augment;
 mod batchnorm;
 mod conv2d;
 mod dense;
