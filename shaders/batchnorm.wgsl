@@ -3,20 +3,23 @@
 //   z = gamma * (x - mean) / sqrt(var + eps) + beta,   y = z if z > 0 else slope * z.
 // The derivative of the activation at exactly 0 is `slope`, as in activation.wgsl.
 //
+// Every kernel that walks the rows uses one tiling: workgroup (wid.x, wid.y) covers the chunk of
+// rows [wid.x * rows_per_chunk, ...) and the channel tile wid.y; its 256 threads are
+// `channel_lanes` consecutive channels x `256 / channel_lanes` row lanes, so consecutive threads
+// read consecutive addresses of a row, and each thread walks several rows of one channel (its
+// per-channel constants loaded once, no per-element index division).
+//
 // Per-channel reductions (batch statistics, parameter gradients) are deterministic and atomic-free:
-// a `*_partial` kernel gives each workgroup a chunk of rows and one tile of channels and writes one
-// partial per (chunk, channel) to scratch; a `*_finalize` kernel (one workgroup per channel) then
-// combines the partials in a fixed order. Partial kernels lay threads out as `channel_lanes`
-// consecutive channels x `256 / channel_lanes` row lanes, so consecutive threads read consecutive
-// addresses of a row.
+// a `*_partial` kernel writes one partial per (chunk, channel) to scratch; a `*_finalize` kernel
+// (one workgroup per channel) then combines the partials in a fixed order.
 
 struct Params {
     rows: u32,
     channels: u32,
-    // Rows reduced by one workgroup of a partial kernel (the last chunk may be shorter).
+    // Rows handled by one workgroup (the last chunk may be shorter).
     rows_per_chunk: u32,
     chunks: u32,
-    // Channels per workgroup tile in the partial kernels: a power of two dividing WG.
+    // Channels per workgroup tile: a power of two dividing WG.
     channel_lanes: u32,
     eps: f32,
     slope: f32,
@@ -55,14 +58,34 @@ struct Params {
 @group(0) @binding(19) var<storage, read> addend: array<f32>;
 
 const WG: u32 = 256u;
+// Finalize kernels: one workgroup per channel, combining at most a few thousand partials.
+const FWG: u32 = 64u;
 
 const FLAG_BATCH_STATS: u32 = 1u;
 const FLAG_UPDATE_RUNNING: u32 = 1u;
 const FLAG_ACCUMULATE: u32 = 2u;
 
-// Dispatches wider than 65,535 workgroups are split into 2D (see gpu::grid_1d).
-fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
+// The part of the tiling one thread owns: channel `c` (valid if < channels) and rows
+// `row_begin, row_begin + row_step, ... < row_end`.
+struct Lane {
+    c: u32,
+    lane_r: u32,
+    row_begin: u32,
+    row_end: u32,
+    row_step: u32,
+}
+
+fn lane(wid: vec3<u32>, lid: u32) -> Lane {
+    let lanes = p.channel_lanes;
+    let chunk_begin = wid.x * p.rows_per_chunk;
+    let lane_r = lid / lanes;
+    return Lane(
+        wid.y * lanes + lid % lanes,
+        lane_r,
+        chunk_begin + lane_r,
+        min(p.rows, chunk_begin + p.rows_per_chunk),
+        WG / lanes,
+    );
 }
 
 fn act(z: f32) -> f32 {
@@ -104,17 +127,11 @@ fn batchnorm_stats_partial(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let lanes = p.channel_lanes;
-    let row_lanes = WG / lanes;
-    let lane_c = lid % lanes;
-    let lane_r = lid / lanes;
-    let c = wid.y * lanes + lane_c;
-    let chunk = wid.x;
-    let row_end = min(p.rows, (chunk + 1u) * p.rows_per_chunk);
-
+    let l = lane(wid, lid);
+    let c = l.c;
     var m = Moments(0.0, 0.0, 0.0);
     if (c < p.channels) {
-        for (var r = chunk * p.rows_per_chunk + lane_r; r < row_end; r += row_lanes) {
+        for (var r = l.row_begin; r < l.row_end; r += l.row_step) {
             let v = x[r * p.channels + c];
             m.n += 1.0;
             let d = v - m.mean;
@@ -125,15 +142,16 @@ fn batchnorm_stats_partial(
     sh_moments[lid] = m;
     workgroupBarrier();
     // Fixed tree over the row lanes of each channel lane.
-    for (var s = row_lanes / 2u; s > 0u; s /= 2u) {
-        if (lane_r < s) {
-            sh_moments[lid] = combine(sh_moments[lid], sh_moments[lid + s * lanes]);
+    // Bound from the uniform directly: barriers need uniform control flow.
+    for (var s = WG / p.channel_lanes / 2u; s > 0u; s /= 2u) {
+        if (l.lane_r < s) {
+            sh_moments[lid] = combine(sh_moments[lid], sh_moments[lid + s * p.channel_lanes]);
         }
         workgroupBarrier();
     }
-    if (lane_r == 0u && c < p.channels) {
+    if (l.lane_r == 0u && c < p.channels) {
         let plane = p.chunks * p.channels;
-        let i = chunk * p.channels + c;
+        let i = wid.x * p.channels + c;
         let r = sh_moments[lid];
         partials_out[i] = r.n;
         partials_out[plane + i] = r.mean;
@@ -141,9 +159,9 @@ fn batchnorm_stats_partial(
     }
 }
 
-// Workgroup = one channel: combines its chunk partials (thread t takes chunks t, t + WG, ... in
+// Workgroup = one channel: combines its chunk partials (thread t takes chunks t, t + FWG, ... in
 // order, then a fixed tree), writes mean and biased variance, optionally updates running stats.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(FWG)
 fn batchnorm_stats_finalize(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
@@ -151,13 +169,13 @@ fn batchnorm_stats_finalize(
     let c = wid.x;
     let plane = p.chunks * p.channels;
     var m = Moments(0.0, 0.0, 0.0);
-    for (var k = lid; k < p.chunks; k += WG) {
+    for (var k = lid; k < p.chunks; k += FWG) {
         let i = k * p.channels + c;
         m = combine(m, Moments(partials_in[i], partials_in[plane + i], partials_in[2u * plane + i]));
     }
     sh_moments[lid] = m;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s /= 2u) {
+    for (var s = FWG / 2u; s > 0u; s /= 2u) {
         if (lid < s) {
             sh_moments[lid] = combine(sh_moments[lid], sh_moments[lid + s]);
         }
@@ -177,22 +195,26 @@ fn batchnorm_stats_finalize(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Forward: y = act(gamma * (x - mean) * rstd + beta), one element per thread (coalesced).
+// Forward: y = act(gamma * (x - mean) * rstd + beta).
 
 @compute @workgroup_size(WG)
 fn batchnorm_apply(
     @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = linear_index(wid, nwg, lid);
-    if (i >= p.rows * p.channels) {
+    let l = lane(wid, lid);
+    let c = l.c;
+    if (c >= p.channels) {
         return;
     }
-    let c = i % p.channels;
-    // x - mean first: exact for x near a large mean, unlike scale * x + shift.
+    let m = mean[c];
     let scale = gamma[c] * inverseSqrt(var_[c] + p.eps);
-    y[i] = act((x[i] - mean[c]) * scale + beta[c]);
+    let b = beta[c];
+    for (var r = l.row_begin; r < l.row_end; r += l.row_step) {
+        let i = r * p.channels + c;
+        // x - mean first: exact for x near a large mean, unlike scale * x + shift.
+        y[i] = act((x[i] - m) * scale + b);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -209,21 +231,15 @@ fn batchnorm_backward_partial(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let lanes = p.channel_lanes;
-    let row_lanes = WG / lanes;
-    let lane_c = lid % lanes;
-    let lane_r = lid / lanes;
-    let c = wid.y * lanes + lane_c;
-    let chunk = wid.x;
-    let row_end = min(p.rows, (chunk + 1u) * p.rows_per_chunk);
-
+    let l = lane(wid, lid);
+    let c = l.c;
     var acc = vec2<f32>(0.0, 0.0);
     if (c < p.channels) {
         let m = mean[c];
         let rstd = inverseSqrt(var_[c] + p.eps);
         let scale = gamma[c] * rstd;
         let b = beta[c];
-        for (var r = chunk * p.rows_per_chunk + lane_r; r < row_end; r += row_lanes) {
+        for (var r = l.row_begin; r < l.row_end; r += l.row_step) {
             let i = r * p.channels + c;
             let centered = x[i] - m;
             // z exactly as batchnorm_apply computes it, so act' agrees with the forward.
@@ -233,15 +249,16 @@ fn batchnorm_backward_partial(
     }
     sh_sums[lid] = acc;
     workgroupBarrier();
-    for (var s = row_lanes / 2u; s > 0u; s /= 2u) {
-        if (lane_r < s) {
-            sh_sums[lid] = sh_sums[lid] + sh_sums[lid + s * lanes];
+    // Bound from the uniform directly: barriers need uniform control flow.
+    for (var s = WG / p.channel_lanes / 2u; s > 0u; s /= 2u) {
+        if (l.lane_r < s) {
+            sh_sums[lid] = sh_sums[lid] + sh_sums[lid + s * p.channel_lanes];
         }
         workgroupBarrier();
     }
-    if (lane_r == 0u && c < p.channels) {
+    if (l.lane_r == 0u && c < p.channels) {
         let plane = p.chunks * p.channels;
-        let i = chunk * p.channels + c;
+        let i = wid.x * p.channels + c;
         partials_out[i] = sh_sums[lid].x;
         partials_out[plane + i] = sh_sums[lid].y;
     }
@@ -249,7 +266,7 @@ fn batchnorm_backward_partial(
 
 // Workgroup = one channel: sums its chunk partials in a fixed order, writes dgamma/dbeta
 // (optionally accumulating) and the coefficients the input-gradient kernel needs.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(FWG)
 fn batchnorm_backward_finalize(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
@@ -257,13 +274,13 @@ fn batchnorm_backward_finalize(
     let c = wid.x;
     let plane = p.chunks * p.channels;
     var acc = vec2<f32>(0.0, 0.0);
-    for (var k = lid; k < p.chunks; k += WG) {
+    for (var k = lid; k < p.chunks; k += FWG) {
         let i = k * p.channels + c;
         acc += vec2<f32>(partials_in[i], partials_in[plane + i]);
     }
     sh_sums[lid] = acc;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s /= 2u) {
+    for (var s = FWG / 2u; s > 0u; s /= 2u) {
         if (lid < s) {
             sh_sums[lid] = sh_sums[lid] + sh_sums[lid + s];
         }
@@ -298,39 +315,56 @@ fn batchnorm_backward_finalize(
     }
 }
 
-// dx of element i (before any addend), from the coefficients of batchnorm_backward_finalize.
-fn input_grad(i: u32) -> f32 {
+// Input gradient: dx = scale * dz + a * (x - mean) + b (+ addend), coefficients from
+// batchnorm_backward_finalize.
+struct InputCoef {
+    mean: f32,
+    scale: f32,
+    beta: f32,
+    a: f32,
+    b: f32,
+}
+
+fn input_coef(c: u32) -> InputCoef {
     let n = p.channels;
-    let c = i % n;
-    let centered = x[i] - coef[c];
-    let scale = coef[n + c];
-    let dz = dy[i] * act_grad(centered * scale + coef[2u * n + c]);
-    return scale * dz + coef[3u * n + c] * centered + coef[4u * n + c];
+    return InputCoef(coef[c], coef[n + c], coef[2u * n + c], coef[3u * n + c], coef[4u * n + c]);
+}
+
+fn input_grad(i: u32, k: InputCoef) -> f32 {
+    let centered = x[i] - k.mean;
+    let dz = dy[i] * act_grad(centered * k.scale + k.beta);
+    return k.scale * dz + k.a * centered + k.b;
 }
 
 @compute @workgroup_size(WG)
 fn batchnorm_backward_input(
     @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = linear_index(wid, nwg, lid);
-    if (i >= p.rows * p.channels) {
+    let l = lane(wid, lid);
+    if (l.c >= p.channels) {
         return;
     }
-    dx[i] = input_grad(i);
+    let k = input_coef(l.c);
+    for (var r = l.row_begin; r < l.row_end; r += l.row_step) {
+        let i = r * p.channels + l.c;
+        dx[i] = input_grad(i, k);
+    }
 }
 
 // Same, plus the gradient arriving through the identity shortcut (a separate buffer).
 @compute @workgroup_size(WG)
 fn batchnorm_backward_input_add(
     @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = linear_index(wid, nwg, lid);
-    if (i >= p.rows * p.channels) {
+    let l = lane(wid, lid);
+    if (l.c >= p.channels) {
         return;
     }
-    dx[i] = input_grad(i) + addend[i];
+    let k = input_coef(l.c);
+    for (var r = l.row_begin; r < l.row_end; r += l.row_step) {
+        let i = r * p.channels + l.c;
+        dx[i] = input_grad(i, k) + addend[i];
+    }
 }

@@ -1,13 +1,15 @@
 //! Rust side of `shaders/batchnorm.wgsl`: batch norm fused with the following (leaky) ReLU.
 //!
-//! Data is NHWC seen as `rows = N*H*W` rows of `channels` values. Per-channel reductions run as a
-//! partial kernel (one workgroup per chunk of rows and tile of channels, partials to a scratch
-//! buffer this module allocates) followed by a fixed-order per-channel combine, so results are
-//! bitwise reproducible. The scratch holds at most [`MAX_CHUNKS`] partials per channel.
+//! Data is NHWC seen as `rows = N*H*W` rows of `channels` values. Every kernel that walks the
+//! rows gives each workgroup a chunk of rows and a tile of up to 64 channels; each thread owns one
+//! channel and walks several rows (coalesced: consecutive threads read consecutive channels of a
+//! row). Per-channel reductions write one partial per (chunk, channel) to a scratch buffer this
+//! module allocates, then combine them per channel in a fixed order, so results are bitwise
+//! reproducible. The scratch holds at most [`MAX_CHUNKS`] partials per channel.
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
+use crate::gpu::{GpuContext, Op, Tensor};
 use crate::shaders::Shader;
 
 const WG: u32 = 256;
@@ -16,10 +18,37 @@ const WG: u32 = 256;
 /// floats) while leaving enough workgroups to fill a large GPU.
 pub const MAX_CHUNKS: usize = 1024;
 
-/// Each row lane of a partial kernel reduces at least this many rows (amortises the tree).
-const MIN_ROWS_PER_LANE: usize = 4;
+/// Largest workgroup count in one dispatch dimension.
+const MAX_GROUPS: usize = 65_535;
 
-/// Widest channel tile of a partial-kernel workgroup (64 floats = 256 contiguous bytes per row).
+/// How many workgroups a dispatch aims for and how many rows a thread may walk to get there.
+/// GPUs want enough workgroups to fill every core; CPU adapters (lavapipe) run each workgroup as
+/// one task, pay per workgroup and per barrier, and prefer a few fat ones (measured ~2-4x faster).
+#[derive(Clone, Copy, Debug)]
+struct Tuning {
+    target_workgroups: usize,
+    max_rows_per_lane: usize,
+}
+
+const GPU_TUNING: Tuning = Tuning {
+    target_workgroups: 512,
+    max_rows_per_lane: 16,
+};
+
+const CPU_TUNING: Tuning = Tuning {
+    target_workgroups: 32,
+    max_rows_per_lane: 128,
+};
+
+fn tuning(ctx: &GpuContext) -> Tuning {
+    if ctx.info.device_type == wgpu::DeviceType::Cpu {
+        CPU_TUNING
+    } else {
+        GPU_TUNING
+    }
+}
+
+/// Widest channel tile of a workgroup (64 floats = 256 contiguous bytes per row).
 const MAX_CHANNEL_LANES: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -57,7 +86,7 @@ const FLAG_UPDATE_RUNNING: u32 = 1;
 const FLAG_BATCH_STATS: u32 = 1;
 const FLAG_ACCUMULATE: u32 = 2;
 
-/// How a reduction over rows is split into workgroups.
+/// How the rows are split into workgroups: grid `[chunks, channel_tiles, 1]`.
 #[derive(Clone, Copy, Debug)]
 struct Plan {
     channel_lanes: usize,
@@ -66,16 +95,30 @@ struct Plan {
     chunks: usize,
 }
 
-fn plan(s: &BatchNormShape) -> Plan {
+impl Plan {
+    fn grid(&self) -> [u32; 3] {
+        [self.chunks as u32, self.channel_tiles as u32, 1]
+    }
+}
+
+/// The tiling for `s` with at most `max_chunks` row chunks (threads take more rows instead).
+fn plan(ctx: &GpuContext, s: &BatchNormShape, max_chunks: usize) -> Plan {
+    let t = tuning(ctx);
     let channel_lanes = s.channels.next_power_of_two().min(MAX_CHANNEL_LANES);
+    let channel_tiles = s.channels.div_ceil(channel_lanes);
+    assert!(
+        channel_tiles <= MAX_GROUPS,
+        "batchnorm: {} channels is too many",
+        s.channels
+    );
     let row_lanes = WG as usize / channel_lanes;
-    let rows_per_chunk = s
-        .rows
-        .div_ceil(MAX_CHUNKS)
-        .max(row_lanes * MIN_ROWS_PER_LANE);
+    let rows_per_lane = (s.rows * channel_tiles)
+        .div_ceil(row_lanes * t.target_workgroups)
+        .clamp(1, t.max_rows_per_lane);
+    let rows_per_chunk = (row_lanes * rows_per_lane).max(s.rows.div_ceil(max_chunks));
     Plan {
         channel_lanes,
-        channel_tiles: s.channels.div_ceil(channel_lanes),
+        channel_tiles,
         rows_per_chunk,
         chunks: s.rows.div_ceil(rows_per_chunk),
     }
@@ -139,7 +182,7 @@ pub fn batchnorm_stats(
     ] {
         check_len(t, s.channels, what, name);
     }
-    let pl = plan(s);
+    let pl = plan(ctx, s, MAX_CHUNKS);
     let scratch = Tensor::zeros(ctx, "batchnorm stats partials", &[3, pl.chunks, s.channels]);
     let mut p = params(s, &pl);
     p.momentum = momentum;
@@ -154,7 +197,7 @@ pub fn batchnorm_stats(
         "batchnorm_stats_partial",
         Some(bytemuck::bytes_of(&p)),
         &[(1, x), (8, &scratch)],
-        [pl.chunks as u32, pl.channel_tiles as u32, 1],
+        pl.grid(),
     )
     .with_flops(3.0 * s.len() as f64);
     let finalize = Op::new(
@@ -202,7 +245,7 @@ pub fn batchnorm_apply(
     ] {
         check_len(t, s.channels, what, name);
     }
-    let pl = plan(s);
+    let pl = plan(ctx, s, MAX_GROUPS);
     let mut p = params(s, &pl);
     p.eps = eps;
     p.slope = slope;
@@ -212,7 +255,7 @@ pub fn batchnorm_apply(
         "batchnorm_apply",
         Some(bytemuck::bytes_of(&p)),
         &[(1, x), (2, mean), (3, var), (4, gamma), (5, beta), (6, y)],
-        grid_1d(s.len(), WG),
+        pl.grid(),
     )
     .with_flops(4.0 * s.len() as f64)
 }
@@ -266,7 +309,7 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
     ] {
         check_len(t, s.channels, what, name);
     }
-    let pl = plan(s);
+    let pl = plan(ctx, s, MAX_CHUNKS);
     let scratch = Tensor::zeros(
         ctx,
         "batchnorm backward partials",
@@ -297,7 +340,7 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
             (7, b.dy),
             (8, &scratch),
         ],
-        [pl.chunks as u32, pl.channel_tiles as u32, 1],
+        pl.grid(),
     )
     .with_flops(8.0 * s.len() as f64);
     let finalize = Op::new(
@@ -324,7 +367,7 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
             "batchnorm_backward_input",
             Some(uniform),
             &[(1, b.x), (7, b.dy), (17, &coef), (18, b.dx)],
-            grid_1d(s.len(), WG),
+            pl.grid(),
         ),
         Some(a) => Op::new(
             ctx,
@@ -332,7 +375,7 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
             "batchnorm_backward_input_add",
             Some(uniform),
             &[(1, b.x), (7, b.dy), (17, &coef), (18, b.dx), (19, a)],
-            grid_1d(s.len(), WG),
+            pl.grid(),
         ),
     }
     .with_flops(9.0 * s.len() as f64);
