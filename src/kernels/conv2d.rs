@@ -12,18 +12,21 @@ pub const TILE_M: usize = 128;
 pub const TILE_N: usize = 32;
 /// Reduction depth staged per step (GEMM K); mirrors `TILE_K` in the shader.
 pub const TILE_K: usize = 16;
+/// Output rows per invocation (each owns THREAD_M x 4 outputs); mirrors `THREAD_M`.
+const THREAD_M: usize = 8;
 /// Workgroup size of `conv2d_backward_weights_reduce`.
 const REDUCE_WG: u32 = 256;
 /// Backward-weights split-K: about one chunk per this many reduction rows...
 const SPLIT_ROWS_TARGET: usize = 2048;
 /// ...and at most this many chunks.
 const MAX_SPLITS: usize = 64;
+/// Row indices are divided in f32 in the shader, exact below 2^24.
+const MAX_GEMM_ROWS: usize = 1 << 24;
 
-// The shader's staging assumes one invocation per 4x4 output block and fixed staged quads.
-const WG: usize = (TILE_M / 4) * (TILE_N / 4);
-const _: () =
-    assert!(TILE_M.is_multiple_of(4) && TILE_N.is_multiple_of(4) && TILE_K.is_multiple_of(4));
-const _: () = assert!(WG.is_multiple_of(TILE_M / 4) && WG.is_multiple_of(TILE_K / 4));
+// What the shader's staging and unrolled products assume.
+const WG: usize = (TILE_M / THREAD_M) * (TILE_N / 4);
+const _: () = assert!(THREAD_M == 8 && TILE_N.is_multiple_of(4) && TILE_K.is_multiple_of(4));
+const _: () = assert!(TILE_M.is_multiple_of(WG) && WG.is_multiple_of(TILE_M / 4));
 
 /// One convolution layer's geometry. Padding is TensorFlow/Keras "SAME": `out = ceil(in / stride)`,
 /// total padding `max((out - 1) * stride + kernel - in, 0)`, the smaller half at the top/left.
@@ -97,6 +100,12 @@ impl Conv2dShape {
                 && self.kernel > 0
                 && self.stride > 0,
             "{what}: every dimension of {self:?} must be positive"
+        );
+        let rows =
+            (self.batch * self.in_h * self.in_w).max(self.batch * self.out_h() * self.out_w());
+        assert!(
+            rows + TILE_M < MAX_GEMM_ROWS,
+            "{what}: {self:?} has {rows} positions, the shader handles fewer than 2^24"
         );
         // Index math in the shader is u32.
         for (name, len) in [

@@ -48,6 +48,9 @@ fn shapes() -> Vec<Conv2dShape> {
         shape(2, (6, 6), 8, 12, 1, 2),
         shape(3, (5, 7), 4, 36, 3, 1),
         shape(2, (1, 1), 4, 4, 3, 1),
+        // Channels that are multiples of TILE_K (the tap-walking fast path) with several M tiles.
+        shape(3, (10, 9), 16, 32, 3, 1),
+        shape(2, (12, 11), 32, 16, 3, 2),
     ]
 }
 
