@@ -15,9 +15,12 @@
 // adapters (lavapipe) each load is a loop over SIMD lanes, so a vec4 load costs about what a
 // scalar one does, and big register tiles (more multiply-adds per load) pay off.
 //
-// Fast path: when the packed channel count is a multiple of TILE_K, a K tile never crosses a
-// kernel tap, so the tap is the same for the whole tile and is walked with counters instead of
-// divisions. Other channel counts (the RGB stem, odd test shapes) decode every index.
+// Every pass has two entry points sharing one body: `_aligned` for channel counts that are
+// multiples of TILE_K (every WideResNet layer but the RGB stem), where a K tile never crosses a
+// kernel tap, so the tap is the same for the whole tile and is walked with counters (no
+// divisions), and loads are vec4s; `_general` for any channel count, decoding every index. The
+// choice is a constant argument, folded away at compile time: SIMD CPU drivers run both sides of
+// a runtime branch, even a uniform one.
 
 // Tile sizes; mirrored in src/kernels/conv2d.rs. TILE_K must be a multiple of 4, TILE_M of
 // THREAD_M, TILE_N of 4, and TILE_M a multiple of WG (each invocation stages whole A rows).
@@ -241,11 +244,11 @@ fn product_am_bn(acc: ptr<function, array<vec4<f32>, 8>>, tm: u32, tn: u32) {
 // Forward: rows m = (n, oh, ow), k = (kh, kw, ci), columns co.
 
 // Four output channels co..co+3 of weight row k (zeros past the edges).
-fn load_w_row(k: u32, co: u32) -> vec4<f32> {
+fn load_w_row(k: u32, co: u32, fast: bool) -> vec4<f32> {
     if (k >= p.gemm_k) {
         return vec4<f32>(0.0);
     }
-    if ((p.out_c & 3u) == 0u) {
+    if (fast) {
         if (co >= p.out_c) {
             return vec4<f32>(0.0);
         }
@@ -277,12 +280,8 @@ fn store_forward(m: u32, n: u32, v: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(WG)
-fn conv2d_forward(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
+// `fast`: in_c % TILE_K == 0 and out_c % 4 == 0.
+fn forward(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, fast: bool) {
     let tile_m = tile_m_index(wid, nwg);
     if (tile_m >= p.tiles_m) {
         return;
@@ -295,7 +294,6 @@ fn conv2d_forward(
     for (var r = 0u; r < A_ROWS; r++) {
         windows[r] = decode_window(m0 + lid + r * WG);
     }
-    let fast = p.in_c % TILE_K == 0u;
     var tap = Tap(0u, 0u, 0u);
 
     var acc: array<vec4<f32>, 8>;
@@ -329,7 +327,7 @@ fn conv2d_forward(
         for (var j = 0u; j < B_LOADS; j++) {
             let i = lid + j * WG;
             if (i < B_VEC4S) {
-                tile_b[i] = load_w_row(k0 + i / NQ, n0 + (i % NQ) * 4u);
+                tile_b[i] = load_w_row(k0 + i / NQ, n0 + (i % NQ) * 4u, fast);
             }
         }
         workgroupBarrier();
@@ -348,6 +346,24 @@ fn conv2d_forward(
     store_forward(m + 5u, n, acc[5]);
     store_forward(m + 6u, n, acc[6]);
     store_forward(m + 7u, n, acc[7]);
+}
+
+@compute @workgroup_size(WG)
+fn conv2d_forward_aligned(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    forward(wid, nwg, lid, true);
+}
+
+@compute @workgroup_size(WG)
+fn conv2d_forward_general(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    forward(wid, nwg, lid, false);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,12 +460,8 @@ fn store_backward_data(m: u32, n: u32, v: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(WG)
-fn conv2d_backward_data(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
+// `fast`: out_c % TILE_K == 0.
+fn backward_data(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, fast: bool) {
     let tile_m = tile_m_index(wid, nwg);
     if (tile_m >= p.tiles_m) {
         return;
@@ -461,7 +473,6 @@ fn conv2d_backward_data(
     for (var r = 0u; r < A_ROWS; r++) {
         pixels[r] = decode_pixel(m0 + lid + r * WG);
     }
-    let fast = p.out_c % TILE_K == 0u;
     var tap = Tap(0u, 0u, 0u);
 
     var acc: array<vec4<f32>, 8>;
@@ -526,13 +537,31 @@ fn conv2d_backward_data(
     store_backward_data(m + 7u, n, acc[7]);
 }
 
+@compute @workgroup_size(WG)
+fn conv2d_backward_data_aligned(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    backward_data(wid, nwg, lid, true);
+}
+
+@compute @workgroup_size(WG)
+fn conv2d_backward_data_general(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    backward_data(wid, nwg, lid, false);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backward weights: rows m = (kh, kw, ci), columns co, reduction over r = (n, oh, ow) in
 // chunk wid.z: partials[chunk, m, co] = sum over its r of x[window(r) under tap m] * dy[r, co].
 
 // Four output channels co..co+3 of dy row r (zeros past the edges).
-fn load_dy_row(r: u32, co: u32) -> vec4<f32> {
-    if ((p.out_c & 3u) == 0u) {
+fn load_dy_row(r: u32, co: u32, fast: bool) -> vec4<f32> {
+    if (fast) {
         if (co >= p.out_c) {
             return vec4<f32>(0.0);
         }
@@ -559,40 +588,52 @@ fn store_partial(chunk: u32, m: u32, n: u32, v: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(WG)
-fn conv2d_backward_weights(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
+// `fast`: in_c % TILE_K == 0 and out_c % 4 == 0.
+fn backward_weights(wid: vec3<u32>, lid: u32, fast: bool) {
     let m0 = wid.y * TILE_M;
     let n0 = wid.x * TILE_N;
     let chunk = wid.z;
     let r_begin = chunk * p.split_rows;
     let r_end = min(r_begin + p.split_rows, p.gemm_k);
 
-    // This invocation always stages the same four rows m (with in_c % 4 == 0: one tap,
-    // channels c..c+3) of A, which is packed along m: [TILE_K][MQ].
-    let stage_m = m0 + (lid % MQ) * 4u;
+    // A is packed along m: [TILE_K][MQ]. Each invocation stages runs of 16 consecutive m
+    // (four vec4s) of one reduction row, always the same m: with in_c % TILE_K == 0 a run is
+    // one tap and 16 contiguous channels of x.
+    let stage_m = m0 + (lid % (MQ / KQ)) * TILE_K;
     let tap = decode_tap(stage_m, p.in_c);
-    let fast = (p.in_c & 3u) == 0u && stage_m < p.gemm_m;
+    // With `fast`, gemm_m is a multiple of 16: a run is wholly inside or past M.
+    let stage_ok = stage_m < p.gemm_m;
 
     var acc: array<vec4<f32>, 8>;
     for (var k0 = r_begin; k0 < r_end; k0 += TILE_K) {
-        for (var i = lid; i < A_VEC4S; i += WG) {
-            let r = k0 + i / MQ;
-            var v = vec4<f32>(0.0);
+        for (var run = lid; run < A_VEC4S / KQ; run += WG) {
+            let r = k0 + run / (MQ / KQ);
+            let a = (r - k0) * MQ + (run % (MQ / KQ)) * KQ;
+            var window: Window;
             if (r < r_end) {
-                let window = decode_window(r);
-                if (fast) {
-                    let xi = window_index(window, tap);
-                    if (xi >= 0) {
-                        v = x4[u32(xi) / 4u];
+                window = decode_window(r);
+            }
+            if (fast) {
+                var i = -1;
+                if (r < r_end && stage_ok) {
+                    i = window_index(window, tap);
+                }
+                for (var q = 0u; q < KQ; q++) {
+                    var v = vec4<f32>(0.0);
+                    if (i >= 0) {
+                        v = x4[u32(i) / 4u + q];
                     }
-                } else {
-                    v = load_x_window_scalar(window, stage_m);
+                    tile_a[a + q] = v;
+                }
+            } else {
+                for (var q = 0u; q < KQ; q++) {
+                    var v = vec4<f32>(0.0);
+                    if (r < r_end) {
+                        v = load_x_window_scalar(window, stage_m + q * 4u);
+                    }
+                    tile_a[a + q] = v;
                 }
             }
-            tile_a[i] = v;
         }
         for (var j = 0u; j < B_LOADS; j++) {
             let i = lid + j * WG;
@@ -600,7 +641,7 @@ fn conv2d_backward_weights(
                 let r = k0 + i / NQ;
                 var v = vec4<f32>(0.0);
                 if (r < r_end) {
-                    v = load_dy_row(r, n0 + (i % NQ) * 4u);
+                    v = load_dy_row(r, n0 + (i % NQ) * 4u, fast);
                 }
                 tile_b[i] = v;
             }
@@ -620,6 +661,22 @@ fn conv2d_backward_weights(
     store_partial(chunk, m + 5u, n, acc[5]);
     store_partial(chunk, m + 6u, n, acc[6]);
     store_partial(chunk, m + 7u, n, acc[7]);
+}
+
+@compute @workgroup_size(WG)
+fn conv2d_backward_weights_aligned(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    backward_weights(wid, lid, true);
+}
+
+@compute @workgroup_size(WG)
+fn conv2d_backward_weights_general(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    backward_weights(wid, lid, false);
 }
 
 // dw (+)= the split-K partials, added in chunk order.

@@ -26,7 +26,7 @@ const MAX_GEMM_ROWS: usize = 1 << 24;
 // What the shader's staging and unrolled products assume.
 const WG: usize = (TILE_M / THREAD_M) * (TILE_N / 4);
 const _: () = assert!(THREAD_M == 8 && TILE_N.is_multiple_of(4) && TILE_K.is_multiple_of(4));
-const _: () = assert!(TILE_M.is_multiple_of(WG) && WG.is_multiple_of(TILE_M / 4));
+const _: () = assert!(TILE_M.is_multiple_of(WG) && WG.is_multiple_of(TILE_M / TILE_K));
 
 /// One convolution layer's geometry. Padding is TensorFlow/Keras "SAME": `out = ceil(in / stride)`,
 /// total padding `max((out - 1) * stride + kernel - in, 0)`, the smaller half at the top/left.
@@ -234,10 +234,15 @@ pub fn conv2d_forward(
     let m = s.batch * s.out_h() * s.out_w();
     let gemm = [m, s.out_c, s.kernel * s.kernel * s.in_c];
     let p = params(s, gemm, residual.is_some());
+    let aligned = s.in_c.is_multiple_of(TILE_K) && s.out_c.is_multiple_of(4);
     Op::new(
         ctx,
         Shader::Conv2d,
-        "conv2d_forward",
+        if aligned {
+            "conv2d_forward_aligned"
+        } else {
+            "conv2d_forward_general"
+        },
         Some(bytemuck::bytes_of(&p)),
         &[(1, x), (2, x), (3, w), (4, w), (7, y), (8, res)],
         gemm_grid(m, s.out_c),
@@ -265,7 +270,11 @@ pub fn conv2d_backward_data(
     Op::new(
         ctx,
         Shader::Conv2d,
-        "conv2d_backward_data",
+        if s.out_c.is_multiple_of(TILE_K) {
+            "conv2d_backward_data_aligned"
+        } else {
+            "conv2d_backward_data_general"
+        },
         Some(bytemuck::bytes_of(&p)),
         &[(3, w), (4, w), (5, dy), (6, dy), (9, dx)],
         gemm_grid(m, s.in_c),
@@ -313,7 +322,11 @@ pub fn conv2d_backward_weights(
     let gemm = Op::new(
         ctx,
         Shader::Conv2d,
-        "conv2d_backward_weights",
+        if s.in_c.is_multiple_of(TILE_K) && s.out_c.is_multiple_of(4) {
+            "conv2d_backward_weights_aligned"
+        } else {
+            "conv2d_backward_weights_general"
+        },
         Some(bytemuck::bytes_of(&p)),
         &[(1, x), (2, x), (5, dy), (6, dy), (10, &partials)],
         [n.div_ceil(TILE_N) as u32, tiles_m as u32, splits as u32],
