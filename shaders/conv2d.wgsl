@@ -23,8 +23,9 @@
 // a runtime branch, even a uniform one.
 
 // Tile sizes; mirrored in src/kernels/conv2d.rs. TILE_K must be a multiple of 4, TILE_M of
-// THREAD_M, TILE_N of 4, and TILE_M a multiple of WG (each invocation stages whole A rows).
-const TILE_M: u32 = 128u;
+// THREAD_M and of TILE_K, TILE_N of 4, and TILE_M a multiple of WG (each invocation stages whole
+// A rows). TILE_M = 9 * 16 divides the weight-gradient rows (9 * Cin) of every 3x3 layer.
+const TILE_M: u32 = 144u;
 const TILE_N: u32 = 32u;
 const TILE_K: u32 = 16u;
 // Rows per invocation. The tile products below are unrolled for exactly 8.
@@ -63,8 +64,9 @@ struct Params {
     // backward_weights: reduction rows per split-K chunk (a multiple of TILE_K), chunks.
     split_rows: u32,
     splits: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // backward_data: M tiles per stride phase (tiles_m = stride^2 * phase_tiles).
+    phase_tiles: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -367,29 +369,104 @@ fn conv2d_forward_general(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward data: rows m = input positions (n, ih, iw), k = (kh, kw, co), columns ci.
-// dx[n, ih, iw, ci] = sum over taps whose output position oh = (ih + pad_top - kh) / stride is
-// whole and in range of dy[n, oh, ow, co] * w[kh, kw, ci, co].
+// Backward data: dx[n, ih, iw, ci] = sum over the taps (kh, kw) for which
+// oh = (ih + pad_top - kh) / stride is whole and in range (likewise ow) of
+// dy[n, oh, ow, co] * w[kh, kw, ci, co].
+//
+// With stride s, whether oh is whole depends only on the phase (ih + pad_top) mod s: the input
+// positions of one phase (ph, pw) all take the taps kh = ph, ph + s, ... and kw = pw, pw + s, ...
+// So the GEMM runs per phase (s * s of them, M tiles numbered phase by phase): rows m = the
+// phase's positions (n, jh, jw), k = (tap row a, tap column b, co) over the phase's taps only,
+// columns ci. Stride 2 thereby skips the 3/4 of (position, tap) pairs that are zero.
 
+struct Phase {
+    // Taps kh = kh0 + stride * a, kw = kw0 + stride * b.
+    kh0: u32,
+    kw0: u32,
+    taps_w: u32,
+    // Input positions ih = ih0 + stride * jh for jh < count_h (likewise iw).
+    ih0: u32,
+    iw0: u32,
+    count_h: u32,
+    count_w: u32,
+    // GEMM sizes of this phase.
+    rows: u32,
+    k: u32,
+}
+
+// (x - d) mod s for d < s, the count of x0, x0 + s, ... below `size`, and of taps below kernel.
+fn phase_start(x: u32, d: u32) -> u32 {
+    return (x + p.stride - d) % p.stride;
+}
+
+fn strided_count(start: u32, size: u32) -> u32 {
+    return select(0u, (size - start + p.stride - 1u) / p.stride, start < size);
+}
+
+fn decode_phase(phase: u32) -> Phase {
+    let ph = phase / p.stride;
+    let pw = phase % p.stride;
+    var f: Phase;
+    f.kh0 = ph;
+    f.kw0 = pw;
+    f.taps_w = strided_count(pw, p.kernel);
+    f.ih0 = phase_start(ph, p.pad_top % p.stride);
+    f.iw0 = phase_start(pw, p.pad_left % p.stride);
+    f.count_h = strided_count(f.ih0, p.in_h);
+    f.count_w = strided_count(f.iw0, p.in_w);
+    f.rows = p.batch * f.count_h * f.count_w;
+    f.k = strided_count(ph, p.kernel) * f.taps_w * p.out_c;
+    return f;
+}
+
+// Phase row m as seen from dy.
 struct Pixel {
     // First element of image n in dy.
     image: u32,
     // ih + pad_top and iw + pad_left.
     h: i32,
     w: i32,
+    // Position (n, ih, iw) in dx.
+    dx_row: u32,
 }
 
-fn decode_pixel(m: u32) -> Pixel {
-    let t = div_small(m, p.in_w);
-    let iw = m - t * p.in_w;
-    let n = div_small(t, p.in_h);
-    let ih = t - n * p.in_h;
-    return Pixel(n * p.out_h * p.out_w * p.out_c, i32(ih + p.pad_top), i32(iw + p.pad_left));
+fn decode_pixel(f: Phase, m: u32) -> Pixel {
+    let t = div_small(m, f.count_w);
+    let jw = m - t * f.count_w;
+    let n = div_small(t, f.count_h);
+    let jh = t - n * f.count_h;
+    let ih = f.ih0 + jh * p.stride;
+    let iw = f.iw0 + jw * p.stride;
+    return Pixel(
+        n * p.out_h * p.out_w * p.out_c,
+        i32(ih + p.pad_top),
+        i32(iw + p.pad_left),
+        (n * p.in_h + ih) * p.in_w + iw,
+    );
 }
 
-// The output coordinate that tap offset `d` reaches from padded input coordinate `v`,
-// or -1 when there is none (negative, between strides, or past `size`).
-fn strided_source(v: i32, d: u32, size: u32) -> i32 {
+// The k-th (kh, kw, co) of phase f (any channel count).
+fn decode_phase_tap(f: Phase, k: u32) -> Tap {
+    let t = k / p.out_c;
+    return Tap(f.kh0 + (t / f.taps_w) * p.stride, f.kw0 + (t % f.taps_w) * p.stride, k % p.out_c);
+}
+
+// The next TILE_K indices of phase f after `t` when out_c is a multiple of TILE_K.
+fn next_phase_tap(f: Phase, t: Tap) -> Tap {
+    var n = Tap(t.kh, t.kw, t.c + TILE_K);
+    if (n.c >= p.out_c) {
+        n.c = 0u;
+        n.kw += p.stride;
+        if (n.kw >= p.kernel) {
+            n.kw = f.kw0;
+            n.kh += p.stride;
+        }
+    }
+    return n;
+}
+
+// Output coordinate (v - d) / stride, whole by the choice of phase; -1 when out of range.
+fn source_coord(v: i32, d: u32, size: u32) -> i32 {
     let s = v - i32(d);
     if (s < 0) {
         return -1;
@@ -397,29 +474,26 @@ fn strided_source(v: i32, d: u32, size: u32) -> i32 {
     var o = u32(s);
     if (p.stride != 1u) {
         o = div_small(o, p.stride);
-        if (o * p.stride != u32(s)) {
-            return -1;
-        }
     }
     return select(-1, i32(o), o < size);
 }
 
 // Index in dy of channel t.c at the output position that reaches pixel q under tap t (-1: none).
 fn gather_index(q: Pixel, t: Tap) -> i32 {
-    let oh = strided_source(q.h, t.kh, p.out_h);
-    let ow = strided_source(q.w, t.kw, p.out_w);
+    let oh = source_coord(q.h, t.kh, p.out_h);
+    let ow = source_coord(q.w, t.kw, p.out_w);
     if (oh < 0 || ow < 0) {
         return -1;
     }
     return i32(q.image + (u32(oh) * p.out_w + u32(ow)) * p.out_c + t.c);
 }
 
-// GEMM indices k..k+3 (= (kh, kw, co)) of the gathered dy for pixel q, each decoded on its own.
-fn load_dy_gather_scalar(q: Pixel, k: u32) -> vec4<f32> {
+// Phase GEMM indices k..k+3 of the gathered dy for pixel q, each decoded on its own.
+fn load_dy_gather_scalar(f: Phase, q: Pixel, k: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
     for (var j = 0u; j < 4u; j++) {
-        if (k + j < p.gemm_k) {
-            let i = gather_index(q, decode_tap(k + j, p.out_c));
+        if (k + j < f.k) {
+            let i = gather_index(q, decode_phase_tap(f, k + j));
             if (i >= 0) {
                 r[j] = dy[u32(i)];
             }
@@ -432,25 +506,26 @@ fn w_index(t: Tap, ci: u32) -> u32 {
     return ((t.kh * p.kernel + t.kw) * p.in_c + ci) * p.out_c + t.c;
 }
 
-// GEMM indices k..k+3 (= (kh, kw, co)) of w^T for input channel ci, each decoded on its own.
-fn load_w_transposed_scalar(k: u32, ci: u32) -> vec4<f32> {
+// Phase GEMM indices k..k+3 of w^T for input channel ci, each decoded on its own.
+fn load_w_transposed_scalar(f: Phase, k: u32, ci: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
     for (var j = 0u; j < 4u; j++) {
-        if (k + j < p.gemm_k && ci < p.in_c) {
-            r[j] = w[w_index(decode_tap(k + j, p.out_c), ci)];
+        if (k + j < f.k && ci < p.in_c) {
+            r[j] = w[w_index(decode_phase_tap(f, k + j), ci)];
         }
     }
     return r;
 }
 
-// dx[m, n..n+3] (+)= v, within bounds.
-fn store_backward_data(m: u32, n: u32, v: vec4<f32>) {
-    if (m >= p.gemm_m) {
+// dx[row m of phase f, n..n+3] (+)= v, within bounds.
+fn store_backward_data(f: Phase, m: u32, n: u32, v: vec4<f32>) {
+    if (m >= f.rows) {
         return;
     }
+    let row = decode_pixel(f, m).dx_row;
     for (var j = 0u; j < 4u; j++) {
         if (n + j < p.gemm_n) {
-            let o = m * p.gemm_n + n + j;
+            let o = row * p.gemm_n + n + j;
             if (p.accumulate != 0u) {
                 dx[o] = dx[o] + v[j];
             } else {
@@ -462,24 +537,25 @@ fn store_backward_data(m: u32, n: u32, v: vec4<f32>) {
 
 // `fast`: out_c % TILE_K == 0.
 fn backward_data(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, fast: bool) {
-    let tile_m = tile_m_index(wid, nwg);
-    if (tile_m >= p.tiles_m) {
+    let tile = tile_m_index(wid, nwg);
+    if (tile >= p.tiles_m) {
         return;
     }
-    let m0 = tile_m * TILE_M;
+    let f = decode_phase(tile / p.phase_tiles);
+    let m0 = (tile % p.phase_tiles) * TILE_M;
     let n0 = wid.x * TILE_N;
 
     var pixels: array<Pixel, A_ROWS>;
     for (var r = 0u; r < A_ROWS; r++) {
-        pixels[r] = decode_pixel(m0 + lid + r * WG);
+        pixels[r] = decode_pixel(f, m0 + lid + r * WG);
     }
-    var tap = Tap(0u, 0u, 0u);
+    var tap = Tap(f.kh0, f.kw0, 0u);
 
     var acc: array<vec4<f32>, 8>;
-    for (var k0 = 0u; k0 < p.gemm_k; k0 += TILE_K) {
+    for (var k0 = 0u; k0 < f.k; k0 += TILE_K) {
         for (var r = 0u; r < A_ROWS; r++) {
             let row = lid + r * WG;
-            let ok = m0 + row < p.gemm_m;
+            let ok = m0 + row < f.rows;
             if (fast) {
                 var i = -1;
                 if (ok) {
@@ -496,7 +572,7 @@ fn backward_data(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, fast: bool) {
                 for (var q = 0u; q < KQ; q++) {
                     var v = vec4<f32>(0.0);
                     if (ok) {
-                        v = load_dy_gather_scalar(pixels[r], k0 + q * 4u);
+                        v = load_dy_gather_scalar(f, pixels[r], k0 + q * 4u);
                     }
                     tile_a[row * KQ + q] = v;
                 }
@@ -514,7 +590,7 @@ fn backward_data(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, fast: bool) {
                         v = w4[w_index(tap, ci) / 4u + q];
                     }
                 } else {
-                    v = load_w_transposed_scalar(k0 + q * 4u, ci);
+                    v = load_w_transposed_scalar(f, k0 + q * 4u, ci);
                 }
                 tile_b[i] = v;
             }
@@ -522,19 +598,19 @@ fn backward_data(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, fast: bool) {
         workgroupBarrier();
         product_ak_bk(&acc, lid / NQ, lid % NQ);
         workgroupBarrier();
-        tap = next_tap(tap, p.out_c);
+        tap = next_phase_tap(f, tap);
     }
 
     let m = m0 + (lid / NQ) * THREAD_M;
     let n = n0 + (lid % NQ) * 4u;
-    store_backward_data(m, n, acc[0]);
-    store_backward_data(m + 1u, n, acc[1]);
-    store_backward_data(m + 2u, n, acc[2]);
-    store_backward_data(m + 3u, n, acc[3]);
-    store_backward_data(m + 4u, n, acc[4]);
-    store_backward_data(m + 5u, n, acc[5]);
-    store_backward_data(m + 6u, n, acc[6]);
-    store_backward_data(m + 7u, n, acc[7]);
+    store_backward_data(f, m, n, acc[0]);
+    store_backward_data(f, m + 1u, n, acc[1]);
+    store_backward_data(f, m + 2u, n, acc[2]);
+    store_backward_data(f, m + 3u, n, acc[3]);
+    store_backward_data(f, m + 4u, n, acc[4]);
+    store_backward_data(f, m + 5u, n, acc[5]);
+    store_backward_data(f, m + 6u, n, acc[6]);
+    store_backward_data(f, m + 7u, n, acc[7]);
 }
 
 @compute @workgroup_size(WG)

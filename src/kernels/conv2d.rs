@@ -6,8 +6,9 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
 use crate::shaders::Shader;
 
-/// Output tile rows per workgroup (GEMM M); mirrors `TILE_M` in the shader.
-pub const TILE_M: usize = 128;
+/// Output tile rows per workgroup (GEMM M); mirrors `TILE_M` in the shader. 9 * 16: it divides
+/// the weight-gradient rows (9 * Cin) of every 3x3 layer with Cin a multiple of 16.
+pub const TILE_M: usize = 144;
 /// Output tile columns per workgroup (GEMM N); mirrors `TILE_N` in the shader.
 pub const TILE_N: usize = 32;
 /// Reduction depth staged per step (GEMM K); mirrors `TILE_K` in the shader.
@@ -26,7 +27,11 @@ const MAX_GEMM_ROWS: usize = 1 << 24;
 // What the shader's staging and unrolled products assume.
 const WG: usize = (TILE_M / THREAD_M) * (TILE_N / 4);
 const _: () = assert!(THREAD_M == 8 && TILE_N.is_multiple_of(4) && TILE_K.is_multiple_of(4));
-const _: () = assert!(TILE_M.is_multiple_of(WG) && WG.is_multiple_of(TILE_M / TILE_K));
+const _: () = assert!(
+    TILE_M.is_multiple_of(WG)
+        && TILE_M.is_multiple_of(TILE_K)
+        && WG.is_multiple_of(TILE_M / TILE_K)
+);
 
 /// One convolution layer's geometry. Padding is TensorFlow/Keras "SAME": `out = ceil(in / stride)`,
 /// total padding `max((out - 1) * stride + kernel - in, 0)`, the smaller half at the top/left.
@@ -142,8 +147,8 @@ struct Params {
     tiles_m: u32,
     split_rows: u32,
     splits: u32,
-    _pad0: u32,
-    _pad1: u32,
+    phase_tiles: u32,
+    _pad: u32,
 }
 
 /// Parameters for a GEMM of `m x k` by `k x n` over the geometry of `s`.
@@ -168,21 +173,21 @@ fn params(s: &Conv2dShape, gemm: [usize; 3], accumulate: bool) -> Params {
         tiles_m: m.div_ceil(TILE_M) as u32,
         split_rows: 0,
         splits: 0,
-        _pad0: 0,
-        _pad1: 0,
+        phase_tiles: 0,
+        _pad: 0,
     }
 }
 
-/// Workgroups for an `m x n` output: N tiles along x, M tiles along y, spilling into z past
-/// 65,535 (the shader recovers the M tile as `wid.z * nwg.y + wid.y`).
-fn gemm_grid(m: usize, n: usize) -> [u32; 3] {
+/// Workgroups for `tiles_m` M tiles of an output with `n` columns: N tiles along x, M tiles
+/// along y, spilling into z past 65,535 (the shader recovers the M tile as
+/// `wid.z * nwg.y + wid.y` and skips tiles past `tiles_m`).
+fn gemm_grid(tiles_m: usize, n: usize) -> [u32; 3] {
     let tiles_n = n.div_ceil(TILE_N) as u32;
-    let tiles_m = m.div_ceil(TILE_M) as u64;
     assert!(
         tiles_n <= MAX_WORKGROUPS_PER_DIM,
         "conv2d: too many channels"
     );
-    let y = tiles_m.min(MAX_WORKGROUPS_PER_DIM as u64);
+    let y = tiles_m.min(MAX_WORKGROUPS_PER_DIM as usize);
     let z = tiles_m.div_ceil(y.max(1));
     [tiles_n, y as u32, z as u32]
 }
@@ -245,7 +250,7 @@ pub fn conv2d_forward(
         },
         Some(bytemuck::bytes_of(&p)),
         &[(1, x), (2, x), (3, w), (4, w), (7, y), (8, res)],
-        gemm_grid(m, s.out_c),
+        gemm_grid(m.div_ceil(TILE_M), s.out_c),
     )
     .with_flops(s.flops())
 }
@@ -264,9 +269,14 @@ pub fn conv2d_backward_data(
     check_len(what, "dy", dy, s.output_len());
     check_len(what, "w", w, s.weight_len());
     check_len(what, "dx", dx, s.input_len());
-    let m = s.batch * s.in_h * s.in_w;
-    let gemm = [m, s.in_c, s.kernel * s.kernel * s.out_c];
-    let p = params(s, gemm, accumulate);
+    // The shader runs one GEMM per stride phase (input positions with the same
+    // (ih + pad) mod stride, which all take the same taps); phase 0 has the most positions.
+    let phases = s.stride * s.stride;
+    let phase_rows = s.batch * s.in_h.div_ceil(s.stride) * s.in_w.div_ceil(s.stride);
+    let phase_tiles = phase_rows.div_ceil(TILE_M);
+    let mut p = params(s, [s.batch * s.in_h * s.in_w, s.in_c, 0], accumulate);
+    p.phase_tiles = phase_tiles as u32;
+    p.tiles_m = (phases * phase_tiles) as u32;
     Op::new(
         ctx,
         Shader::Conv2d,
@@ -277,7 +287,7 @@ pub fn conv2d_backward_data(
         },
         Some(bytemuck::bytes_of(&p)),
         &[(3, w), (4, w), (5, dy), (6, dy), (9, dx)],
-        gemm_grid(m, s.in_c),
+        gemm_grid(phases * phase_tiles, s.in_c),
     )
     .with_flops(s.flops())
 }

@@ -51,6 +51,9 @@ fn shapes() -> Vec<Conv2dShape> {
         // Channels that are multiples of TILE_K (the tap-walking fast path) with several M tiles.
         shape(3, (10, 9), 16, 32, 3, 1),
         shape(2, (12, 11), 32, 16, 3, 2),
+        // Stride 3: nine backward-data phases, some of them without positions near the edges.
+        shape(2, (7, 8), 16, 16, 3, 3),
+        shape(1, (4, 5), 5, 6, 1, 3),
     ]
 }
 
