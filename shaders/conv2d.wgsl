@@ -19,8 +19,8 @@
 // multiples of TILE_K (every WideResNet layer but the RGB stem), where a K tile never crosses a
 // kernel tap, so the tap is the same for the whole tile and is walked with counters (no
 // divisions), and loads are vec4s; `_general` for any channel count, decoding every index. The
-// choice is a constant argument, folded away at compile time: SIMD CPU drivers run both sides of
-// a runtime branch, even a uniform one.
+// choice is a constant argument, folded away at compile time: on lavapipe the general path left
+// behind a runtime branch, even a uniform one, slowed the aligned K loop by about 40%.
 
 // Tile sizes; mirrored in src/kernels/conv2d.rs. TILE_K must be a multiple of 4, TILE_M of
 // THREAD_M and of TILE_K, TILE_N of 4, and TILE_M a multiple of WG (each invocation stages whole
@@ -107,8 +107,9 @@ struct Tap {
 }
 
 fn decode_tap(k: u32, channels: u32) -> Tap {
-    let t = k / channels;
-    return Tap(t / p.kernel, t % p.kernel, k % channels);
+    let t = div_small(k, channels);
+    let kh = div_small(t, p.kernel);
+    return Tap(kh, t - kh * p.kernel, k - t * channels);
 }
 
 // The next TILE_K indices after `t` when channels is a multiple of TILE_K (uniform counters).
@@ -145,7 +146,7 @@ fn decode_window(r: u32) -> Window {
     );
 }
 
-// Element index in x of channel c under tap t of window v, or -1 in the padding.
+// Element index in x of channel t.c under tap t of window v, or -1 in the padding.
 fn window_index(v: Window, t: Tap) -> i32 {
     let ih = v.h0 + i32(t.kh);
     let iw = v.w0 + i32(t.kw);
@@ -447,8 +448,9 @@ fn decode_pixel(f: Phase, m: u32) -> Pixel {
 
 // The k-th (kh, kw, co) of phase f (any channel count).
 fn decode_phase_tap(f: Phase, k: u32) -> Tap {
-    let t = k / p.out_c;
-    return Tap(f.kh0 + (t / f.taps_w) * p.stride, f.kw0 + (t % f.taps_w) * p.stride, k % p.out_c);
+    let t = div_small(k, p.out_c);
+    let a = div_small(t, f.taps_w);
+    return Tap(f.kh0 + a * p.stride, f.kw0 + (t - a * f.taps_w) * p.stride, k - t * p.out_c);
 }
 
 // The next TILE_K indices of phase f after `t` when out_c is a multiple of TILE_K.
