@@ -206,8 +206,8 @@ fn backward_weights_matches_reference_and_accumulates() {
 fn backward_weights_long_reduction_uses_several_chunks() {
     // 5 * 30 * 31 = 4650 reduction rows: three split-K chunks, the last one partial.
     check_backward_weights(&shape(5, (30, 31), 5, 6, 3, 1), 900);
-    // The same through the vec4 path, with stride 2 (4 * 16 * 16 = 1024 rows per image group).
-    check_backward_weights(&shape(20, (32, 32), 4, 8, 3, 2), 910);
+    // 20 * 16 * 16 = 5120 rows (three chunks) through the aligned path, stride 2.
+    check_backward_weights(&shape(20, (32, 32), 16, 8, 3, 2), 910);
 }
 
 #[test]
