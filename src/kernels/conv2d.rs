@@ -6,24 +6,32 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
 use crate::shaders::Shader;
 
-/// Output tile rows per workgroup (GEMM M); mirrors `TILE_M` in the shader.
-pub const TILE_M: usize = 128;
+/// Output tile rows per workgroup (GEMM M); mirrors `TILE_M` in the shader. 9 * 16: it divides
+/// the weight-gradient rows (9 * Cin) of every 3x3 layer with Cin a multiple of 16.
+pub const TILE_M: usize = 144;
 /// Output tile columns per workgroup (GEMM N); mirrors `TILE_N` in the shader.
 pub const TILE_N: usize = 32;
 /// Reduction depth staged per step (GEMM K); mirrors `TILE_K` in the shader.
 pub const TILE_K: usize = 16;
+/// Output rows per invocation (each owns THREAD_M x 4 outputs); mirrors `THREAD_M`.
+const THREAD_M: usize = 8;
 /// Workgroup size of `conv2d_backward_weights_reduce`.
 const REDUCE_WG: u32 = 256;
 /// Backward-weights split-K: about one chunk per this many reduction rows...
 const SPLIT_ROWS_TARGET: usize = 2048;
 /// ...and at most this many chunks.
 const MAX_SPLITS: usize = 64;
+/// Row indices are divided in f32 in the shader, exact below 2^24.
+const MAX_GEMM_ROWS: usize = 1 << 24;
 
-// The shader's staging assumes one invocation per 4x4 output block and fixed staged quads.
-const WG: usize = (TILE_M / 4) * (TILE_N / 4);
-const _: () =
-    assert!(TILE_M.is_multiple_of(4) && TILE_N.is_multiple_of(4) && TILE_K.is_multiple_of(4));
-const _: () = assert!(WG.is_multiple_of(TILE_M / 4) && WG.is_multiple_of(TILE_K / 4));
+// What the shader's staging and unrolled products assume.
+const WG: usize = (TILE_M / THREAD_M) * (TILE_N / 4);
+const _: () = assert!(THREAD_M == 8 && TILE_N.is_multiple_of(4) && TILE_K.is_multiple_of(4));
+const _: () = assert!(
+    TILE_M.is_multiple_of(WG)
+        && TILE_M.is_multiple_of(TILE_K)
+        && WG.is_multiple_of(TILE_M / TILE_K)
+);
 
 /// One convolution layer's geometry. Padding is TensorFlow/Keras "SAME": `out = ceil(in / stride)`,
 /// total padding `max((out - 1) * stride + kernel - in, 0)`, the smaller half at the top/left.
@@ -98,6 +106,12 @@ impl Conv2dShape {
                 && self.stride > 0,
             "{what}: every dimension of {self:?} must be positive"
         );
+        let rows =
+            (self.batch * self.in_h * self.in_w).max(self.batch * self.out_h() * self.out_w());
+        assert!(
+            rows + TILE_M < MAX_GEMM_ROWS,
+            "{what}: {self:?} has {rows} positions, the shader handles fewer than 2^24"
+        );
         // Index math in the shader is u32.
         for (name, len) in [
             ("input", self.input_len()),
@@ -133,8 +147,8 @@ struct Params {
     tiles_m: u32,
     split_rows: u32,
     splits: u32,
-    _pad0: u32,
-    _pad1: u32,
+    phase_tiles: u32,
+    _pad: u32,
 }
 
 /// Parameters for a GEMM of `m x k` by `k x n` over the geometry of `s`.
@@ -159,21 +173,21 @@ fn params(s: &Conv2dShape, gemm: [usize; 3], accumulate: bool) -> Params {
         tiles_m: m.div_ceil(TILE_M) as u32,
         split_rows: 0,
         splits: 0,
-        _pad0: 0,
-        _pad1: 0,
+        phase_tiles: 0,
+        _pad: 0,
     }
 }
 
-/// Workgroups for an `m x n` output: N tiles along x, M tiles along y, spilling into z past
-/// 65,535 (the shader recovers the M tile as `wid.z * nwg.y + wid.y`).
-fn gemm_grid(m: usize, n: usize) -> [u32; 3] {
+/// Workgroups for `tiles_m` M tiles of an output with `n` columns: N tiles along x, M tiles
+/// along y, spilling into z past 65,535 (the shader recovers the M tile as
+/// `wid.z * nwg.y + wid.y` and skips tiles past `tiles_m`).
+fn gemm_grid(tiles_m: usize, n: usize) -> [u32; 3] {
     let tiles_n = n.div_ceil(TILE_N) as u32;
-    let tiles_m = m.div_ceil(TILE_M) as u64;
     assert!(
         tiles_n <= MAX_WORKGROUPS_PER_DIM,
         "conv2d: too many channels"
     );
-    let y = tiles_m.min(MAX_WORKGROUPS_PER_DIM as u64);
+    let y = tiles_m.min(MAX_WORKGROUPS_PER_DIM as usize);
     let z = tiles_m.div_ceil(y.max(1));
     [tiles_n, y as u32, z as u32]
 }
@@ -225,13 +239,18 @@ pub fn conv2d_forward(
     let m = s.batch * s.out_h() * s.out_w();
     let gemm = [m, s.out_c, s.kernel * s.kernel * s.in_c];
     let p = params(s, gemm, residual.is_some());
+    let aligned = s.in_c.is_multiple_of(TILE_K) && s.out_c.is_multiple_of(4);
     Op::new(
         ctx,
         Shader::Conv2d,
-        "conv2d_forward",
+        if aligned {
+            "conv2d_forward_aligned"
+        } else {
+            "conv2d_forward_general"
+        },
         Some(bytemuck::bytes_of(&p)),
         &[(1, x), (2, x), (3, w), (4, w), (7, y), (8, res)],
-        gemm_grid(m, s.out_c),
+        gemm_grid(m.div_ceil(TILE_M), s.out_c),
     )
     .with_flops(s.flops())
 }
@@ -250,16 +269,25 @@ pub fn conv2d_backward_data(
     check_len(what, "dy", dy, s.output_len());
     check_len(what, "w", w, s.weight_len());
     check_len(what, "dx", dx, s.input_len());
-    let m = s.batch * s.in_h * s.in_w;
-    let gemm = [m, s.in_c, s.kernel * s.kernel * s.out_c];
-    let p = params(s, gemm, accumulate);
+    // The shader runs one GEMM per stride phase (input positions with the same
+    // (ih + pad) mod stride, which all take the same taps); phase 0 has the most positions.
+    let phases = s.stride * s.stride;
+    let phase_rows = s.batch * s.in_h.div_ceil(s.stride) * s.in_w.div_ceil(s.stride);
+    let phase_tiles = phase_rows.div_ceil(TILE_M);
+    let mut p = params(s, [s.batch * s.in_h * s.in_w, s.in_c, 0], accumulate);
+    p.phase_tiles = phase_tiles as u32;
+    p.tiles_m = (phases * phase_tiles) as u32;
     Op::new(
         ctx,
         Shader::Conv2d,
-        "conv2d_backward_data",
+        if s.out_c.is_multiple_of(TILE_K) {
+            "conv2d_backward_data_aligned"
+        } else {
+            "conv2d_backward_data_general"
+        },
         Some(bytemuck::bytes_of(&p)),
         &[(3, w), (4, w), (5, dy), (6, dy), (9, dx)],
-        gemm_grid(m, s.in_c),
+        gemm_grid(phases * phase_tiles, s.in_c),
     )
     .with_flops(s.flops())
 }
@@ -304,7 +332,11 @@ pub fn conv2d_backward_weights(
     let gemm = Op::new(
         ctx,
         Shader::Conv2d,
-        "conv2d_backward_weights",
+        if s.in_c.is_multiple_of(TILE_K) && s.out_c.is_multiple_of(4) {
+            "conv2d_backward_weights_aligned"
+        } else {
+            "conv2d_backward_weights_general"
+        },
         Some(bytemuck::bytes_of(&p)),
         &[(1, x), (2, x), (5, dy), (6, dy), (10, &partials)],
         [n.div_ceil(TILE_N) as u32, tiles_m as u32, splits as u32],

@@ -48,6 +48,12 @@ fn shapes() -> Vec<Conv2dShape> {
         shape(2, (6, 6), 8, 12, 1, 2),
         shape(3, (5, 7), 4, 36, 3, 1),
         shape(2, (1, 1), 4, 4, 3, 1),
+        // Channels that are multiples of TILE_K (the tap-walking fast path) with several M tiles.
+        shape(3, (10, 9), 16, 32, 3, 1),
+        shape(2, (12, 11), 32, 16, 3, 2),
+        // Stride 3: nine backward-data phases, some of them without positions near the edges.
+        shape(2, (7, 8), 16, 16, 3, 3),
+        shape(1, (4, 5), 5, 6, 1, 3),
     ]
 }
 
@@ -200,8 +206,8 @@ fn backward_weights_matches_reference_and_accumulates() {
 fn backward_weights_long_reduction_uses_several_chunks() {
     // 5 * 30 * 31 = 4650 reduction rows: three split-K chunks, the last one partial.
     check_backward_weights(&shape(5, (30, 31), 5, 6, 3, 1), 900);
-    // The same through the vec4 path, with stride 2 (4 * 16 * 16 = 1024 rows per image group).
-    check_backward_weights(&shape(20, (32, 32), 4, 8, 3, 2), 910);
+    // 20 * 16 * 16 = 5120 rows (three chunks) through the aligned path, stride 2.
+    check_backward_weights(&shape(20, (32, 32), 16, 8, 3, 2), 910);
 }
 
 #[test]
