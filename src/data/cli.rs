@@ -1,5 +1,6 @@
 //! The `data` subcommands: `download`, `check`, `info`, `preview` (native only).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -134,12 +135,14 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         }
         DataCommand::Check { datasets, data_dir } => {
             let dir = resolve_data_dir(data_dir.as_deref());
-            let list = if datasets.is_empty() {
-                vec![Downloadable::Mnist, Downloadable::Svhn]
-            } else {
+            // Without arguments, missing datasets are only listed; bad files always fail.
+            let explicit = !datasets.is_empty();
+            let list = if explicit {
                 datasets
+            } else {
+                vec![Downloadable::Mnist, Downloadable::Svhn]
             };
-            check(&list, &dir)
+            check(&list, &dir, explicit)
         }
         DataCommand::Info {
             dataset,
@@ -185,37 +188,41 @@ pub fn run(cmd: DataCommand) -> Result<()> {
     }
 }
 
-fn check(list: &[Downloadable], dir: &Path) -> Result<()> {
-    let mut bad = 0;
-    println!("cache: {}", dir.display());
+fn check(list: &[Downloadable], dir: &Path, missing_is_error: bool) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    let (mut bad, mut missing) = (0, 0);
+    writeln!(o, "cache: {}", dir.display())?;
     for d in list {
         let sub = dir.join(d.name());
         for f in dataset_files(d.name())? {
-            let status = check_file(&sub, &f);
             let path = sub.join(&f.name);
-            match status {
-                FileStatus::Ok => println!("  ok       {}", path.display()),
+            match check_file(&sub, &f) {
+                FileStatus::Ok => writeln!(o, "  ok       {}", path.display())?,
                 FileStatus::Missing { partial: None } => {
-                    bad += 1;
-                    println!("  missing  {}", path.display())
+                    missing += 1;
+                    writeln!(o, "  missing  {}", path.display())?
                 }
                 FileStatus::Missing { partial: Some(n) } => {
-                    bad += 1;
-                    println!(
+                    missing += 1;
+                    writeln!(
+                        o,
                         "  missing  {} ({n} bytes downloaded so far; `data download {}` resumes)",
                         path.display(),
                         d.name()
-                    )
+                    )?
                 }
                 FileStatus::Bad(why) => {
                     bad += 1;
-                    println!("  BAD      {}: {why}", path.display())
+                    writeln!(o, "  BAD      {}: {why}", path.display())?
                 }
             }
         }
     }
-    if bad > 0 {
-        bail!("{bad} file(s) missing or bad; run `adamatch-wgpu data download mnist|svhn`");
+    if bad > 0 || (missing_is_error && missing > 0) {
+        bail!(
+            "{bad} bad and {missing} missing file(s); run `adamatch-wgpu data download mnist|svhn` \
+             (a bad file is replaced by a verified download)"
+        );
     }
     Ok(())
 }
@@ -227,6 +234,7 @@ fn info(
     stream_samples: usize,
     dir: &Path,
 ) -> Result<()> {
+    let mut o = std::io::stdout().lock();
     let t = Instant::now();
     let source = load(spec, split, preprocess, dir)?;
     let elapsed = t.elapsed();
@@ -238,29 +246,31 @@ fn info(
             &sample
         }
     };
-    println!("{spec} [{}]: {}", split.name(), source.describe());
+    writeln!(o, "{spec} [{}]: {}", split.name(), source.describe())?;
     match ImageSource::len(&source) {
-        Some(n) => println!(
+        Some(n) => writeln!(
+            o,
             "  images: {n} of 32x32x3 (loaded in {:.2} s)",
             elapsed.as_secs_f64()
-        ),
-        None => println!(
+        )?,
+        None => writeln!(
+            o,
             "  images: unlimited; statistics over the first {}",
             ds.len()
-        ),
+        )?,
     }
     let m = channel_means(&ds.images);
-    println!("  mean RGB: {:.1} {:.1} {:.1}", m[0], m[1], m[2]);
+    writeln!(o, "  mean RGB: {:.2} {:.2} {:.2}", m[0], m[1], m[2])?;
     match ds.histogram() {
-        None => println!("  labels: none (unlabeled)"),
+        None => writeln!(o, "  labels: none (unlabeled)")?,
         Some(h) => {
             let total: usize = h.iter().sum();
             let max = h.iter().copied().max().unwrap_or(1).max(1);
-            println!("  labels:");
+            writeln!(o, "  labels:")?;
             for (d, &c) in h.iter().enumerate().take(NUM_CLASSES) {
                 let pct = 100.0 * c as f64 / total.max(1) as f64;
                 let bar = "#".repeat((c * 40).div_ceil(max));
-                println!("    {d}: {c:>7} {pct:5.1}% {bar}");
+                writeln!(o, "    {d}: {c:>7} {pct:5.1}% {bar}")?;
             }
         }
     }

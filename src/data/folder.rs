@@ -66,35 +66,20 @@ pub fn load_image_file(path: &Path) -> Result<[u8; IMAGE_BYTES]> {
 /// order is the error.
 fn decode_all(paths: &[PathBuf]) -> Result<Vec<u8>> {
     let mut out = vec![0u8; paths.len() * IMAGE_BYTES];
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(paths.len().max(1));
-    let per = paths.len().div_ceil(threads).max(1);
-    let results: Vec<Result<()>> = std::thread::scope(|s| {
-        let handles: Vec<_> = paths
-            .chunks(per)
-            .zip(out.chunks_mut(per * IMAGE_BYTES))
-            .map(|(ps, dst)| {
-                s.spawn(move || -> Result<()> {
-                    for (p, d) in ps.iter().zip(dst.chunks_exact_mut(IMAGE_BYTES)) {
-                        d.copy_from_slice(&load_image_file(p)?);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("image decoder panicked")))
-            })
-            .collect()
+    let per = paths
+        .len()
+        .div_ceil(super::worker_count(paths.len(), 16))
+        .max(1);
+    let results = super::par_chunks_mut(&mut out, per * IMAGE_BYTES, |c, dst| -> Result<()> {
+        for (p, d) in paths[c * per..]
+            .iter()
+            .zip(dst.chunks_exact_mut(IMAGE_BYTES))
+        {
+            d.copy_from_slice(&load_image_file(p)?);
+        }
+        Ok(())
     });
-    for r in results {
-        r?;
-    }
+    results.into_iter().collect::<Result<()>>()?;
     Ok(out)
 }
 

@@ -145,34 +145,22 @@ pub fn images_to_rgb32(arr: &IdxArray, preprocess: Preprocess) -> Result<Vec<u8>
     let (nw, nh) = super::image::fitted_size(w, h);
     let resizer = Resizer::new(w, h, nw, nh, 1);
     // Convert in parallel, one contiguous chunk of images per core.
-    let threads = std::thread::available_parallelism()
-        .map(|t| t.get())
-        .unwrap_or(1)
-        .min(n.div_ceil(1024).max(1));
-    let per = n.div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        for (src, dst) in arr
-            .data
-            .chunks(per * h * w)
-            .zip(out.chunks_mut(per * IMAGE_BYTES))
+    let per = n.div_ceil(super::worker_count(n, 1024)).max(1);
+    super::par_chunks_mut(&mut out, per * IMAGE_BYTES, |c, dst| {
+        let src = &arr.data[c * per * h * w..];
+        let mut tmp = vec![0u8; nw * nh];
+        let mut scratch = Vec::new();
+        for (src, dst) in src
+            .chunks_exact(h * w)
+            .zip(dst.chunks_exact_mut(IMAGE_BYTES))
         {
-            let resizer = &resizer;
-            s.spawn(move || {
-                let mut tmp = vec![0u8; nw * nh];
-                let mut scratch = Vec::new();
-                for (src, dst) in src
-                    .chunks_exact(h * w)
-                    .zip(dst.chunks_exact_mut(IMAGE_BYTES))
-                {
-                    match preprocess {
-                        Preprocess::Pad => pad_center(src, w, h, 1, dst),
-                        Preprocess::Resize => {
-                            resizer.resize_with_scratch(src, &mut tmp, &mut scratch);
-                            pad_center(&tmp, nw, nh, 1, dst);
-                        }
-                    }
+            match preprocess {
+                Preprocess::Pad => pad_center(src, w, h, 1, dst),
+                Preprocess::Resize => {
+                    resizer.resize_with_scratch(src, &mut tmp, &mut scratch);
+                    pad_center(&tmp, nw, nh, 1, dst);
                 }
-            });
+            }
         }
     });
     Ok(out)

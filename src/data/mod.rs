@@ -143,6 +143,49 @@ pub fn channel_means(images: &[u8]) -> [f64; 3] {
     sums.map(|s| s as f64 / n)
 }
 
+/// How many worker threads to use for `items` units of work with at least `min_per_worker`
+/// units each: the available cores, 1 on wasm (no threads there).
+pub(crate) fn worker_count(items: usize, min_per_worker: usize) -> usize {
+    if cfg!(target_arch = "wasm32") {
+        return 1;
+    }
+    std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1)
+        .min(items.div_ceil(min_per_worker.max(1)))
+        .max(1)
+}
+
+/// Runs `f(chunk_index, chunk)` over `out.chunks_mut(chunk)`, on scoped threads when there is
+/// more than one chunk (inline on wasm), and returns the results in chunk order. A panic in a
+/// worker is propagated.
+pub(crate) fn par_chunks_mut<B: Send, R: Send>(
+    out: &mut [B],
+    chunk: usize,
+    f: impl Fn(usize, &mut [B]) -> R + Sync,
+) -> Vec<R> {
+    let chunk = chunk.max(1);
+    if out.len() <= chunk || cfg!(target_arch = "wasm32") {
+        return out
+            .chunks_mut(chunk)
+            .enumerate()
+            .map(|(i, c)| f(i, c))
+            .collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = out
+            .chunks_mut(chunk)
+            .enumerate()
+            .map(|(i, c)| s.spawn(move || f(i, c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Anything training can draw 32x32x3 images from by index: a finite [`Dataset`] or an infinite
 /// procedural stream ([`synth::SynthStream`]). Implementations are deterministic: the same index
 /// gives the same image and label every time.

@@ -646,20 +646,20 @@ fn gen_digits(rng: &mut Rng, label: usize, out: &mut [u8]) {
         sin: angle.sin(),
         shear: rng.range(-0.35, 0.2),
         warp: [
-            rng.range(-0.05, 0.05),
+            rng.range(-0.06, 0.06),
             rng.range(0.3, 1.2),
             rng.f32(),
-            rng.range(-0.05, 0.05),
+            rng.range(-0.06, 0.06),
             rng.range(0.3, 1.2),
             rng.f32(),
         ],
     };
-    let radius = rng.range(0.75, 1.9);
+    let radius = rng.range(0.7, 1.65);
     let mut canvas = [0f32; 1024];
     draw_glyph(&mut canvas, glyph, &pl, radius);
     // MNIST strokes have soft anti-aliased edges and a saturated core.
-    blur_plane(&mut canvas, rng.range(0.35, 0.7));
-    let gain = rng.range(1.2, 1.6) * 255.0;
+    blur_plane(&mut canvas, rng.range(0.3, 0.55));
+    let gain = rng.range(1.25, 1.7) * 255.0;
     for (i, &c) in canvas.iter().enumerate() {
         let v = (c * gain).min(255.0) as u8;
         out[i * 3..i * 3 + 3].fill(v);
@@ -822,30 +822,18 @@ pub fn generate_range(
     n: usize,
 ) -> Dataset {
     let mut images = vec![0u8; n * IMAGE_BYTES];
-    let mut labels = vec![0u8; n];
-    let threads = std::thread::available_parallelism()
-        .map(|t| t.get())
-        .unwrap_or(1)
-        .min(n.div_ceil(256).max(1));
-    let per = n.div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        for (c, (imgs, labs)) in images
-            .chunks_mut(per * IMAGE_BYTES)
-            .zip(labels.chunks_mut(per))
+    let per = n.div_ceil(super::worker_count(n, 256)).max(1);
+    let labels: Vec<u8> = super::par_chunks_mut(&mut images, per * IMAGE_BYTES, |c, imgs| {
+        imgs.chunks_exact_mut(IMAGE_BYTES)
             .enumerate()
-        {
-            s.spawn(move || {
-                for (k, (img, lab)) in imgs.chunks_exact_mut(IMAGE_BYTES).zip(labs).enumerate() {
-                    let idx = start + (c * per + k) as u64;
-                    *lab = generate(domain, seed, split, idx, img);
-                }
-            });
-        }
-    });
+            .map(|(k, img)| generate(domain, seed, split, start + (c * per + k) as u64, img))
+            .collect::<Vec<u8>>()
+    })
+    .concat();
     Dataset {
         images,
         labels: Some(labels),
-        name: format!("{} (seed {seed}, {})", domain.name(), split.name()),
+        name: format!("{} seed {seed} {} split", domain.name(), split.name()),
     }
 }
 

@@ -2,6 +2,7 @@
 //! MNIST test set when `../shared/data/mnist-t10k` exists, downloads against a local HTTP server,
 //! the synthetic domains, and fuzzing of the IDX and MAT parsers.
 
+mod cli;
 mod download;
 mod folder;
 mod fuzz;
