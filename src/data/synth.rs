@@ -199,6 +199,20 @@ fn handwritten() -> Vec<Vec<Glyph>> {
                 arc(0.5, 0.3, 0.36, 0.28, 200.0, 400.0),
                 line(&[[0.12, 0.98], [0.9, 0.98]]),
             )],
+            // Looped 2: the diagonal curls into a small loop before the base.
+            vec![curve(&[
+                [0.18, 0.22],
+                [0.45, 0.02],
+                [0.78, 0.15],
+                [0.7, 0.45],
+                [0.35, 0.78],
+                [0.2, 0.95],
+                [0.38, 0.98],
+                [0.42, 0.82],
+                [0.3, 0.86],
+                [0.6, 0.95],
+                [0.9, 0.9],
+            ])],
         ],
         // 3
         vec![
@@ -227,6 +241,18 @@ fn handwritten() -> Vec<Vec<Glyph>> {
                 arc(0.5, 0.27, 0.3, 0.24, 200.0, 450.0),
                 arc(0.5, 0.74, 0.34, 0.25, 270.0, 520.0),
             ],
+            // Big upper bump, small lower one, one stroke.
+            vec![curve(&[
+                [0.12, 0.18],
+                [0.5, 0.02],
+                [0.85, 0.2],
+                [0.7, 0.42],
+                [0.4, 0.52],
+                [0.75, 0.62],
+                [0.8, 0.85],
+                [0.45, 0.98],
+                [0.15, 0.85],
+            ])],
         ],
         // 4
         vec![
@@ -294,6 +320,11 @@ fn handwritten() -> Vec<Vec<Glyph>> {
                 line(&[[0.62, 0.02], [0.24, 0.66]]),
                 arc(0.5, 0.74, 0.3, 0.24, 0.0, 360.0),
             ],
+            // Long ascender, small loop.
+            vec![
+                curve(&[[0.8, 0.02], [0.45, 0.3], [0.25, 0.65], [0.28, 0.9]]),
+                arc(0.48, 0.8, 0.22, 0.18, 150.0, 520.0),
+            ],
         ],
         // 7
         vec![
@@ -330,6 +361,20 @@ fn handwritten() -> Vec<Vec<Glyph>> {
             vec![
                 arc(0.52, 0.25, 0.22, 0.22, 0.0, 360.0),
                 arc(0.48, 0.72, 0.3, 0.27, 0.0, 360.0),
+            ],
+            // Slanted, drawn as an S and a closing diagonal.
+            vec![
+                curve(&[
+                    [0.8, 0.1],
+                    [0.55, 0.02],
+                    [0.3, 0.15],
+                    [0.45, 0.42],
+                    [0.7, 0.65],
+                    [0.6, 0.95],
+                    [0.3, 0.92],
+                    [0.3, 0.7],
+                ]),
+                line(&[[0.3, 0.7], [0.8, 0.1]]),
             ],
         ],
         // 9
@@ -634,12 +679,13 @@ fn blur_plane(plane: &mut [f32; 1024], sigma: f32) {
 fn gen_digits(rng: &mut Rng, label: usize, out: &mut [u8]) {
     let styles = &glyphs(SynthDomain::Digits)[label];
     let glyph = &styles[rng.below(styles.len() as u32) as usize];
-    let h = rng.range(17.0, 22.0);
-    let w = h * rng.range(0.62, 0.92);
+    // MNIST: the digit's box is about 20 px tall (stroke included) ...
+    let h = rng.range(15.5, 19.5);
+    let w = h * rng.range(0.62, 1.05);
     let angle = rng.normal().clamp(-2.5, 2.5) * 0.12;
     let pl = Placement {
-        cx: 16.0 + rng.normal().clamp(-2.0, 2.0) * 0.7,
-        cy: 16.0 + rng.normal().clamp(-2.0, 2.0) * 0.7,
+        cx: 16.0,
+        cy: 16.0,
         w,
         h,
         cos: angle.cos(),
@@ -657,12 +703,48 @@ fn gen_digits(rng: &mut Rng, label: usize, out: &mut [u8]) {
     let radius = rng.range(0.7, 1.65);
     let mut canvas = [0f32; 1024];
     draw_glyph(&mut canvas, glyph, &pl, radius);
+    // ... and its centre of mass is moved to the centre by an integer shift.
+    center_of_mass_shift(&mut canvas);
     // MNIST strokes have soft anti-aliased edges and a saturated core.
     blur_plane(&mut canvas, rng.range(0.3, 0.55));
     let gain = rng.range(1.25, 1.7) * 255.0;
     for (i, &c) in canvas.iter().enumerate() {
         let v = (c * gain).min(255.0) as u8;
         out[i * 3..i * 3 + 3].fill(v);
+    }
+}
+
+/// Translates a 32x32 plane by whole pixels (zero fill) so that its centre of mass (in pixel
+/// index coordinates) lands as close as possible to (16, 16), as MNIST was centred.
+fn center_of_mass_shift(plane: &mut [f32; 1024]) {
+    const N: usize = IMAGE_SIZE;
+    let (mut m, mut my, mut mx) = (0f32, 0f32, 0f32);
+    for (i, &v) in plane.iter().enumerate() {
+        m += v;
+        my += v * (i / N) as f32;
+        mx += v * (i % N) as f32;
+    }
+    if m <= 0.0 {
+        return;
+    }
+    let dy = (16.0 - my / m).round() as i32;
+    let dx = (16.0 - mx / m).round() as i32;
+    if dx == 0 && dy == 0 {
+        return;
+    }
+    let src = *plane;
+    plane.fill(0.0);
+    for y in 0..N as i32 {
+        let sy = y - dy;
+        if !(0..N as i32).contains(&sy) {
+            continue;
+        }
+        for x in 0..N as i32 {
+            let sx = x - dx;
+            if (0..N as i32).contains(&sx) {
+                plane[y as usize * N + x as usize] = src[sy as usize * N + sx as usize];
+            }
+        }
     }
 }
 
