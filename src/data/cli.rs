@@ -69,7 +69,7 @@ pub enum DataCommand {
     },
     /// Print image counts, label histograms and channel means.
     Info {
-        /// mnist, svhn, synth-digits[:SEED], synth-house[:SEED], idx:PATH, mat:PATH, dir:PATH
+        /// mnist, svhn, synth-digits, synth-house (either with an optional :SEED), idx:PATH,
         /// or a path.
         #[arg(default_value = "synth-digits")]
         dataset: String,

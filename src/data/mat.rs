@@ -26,32 +26,55 @@ use super::{Dataset, IMAGE_BYTES, IMAGE_SIZE};
 
 /// MAT data types (`mi*`).
 pub mod mi {
+    /// `miINT8` (1).
     pub const INT8: u32 = 1;
+    /// `miUINT8` (2).
     pub const UINT8: u32 = 2;
+    /// `miINT16` (3).
     pub const INT16: u32 = 3;
+    /// `miUINT16` (4).
     pub const UINT16: u32 = 4;
+    /// `miINT32` (5).
     pub const INT32: u32 = 5;
+    /// `miUINT32` (6).
     pub const UINT32: u32 = 6;
+    /// `miSINGLE` (7).
     pub const SINGLE: u32 = 7;
+    /// `miDOUBLE` (9).
     pub const DOUBLE: u32 = 9;
+    /// `miINT64` (12).
     pub const INT64: u32 = 12;
+    /// `miUINT64` (13).
     pub const UINT64: u32 = 13;
+    /// `miMATRIX` (14).
     pub const MATRIX: u32 = 14;
+    /// `miCOMPRESSED` (15).
     pub const COMPRESSED: u32 = 15;
+    /// `miUTF8` (16).
     pub const UTF8: u32 = 16;
 }
 
 /// MAT array classes (`mx*_CLASS`) that hold numbers.
 pub mod mx {
+    /// `mxDOUBLE_CLASS` (6).
     pub const DOUBLE: u8 = 6;
+    /// `mxSINGLE_CLASS` (7).
     pub const SINGLE: u8 = 7;
+    /// `mxINT8_CLASS` (8).
     pub const INT8: u8 = 8;
+    /// `mxUINT8_CLASS` (9).
     pub const UINT8: u8 = 9;
+    /// `mxINT16_CLASS` (10).
     pub const INT16: u8 = 10;
+    /// `mxUINT16_CLASS` (11).
     pub const UINT16: u8 = 11;
+    /// `mxINT32_CLASS` (12).
     pub const INT32: u8 = 12;
+    /// `mxUINT32_CLASS` (13).
     pub const UINT32: u8 = 13;
+    /// `mxINT64_CLASS` (14).
     pub const INT64: u8 = 14;
+    /// `mxUINT64_CLASS` (15).
     pub const UINT64: u8 = 15;
 }
 
