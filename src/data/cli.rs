@@ -70,7 +70,7 @@ pub enum DataCommand {
     /// Print image counts, label histograms and channel means.
     Info {
         /// mnist, svhn, synth-digits, synth-house (either with an optional :SEED), idx:PATH,
-        /// or a path.
+        /// mat:PATH, dir:PATH or a path.
         #[arg(default_value = "synth-digits")]
         dataset: String,
         /// Which split(s).
