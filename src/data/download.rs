@@ -336,6 +336,11 @@ pub fn download_file(dir: &Path, file: &RemoteFile, opts: &DownloadOptions) -> R
         fs::write(&src, url).with_context(|| format!("{}: cannot write", src.display()))?;
         if let Err(e) = fetch(url, &part, resume, opts, &file.name) {
             failures.push(format!("{url}: {e:#}"));
+            // Keep a non-empty partial file (and its URL) for resuming; drop empty leftovers.
+            if fs::metadata(&part).map(|m| m.len()).unwrap_or(0) == 0 {
+                let _ = fs::remove_file(&part);
+                let _ = fs::remove_file(&src);
+            }
             continue;
         }
         match payload_sha256(&part, file.gzip) {

@@ -255,7 +255,11 @@ fn mirror_fallback_and_no_server() {
         msg.contains(&dir.path().join("offline.gz").display().to_string()),
         "{msg}"
     );
-    assert!(!dir.path().join("offline.gz").exists());
+    assert_eq!(
+        leftovers(dir.path()),
+        vec!["m.bin"],
+        "no partial files after a failed connect"
+    );
 }
 
 #[test]
@@ -277,4 +281,19 @@ fn dataset_table_is_complete() {
     } else {
         println!("SKIPPED shared MNIST checksum check: shared/data/mnist-t10k not found");
     }
+}
+
+#[test]
+fn resume_against_a_server_without_range_support_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 13 % 256) as u8).collect();
+    let (url, _rx) = serve(vec![
+        Reply::CloseAfter(payload.clone(), 40_000),
+        Reply::Full(payload.clone()),
+    ]);
+    let f = remote("r.bin", vec![format!("{url}/r.bin")], &payload, false);
+    assert!(download_file(dir.path(), &f, &opts()).is_err());
+    download_file(dir.path(), &f, &opts()).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("r.bin")).unwrap(), payload);
+    assert_eq!(leftovers(dir.path()), vec!["r.bin"]);
 }
