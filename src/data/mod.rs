@@ -1,0 +1,309 @@
+//! The data layer: loaders, the built-in synthetic domain pair, downloads and the `data` CLI.
+//!
+//! Everything here works on the host in `u8`: a [`Dataset`] holds N images of 32x32x3 bytes in
+//! NHWC order (RGB interleaved) plus optional labels `0..=9`. Float conversion and normalisation
+//! happen on the GPU. Training draws samples through [`ImageSource`], which covers both finite
+//! datasets and the infinite procedural streams of [`synth`].
+//!
+//! Modules:
+//! - [`image`]: Pillow-compatible resize-and-pad to 32x32 (shared with `predict` and the web build).
+//! - [`idx`]: MNIST IDX files (gzipped or raw).
+//! - [`mat`]: a minimal MATLAB v5 reader for the SVHN `.mat` files.
+//! - [`folder`]: labeled (`DIR/0..9/`) and unlabeled image folders.
+//! - [`synth`]: `synth-digits` / `synth-house`, generated from (seed, index).
+//! - [`spec`]: dataset names and paths, splits, [`spec::load`].
+//! - [`preview`]: sample grids with labels.
+//! - `download` and `cli` (native only): the cache, checksummed downloads, `data ...` commands.
+
+pub mod folder;
+pub mod idx;
+pub mod image;
+pub mod mat;
+pub mod preview;
+pub mod spec;
+pub mod synth;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod download;
+
+pub use spec::{load, parse_dataset_spec, DatasetSpec, Split};
+
+use anyhow::{bail, Result};
+
+/// Side of a network input image in pixels.
+pub const IMAGE_SIZE: usize = 32;
+/// Channels of a network input image (RGB).
+pub const CHANNELS: usize = 3;
+/// Bytes of one 32x32x3 image.
+pub const IMAGE_BYTES: usize = IMAGE_SIZE * IMAGE_SIZE * CHANNELS;
+/// Number of classes (digits 0..=9).
+pub const NUM_CLASSES: usize = 10;
+
+/// How 28x28 MNIST digits become 32x32 network inputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+pub enum Preprocess {
+    /// Paper: zero-pad 2 pixels on each side (images up to 32x32 are centred with zero padding).
+    #[default]
+    Pad,
+    /// Keras example: Pillow bilinear resize keeping the aspect ratio, centred zero padding.
+    Resize,
+}
+
+/// A finite set of 32x32x3 `u8` images (NHWC) with optional labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dataset {
+    /// `len() * 3072` bytes: image i is `images[i*3072..(i+1)*3072]`, rows, then columns, then RGB.
+    pub images: Vec<u8>,
+    /// One label `0..=9` per image, or None for unlabeled data.
+    pub labels: Option<Vec<u8>>,
+    /// Where the data came from (file, folder or generator), for messages.
+    pub name: String,
+}
+
+impl Dataset {
+    /// Builds a dataset, checking that `images` holds a whole number of 32x32x3 images, that the
+    /// labels (if any) match the image count and that every label is in `0..=9`.
+    pub fn new(images: Vec<u8>, labels: Option<Vec<u8>>, name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        if !images.len().is_multiple_of(IMAGE_BYTES) {
+            bail!(
+                "{name}: {} image bytes is not a multiple of 32*32*3",
+                images.len()
+            );
+        }
+        let n = images.len() / IMAGE_BYTES;
+        if let Some(l) = &labels {
+            if l.len() != n {
+                bail!("{name}: {n} images but {} labels", l.len());
+            }
+            if let Some((i, &v)) = l
+                .iter()
+                .enumerate()
+                .find(|(_, &v)| v as usize >= NUM_CLASSES)
+            {
+                bail!("{name}: label {v} at index {i} is out of range 0..=9");
+            }
+        }
+        Ok(Dataset {
+            images,
+            labels,
+            name,
+        })
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.images.len() / IMAGE_BYTES
+    }
+
+    /// True when the dataset holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    /// The 3072 bytes of image `i` (32x32x3, NHWC). Panics if `i >= len()`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES]
+    }
+
+    /// The label of image `i`, or None for unlabeled data. Panics if `i >= len()`.
+    pub fn label(&self, i: usize) -> Option<u8> {
+        self.labels.as_ref().map(|l| l[i])
+    }
+
+    /// Count of each label `0..=9`, or None for unlabeled data.
+    pub fn histogram(&self) -> Option<[usize; NUM_CLASSES]> {
+        self.labels.as_ref().map(|l| {
+            let mut h = [0usize; NUM_CLASSES];
+            for &v in l {
+                h[v as usize] += 1;
+            }
+            h
+        })
+    }
+
+    /// Mean of each RGB channel over all pixels (0..255), for `data info` and domain statistics.
+    pub fn channel_means(&self) -> [f64; 3] {
+        channel_means(&self.images)
+    }
+}
+
+/// Mean of each RGB channel over NHWC `u8` images (0..255); zeros for an empty buffer.
+pub fn channel_means(images: &[u8]) -> [f64; 3] {
+    let mut sums = [0u64; 3];
+    for px in images.chunks_exact(3) {
+        sums[0] += px[0] as u64;
+        sums[1] += px[1] as u64;
+        sums[2] += px[2] as u64;
+    }
+    let n = (images.len() / 3).max(1) as f64;
+    sums.map(|s| s as f64 / n)
+}
+
+/// How many worker threads to use for `items` units of work with at least `min_per_worker`
+/// units each: the available cores, 1 on wasm (no threads there).
+pub(crate) fn worker_count(items: usize, min_per_worker: usize) -> usize {
+    if cfg!(target_arch = "wasm32") {
+        return 1;
+    }
+    std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1)
+        .min(items.div_ceil(min_per_worker.max(1)))
+        .max(1)
+}
+
+/// Runs `f(chunk_index, chunk)` over `out.chunks_mut(chunk)`, on scoped threads when there is
+/// more than one chunk (inline on wasm), and returns the results in chunk order. A panic in a
+/// worker is propagated.
+pub(crate) fn par_chunks_mut<B: Send, R: Send>(
+    out: &mut [B],
+    chunk: usize,
+    f: impl Fn(usize, &mut [B]) -> R + Sync,
+) -> Vec<R> {
+    let chunk = chunk.max(1);
+    if out.len() <= chunk || cfg!(target_arch = "wasm32") {
+        return out
+            .chunks_mut(chunk)
+            .enumerate()
+            .map(|(i, c)| f(i, c))
+            .collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = out
+            .chunks_mut(chunk)
+            .enumerate()
+            .map(|(i, c)| s.spawn(move || f(i, c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// Anything training can draw 32x32x3 images from by index: a finite [`Dataset`] or an infinite
+/// procedural stream ([`synth::SynthStream`]). Implementations are deterministic: the same index
+/// gives the same image and label every time.
+pub trait ImageSource: Send + Sync {
+    /// Number of distinct images, or None for an infinite stream.
+    fn len(&self) -> Option<usize>;
+
+    /// Whether [`ImageSource::fill`] returns labels.
+    fn has_labels(&self) -> bool;
+
+    /// Writes image `index` (3072 bytes, NHWC) into `out` and returns its label (None when
+    /// unlabeled). Finite sources take `index` modulo their length, so a training loop can draw
+    /// indices from any range. Panics if `out.len() != 3072` or the source is empty.
+    fn fill(&self, index: u64, out: &mut [u8]) -> Option<u8>;
+
+    /// A short description for messages.
+    fn describe(&self) -> String;
+
+    /// True for a source with no image (never true for an infinite stream).
+    fn is_empty(&self) -> bool {
+        self.len() == Some(0)
+    }
+
+    /// Gathers a batch: appends the images of `indices` to `images` (3072 bytes each) and, when
+    /// the source is labeled, their labels to `labels`.
+    fn gather(&self, indices: &[u64], images: &mut Vec<u8>, labels: &mut Vec<u8>) {
+        let start = images.len();
+        images.resize(start + indices.len() * IMAGE_BYTES, 0);
+        for (k, &i) in indices.iter().enumerate() {
+            let out = &mut images[start + k * IMAGE_BYTES..start + (k + 1) * IMAGE_BYTES];
+            if let Some(l) = self.fill(i, out) {
+                labels.push(l);
+            }
+        }
+    }
+}
+
+impl ImageSource for Dataset {
+    fn len(&self) -> Option<usize> {
+        Some(Dataset::len(self))
+    }
+
+    fn has_labels(&self) -> bool {
+        self.labels.is_some()
+    }
+
+    fn fill(&self, index: u64, out: &mut [u8]) -> Option<u8> {
+        let i = (index % Dataset::len(self) as u64) as usize;
+        out.copy_from_slice(self.image(i));
+        self.label(i)
+    }
+
+    fn describe(&self) -> String {
+        format!("{} ({} images)", self.name, Dataset::len(self))
+    }
+}
+
+/// What [`spec::load`] returns: a finite dataset or an infinite synthetic stream.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// Images held in memory.
+    Finite(Dataset),
+    /// Images generated on demand from (seed, index).
+    Synthetic(synth::SynthStream),
+}
+
+impl Source {
+    /// The finite dataset, or None for a stream.
+    pub fn as_dataset(&self) -> Option<&Dataset> {
+        match self {
+            Source::Finite(d) => Some(d),
+            Source::Synthetic(_) => None,
+        }
+    }
+
+    /// A finite dataset of at most `max` images: the first `max` of a stream, or the whole finite
+    /// dataset (cloned, truncated to `max`).
+    pub fn take(&self, max: usize) -> Dataset {
+        match self {
+            Source::Finite(d) => {
+                let n = Dataset::len(d).min(max);
+                Dataset {
+                    images: d.images[..n * IMAGE_BYTES].to_vec(),
+                    labels: d.labels.as_ref().map(|l| l[..n].to_vec()),
+                    name: d.name.clone(),
+                }
+            }
+            Source::Synthetic(s) => s.materialize(0, max),
+        }
+    }
+}
+
+impl ImageSource for Source {
+    fn len(&self) -> Option<usize> {
+        match self {
+            Source::Finite(d) => ImageSource::len(d),
+            Source::Synthetic(s) => s.len(),
+        }
+    }
+
+    fn has_labels(&self) -> bool {
+        match self {
+            Source::Finite(d) => d.has_labels(),
+            Source::Synthetic(s) => s.has_labels(),
+        }
+    }
+
+    fn fill(&self, index: u64, out: &mut [u8]) -> Option<u8> {
+        match self {
+            Source::Finite(d) => d.fill(index, out),
+            Source::Synthetic(s) => s.fill(index, out),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Source::Finite(d) => d.describe(),
+            Source::Synthetic(s) => s.describe(),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Dataset names, prefixes, content detection and `load` for every kind of spec.
+
+use std::path::PathBuf;
+
+use adamatch_wgpu::data::idx::encode_idx;
+use adamatch_wgpu::data::synth::{SynthDomain, TEST_SIZE};
+use adamatch_wgpu::data::{
+    load, parse_dataset_spec, DatasetSpec, ImageSource, Preprocess, Source, Split,
+};
+
+use crate::{err_text, gzip};
+
+#[test]
+fn names_and_prefixes_parse() {
+    assert_eq!(parse_dataset_spec("mnist").unwrap(), DatasetSpec::Mnist);
+    assert_eq!(parse_dataset_spec("SVHN").unwrap(), DatasetSpec::Svhn);
+    assert_eq!(
+        parse_dataset_spec("synth-digits").unwrap(),
+        DatasetSpec::Synth {
+            domain: SynthDomain::Digits,
+            seed: 0
+        }
+    );
+    assert_eq!(
+        parse_dataset_spec("synth-house:42").unwrap(),
+        DatasetSpec::Synth {
+            domain: SynthDomain::House,
+            seed: 42
+        }
+    );
+    assert_eq!(
+        DatasetSpec::default(),
+        parse_dataset_spec("synth-digits").unwrap()
+    );
+    assert_eq!(
+        parse_dataset_spec("idx:/a/b").unwrap(),
+        DatasetSpec::Idx(PathBuf::from("/a/b"))
+    );
+    assert_eq!(
+        parse_dataset_spec("mat:x.mat").unwrap(),
+        DatasetSpec::Mat("x.mat".into())
+    );
+    assert_eq!(
+        parse_dataset_spec("dir:imgs").unwrap(),
+        DatasetSpec::Dir("imgs".into())
+    );
+    for s in [
+        "mnist",
+        "svhn",
+        "synth-house",
+        "synth-digits:3",
+        "idx:/x",
+        "mat:y",
+        "dir:z",
+    ] {
+        let spec = parse_dataset_spec(s).unwrap();
+        assert_eq!(parse_dataset_spec(&spec.to_string()).unwrap(), spec);
+    }
+    assert!(err_text(parse_dataset_spec("cifar")).contains("unknown dataset 'cifar'"));
+    assert!(err_text(parse_dataset_spec("synth-house:x")).contains("seed"));
+    assert!(err_text(parse_dataset_spec("idx:")).contains("missing path"));
+}
+
+#[test]
+fn paths_are_detected_by_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let idx = encode_idx(&[1, 28, 28], &[0; 784]);
+    let f_gz = root.join("anything.bin");
+    std::fs::write(&f_gz, gzip(&idx)).unwrap();
+    let f_raw = root.join("raw.dat");
+    std::fs::write(&f_raw, &idx).unwrap();
+    let f_mat = root.join("data.bin");
+    std::fs::copy(crate::fixture("svhn_small.mat"), &f_mat).unwrap();
+    let f_txt = root.join("notes.txt");
+    std::fs::write(&f_txt, "hello").unwrap();
+    let s = |p: &std::path::Path| parse_dataset_spec(p.to_str().unwrap());
+    assert_eq!(s(&f_gz).unwrap(), DatasetSpec::Idx(f_gz.clone()));
+    assert_eq!(s(&f_raw).unwrap(), DatasetSpec::Idx(f_raw.clone()));
+    assert_eq!(s(&f_mat).unwrap(), DatasetSpec::Mat(f_mat.clone()));
+    assert!(err_text(s(&f_txt)).contains("not an IDX"));
+    // Folders: .mat files -> mat, IDX files -> idx, else images.
+    let m = root.join("m");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::copy(crate::fixture("svhn_small.mat"), m.join("test_32x32.mat")).unwrap();
+    assert_eq!(s(&m).unwrap(), DatasetSpec::Mat(m.clone()));
+    let i = root.join("i");
+    std::fs::create_dir_all(&i).unwrap();
+    std::fs::write(i.join("t10k-images-idx3-ubyte"), &idx).unwrap();
+    assert_eq!(s(&i).unwrap(), DatasetSpec::Idx(i.clone()));
+    let d = root.join("d");
+    std::fs::create_dir_all(&d).unwrap();
+    assert_eq!(s(&d).unwrap(), DatasetSpec::Dir(d.clone()));
+}
+
+#[test]
+fn load_every_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // The cache layout: DATA_DIR/mnist/*.gz and DATA_DIR/svhn/*.mat.
+    let cache = root.join("cache");
+    let mn = cache.join("mnist");
+    std::fs::create_dir_all(&mn).unwrap();
+    let img = |n: usize| encode_idx(&[n, 28, 28], &vec![200; n * 784]);
+    let lab = |n: usize| encode_idx(&[n], &vec![3; n]);
+    std::fs::write(mn.join("train-images-idx3-ubyte.gz"), gzip(&img(4))).unwrap();
+    std::fs::write(mn.join("train-labels-idx1-ubyte.gz"), gzip(&lab(4))).unwrap();
+    let train = load(&DatasetSpec::Mnist, Split::Train, Preprocess::Pad, &cache).unwrap();
+    assert_eq!(train.len(), Some(4));
+    let msg = err_text(load(
+        &DatasetSpec::Mnist,
+        Split::Test,
+        Preprocess::Pad,
+        &cache,
+    ));
+    assert!(
+        msg.contains("t10k-images-idx3-ubyte.gz") && msg.contains("data download mnist"),
+        "{msg}"
+    );
+    let msg = err_text(load(
+        &DatasetSpec::Svhn,
+        Split::Train,
+        Preprocess::Pad,
+        &cache,
+    ));
+    assert!(
+        msg.contains("train_32x32.mat") && msg.contains("data download svhn"),
+        "{msg}"
+    );
+    let sv = cache.join("svhn");
+    std::fs::create_dir_all(&sv).unwrap();
+    std::fs::copy(crate::fixture("svhn_small.mat"), sv.join("test_32x32.mat")).unwrap();
+    let t = load(&DatasetSpec::Svhn, Split::Test, Preprocess::Pad, &cache).unwrap();
+    assert_eq!(t.len(), Some(5));
+
+    // idx: folder picks the split's files (raw or gz); a single file finds its labels.
+    std::fs::write(mn.join("t10k-images-idx3-ubyte"), img(2)).unwrap();
+    let t = load(
+        &DatasetSpec::Idx(mn.clone()),
+        Split::Test,
+        Preprocess::Resize,
+        &cache,
+    )
+    .unwrap();
+    assert_eq!(t.len(), Some(2));
+    assert!(!t.has_labels());
+    std::fs::write(mn.join("t10k-labels-idx1-ubyte"), lab(2)).unwrap();
+    let f = load(
+        &DatasetSpec::Idx(mn.join("t10k-images-idx3-ubyte")),
+        Split::Train,
+        Preprocess::Pad,
+        &cache,
+    )
+    .unwrap();
+    assert!(f.has_labels());
+    assert_eq!(f.as_dataset().unwrap().labels.as_ref().unwrap(), &[3, 3]);
+
+    // mat: folder and file.
+    let m = load(
+        &DatasetSpec::Mat(sv.clone()),
+        Split::Test,
+        Preprocess::Pad,
+        &cache,
+    )
+    .unwrap();
+    assert_eq!(m.len(), Some(5));
+    let msg = err_text(load(
+        &DatasetSpec::Mat(sv.clone()),
+        Split::Train,
+        Preprocess::Pad,
+        &cache,
+    ));
+    assert!(msg.contains("train_32x32.mat"), "{msg}");
+
+    // dir: train/test sub-folders.
+    let d = root.join("imgs");
+    for (split, n) in [("train", 3), ("test", 1)] {
+        for k in 0..n {
+            let p = d.join(split).join("5").join(format!("{k}.png"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            image::RgbImage::new(20, 10).save(&p).unwrap();
+        }
+    }
+    let tr = load(
+        &DatasetSpec::Dir(d.clone()),
+        Split::Train,
+        Preprocess::Pad,
+        &cache,
+    )
+    .unwrap();
+    let te = load(
+        &DatasetSpec::Dir(d.clone()),
+        Split::Test,
+        Preprocess::Pad,
+        &cache,
+    )
+    .unwrap();
+    assert_eq!((tr.len(), te.len()), (Some(3), Some(1)));
+
+    // Synthetic: infinite train stream, fixed test set.
+    let spec = DatasetSpec::Synth {
+        domain: SynthDomain::House,
+        seed: 5,
+    };
+    let s = load(&spec, Split::Train, Preprocess::Pad, &cache).unwrap();
+    assert!(matches!(s, Source::Synthetic(_)));
+    assert_eq!(s.len(), None);
+    let mut a = vec![0u8; 3072];
+    assert!(s.fill(u64::MAX - 3, &mut a).is_some());
+    let t = load(&spec, Split::Test, Preprocess::Pad, &cache).unwrap();
+    assert_eq!(t.len(), Some(TEST_SIZE));
+}
