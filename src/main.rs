@@ -2,15 +2,24 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use adamatch_wgpu::bench::{self, BenchOptions};
+use adamatch_wgpu::data::cli::DataCommand;
+use adamatch_wgpu::data::download::resolve_data_dir;
+use adamatch_wgpu::data::spec::{load, parse_dataset_spec, Split};
+use adamatch_wgpu::data::Preprocess;
 use adamatch_wgpu::gpu::{self, AdapterChoice, GpuContext};
 use adamatch_wgpu::inference::Classifier;
 use adamatch_wgpu::input::InputScale;
 use adamatch_wgpu::network::{Activation, WideResNetConfig};
+use adamatch_wgpu::train::config::{Algorithm, Optimizer, TrainConfig};
+use adamatch_wgpu::train::eval::Evaluator;
+use adamatch_wgpu::train::run::{train, RunOptions};
 use adamatch_wgpu::weights;
 
 #[derive(Parser)]
@@ -59,6 +68,114 @@ enum Command {
     Predict(PredictArgs),
     /// Time each kernel at WRN-28-2 shapes and the whole training-mode forward+backward.
     Bench(BenchArgs),
+    /// Train with AdaMatch (or the source-only baseline) on a source and a target domain.
+    Train(Box<TrainArgs>),
+    /// Accuracy, per-class accuracy and confusion matrix of trained weights on a dataset.
+    Eval(EvalArgs),
+    /// Download, check, inspect and preview datasets.
+    Data {
+        #[command(subcommand)]
+        cmd: DataCommand,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// paper (default), keras-example or tiny; every value can be overridden below.
+    #[arg(long, default_value = "paper")]
+    preset: String,
+    /// Labeled source domain: mnist, svhn, synth-digits[:SEED], synth-house[:SEED], idx:PATH,
+    /// mat:PATH, dir:PATH or a path.
+    #[arg(long, default_value = "synth-digits")]
+    source: String,
+    /// Unlabeled target domain (its test split is used for evaluation).
+    #[arg(long, default_value = "synth-house")]
+    target: String,
+    /// Run directory (config.json, metrics.jsonl, checkpoint, model.safetensors, plots).
+    #[arg(long, default_value = "runs/default")]
+    out: PathBuf,
+    /// Continue the run in --out from its checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// adamatch or source-only (the baseline).
+    #[arg(long, value_parser = ["adamatch", "source-only"])]
+    algorithm: Option<String>,
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Source images per step (the target batch is uratio times larger).
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long)]
+    uratio: Option<usize>,
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// sgd or adam.
+    #[arg(long, value_parser = ["sgd", "adam"])]
+    optimizer: Option<String>,
+    /// Nesterov momentum for SGD.
+    #[arg(long)]
+    nesterov: bool,
+    /// EMA momentum of the evaluation weights, or "none".
+    #[arg(long)]
+    ema: Option<String>,
+    /// Relative confidence threshold.
+    #[arg(long)]
+    tau: Option<f32>,
+    #[arg(long)]
+    depth: Option<usize>,
+    #[arg(long)]
+    width: Option<usize>,
+    /// relu, leaky (0.1) or leakyS.
+    #[arg(long)]
+    activation: Option<String>,
+    #[arg(long)]
+    bn_momentum: Option<f32>,
+    /// paper or keras.
+    #[arg(long, value_parser = ["paper", "keras"])]
+    input_scale: Option<String>,
+    #[arg(long)]
+    log_every: Option<u64>,
+    #[arg(long)]
+    eval_every: Option<u64>,
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Test images per evaluation ("all" for the whole test sets).
+    #[arg(long)]
+    eval_limit: Option<String>,
+    /// Dataset cache [default: $ADAMATCH_DATA or the user cache dir/adamatch-wgpu].
+    #[arg(long, env = "ADAMATCH_DATA")]
+    data_dir: Option<PathBuf>,
+    /// No progress bar (log lines instead).
+    #[arg(long)]
+    no_progress: bool,
+    /// Stop with a checkpoint after this many steps of this invocation (as an interruption would).
+    #[arg(long, hide = true)]
+    stop_after: Option<u64>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long)]
+    weights: PathBuf,
+    /// Labeled dataset (its test split unless --split train).
+    #[arg(long)]
+    data: String,
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    split: Split,
+    /// How 28x28 MNIST images become 32x32 [default: pad for paper-scaled weights, resize for keras].
+    #[arg(long, value_enum)]
+    preprocess: Option<Preprocess>,
+    /// Evaluate only the first N images.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long)]
+    json: bool,
+    #[arg(long, env = "ADAMATCH_DATA")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -199,12 +316,161 @@ fn bench_cmd(gpu: &GpuArgs, args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The preset with every flag the user gave applied on top.
+fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
+    let mut c = TrainConfig::preset(&a.preset)?;
+    if let Some(v) = &a.algorithm {
+        c.algorithm = if v == "source-only" {
+            Algorithm::SourceOnly
+        } else {
+            Algorithm::Adamatch
+        };
+    }
+    macro_rules! set {
+        ($($field:ident).+ <- $arg:expr) => {
+            if let Some(v) = $arg {
+                c.$($field).+ = v;
+            }
+        };
+    }
+    set!(steps <- a.steps);
+    set!(seed <- a.seed);
+    set!(batch <- a.batch);
+    set!(uratio <- a.uratio);
+    set!(lr <- a.lr);
+    set!(weight_decay <- a.weight_decay);
+    set!(tau <- a.tau);
+    set!(network.depth <- a.depth);
+    set!(network.width <- a.width);
+    set!(network.bn_momentum <- a.bn_momentum);
+    set!(log_every <- a.log_every);
+    set!(eval_every <- a.eval_every);
+    set!(checkpoint_every <- a.checkpoint_every);
+    if let Some(v) = &a.activation {
+        c.network.activation = Activation::parse(v)?;
+    }
+    if let Some(v) = &a.input_scale {
+        c.input_scale = InputScale::parse(v)?;
+    }
+    if let Some(v) = &a.optimizer {
+        c.optimizer = match v.as_str() {
+            "adam" => Optimizer::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-7,
+            },
+            _ => Optimizer::Sgd {
+                momentum: 0.9,
+                nesterov: a.nesterov,
+            },
+        };
+    }
+    if let Optimizer::Sgd { nesterov, .. } = &mut c.optimizer {
+        *nesterov |= a.nesterov;
+    }
+    if let Some(v) = &a.ema {
+        c.ema = if v == "none" {
+            None
+        } else {
+            Some(
+                v.parse()
+                    .with_context(|| format!("--ema {v}: expected a number or none"))?,
+            )
+        };
+    }
+    if let Some(v) = &a.eval_limit {
+        c.eval_limit = if v == "all" {
+            None
+        } else {
+            Some(
+                v.parse()
+                    .with_context(|| format!("--eval-limit {v}: expected a number or all"))?,
+            )
+        };
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+fn train_cmd(gpu: &GpuArgs, a: &TrainArgs) -> Result<()> {
+    let cfg = train_config(a)?;
+    let ctx = gpu.context()?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!("second Ctrl-C: exiting without a checkpoint");
+                std::process::exit(130);
+            }
+            eprintln!("Ctrl-C: saving a checkpoint after this step (Ctrl-C again to quit now)");
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let opts = RunOptions {
+        out_dir: a.out.clone(),
+        source: parse_dataset_spec(&a.source)?,
+        target: parse_dataset_spec(&a.target)?,
+        data_dir: resolve_data_dir(a.data_dir.as_deref()),
+        resume: a.resume,
+        stop_after: a.stop_after,
+        progress: !a.no_progress,
+        interrupted,
+    };
+    eprintln!(
+        "preset {} ({:?}), {} steps, source {} -> target {}, run directory {}",
+        cfg.preset,
+        cfg.algorithm,
+        cfg.steps,
+        opts.source,
+        opts.target,
+        a.out.display()
+    );
+    let summary = train(&ctx, cfg, &opts)?;
+    if let Some((s, t)) = &summary.last_eval {
+        println!("source test accuracy: {:.2}%", 100.0 * s.accuracy);
+        println!("target test accuracy: {:.2}%", 100.0 * t.accuracy);
+    }
+    println!(
+        "{} steps in {:.1} s; run directory {}",
+        summary.steps_done,
+        summary.wall_s,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn eval_cmd(gpu: &GpuArgs, a: &EvalArgs) -> Result<()> {
+    let w = weights::load(&a.weights)?;
+    let spec = parse_dataset_spec(&a.data)?;
+    let pre = a.preprocess.unwrap_or(match w.input_scale {
+        InputScale::Paper => Preprocess::Pad,
+        InputScale::Keras => Preprocess::Resize,
+    });
+    let data = load(&spec, a.split, pre, &resolve_data_dir(a.data_dir.as_deref()))?.take(a.limit.unwrap_or(usize::MAX));
+    let ctx = gpu.context()?;
+    let clf = Classifier::new(&ctx, &w, w.input_scale, 1)?;
+    let mut ev = Evaluator::new(&ctx, &clf.net, 256);
+    let r = ev.run(&ctx, &clf.net, &data, w.input_scale, None)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("{} ({} images): accuracy {:.2}%", spec, r.images, 100.0 * r.accuracy);
+        print!("{}", r.confusion_table());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Info => info(&cli.gpu),
-        Command::Predict(a) => predict(&cli.gpu, a),
-        Command::Bench(a) => bench_cmd(&cli.gpu, a),
+    let gpu = cli.gpu.clone();
+    let result = match cli.command {
+        Command::Info => info(&gpu),
+        Command::Predict(a) => predict(&gpu, &a),
+        Command::Bench(a) => bench_cmd(&gpu, &a),
+        Command::Train(a) => train_cmd(&gpu, &a),
+        Command::Eval(a) => eval_cmd(&gpu, &a),
+        Command::Data { cmd } => adamatch_wgpu::data::cli::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

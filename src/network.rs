@@ -520,7 +520,11 @@ impl Workspace {
     pub fn with_input(ctx: &GpuContext, net: &WideResNet, input: Tensor, input_grad: bool) -> Workspace {
         let s = net.config.image_size;
         let batch = input.shape[0];
-        assert_eq!(input.shape, vec![batch, s, s, 3], "workspace input must be [batch, {s}, {s}, 3]");
+        assert_eq!(
+            input.shape,
+            vec![batch, s, s, 3],
+            "workspace input must be [batch, {s}, {s}, 3]"
+        );
         let t = |name: &str, hw: usize, c: usize| Tensor::zeros(ctx, name, &[batch, hw, hw, c]);
         let acts_shape = |i: usize| -> (usize, usize) {
             if i == 0 {

@@ -6,9 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::download::{
-    check_file, dataset_files, download_dataset, resolve_data_dir, DownloadOptions, FileStatus,
-};
+use super::download::{check_file, dataset_files, download_dataset, resolve_data_dir, DownloadOptions, FileStatus};
 use super::preview::{render_grid, GridLayout};
 use super::{channel_means, ImageSource, Preprocess, Source, Split, IMAGE_BYTES, NUM_CLASSES};
 
@@ -178,11 +176,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             let spec = parse_dataset_spec(&dataset)?;
             let source = load(&spec, split, preprocess, &dir)?;
             preview(&source, &out, count, GridLayout { cols, scale }, seed)?;
-            println!(
-                "wrote {} ({count} samples of {})",
-                out.display(),
-                source.describe()
-            );
+            println!("wrote {} ({count} samples of {})", out.display(), source.describe());
             Ok(())
         }
     }
@@ -227,13 +221,7 @@ fn check(list: &[Downloadable], dir: &Path, missing_is_error: bool) -> Result<()
     Ok(())
 }
 
-fn info(
-    spec: &DatasetSpec,
-    split: Split,
-    preprocess: Preprocess,
-    stream_samples: usize,
-    dir: &Path,
-) -> Result<()> {
+fn info(spec: &DatasetSpec, split: Split, preprocess: Preprocess, stream_samples: usize, dir: &Path) -> Result<()> {
     let mut o = std::io::stdout().lock();
     let t = Instant::now();
     let source = load(spec, split, preprocess, dir)?;
@@ -248,16 +236,8 @@ fn info(
     };
     writeln!(o, "{spec} [{}]: {}", split.name(), source.describe())?;
     match ImageSource::len(&source) {
-        Some(n) => writeln!(
-            o,
-            "  images: {n} of 32x32x3 (loaded in {:.2} s)",
-            elapsed.as_secs_f64()
-        )?,
-        None => writeln!(
-            o,
-            "  images: unlimited; statistics over the first {}",
-            ds.len()
-        )?,
+        Some(n) => writeln!(o, "  images: {n} of 32x32x3 (loaded in {:.2} s)", elapsed.as_secs_f64())?,
+        None => writeln!(o, "  images: unlimited; statistics over the first {}", ds.len())?,
     }
     let m = channel_means(&ds.images);
     writeln!(o, "  mean RGB: {:.2} {:.2} {:.2}", m[0], m[1], m[2])?;
@@ -279,13 +259,7 @@ fn info(
 
 /// Writes a PNG grid of `count` samples of `source` (with labels when it has them). With
 /// `seed` 0 the first samples are shown, otherwise a seeded random selection.
-pub fn preview(
-    source: &dyn ImageSource,
-    out: &Path,
-    count: usize,
-    layout: GridLayout,
-    seed: u64,
-) -> Result<()> {
+pub fn preview(source: &dyn ImageSource, out: &Path, count: usize, layout: GridLayout, seed: u64) -> Result<()> {
     if source.is_empty() {
         bail!("{}: no image to preview", source.describe());
     }
@@ -310,8 +284,7 @@ pub fn preview(
     let (w, h, rgb) = render_grid(&images, labels, layout);
     let img = ::image::RgbImage::from_raw(w, h, rgb).context("grid buffer size")?;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("{}: cannot create folder", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
     }
     img.save_with_format(out, ::image::ImageFormat::Png)
         .with_context(|| format!("{}: cannot write PNG", out.display()))?;

@@ -162,11 +162,7 @@ pub fn check_file(dir: &Path, file: &RemoteFile) -> FileStatus {
         Ok(h) if h == file.sha256 => FileStatus::Ok,
         Ok(h) => FileStatus::Bad(format!(
             "checksum mismatch: sha256 {}{h}, expected {}",
-            if file.gzip {
-                "of the decompressed payload "
-            } else {
-                ""
-            },
+            if file.gzip { "of the decompressed payload " } else { "" },
             file.sha256
         )),
         Err(e) => FileStatus::Bad(format!("{e:#}")),
@@ -272,11 +268,9 @@ fn fetch(url: &str, part: &Path, resume: bool, opts: &DownloadOptions, label: &s
     let bar = if opts.progress {
         let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
         );
         bar.set_message(label.to_string());
         bar.set_position(start);
@@ -294,9 +288,7 @@ fn fetch(url: &str, part: &Path, resume: bool, opts: &DownloadOptions, label: &s
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 bar.abandon();
-                bail!(
-                    "the transfer broke off after {written} bytes ({e}); run the command again to resume"
-                );
+                bail!("the transfer broke off after {written} bytes ({e}); run the command again to resume");
             }
         };
         file.write_all(&buf[..n])
@@ -345,19 +337,14 @@ pub fn download_file(dir: &Path, file: &RemoteFile, opts: &DownloadOptions) -> R
         }
         match payload_sha256(&part, file.gzip) {
             Ok(h) if h == file.sha256 => {
-                fs::rename(&part, &dest).with_context(|| {
-                    format!("cannot rename {} to {}", part.display(), dest.display())
-                })?;
+                fs::rename(&part, &dest)
+                    .with_context(|| format!("cannot rename {} to {}", part.display(), dest.display()))?;
                 let _ = fs::remove_file(&src);
                 return Ok(Downloaded::Fetched(url.clone()));
             }
             Ok(h) => failures.push(format!(
                 "{url}: checksum mismatch (sha256 {}{h}, expected {})",
-                if file.gzip {
-                    "of the decompressed payload "
-                } else {
-                    ""
-                },
+                if file.gzip { "of the decompressed payload " } else { "" },
                 file.sha256
             )),
             Err(e) => failures.push(format!("{url}: {e:#}")),
@@ -384,16 +371,10 @@ pub fn download_dataset(dataset: &str, data_dir: &Path, opts: &DownloadOptions) 
     for f in &files {
         match download_file(&dir, f, opts)? {
             Downloaded::AlreadyPresent => {
-                println!(
-                    "{}: already present, checksum ok",
-                    dir.join(&f.name).display()
-                )
+                println!("{}: already present, checksum ok", dir.join(&f.name).display())
             }
             Downloaded::Fetched(url) => {
-                println!(
-                    "{}: downloaded from {url}, checksum ok",
-                    dir.join(&f.name).display()
-                )
+                println!("{}: downloaded from {url}, checksum ok", dir.join(&f.name).display())
             }
         }
     }

@@ -27,8 +27,7 @@ fn is_image_name(p: &Path) -> bool {
 /// Symbolic links to folders are not followed.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
-        let rd = std::fs::read_dir(dir)
-            .with_context(|| format!("{}: cannot read folder", dir.display()))?;
+        let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot read folder", dir.display()))?;
         for entry in rd {
             let entry = entry.with_context(|| format!("{}: cannot read folder", dir.display()))?;
             let path = entry.path();
@@ -66,15 +65,9 @@ pub fn load_image_file(path: &Path) -> Result<[u8; IMAGE_BYTES]> {
 /// order is the error.
 fn decode_all(paths: &[PathBuf]) -> Result<Vec<u8>> {
     let mut out = vec![0u8; paths.len() * IMAGE_BYTES];
-    let per = paths
-        .len()
-        .div_ceil(super::worker_count(paths.len(), 16))
-        .max(1);
+    let per = paths.len().div_ceil(super::worker_count(paths.len(), 16)).max(1);
     let results = super::par_chunks_mut(&mut out, per * IMAGE_BYTES, |c, dst| -> Result<()> {
-        for (p, d) in paths[c * per..]
-            .iter()
-            .zip(dst.chunks_exact_mut(IMAGE_BYTES))
-        {
+        for (p, d) in paths[c * per..].iter().zip(dst.chunks_exact_mut(IMAGE_BYTES)) {
             d.copy_from_slice(&load_image_file(p)?);
         }
         Ok(())
@@ -104,10 +97,7 @@ pub fn load_labeled_dir(dir: &Path) -> Result<Dataset> {
         paths.extend(files);
     }
     if paths.is_empty() {
-        bail!(
-            "{}: no PNG/JPEG images in label folders 0..9",
-            dir.display()
-        );
+        bail!("{}: no PNG/JPEG images in label folders 0..9", dir.display());
     }
     let images = decode_all(&paths)?;
     Dataset::new(images, Some(labels), dir.display().to_string())

@@ -81,11 +81,7 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray> {
 /// of `dims` (panics otherwise). Used by tests and tools to make fixtures.
 pub fn encode_idx(dims: &[usize], data: &[u8]) -> Vec<u8> {
     assert!(!dims.is_empty() && dims.len() < 256, "encode_idx: dims");
-    assert_eq!(
-        dims.iter().product::<usize>(),
-        data.len(),
-        "encode_idx: length"
-    );
+    assert_eq!(dims.iter().product::<usize>(), data.len(), "encode_idx: length");
     let mut out = vec![0, 0, 0x08, dims.len() as u8];
     for &d in dims {
         out.extend_from_slice(&(d as u32).to_be_bytes());
@@ -150,10 +146,7 @@ pub fn images_to_rgb32(arr: &IdxArray, preprocess: Preprocess) -> Result<Vec<u8>
         let src = &arr.data[c * per * h * w..];
         let mut tmp = vec![0u8; nw * nh];
         let mut scratch = Vec::new();
-        for (src, dst) in src
-            .chunks_exact(h * w)
-            .zip(dst.chunks_exact_mut(IMAGE_BYTES))
-        {
+        for (src, dst) in src.chunks_exact(h * w).zip(dst.chunks_exact_mut(IMAGE_BYTES)) {
             match preprocess {
                 Preprocess::Pad => pad_center(src, w, h, 1, dst),
                 Preprocess::Resize => {
@@ -169,17 +162,9 @@ pub fn images_to_rgb32(arr: &IdxArray, preprocess: Preprocess) -> Result<Vec<u8>
 /// Checks an IDX label array: one dimension, every value in 0..=9.
 pub fn check_labels(arr: &IdxArray) -> Result<()> {
     if arr.dims.len() != 1 {
-        bail!(
-            "a label IDX file has 1 dimension, this one has {:?}",
-            arr.dims
-        );
+        bail!("a label IDX file has 1 dimension, this one has {:?}", arr.dims);
     }
-    if let Some((i, &v)) = arr
-        .data
-        .iter()
-        .enumerate()
-        .find(|(_, &v)| v as usize >= NUM_CLASSES)
-    {
+    if let Some((i, &v)) = arr.data.iter().enumerate().find(|(_, &v)| v as usize >= NUM_CLASSES) {
         bail!("label {v} at index {i} is out of range 0..=9");
     }
     Ok(())

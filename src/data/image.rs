@@ -58,11 +58,7 @@ impl AxisCoeffs {
             }
             bounds.push((xmin as usize, n));
         }
-        AxisCoeffs {
-            bounds,
-            ksize,
-            weights,
-        }
+        AxisCoeffs { bounds, ksize, weights }
     }
 }
 
@@ -119,16 +115,8 @@ impl Resizer {
     /// images allocates once.
     pub fn resize_with_scratch(&self, src: &[u8], dst: &mut [u8], scratch: &mut Vec<u8>) {
         let c = self.channels;
-        assert_eq!(
-            src.len(),
-            self.in_w * self.in_h * c,
-            "resize: source length"
-        );
-        assert_eq!(
-            dst.len(),
-            self.out_w * self.out_h * c,
-            "resize: destination length"
-        );
+        assert_eq!(src.len(), self.in_w * self.in_h * c, "resize: source length");
+        assert_eq!(dst.len(), self.out_w * self.out_h * c, "resize: destination length");
         // Horizontal pass (over every input row; Pillow restricts it to the rows the vertical
         // pass reads, which gives the same values).
         let (tmp, tmp_w): (&[u8], usize) = match &self.horiz {
@@ -188,10 +176,7 @@ pub fn pil_bilinear_resize(
     new_w: usize,
     new_h: usize,
 ) -> Vec<u8> {
-    assert!(
-        width > 0 && height > 0 && new_w > 0 && new_h > 0,
-        "resize: zero size"
-    );
+    assert!(width > 0 && height > 0 && new_w > 0 && new_h > 0, "resize: zero size");
     let mut out = vec![0u8; new_w * new_h * channels];
     Resizer::new(width, height, new_w, new_h, channels).resize(pixels, &mut out);
     out
@@ -214,11 +199,7 @@ pub fn pad_center(pixels: &[u8], width: usize, height: usize, channels: usize, o
         width <= IMAGE_SIZE && height <= IMAGE_SIZE,
         "pad_center: image too large"
     );
-    assert_eq!(
-        pixels.len(),
-        width * height * channels,
-        "pad_center: length"
-    );
+    assert_eq!(pixels.len(), width * height * channels, "pad_center: length");
     assert_eq!(out.len(), IMAGE_BYTES, "pad_center: output length");
     out.fill(0);
     let top = (IMAGE_SIZE - height) / 2;
@@ -249,19 +230,9 @@ pub fn pad_center(pixels: &[u8], width: usize, height: usize, channels: usize, o
 /// black with floor rounding, and repeats a gray channel to RGB, writing 3072 bytes NHWC into
 /// `out`. `channels` is 1 (gray), 3 (RGB) or 4 (RGBA, alpha ignored). A zero-sized image gives
 /// an all-black tile.
-pub fn resize_and_pad_pixels(
-    pixels: &[u8],
-    width: usize,
-    height: usize,
-    channels: usize,
-    out: &mut [u8],
-) {
+pub fn resize_and_pad_pixels(pixels: &[u8], width: usize, height: usize, channels: usize, out: &mut [u8]) {
     assert!(matches!(channels, 1 | 3 | 4), "channels must be 1, 3 or 4");
-    assert_eq!(
-        pixels.len(),
-        width * height * channels,
-        "resize_and_pad: length"
-    );
+    assert_eq!(pixels.len(), width * height * channels, "resize_and_pad: length");
     assert_eq!(out.len(), IMAGE_BYTES, "resize_and_pad: output length");
     if width == 0 || height == 0 {
         out.fill(0);

@@ -147,8 +147,8 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<()> {
 
 /// Discards `n` bytes.
 fn skip(r: &mut dyn Read, n: u64, what: &str) -> Result<()> {
-    let got = io::copy(&mut r.take(n), &mut io::sink())
-        .map_err(|e| anyhow!(e).context(format!("while skipping {what}")))?;
+    let got =
+        io::copy(&mut r.take(n), &mut io::sink()).map_err(|e| anyhow!(e).context(format!("while skipping {what}")))?;
     if got < n {
         bail!("truncated: the data ends inside {what}");
     }
@@ -217,13 +217,7 @@ fn read_tag(r: &mut dyn Read, e: &Endian, what: &str) -> Result<Tag> {
 }
 
 /// Reads a whole (small) sub-element payload, checking it fits in what the matrix has left.
-fn read_payload(
-    r: &mut dyn Read,
-    tag: &Tag,
-    left: &mut usize,
-    max: usize,
-    what: &str,
-) -> Result<Vec<u8>> {
+fn read_payload(r: &mut dyn Read, tag: &Tag, left: &mut usize, max: usize, what: &str) -> Result<Vec<u8>> {
     if let Some(inline) = tag.small {
         return Ok(inline[..tag.size].to_vec());
     }
@@ -312,8 +306,8 @@ fn read_matrix(
     left = left
         .checked_sub(8)
         .ok_or_else(|| anyhow!("corrupt {what}: too small for its data"))?;
-    let es = elem_size(data_tag.ty)
-        .ok_or_else(|| anyhow!("corrupt {what}: data has non-numeric type {}", data_tag.ty))?;
+    let es =
+        elem_size(data_tag.ty).ok_or_else(|| anyhow!("corrupt {what}: data has non-numeric type {}", data_tag.ty))?;
     let expected = count
         .checked_mul(es)
         .ok_or_else(|| anyhow!("corrupt {what}: size overflow"))?;
@@ -367,9 +361,7 @@ pub fn read_mat(
     let mut header = [0u8; 128];
     read_full(r, &mut header, "the 128-byte MAT header")?;
     let text = String::from_utf8_lossy(&header[..116]);
-    if header[0..4] == [0x89, b'H', b'D', b'F']
-        || text.contains("MAT-file, Platform") && text.contains("7.3")
-    {
+    if header[0..4] == [0x89, b'H', b'D', b'F'] || text.contains("MAT-file, Platform") && text.contains("7.3") {
         bail!("MAT v7.3 (HDF5) files are not supported: resave with save(..., '-v7')");
     }
     let e = match &header[126..128] {
@@ -413,7 +405,10 @@ pub fn read_mat(
         let remaining = file_len.map(|l| l.saturating_sub(pos));
         if let Some(rem) = remaining {
             if size > rem {
-                bail!("truncated: a data element at byte {} claims {size} bytes, the file has {rem} left", pos - 8);
+                bail!(
+                    "truncated: a data element at byte {} claims {size} bytes, the file has {rem} left",
+                    pos - 8
+                );
             }
         }
         match ty {
@@ -421,8 +416,7 @@ pub fn read_mat(
                 let mut raw = r.take(size);
                 {
                     let mut z = flate2::read::ZlibDecoder::new(&mut raw);
-                    let inner = read_tag(&mut z, &e, "a compressed variable")
-                        .context("corrupt compressed variable")?;
+                    let inner = read_tag(&mut z, &e, "a compressed variable").context("corrupt compressed variable")?;
                     if inner.ty != mi::MATRIX || inner.small.is_some() {
                         bail!(
                             "corrupt compressed variable: holds type {} instead of miMATRIX",
@@ -599,8 +593,7 @@ pub fn read_svhn(r: &mut dyn Read, file_len: Option<u64>) -> Result<(Vec<u8>, Ve
 
 /// Loads an SVHN-layout `.mat` file as a labeled [`Dataset`]; errors name the file.
 pub fn load_svhn_mat(path: &Path) -> Result<Dataset> {
-    let f =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let len = f.metadata().ok().map(|m| m.len());
     let mut r = BufReader::with_capacity(1 << 20, f);
     let (images, labels) = read_svhn(&mut r, len).with_context(|| format!("{}", path.display()))?;
@@ -630,8 +623,7 @@ pub fn write_mat(vars: &[MatVarSpec<'_>], compress: bool) -> Vec<u8> {
         }
     }
     let mut out = Vec::new();
-    let mut text =
-        b"MATLAB 5.0 MAT-file, Platform: GLNXA64, Created by: adamatch-wgpu tests".to_vec();
+    let mut text = b"MATLAB 5.0 MAT-file, Platform: GLNXA64, Created by: adamatch-wgpu tests".to_vec();
     text.resize(116, b' ');
     out.extend_from_slice(&text);
     out.extend_from_slice(&[0u8; 8]);
@@ -642,10 +634,7 @@ pub fn write_mat(vars: &[MatVarSpec<'_>], compress: bool) -> Vec<u8> {
         let mut flags = (class as u32).to_le_bytes().to_vec();
         flags.extend_from_slice(&[0u8; 4]);
         element(&mut body, mi::UINT32, &flags);
-        let d: Vec<u8> = dims
-            .iter()
-            .flat_map(|&x| (x as i32).to_le_bytes())
-            .collect();
+        let d: Vec<u8> = dims.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect();
         element(&mut body, mi::INT32, &d);
         element(&mut body, mi::INT8, name.as_bytes());
         element(&mut body, storage, data);

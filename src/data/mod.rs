@@ -69,29 +69,18 @@ impl Dataset {
     pub fn new(images: Vec<u8>, labels: Option<Vec<u8>>, name: impl Into<String>) -> Result<Self> {
         let name = name.into();
         if !images.len().is_multiple_of(IMAGE_BYTES) {
-            bail!(
-                "{name}: {} image bytes is not a multiple of 32*32*3",
-                images.len()
-            );
+            bail!("{name}: {} image bytes is not a multiple of 32*32*3", images.len());
         }
         let n = images.len() / IMAGE_BYTES;
         if let Some(l) = &labels {
             if l.len() != n {
                 bail!("{name}: {n} images but {} labels", l.len());
             }
-            if let Some((i, &v)) = l
-                .iter()
-                .enumerate()
-                .find(|(_, &v)| v as usize >= NUM_CLASSES)
-            {
+            if let Some((i, &v)) = l.iter().enumerate().find(|(_, &v)| v as usize >= NUM_CLASSES) {
                 bail!("{name}: label {v} at index {i} is out of range 0..=9");
             }
         }
-        Ok(Dataset {
-            images,
-            labels,
-            name,
-        })
+        Ok(Dataset { images, labels, name })
     }
 
     /// Number of images.
@@ -166,11 +155,7 @@ pub(crate) fn par_chunks_mut<B: Send, R: Send>(
 ) -> Vec<R> {
     let chunk = chunk.max(1);
     if out.len() <= chunk || cfg!(target_arch = "wasm32") {
-        return out
-            .chunks_mut(chunk)
-            .enumerate()
-            .map(|(i, c)| f(i, c))
-            .collect();
+        return out.chunks_mut(chunk).enumerate().map(|(i, c)| f(i, c)).collect();
     }
     let f = &f;
     std::thread::scope(|s| {

@@ -35,11 +35,7 @@ impl Default for GridLayout {
 /// Renders `images` (NHWC, 3072 bytes each) into an RGB grid. With labels, each tile gets a
 /// strip underneath showing its label (`labels[i]`, drawn in white on dark gray). Returns
 /// (width, height, RGB bytes).
-pub fn render_grid(
-    images: &[u8],
-    labels: Option<&[u8]>,
-    layout: GridLayout,
-) -> (u32, u32, Vec<u8>) {
+pub fn render_grid(images: &[u8], labels: Option<&[u8]>, layout: GridLayout) -> (u32, u32, Vec<u8>) {
     let n = images.len() / IMAGE_BYTES;
     let cols = layout.cols.max(1).min(n.max(1));
     let rows = n.div_ceil(cols).max(1);

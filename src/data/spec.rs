@@ -147,8 +147,7 @@ fn detect(path: &Path) -> Result<DatasetSpec> {
     if path.is_dir() {
         let mut has_mat = false;
         let mut has_idx = false;
-        let rd = std::fs::read_dir(path)
-            .with_context(|| format!("{}: cannot read folder", path.display()))?;
+        let rd = std::fs::read_dir(path).with_context(|| format!("{}: cannot read folder", path.display()))?;
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().to_ascii_lowercase();
             has_mat |= name.ends_with(".mat");
@@ -165,16 +164,13 @@ fn detect(path: &Path) -> Result<DatasetSpec> {
     let mut head = [0u8; 128];
     let n = {
         use std::io::Read;
-        let mut f = std::fs::File::open(path)
-            .with_context(|| format!("{}: cannot open", path.display()))?;
+        let mut f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
         let mut n = 0;
         while n < head.len() {
             match f.read(&mut head[n..]) {
                 Ok(0) => break,
                 Ok(k) => n += k,
-                Err(e) => {
-                    return Err(e).with_context(|| format!("{}: cannot read", path.display()))
-                }
+                Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
             }
         }
         n
@@ -216,8 +212,7 @@ pub fn svhn_file_name(split: Split) -> &'static str {
 /// (`images`/`labels`) and `tag` (`idx3`/`idx1`): accepts `train-images-idx3-ubyte`,
 /// `train-images.idx3-ubyte`, with or without `.gz`. Sorted; raw files win over gzipped ones.
 fn find_idx(dir: &Path, prefixes: &[&str], kind: &str, tag: &str) -> Result<Option<PathBuf>> {
-    let rd =
-        std::fs::read_dir(dir).with_context(|| format!("{}: cannot read folder", dir.display()))?;
+    let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot read folder", dir.display()))?;
     let mut found: Vec<PathBuf> = rd
         .flatten()
         .map(|e| e.path())
@@ -272,19 +267,12 @@ fn idx_labels_for(images: &Path) -> Option<PathBuf> {
 /// [`DatasetSpec`] (a single IDX or MAT file is the same for both splits). `preprocess` applies
 /// to IDX (MNIST) images; other formats are already 32x32 or are always resized keeping the
 /// aspect ratio.
-pub fn load(
-    spec: &DatasetSpec,
-    split: Split,
-    preprocess: Preprocess,
-    data_dir: &Path,
-) -> Result<Source> {
+pub fn load(spec: &DatasetSpec, split: Split, preprocess: Preprocess, data_dir: &Path) -> Result<Source> {
     let ds = match spec {
         DatasetSpec::Synth { domain, seed } => {
             return Ok(match split {
                 Split::Train => Source::Synthetic(SynthStream::train(*domain, *seed)),
-                Split::Test => Source::Finite(
-                    SynthStream::test(*domain, *seed, TEST_SIZE).materialize(0, TEST_SIZE),
-                ),
+                Split::Test => Source::Finite(SynthStream::test(*domain, *seed, TEST_SIZE).materialize(0, TEST_SIZE)),
             })
         }
         DatasetSpec::Mnist => {

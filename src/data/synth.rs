@@ -95,10 +95,7 @@ fn image_seed(domain: SynthDomain, seed: u64, split: Split, index: u64) -> u64 {
         Split::Train => 0x0074_7261_696e,
         Split::Test => 0x7465_7374,
     };
-    mix64(
-        mix64(mix64(seed ^ d).wrapping_add(s))
-            .wrapping_add(index.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-    )
+    mix64(mix64(mix64(seed ^ d).wrapping_add(s)).wrapping_add(index.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -229,13 +226,7 @@ fn handwritten() -> Vec<Vec<Glyph>> {
             ])],
             vec![
                 line(&[[0.15, 0.03], [0.85, 0.03], [0.45, 0.42]]),
-                curve(&[
-                    [0.45, 0.42],
-                    [0.8, 0.55],
-                    [0.85, 0.78],
-                    [0.55, 0.98],
-                    [0.15, 0.88],
-                ]),
+                curve(&[[0.45, 0.42], [0.8, 0.55], [0.85, 0.78], [0.55, 0.98], [0.15, 0.88]]),
             ],
             vec![
                 arc(0.5, 0.27, 0.3, 0.24, 200.0, 450.0),
@@ -379,10 +370,7 @@ fn handwritten() -> Vec<Vec<Glyph>> {
         ],
         // 9
         vec![
-            vec![
-                arc(0.5, 0.3, 0.3, 0.27, 0.0, 360.0),
-                line(&[[0.8, 0.3], [0.75, 0.98]]),
-            ],
+            vec![arc(0.5, 0.3, 0.3, 0.27, 0.0, 360.0), line(&[[0.8, 0.3], [0.75, 0.98]])],
             vec![
                 arc(0.5, 0.28, 0.3, 0.26, 0.0, 360.0),
                 curve(&[[0.8, 0.28], [0.75, 0.7], [0.55, 0.98], [0.25, 0.9]]),
@@ -408,25 +396,14 @@ fn printed() -> Vec<Vec<Glyph>> {
             line(&[[0.12, 0.02], [0.85, 0.02], [0.45, 0.4]]),
             arc(0.48, 0.7, 0.4, 0.3, 240.0, 520.0),
         ],
-        vec![line(&[
-            [0.72, 0.98],
-            [0.72, 0.02],
-            [0.06, 0.7],
-            [0.96, 0.7],
-        ])],
+        vec![line(&[[0.72, 0.98], [0.72, 0.02], [0.06, 0.7], [0.96, 0.7]])],
         vec![
             line(&[[0.86, 0.02], [0.22, 0.02], [0.16, 0.46]]),
             arc(0.5, 0.68, 0.4, 0.3, 220.0, 510.0),
         ],
         vec![
             arc(0.5, 0.7, 0.4, 0.28, 0.0, 360.0),
-            curve(&[
-                [0.85, 0.12],
-                [0.55, 0.02],
-                [0.2, 0.2],
-                [0.1, 0.6],
-                [0.12, 0.72],
-            ]),
+            curve(&[[0.85, 0.12], [0.55, 0.02], [0.2, 0.2], [0.1, 0.6], [0.12, 0.72]]),
         ],
         vec![line(&[[0.06, 0.02], [0.94, 0.02], [0.36, 0.98]])],
         vec![
@@ -435,23 +412,11 @@ fn printed() -> Vec<Vec<Glyph>> {
         ],
         vec![
             arc(0.5, 0.3, 0.4, 0.28, 0.0, 360.0),
-            curve(&[
-                [0.9, 0.3],
-                [0.88, 0.55],
-                [0.8, 0.8],
-                [0.45, 0.98],
-                [0.14, 0.86],
-            ]),
+            curve(&[[0.9, 0.3], [0.88, 0.55], [0.8, 0.8], [0.45, 0.98], [0.14, 0.86]]),
         ],
     ];
     let block: Vec<Glyph> = vec![
-        vec![line(&[
-            [0.1, 0.02],
-            [0.9, 0.02],
-            [0.9, 0.98],
-            [0.1, 0.98],
-            [0.1, 0.02],
-        ])],
+        vec![line(&[[0.1, 0.02], [0.9, 0.02], [0.9, 0.98], [0.1, 0.98], [0.1, 0.02]])],
         vec![
             line(&[[0.25, 0.15], [0.55, 0.02], [0.55, 0.98]]),
             line(&[[0.25, 0.98], [0.85, 0.98]]),
@@ -490,13 +455,7 @@ fn printed() -> Vec<Vec<Glyph>> {
         ])],
         vec![line(&[[0.1, 0.02], [0.9, 0.02], [0.9, 0.98]])],
         vec![
-            line(&[
-                [0.1, 0.02],
-                [0.9, 0.02],
-                [0.9, 0.98],
-                [0.1, 0.98],
-                [0.1, 0.02],
-            ]),
+            line(&[[0.1, 0.02], [0.9, 0.02], [0.9, 0.98], [0.1, 0.98], [0.1, 0.02]]),
             line(&[[0.1, 0.5], [0.9, 0.5]]),
         ],
         vec![line(&[
@@ -524,12 +483,7 @@ fn printed() -> Vec<Vec<Glyph>> {
         line(&[[0.66, 0.98], [0.66, 0.02], [0.06, 0.7], [0.94, 0.7]]),
         line(&[[0.42, 0.98], [0.9, 0.98]]),
     ];
-    serif[7] = vec![line(&[
-        [0.08, 0.18],
-        [0.08, 0.02],
-        [0.92, 0.02],
-        [0.45, 0.98],
-    ])];
+    serif[7] = vec![line(&[[0.08, 0.18], [0.08, 0.02], [0.92, 0.02], [0.45, 0.98]])];
     serif[9] = vec![
         arc(0.48, 0.3, 0.38, 0.28, 0.0, 360.0),
         line(&[[0.86, 0.3], [0.86, 0.98]]),
@@ -750,11 +704,7 @@ fn center_of_mass_shift(plane: &mut [f32; 1024]) {
 
 /// A random colour as RGB in 0..255 with its luma.
 fn colour(rng: &mut Rng) -> ([f32; 3], f32) {
-    let c = [
-        rng.range(0.0, 255.0),
-        rng.range(0.0, 255.0),
-        rng.range(0.0, 255.0),
-    ];
+    let c = [rng.range(0.0, 255.0), rng.range(0.0, 255.0), rng.range(0.0, 255.0)];
     // Pull towards gray: house numbers are mostly muted, sometimes vivid.
     let g = (c[0] + c[1] + c[2]) / 3.0;
     let s = rng.f32().powf(1.5) * 0.85;
@@ -794,11 +744,7 @@ fn gen_house(rng: &mut Rng, label: usize, out: &mut [u8]) {
         h,
         cos: angle.cos(),
         sin: angle.sin(),
-        shear: if rng.chance(0.3) {
-            rng.range(-0.25, 0.05)
-        } else {
-            0.0
-        },
+        shear: if rng.chance(0.3) { rng.range(-0.25, 0.05) } else { 0.0 },
         warp: [0.0; 6],
     };
     let radius = h * rng.range(0.05, 0.1) + 0.3;
@@ -820,16 +766,8 @@ fn gen_house(rng: &mut Rng, label: usize, out: &mut [u8]) {
     let ga = rng.range(0.0, std::f32::consts::TAU);
     let (gx, gy) = (ga.cos(), ga.sin());
     let gamp = rng.range(0.0, 45.0) * if rng.chance(0.5) { -1.0 } else { 1.0 };
-    let tint = [
-        rng.range(0.7, 1.3),
-        rng.range(0.7, 1.3),
-        rng.range(0.7, 1.3),
-    ];
-    let tamp = if rng.chance(0.6) {
-        rng.range(0.0, 30.0)
-    } else {
-        0.0
-    };
+    let tint = [rng.range(0.7, 1.3), rng.range(0.7, 1.3), rng.range(0.7, 1.3)];
+    let tamp = if rng.chance(0.6) { rng.range(0.0, 30.0) } else { 0.0 };
     let mut grid = [0f32; 36];
     for g in grid.iter_mut() {
         *g = rng.range(-1.0, 1.0);
@@ -856,11 +794,7 @@ fn gen_house(rng: &mut Rng, label: usize, out: &mut [u8]) {
     }
 
     // Camera effects: blur, contrast/brightness, noise.
-    let sigma = if rng.chance(0.75) {
-        rng.range(0.2, 1.3)
-    } else {
-        0.0
-    };
+    let sigma = if rng.chance(0.75) { rng.range(0.2, 1.3) } else { 0.0 };
     let contrast = rng.range(0.45, 1.15);
     let brightness = rng.range(-25.0, 25.0);
     let noise = rng.range(0.0, 10.0);
@@ -896,13 +830,7 @@ pub fn generate(domain: SynthDomain, seed: u64, split: Split, index: u64, out: &
 }
 
 /// Generates images `start..start+n` in parallel (one chunk per core) into a labeled dataset.
-pub fn generate_range(
-    domain: SynthDomain,
-    seed: u64,
-    split: Split,
-    start: u64,
-    n: usize,
-) -> Dataset {
+pub fn generate_range(domain: SynthDomain, seed: u64, split: Split, start: u64, n: usize) -> Dataset {
     let mut images = vec![0u8; n * IMAGE_BYTES];
     let per = n.div_ceil(super::worker_count(n, 256)).max(1);
     let labels: Vec<u8> = super::par_chunks_mut(&mut images, per * IMAGE_BYTES, |c, imgs| {

@@ -148,12 +148,7 @@ fn check_shape(s: &BatchNormShape, what: &str) {
 }
 
 fn check_len(t: &Tensor, len: usize, what: &str, name: &str) {
-    assert_eq!(
-        t.len(),
-        len,
-        "{what}: {name} has {} elements, expected {len}",
-        t.len()
-    );
+    assert_eq!(t.len(), len, "{what}: {name} has {} elements, expected {len}", t.len());
 }
 
 /// Batch mean and biased variance of `x` into `mean`/`var` (`[channels]` each); if
@@ -186,11 +181,7 @@ pub fn batchnorm_stats(
     let scratch = Tensor::zeros(ctx, "batchnorm stats partials", &[3, pl.chunks, s.channels]);
     let mut p = params(s, &pl);
     p.momentum = momentum;
-    p.flags = if update_running {
-        FLAG_UPDATE_RUNNING
-    } else {
-        0
-    };
+    p.flags = if update_running { FLAG_UPDATE_RUNNING } else { 0 };
     let partial = Op::new(
         ctx,
         Shader::BatchNorm,
@@ -237,12 +228,7 @@ pub fn batchnorm_apply(
     check_shape(s, what);
     check_len(x, s.len(), what, "x");
     check_len(y, s.len(), what, "y");
-    for (t, name) in [
-        (mean, "mean"),
-        (var, "var"),
-        (gamma, "gamma"),
-        (beta, "beta"),
-    ] {
+    for (t, name) in [(mean, "mean"), (var, "var"), (gamma, "gamma"), (beta, "beta")] {
         check_len(t, s.channels, what, name);
     }
     let pl = plan(ctx, s, MAX_GROUPS);
@@ -310,21 +296,13 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
         check_len(t, s.channels, what, name);
     }
     let pl = plan(ctx, s, MAX_CHUNKS);
-    let scratch = Tensor::zeros(
-        ctx,
-        "batchnorm backward partials",
-        &[2, pl.chunks, s.channels],
-    );
+    let scratch = Tensor::zeros(ctx, "batchnorm backward partials", &[2, pl.chunks, s.channels]);
     let coef = Tensor::zeros(ctx, "batchnorm backward coefficients", &[5, s.channels]);
     let mut p = params(s, &pl);
     p.eps = b.eps;
     p.slope = b.slope;
-    p.flags = (if b.batch_stats { FLAG_BATCH_STATS } else { 0 })
-        | (if b.accumulate_params {
-            FLAG_ACCUMULATE
-        } else {
-            0
-        });
+    p.flags =
+        (if b.batch_stats { FLAG_BATCH_STATS } else { 0 }) | (if b.accumulate_params { FLAG_ACCUMULATE } else { 0 });
     let uniform = bytemuck::bytes_of(&p);
     let partial = Op::new(
         ctx,

@@ -27,11 +27,7 @@ const MAX_GEMM_ROWS: usize = 1 << 24;
 // What the shader's staging and unrolled products assume.
 const WG: usize = (TILE_M / THREAD_M) * (TILE_N / 4);
 const _: () = assert!(THREAD_M == 8 && TILE_N.is_multiple_of(4) && TILE_K.is_multiple_of(4));
-const _: () = assert!(
-    TILE_M.is_multiple_of(WG)
-        && TILE_M.is_multiple_of(TILE_K)
-        && WG.is_multiple_of(TILE_M / TILE_K)
-);
+const _: () = assert!(TILE_M.is_multiple_of(WG) && TILE_M.is_multiple_of(TILE_K) && WG.is_multiple_of(TILE_M / TILE_K));
 
 /// One convolution layer's geometry. Padding is TensorFlow/Keras "SAME": `out = ceil(in / stride)`,
 /// total padding `max((out - 1) * stride + kernel - in, 0)`, the smaller half at the top/left.
@@ -106,8 +102,7 @@ impl Conv2dShape {
                 && self.stride > 0,
             "{what}: every dimension of {self:?} must be positive"
         );
-        let rows =
-            (self.batch * self.in_h * self.in_w).max(self.batch * self.out_h() * self.out_w());
+        let rows = (self.batch * self.in_h * self.in_w).max(self.batch * self.out_h() * self.out_w());
         assert!(
             rows + TILE_M < MAX_GEMM_ROWS,
             "{what}: {self:?} has {rows} positions, the shader handles fewer than 2^24"
@@ -183,10 +178,7 @@ fn params(s: &Conv2dShape, gemm: [usize; 3], accumulate: bool) -> Params {
 /// `wid.z * nwg.y + wid.y` and skips tiles past `tiles_m`).
 fn gemm_grid(tiles_m: usize, n: usize) -> [u32; 3] {
     let tiles_n = n.div_ceil(TILE_N) as u32;
-    assert!(
-        tiles_n <= MAX_WORKGROUPS_PER_DIM,
-        "conv2d: too many channels"
-    );
+    assert!(tiles_n <= MAX_WORKGROUPS_PER_DIM, "conv2d: too many channels");
     let y = tiles_m.min(MAX_WORKGROUPS_PER_DIM as usize);
     let z = tiles_m.div_ceil(y.max(1));
     [tiles_n, y as u32, z as u32]
@@ -201,10 +193,7 @@ fn check_len(what: &str, name: &str, t: &Tensor, want: usize) {
         t.len()
     );
     // Inputs are also bound as vec4 arrays, which need at least one whole vec4.
-    assert!(
-        want >= 4,
-        "{what}: {name} needs at least 4 elements, has {want}"
-    );
+    assert!(want >= 4, "{what}: {name} needs at least 4 elements, has {want}");
 }
 
 /// `y = conv(x, w) [+ residual]`, with the residual add fused into the GEMM epilogue

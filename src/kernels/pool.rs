@@ -44,11 +44,7 @@ pub fn global_avg_pool_forward(
     y: &Tensor,
 ) -> Op {
     let p = params(batch, hw, channels, false);
-    assert_eq!(
-        x.len(),
-        batch * hw * channels,
-        "global_avg_pool_forward: x size"
-    );
+    assert_eq!(x.len(), batch * hw * channels, "global_avg_pool_forward: x size");
     assert_eq!(y.len(), batch * channels, "global_avg_pool_forward: y size");
     Op::new(
         ctx,
@@ -72,16 +68,8 @@ pub fn global_avg_pool_backward(
     accumulate: bool,
 ) -> Op {
     let p = params(batch, hw, channels, accumulate);
-    assert_eq!(
-        dy.len(),
-        batch * channels,
-        "global_avg_pool_backward: dy size"
-    );
-    assert_eq!(
-        dx.len(),
-        batch * hw * channels,
-        "global_avg_pool_backward: dx size"
-    );
+    assert_eq!(dy.len(), batch * channels, "global_avg_pool_backward: dy size");
+    assert_eq!(dx.len(), batch * hw * channels, "global_avg_pool_backward: dx size");
     Op::new(
         ctx,
         Shader::Pool,

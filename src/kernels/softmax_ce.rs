@@ -39,8 +39,7 @@ impl Targets<'_> {
 fn params(rows: usize, classes: usize, scale: f32, accumulate: bool) -> Params {
     assert!(classes > 0, "softmax_ce: classes must be at least 1");
     assert!(
-        rows.checked_mul(classes)
-            .is_some_and(|v| v <= u32::MAX as usize),
+        rows.checked_mul(classes).is_some_and(|v| v <= u32::MAX as usize),
         "softmax_ce: rows * classes does not fit in u32"
     );
     Params {
@@ -67,17 +66,9 @@ pub fn softmax_ce_forward(
     loss: &Tensor,
 ) -> Vec<Op> {
     let p = params(rows, classes, scale, false);
-    assert_eq!(
-        logits.len(),
-        rows * classes,
-        "softmax_ce_forward: logits size"
-    );
+    assert_eq!(logits.len(), rows * classes, "softmax_ce_forward: logits size");
     targets.check("softmax_ce_forward", rows, classes);
-    assert_eq!(
-        row_weight.len(),
-        rows,
-        "softmax_ce_forward: row_weight size"
-    );
+    assert_eq!(row_weight.len(), rows, "softmax_ce_forward: row_weight size");
     assert_eq!(row_loss.len(), rows, "softmax_ce_forward: row_loss size");
     assert_eq!(loss.len(), 1, "softmax_ce_forward: loss size");
     let uniform = Some(bytemuck::bytes_of(&p));
@@ -125,22 +116,10 @@ pub fn softmax_ce_backward(
     accumulate: bool,
 ) -> Op {
     let p = params(rows, classes, scale, accumulate);
-    assert_eq!(
-        logits.len(),
-        rows * classes,
-        "softmax_ce_backward: logits size"
-    );
+    assert_eq!(logits.len(), rows * classes, "softmax_ce_backward: logits size");
     targets.check("softmax_ce_backward", rows, classes);
-    assert_eq!(
-        row_weight.len(),
-        rows,
-        "softmax_ce_backward: row_weight size"
-    );
-    assert_eq!(
-        dlogits.len(),
-        rows * classes,
-        "softmax_ce_backward: dlogits size"
-    );
+    assert_eq!(row_weight.len(), rows, "softmax_ce_backward: row_weight size");
+    assert_eq!(dlogits.len(), rows * classes, "softmax_ce_backward: dlogits size");
     let uniform = Some(bytemuck::bytes_of(&p));
     match targets {
         Targets::Hard(labels) => Op::new(

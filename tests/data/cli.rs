@@ -33,10 +33,7 @@ fn preview_writes_a_labeled_grid() {
     .unwrap();
     let img = image::open(&out).unwrap();
     // 4 columns x 3 rows of 96 px tiles, 2 px gaps, a 21 px label strip per row.
-    assert_eq!(
-        (img.width(), img.height()),
-        (4 * 98 + 2, 3 * (96 + 21 + 2) + 2)
-    );
+    assert_eq!((img.width(), img.height()), (4 * 98 + 2, 3 * (96 + 21 + 2) + 2));
     // The test split of a synthetic set, with a seeded selection; unknown names fail.
     run(cmd(&[
         "preview",
@@ -49,10 +46,7 @@ fn preview_writes_a_labeled_grid() {
         "3",
     ]))
     .unwrap();
-    let msg = format!(
-        "{:#}",
-        run(cmd(&["preview", "nonsense", "--out", o])).unwrap_err()
-    );
+    let msg = format!("{:#}", run(cmd(&["preview", "nonsense", "--out", o])).unwrap_err());
     assert!(msg.contains("unknown dataset 'nonsense'"), "{msg}");
 }
 

@@ -38,9 +38,7 @@ fn serve(replies: Vec<Reply>) -> (String, mpsc::Receiver<String>) {
             let mut stream = loop {
                 match listener.accept() {
                     Ok((s, _)) => break s,
-                    Err(_) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
+                    Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
                     Err(_) => return,
                 }
             };
@@ -56,11 +54,7 @@ fn serve(replies: Vec<Reply>) -> (String, mpsc::Receiver<String>) {
             }
             let range_start = head
                 .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("range: bytes=")
-                        .map(String::from)
-                })
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(String::from))
                 .and_then(|r| r.trim_end_matches('-').parse::<usize>().ok());
             let _ = tx.send(head);
             let (status, body, announced) = match &reply {
@@ -83,10 +77,7 @@ fn serve(replies: Vec<Reply>) -> (String, mpsc::Receiver<String>) {
 }
 
 fn sha_hex(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn opts() -> DownloadOptions {
@@ -137,10 +128,7 @@ fn success_verifies_the_decompressed_payload_and_repeats_are_noops() {
     assert_eq!(std::fs::read(dir.path().join("file.gz")).unwrap(), gz);
     assert_eq!(leftovers(dir.path()), vec!["file.gz"]);
     assert_eq!(check_file(dir.path(), &f), FileStatus::Ok);
-    assert_eq!(
-        payload_sha256(&dir.path().join("file.gz"), true).unwrap(),
-        f.sha256
-    );
+    assert_eq!(payload_sha256(&dir.path().join("file.gz"), true).unwrap(), f.sha256);
     // Repeating needs no server.
     let again = RemoteFile {
         urls: vec![dead_url()],
@@ -156,12 +144,7 @@ fn success_verifies_the_decompressed_payload_and_repeats_are_noops() {
 fn checksum_mismatch_leaves_nothing_and_explains() {
     let dir = tempfile::tempdir().unwrap();
     let (url, _rx) = serve(vec![Reply::Full(b"not what we want".to_vec())]);
-    let f = remote(
-        "data.mat",
-        vec![format!("{url}/data.mat")],
-        b"the real payload",
-        false,
-    );
+    let f = remote("data.mat", vec![format!("{url}/data.mat")], b"the real payload", false);
     let msg = format!("{:#}", download_file(dir.path(), &f, &opts()).unwrap_err());
     assert!(msg.contains("data.mat"), "{msg}");
     assert!(msg.contains(&format!("{url}/data.mat")), "{msg}");
@@ -171,20 +154,11 @@ fn checksum_mismatch_leaves_nothing_and_explains() {
         "{msg}"
     );
     assert!(msg.contains("place it at"), "{msg}");
-    assert!(
-        leftovers(dir.path()).is_empty(),
-        "{:?}",
-        leftovers(dir.path())
-    );
-    assert_eq!(
-        check_file(dir.path(), &f),
-        FileStatus::Missing { partial: None }
-    );
+    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
+    assert_eq!(check_file(dir.path(), &f), FileStatus::Missing { partial: None });
     // A wrong file already in the cache is reported by `check`.
     std::fs::write(dir.path().join("data.mat"), b"wrong").unwrap();
-    assert!(
-        matches!(check_file(dir.path(), &f), FileStatus::Bad(m) if m.contains("checksum mismatch"))
-    );
+    assert!(matches!(check_file(dir.path(), &f), FileStatus::Bad(m) if m.contains("checksum mismatch")));
 }
 
 #[test]
@@ -198,10 +172,7 @@ fn server_closing_mid_file_keeps_only_a_part_and_resumes() {
     ]);
     let f = remote("big.bin", vec![format!("{url}/big.bin")], &payload, false);
     let msg = format!("{:#}", download_file(dir.path(), &f, &opts()).unwrap_err());
-    assert!(
-        msg.contains("big.bin") && msg.contains("broke off"),
-        "{msg}"
-    );
+    assert!(msg.contains("big.bin") && msg.contains("broke off"), "{msg}");
     assert!(
         !dir.path().join("big.bin").exists(),
         "no half file under the final name"
@@ -220,10 +191,7 @@ fn server_closing_mid_file_keeps_only_a_part_and_resumes() {
     assert!(matches!(r, Downloaded::Fetched(_)));
     let _first = rx.recv().unwrap();
     let second = rx.recv().unwrap().to_ascii_lowercase();
-    assert!(
-        got > 0,
-        "the first transfer wrote nothing before breaking off"
-    );
+    assert!(got > 0, "the first transfer wrote nothing before breaking off");
     assert!(second.contains(&format!("range: bytes={got}-")), "{second}");
     assert_eq!(std::fs::read(dir.path().join("big.bin")).unwrap(), payload);
     assert_eq!(leftovers(dir.path()), vec!["big.bin"]);
@@ -267,9 +235,7 @@ fn dataset_table_is_complete() {
     use adamatch_wgpu::data::download::dataset_files;
     let m = dataset_files("mnist").unwrap();
     assert_eq!(m.len(), 4);
-    assert!(m
-        .iter()
-        .all(|f| f.gzip && f.urls.len() >= 2 && f.sha256.len() == 64));
+    assert!(m.iter().all(|f| f.gzip && f.urls.len() >= 2 && f.sha256.len() == 64));
     let s = dataset_files("svhn").unwrap();
     assert_eq!(s.len(), 2);
     assert!(dataset_files("cifar").is_err());

@@ -38,10 +38,7 @@ fn labeled_folder_with_mixed_sizes_and_formats() {
     let b = image::open(root.join("3/b.PNG")).unwrap();
     assert_eq!(d.image(2), &resize_and_pad(&b)[..]);
     // Gray: three equal channels.
-    assert!(d
-        .image(0)
-        .chunks_exact(3)
-        .all(|p| p[0] == p[1] && p[1] == p[2]));
+    assert!(d.image(0).chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
     // Deterministic order.
     assert_eq!(load_labeled_dir(root).unwrap(), d);
 }
@@ -67,10 +64,7 @@ fn empty_and_corrupt_folders_fail_with_the_path() {
     let empty = root.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let msg = err_text(load_dir(&empty));
-    assert!(
-        msg.contains("empty") && msg.contains("no PNG/JPEG"),
-        "{msg}"
-    );
+    assert!(msg.contains("empty") && msg.contains("no PNG/JPEG"), "{msg}");
 
     let labeled_empty = root.join("le");
     std::fs::create_dir_all(labeled_empty.join("4")).unwrap();
@@ -82,24 +76,14 @@ fn empty_and_corrupt_folders_fail_with_the_path() {
     let png = std::fs::read(bad.join("ok.png")).unwrap();
     std::fs::write(bad.join("trunc.png"), &png[..png.len() / 2]).unwrap();
     let msg = err_text(load_dir(&bad));
-    assert!(
-        msg.contains("trunc.png") && msg.contains("not a readable"),
-        "{msg}"
-    );
+    assert!(msg.contains("trunc.png") && msg.contains("not a readable"), "{msg}");
 
     let bad2 = root.join("bad2");
     save_rgb(&bad2.join("5/a.jpg"), 20, 20, 1);
-    std::fs::write(
-        bad2.join("5/garbage.jpg"),
-        b"\xff\xd8\xff\xe0 not really a jpeg",
-    )
-    .unwrap();
+    std::fs::write(bad2.join("5/garbage.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
     let msg = err_text(load_dir(&bad2));
     assert!(msg.contains("garbage.jpg"), "{msg}");
 
     let msg = err_text(load_dir(&root.join("missing")));
-    assert!(
-        msg.contains("missing") && msg.contains("not a folder"),
-        "{msg}"
-    );
+    assert!(msg.contains("missing") && msg.contains("not a folder"), "{msg}");
 }

@@ -87,24 +87,9 @@ fn bad_files_give_errors_naming_the_file() {
             true,
             "magic",
         ),
-        (
-            "shorthdr",
-            vec![0, 0, 8, 3, 0, 0],
-            true,
-            "truncated IDX header",
-        ),
-        (
-            "shortdata",
-            img[..img.len() - 10].to_vec(),
-            true,
-            "truncated IDX data",
-        ),
-        (
-            "trailing",
-            [img.clone(), vec![0; 3]].concat(),
-            true,
-            "after the data",
-        ),
+        ("shorthdr", vec![0, 0, 8, 3, 0, 0], true, "truncated IDX header"),
+        ("shortdata", img[..img.len() - 10].to_vec(), true, "truncated IDX data"),
+        ("trailing", [img.clone(), vec![0; 3]].concat(), true, "after the data"),
         (
             "int32",
             {
@@ -115,30 +100,15 @@ fn bad_files_give_errors_naming_the_file() {
             true,
             "element type",
         ),
-        (
-            "twodims",
-            encode_idx(&[4, 784], &img[16..]),
-            true,
-            "3 dimensions",
-        ),
+        ("twodims", encode_idx(&[4, 784], &img[16..]), true, "3 dimensions"),
         (
             "labels-range",
             encode_idx(&[4], &[1, 2, 10, 3]),
             false,
             "label 10 at index 2",
         ),
-        (
-            "labels-count",
-            encode_idx(&[3], &[1, 2, 3]),
-            false,
-            "3 labels",
-        ),
-        (
-            "labels-2d",
-            encode_idx(&[2, 2], &[1, 2, 3, 4]),
-            false,
-            "1 dimension",
-        ),
+        ("labels-count", encode_idx(&[3], &[1, 2, 3]), false, "3 labels"),
+        ("labels-2d", encode_idx(&[2, 2], &[1, 2, 3, 4]), false, "1 dimension"),
         ("empty", vec![], true, "too short"),
     ];
     for (name, bytes, is_images, needle) in cases {
@@ -149,14 +119,8 @@ fn bad_files_give_errors_naming_the_file() {
             load_idx(&good_img, Some(&p), Preprocess::Pad)
         };
         let msg = err_text(r);
-        assert!(
-            msg.contains(name),
-            "{name}: message does not name the file: {msg}"
-        );
-        assert!(
-            msg.contains(needle),
-            "{name}: expected '{needle}' in: {msg}"
-        );
+        assert!(msg.contains(name), "{name}: message does not name the file: {msg}");
+        assert!(msg.contains(needle), "{name}: expected '{needle}' in: {msg}");
     }
     let missing = dir.path().join("nope");
     let msg = err_text(load_idx(&missing, None, Preprocess::Pad));

@@ -1,8 +1,6 @@
 //! Resize-and-pad: bit-exact agreement with the Keras example's PIL preprocessing.
 
-use adamatch_wgpu::data::image::{
-    pad_center, resize_and_pad, resize_and_pad_pixels, resize_and_pad_rgba,
-};
+use adamatch_wgpu::data::image::{pad_center, resize_and_pad, resize_and_pad_pixels, resize_and_pad_rgba};
 use adamatch_wgpu::data::IMAGE_BYTES;
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -41,9 +39,7 @@ fn dynamic_image_gray_and_rgb_agree_with_raw_path() {
     let gray = image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 5 + y * 3) as u8]));
     let out_gray = resize_and_pad(&image::DynamicImage::ImageLuma8(gray.clone()));
     // Gray is replicated to 3 equal channels.
-    assert!(out_gray
-        .chunks_exact(3)
-        .all(|p| p[0] == p[1] && p[1] == p[2]));
+    assert!(out_gray.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
     // The same picture as RGB gives the same pixels (the filter is per channel).
     let rgb = image::DynamicImage::ImageLuma8(gray).to_rgb8();
     let out_rgb = resize_and_pad(&image::DynamicImage::ImageRgb8(rgb.clone()));
@@ -55,10 +51,7 @@ fn dynamic_image_gray_and_rgb_agree_with_raw_path() {
     let (nw, nh) = adamatch_wgpu::data::image::fitted_size(45, 20);
     assert_eq!((nw, nh), (32, 14));
     for y in (0..9).chain(23..32) {
-        assert!(
-            out_rgb[y * 96..(y + 1) * 96].iter().all(|&v| v == 0),
-            "row {y}"
-        );
+        assert!(out_rgb[y * 96..(y + 1) * 96].iter().all(|&v| v == 0), "row {y}");
     }
     assert!(out_rgb[9 * 96..23 * 96].iter().any(|&v| v != 0));
 }

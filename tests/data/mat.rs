@@ -69,19 +69,12 @@ fn matlab_style_variants_load() {
                 compress,
             );
             let (images, labels) = read_svhn(&mut &bytes[..], Some(bytes.len() as u64)).unwrap();
-            assert_eq!(
-                labels,
-                vec![0, 2, 5],
-                "compress={compress} storage={storage}"
-            );
+            assert_eq!(labels, vec![0, 2, 5], "compress={compress} storage={storage}");
             check_layout(&images, n);
         }
     }
     // One image: MATLAB drops the trailing singleton dimension; 1xN labels; X stored as double.
-    let x1: Vec<u8> = x_data(1)
-        .iter()
-        .flat_map(|&v| (v as f64).to_le_bytes())
-        .collect();
+    let x1: Vec<u8> = x_data(1).iter().flat_map(|&v| (v as f64).to_le_bytes()).collect();
     let bytes = write_mat(
         &[
             ("X", mx::DOUBLE, &[32, 32, 3], mi::DOUBLE, &x1),
@@ -113,17 +106,9 @@ fn bad_mat_files_give_clear_errors() {
     let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("trunc-header.mat", ok[..100].to_vec(), "truncated"),
         ("trunc-body.mat", ok[..ok.len() / 2].to_vec(), "truncated"),
-        (
-            "trunc-raw.mat",
-            ok_raw[..ok_raw.len() - 100].to_vec(),
-            "truncated",
-        ),
+        ("trunc-raw.mat", ok_raw[..ok_raw.len() - 100].to_vec(), "truncated"),
         ("nomagic.mat", vec![b'x'; 300], "not a MATLAB 5.0 MAT-file"),
-        (
-            "labels11.mat",
-            good(&[1, 11], mi::UINT8, true),
-            "label 11 at index 1",
-        ),
+        ("labels11.mat", good(&[1, 11], mi::UINT8, true), "label 11 at index 1"),
         (
             "labelsfrac.mat",
             good(&f64s(&[1.0, 2.5]), mi::DOUBLE, false),
@@ -170,18 +155,9 @@ fn bad_mat_files_give_clear_errors() {
         let p = dir.path().join(name);
         std::fs::write(&p, &bytes).unwrap();
         let msg = err_text(load_svhn_mat(&p));
-        assert!(
-            msg.contains(name),
-            "{name}: message does not name the file: {msg}"
-        );
-        assert!(
-            msg.contains(needle),
-            "{name}: expected '{needle}' in: {msg}"
-        );
+        assert!(msg.contains(name), "{name}: message does not name the file: {msg}");
+        assert!(msg.contains(needle), "{name}: expected '{needle}' in: {msg}");
     }
     let msg = err_text(load_svhn_mat(&dir.path().join("absent.mat")));
-    assert!(
-        msg.contains("absent.mat") && msg.contains("cannot open"),
-        "{msg}"
-    );
+    assert!(msg.contains("absent.mat") && msg.contains("cannot open"), "{msg}");
 }

@@ -4,9 +4,7 @@ use std::path::PathBuf;
 
 use adamatch_wgpu::data::idx::encode_idx;
 use adamatch_wgpu::data::synth::{SynthDomain, TEST_SIZE};
-use adamatch_wgpu::data::{
-    load, parse_dataset_spec, DatasetSpec, ImageSource, Preprocess, Source, Split,
-};
+use adamatch_wgpu::data::{load, parse_dataset_spec, DatasetSpec, ImageSource, Preprocess, Source, Split};
 
 use crate::{err_text, gzip};
 
@@ -28,10 +26,7 @@ fn names_and_prefixes_parse() {
             seed: 42
         }
     );
-    assert_eq!(
-        DatasetSpec::default(),
-        parse_dataset_spec("synth-digits").unwrap()
-    );
+    assert_eq!(DatasetSpec::default(), parse_dataset_spec("synth-digits").unwrap());
     assert_eq!(
         parse_dataset_spec("idx:/a/b").unwrap(),
         DatasetSpec::Idx(PathBuf::from("/a/b"))
@@ -40,10 +35,7 @@ fn names_and_prefixes_parse() {
         parse_dataset_spec("mat:x.mat").unwrap(),
         DatasetSpec::Mat("x.mat".into())
     );
-    assert_eq!(
-        parse_dataset_spec("dir:imgs").unwrap(),
-        DatasetSpec::Dir("imgs".into())
-    );
+    assert_eq!(parse_dataset_spec("dir:imgs").unwrap(), DatasetSpec::Dir("imgs".into()));
     for s in [
         "mnist",
         "svhn",
@@ -107,22 +99,12 @@ fn load_every_kind() {
     std::fs::write(mn.join("train-labels-idx1-ubyte.gz"), gzip(&lab(4))).unwrap();
     let train = load(&DatasetSpec::Mnist, Split::Train, Preprocess::Pad, &cache).unwrap();
     assert_eq!(train.len(), Some(4));
-    let msg = err_text(load(
-        &DatasetSpec::Mnist,
-        Split::Test,
-        Preprocess::Pad,
-        &cache,
-    ));
+    let msg = err_text(load(&DatasetSpec::Mnist, Split::Test, Preprocess::Pad, &cache));
     assert!(
         msg.contains("t10k-images-idx3-ubyte.gz") && msg.contains("data download mnist"),
         "{msg}"
     );
-    let msg = err_text(load(
-        &DatasetSpec::Svhn,
-        Split::Train,
-        Preprocess::Pad,
-        &cache,
-    ));
+    let msg = err_text(load(&DatasetSpec::Svhn, Split::Train, Preprocess::Pad, &cache));
     assert!(
         msg.contains("train_32x32.mat") && msg.contains("data download svhn"),
         "{msg}"
@@ -135,13 +117,7 @@ fn load_every_kind() {
 
     // idx: folder picks the split's files (raw or gz); a single file finds its labels.
     std::fs::write(mn.join("t10k-images-idx3-ubyte"), img(2)).unwrap();
-    let t = load(
-        &DatasetSpec::Idx(mn.clone()),
-        Split::Test,
-        Preprocess::Resize,
-        &cache,
-    )
-    .unwrap();
+    let t = load(&DatasetSpec::Idx(mn.clone()), Split::Test, Preprocess::Resize, &cache).unwrap();
     assert_eq!(t.len(), Some(2));
     assert!(!t.has_labels());
     std::fs::write(mn.join("t10k-labels-idx1-ubyte"), lab(2)).unwrap();
@@ -156,13 +132,7 @@ fn load_every_kind() {
     assert_eq!(f.as_dataset().unwrap().labels.as_ref().unwrap(), &[3, 3]);
 
     // mat: folder and file.
-    let m = load(
-        &DatasetSpec::Mat(sv.clone()),
-        Split::Test,
-        Preprocess::Pad,
-        &cache,
-    )
-    .unwrap();
+    let m = load(&DatasetSpec::Mat(sv.clone()), Split::Test, Preprocess::Pad, &cache).unwrap();
     assert_eq!(m.len(), Some(5));
     let msg = err_text(load(
         &DatasetSpec::Mat(sv.clone()),
@@ -181,20 +151,8 @@ fn load_every_kind() {
             image::RgbImage::new(20, 10).save(&p).unwrap();
         }
     }
-    let tr = load(
-        &DatasetSpec::Dir(d.clone()),
-        Split::Train,
-        Preprocess::Pad,
-        &cache,
-    )
-    .unwrap();
-    let te = load(
-        &DatasetSpec::Dir(d.clone()),
-        Split::Test,
-        Preprocess::Pad,
-        &cache,
-    )
-    .unwrap();
+    let tr = load(&DatasetSpec::Dir(d.clone()), Split::Train, Preprocess::Pad, &cache).unwrap();
+    let te = load(&DatasetSpec::Dir(d.clone()), Split::Test, Preprocess::Pad, &cache).unwrap();
     assert_eq!((tr.len(), te.len()), (Some(3), Some(1)));
 
     // Synthetic: infinite train stream, fixed test set.

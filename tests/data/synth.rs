@@ -77,12 +77,7 @@ fn all_labels_present_and_domains_differ() {
     assert!(sd.border < 2.0, "digits border {}", sd.border);
     // House: coloured, brighter on average, textured background reaching the border.
     assert!(sh.chroma > 10.0, "house chroma {}", sh.chroma);
-    assert!(
-        sh.mean > sd.mean + 30.0,
-        "house mean {} vs digits {}",
-        sh.mean,
-        sd.mean
-    );
+    assert!(sh.mean > sd.mean + 30.0, "house mean {} vs digits {}", sh.mean, sd.mean);
     assert!(sh.border > 50.0, "house border {}", sh.border);
     // Both polarities: some house images have a dark digit on light ground, some the reverse.
     let mut light_bg = 0;

@@ -1,7 +1,6 @@
 use adamatch_wgpu::gpu::{GpuContext, Op, Tensor};
 use adamatch_wgpu::kernels::batchnorm::{
-    batchnorm_apply, batchnorm_backward, batchnorm_stats, BatchNormBackward, BatchNormShape,
-    MAX_CHUNKS,
+    batchnorm_apply, batchnorm_backward, batchnorm_stats, BatchNormBackward, BatchNormShape, MAX_CHUNKS,
 };
 
 use crate::ctx;
@@ -27,10 +26,7 @@ fn read(ctx: &GpuContext, t: &Tensor) -> Vec<f32> {
 
 /// `scale * U(-1, 1) + offset`.
 fn data(seed: u64, len: usize, scale: f32, offset: f32) -> Vec<f32> {
-    random_vec(seed, len)
-        .into_iter()
-        .map(|v| v * scale + offset)
-        .collect()
+    random_vec(seed, len).into_iter().map(|v| v * scale + offset).collect()
 }
 
 /// Inputs of one test case.
@@ -96,12 +92,7 @@ fn reference_backward_train_matches_finite_differences() {
     let (rows, channels) = (7, 3);
     for (seed, slope) in [(10u64, 0.1f64), (20, 0.0)] {
         let inp = Inputs::new(seed, rows, channels, 0.3);
-        let (x, gamma, beta, w) = (
-            to_f64(&inp.x),
-            to_f64(&inp.gamma),
-            to_f64(&inp.beta),
-            to_f64(&inp.dy),
-        );
+        let (x, gamma, beta, w) = (to_f64(&inp.x), to_f64(&inp.gamma), to_f64(&inp.beta), to_f64(&inp.dy));
         let eps = EPS as f64;
         let (z, _, _) = cpu::batchnorm_forward_train(&x, rows, channels, &gamma, &beta, eps, 1.0);
         assert_away_from_kink(&z, 1e-3);
@@ -109,17 +100,12 @@ fn reference_backward_train_matches_finite_differences() {
             let (y, _, _) = cpu::batchnorm_forward_train(x, rows, channels, g, b, eps, slope);
             weighted_sum(&y, &w)
         };
-        let (dx, dgamma, dbeta) =
-            cpu::batchnorm_backward_train(&x, &w, rows, channels, &gamma, &beta, eps, slope);
-        check_fd("train dx", &dx, |i, h| {
-            loss(&perturbed(&x, i, h), &gamma, &beta)
-        });
+        let (dx, dgamma, dbeta) = cpu::batchnorm_backward_train(&x, &w, rows, channels, &gamma, &beta, eps, slope);
+        check_fd("train dx", &dx, |i, h| loss(&perturbed(&x, i, h), &gamma, &beta));
         check_fd("train dgamma", &dgamma, |i, h| {
             loss(&x, &perturbed(&gamma, i, h), &beta)
         });
-        check_fd("train dbeta", &dbeta, |i, h| {
-            loss(&x, &gamma, &perturbed(&beta, i, h))
-        });
+        check_fd("train dbeta", &dbeta, |i, h| loss(&x, &gamma, &perturbed(&beta, i, h)));
     }
 }
 
@@ -128,30 +114,19 @@ fn reference_backward_inference_matches_finite_differences() {
     let (rows, channels) = (5, 4);
     for (seed, slope) in [(30u64, 0.1f64), (40, 0.0)] {
         let inp = Inputs::new(seed, rows, channels, 0.3);
-        let (x, gamma, beta, w) = (
-            to_f64(&inp.x),
-            to_f64(&inp.gamma),
-            to_f64(&inp.beta),
-            to_f64(&inp.dy),
-        );
+        let (x, gamma, beta, w) = (to_f64(&inp.x), to_f64(&inp.gamma), to_f64(&inp.beta), to_f64(&inp.dy));
         let mean = to_f64(&data(seed + 5, channels, 0.5, 0.0));
         let var = to_f64(&data(seed + 6, channels, 0.4, 1.0));
         let eps = EPS as f64;
-        let z = cpu::batchnorm_forward_inference(
-            &x, rows, channels, &gamma, &beta, &mean, &var, eps, 1.0,
-        );
+        let z = cpu::batchnorm_forward_inference(&x, rows, channels, &gamma, &beta, &mean, &var, eps, 1.0);
         assert_away_from_kink(&z, 1e-3);
         let loss = |x: &[f64], g: &[f64], b: &[f64]| {
-            let y =
-                cpu::batchnorm_forward_inference(x, rows, channels, g, b, &mean, &var, eps, slope);
+            let y = cpu::batchnorm_forward_inference(x, rows, channels, g, b, &mean, &var, eps, slope);
             weighted_sum(&y, &w)
         };
-        let (dx, dgamma, dbeta) = cpu::batchnorm_backward_inference(
-            &x, &w, rows, channels, &gamma, &beta, &mean, &var, eps, slope,
-        );
-        check_fd("inference dx", &dx, |i, h| {
-            loss(&perturbed(&x, i, h), &gamma, &beta)
-        });
+        let (dx, dgamma, dbeta) =
+            cpu::batchnorm_backward_inference(&x, &w, rows, channels, &gamma, &beta, &mean, &var, eps, slope);
+        check_fd("inference dx", &dx, |i, h| loss(&perturbed(&x, i, h), &gamma, &beta));
         check_fd("inference dgamma", &dgamma, |i, h| {
             loss(&x, &perturbed(&gamma, i, h), &beta)
         });
@@ -198,22 +173,10 @@ fn stats_match_reference_with_and_without_running_update() {
             let what = format!("rows {rows} channels {channels} offset {offset} update {update}");
             // Mean: absolute floor relative to the data's spread (1) and offset.
             let mean_atol = 1e-6 * (1.0 + offset.abs() as f64);
-            assert_close(
-                &format!("mean, {what}"),
-                &read(ctx, &mean),
-                &want_mean,
-                RTOL,
-                mean_atol,
-            );
+            assert_close(&format!("mean, {what}"), &read(ctx, &mean), &want_mean, RTOL, mean_atol);
             // Variance ~1.33 whatever the offset: E[x^2] - E[x]^2 in f32 would be off by ~0.1
             // at offset 1000; this tolerance demands two-pass accuracy.
-            assert_close(
-                &format!("var, {what}"),
-                &read(ctx, &var),
-                &want_var,
-                RTOL,
-                1e-6,
-            );
+            assert_close(&format!("var, {what}"), &read(ctx, &var), &want_var, RTOL, 1e-6);
             let m = MOMENTUM as f64;
             let (want_rm, want_rv): (Vec<f64>, Vec<f64>) = if update {
                 (
@@ -234,13 +197,7 @@ fn stats_match_reference_with_and_without_running_update() {
                 RTOL,
                 mean_atol,
             );
-            assert_close(
-                &format!("running var, {what}"),
-                &read(ctx, &rvar),
-                &want_rv,
-                RTOL,
-                1e-6,
-            );
+            assert_close(&format!("running var, {what}"), &read(ctx, &rvar), &want_rv, RTOL, 1e-6);
         }
     }
 }
@@ -261,9 +218,7 @@ fn training_forward_matches_reference() {
             let rvar = Tensor::zeros(ctx, "running var", &[channels]);
             let y = Tensor::zeros(ctx, "y", &[rows, channels]);
             let mut ops = batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, 0.9, false);
-            ops.push(batchnorm_apply(
-                ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, slope,
-            ));
+            ops.push(batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, slope));
             run(ctx, &ops);
             let (want, _, _) = cpu::batchnorm_forward_train(
                 &to_f64(&inp.x),
@@ -305,9 +260,7 @@ fn inference_forward_matches_reference() {
             let y = Tensor::zeros(ctx, "y", &[rows, channels]);
             run(
                 ctx,
-                &[batchnorm_apply(
-                    ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, slope,
-                )],
+                &[batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, slope)],
             );
             let want = cpu::batchnorm_forward_inference(
                 &to_f64(&inp.x),
@@ -321,9 +274,7 @@ fn inference_forward_matches_reference() {
                 slope as f64,
             );
             assert_close(
-                &format!(
-                    "inference y, rows {rows} channels {channels} offset {offset} slope {slope}"
-                ),
+                &format!("inference y, rows {rows} channels {channels} offset {offset} slope {slope}"),
                 &read(ctx, &y),
                 &want,
                 RTOL,
@@ -424,12 +375,7 @@ fn check_backward(k: u64, rows: usize, channels: usize, offset: f32, slope: f32,
         data(902 + k, channels, 5.0, 0.0),
         data(903 + k, channels, 5.0, 0.0),
     );
-    let (x, dy, gamma, beta) = (
-        to_f64(&inp.x),
-        to_f64(&inp.dy),
-        to_f64(&inp.gamma),
-        to_f64(&inp.beta),
-    );
+    let (x, dy, gamma, beta) = (to_f64(&inp.x), to_f64(&inp.dy), to_f64(&inp.gamma), to_f64(&inp.beta));
     let (eps, sl) = (EPS as f64, slope as f64);
     let mean_v = data(904 + k, channels, 0.5, offset);
     let var_v = data(905 + k, channels, 0.5, 1.0);
@@ -459,11 +405,7 @@ fn check_backward(k: u64, rows: usize, channels: usize, offset: f32, slope: f32,
             (&preset.0, &preset.1, &preset.2),
             accumulate,
         );
-        let want_dx = if use_addend {
-            plus(&want_dx, &addend)
-        } else {
-            want_dx
-        };
+        let want_dx = if use_addend { plus(&want_dx, &addend) } else { want_dx };
         let (want_dg, want_db) = if accumulate {
             (plus(&want_dg, &preset.1), plus(&want_db, &preset.2))
         } else {
@@ -478,20 +420,8 @@ fn check_backward(k: u64, rows: usize, channels: usize, offset: f32, slope: f32,
         assert_close(&format!("dx, {what}"), &got.dx, &want_dx, RTOL, dx_atol);
         // Parameter gradients are sums of `rows` O(1) terms.
         let sum_atol = dx_atol * (rows as f64).sqrt();
-        assert_close(
-            &format!("dgamma, {what}"),
-            &got.dgamma,
-            &want_dg,
-            RTOL,
-            sum_atol,
-        );
-        assert_close(
-            &format!("dbeta, {what}"),
-            &got.dbeta,
-            &want_db,
-            RTOL,
-            sum_atol,
-        );
+        assert_close(&format!("dgamma, {what}"), &got.dgamma, &want_dg, RTOL, sum_atol);
+        assert_close(&format!("dbeta, {what}"), &got.dbeta, &want_db, RTOL, sum_atol);
     }
 }
 
@@ -501,14 +431,7 @@ fn backward_matches_reference() {
         for (j, slope) in [0.0f32, 0.1].into_iter().enumerate() {
             // Cycle through addend/accumulate combinations across cases.
             let variant = (k as u32 * 2 + j as u32) % 4;
-            check_backward(
-                10 * k as u64 + j as u64,
-                rows,
-                channels,
-                offset,
-                slope,
-                variant,
-            );
+            check_backward(10 * k as u64 + j as u64, rows, channels, offset, slope, variant);
         }
     }
     // Every addend/accumulate combination on one shape.
@@ -538,9 +461,7 @@ fn kernels_are_bitwise_deterministic() {
         let dgamma = Tensor::zeros(ctx, "dgamma", &[channels]);
         let dbeta = Tensor::zeros(ctx, "dbeta", &[channels]);
         let mut ops = batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, true);
-        ops.push(batchnorm_apply(
-            ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, 0.1,
-        ));
+        ops.push(batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, 0.1));
         ops.extend(batchnorm_backward(
             ctx,
             &s,
@@ -605,9 +526,7 @@ fn large_batch_forward_and_backward_stay_within_dispatch_limits() {
         (65..=MAX_CHUNKS).contains(&chunks),
         "expected 65..={MAX_CHUNKS} stats chunks, got {chunks}"
     );
-    ops.push(batchnorm_apply(
-        ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, 0.1,
-    ));
+    ops.push(batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, 0.1));
     ops.extend(batchnorm_backward(
         ctx,
         &s,
@@ -684,13 +603,7 @@ fn large_batch_forward_and_backward_stay_within_dispatch_limits() {
     );
     // Sums of 524,288 O(1) terms, which partly cancel: floor scaled by sqrt(rows) as above.
     let sum_atol = 2e-5 * (rows as f64).sqrt();
-    assert_close(
-        "large dgamma",
-        &read(ctx, &dgamma),
-        &want_dg,
-        RTOL,
-        sum_atol,
-    );
+    assert_close("large dgamma", &read(ctx, &dgamma), &want_dg, RTOL, sum_atol);
     assert_close("large dbeta", &read(ctx, &dbeta), &want_db, RTOL, sum_atol);
     let (g, w) = pick(&read(ctx, &dx), &want_dx);
     assert_close("large dx (sample)", &g, &w, RTOL, 2e-5);

@@ -1,7 +1,5 @@
 use adamatch_wgpu::gpu::Tensor;
-use adamatch_wgpu::kernels::conv2d::{
-    conv2d_backward_data, conv2d_backward_weights, conv2d_forward, Conv2dShape,
-};
+use adamatch_wgpu::kernels::conv2d::{conv2d_backward_data, conv2d_backward_weights, conv2d_forward, Conv2dShape};
 
 use crate::ctx;
 use crate::reference::{assert_close, conv2d as cpu, random_vec, to_f64};
@@ -13,14 +11,7 @@ fn atol(terms: usize) -> f64 {
     1e-6 * terms as f64
 }
 
-fn shape(
-    batch: usize,
-    hw: (usize, usize),
-    in_c: usize,
-    out_c: usize,
-    kernel: usize,
-    stride: usize,
-) -> Conv2dShape {
+fn shape(batch: usize, hw: (usize, usize), in_c: usize, out_c: usize, kernel: usize, stride: usize) -> Conv2dShape {
     Conv2dShape {
         batch,
         in_h: hw.0,
@@ -76,10 +67,7 @@ fn same_padding_matches_definition() {
     for s in shapes() {
         let (ho, pt) = cpu::same_geometry(s.in_h, s.kernel, s.stride);
         let (wo, pl) = cpu::same_geometry(s.in_w, s.kernel, s.stride);
-        assert_eq!(
-            (s.out_h(), s.pad_top(), s.out_w(), s.pad_left()),
-            (ho, pt, wo, pl)
-        );
+        assert_eq!((s.out_h(), s.pad_top(), s.out_w(), s.pad_left()), (ho, pt, wo, pl));
     }
     // Keras pads stride-2 convolutions of even sizes at the bottom/right only.
     let s = shape(1, (32, 32), 32, 64, 3, 2);
@@ -213,10 +201,7 @@ fn backward_weights_long_reduction_uses_several_chunks() {
 #[test]
 fn all_passes_are_bitwise_deterministic() {
     let ctx = ctx();
-    for s in [
-        shape(5, (30, 31), 5, 6, 3, 1),
-        shape(3, (16, 16), 16, 32, 3, 2),
-    ] {
+    for s in [shape(5, (30, 31), 5, 6, 3, 1), shape(3, (16, 16), 16, 32, 3, 2)] {
         let d = data(&s, 1000);
         let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d.x);
         let w = Tensor::from_f32(ctx, "w", &[s.weight_len()], &d.w);
@@ -257,8 +242,7 @@ fn forward_at_training_batch_size_512() {
     let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d_x);
     let w = Tensor::from_f32(ctx, "w", &[s.weight_len()], &d_w);
     let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
-    ctx.run(&[&conv2d_forward(ctx, &s, &x, &w, &y, None)])
-        .unwrap();
+    ctx.run(&[&conv2d_forward(ctx, &s, &x, &w, &y, None)]).unwrap();
     let got = y.read_f32(ctx).unwrap();
 
     let len = s.output_len();
@@ -273,13 +257,7 @@ fn forward_at_training_batch_size_512() {
         .map(|&i| cpu::conv2d_forward_at(&d_x, &w64, &s, i))
         .collect();
     let got: Vec<f32> = picks.iter().map(|&i| got[i]).collect();
-    assert_close(
-        "conv2d forward, batch 512 sample",
-        &got,
-        &want,
-        RTOL,
-        atol(s.in_c),
-    );
+    assert_close("conv2d forward, batch 512 sample", &got, &want, RTOL, atol(s.in_c));
 }
 
 #[test]
@@ -294,13 +272,8 @@ fn reference_backward_matches_finite_differences() {
         let x = to_f64(&random_vec(1200, s.input_len()));
         let w = to_f64(&random_vec(1201, s.weight_len()));
         let g = to_f64(&random_vec(1202, s.output_len()));
-        let loss = |x: &[f64], w: &[f64]| -> f64 {
-            cpu::conv2d_forward(x, w, &s)
-                .iter()
-                .zip(&g)
-                .map(|(a, b)| a * b)
-                .sum()
-        };
+        let loss =
+            |x: &[f64], w: &[f64]| -> f64 { cpu::conv2d_forward(x, w, &s).iter().zip(&g).map(|(a, b)| a * b).sum() };
         let h = 1e-4;
         let dx = cpu::conv2d_backward_data(&g, &w, &s);
         for i in 0..x.len() {
@@ -308,11 +281,7 @@ fn reference_backward_matches_finite_differences() {
             xp[i] += h;
             xm[i] -= h;
             let fd = (loss(&xp, &w) - loss(&xm, &w)) / (2.0 * h);
-            assert!(
-                (fd - dx[i]).abs() < 1e-8,
-                "dx[{i}] {s:?}: fd {fd} vs {}",
-                dx[i]
-            );
+            assert!((fd - dx[i]).abs() < 1e-8, "dx[{i}] {s:?}: fd {fd} vs {}", dx[i]);
         }
         let dw = cpu::conv2d_backward_weights(&x, &g, &s);
         for i in 0..w.len() {
@@ -320,11 +289,7 @@ fn reference_backward_matches_finite_differences() {
             wp[i] += h;
             wm[i] -= h;
             let fd = (loss(&x, &wp) - loss(&x, &wm)) / (2.0 * h);
-            assert!(
-                (fd - dw[i]).abs() < 1e-8,
-                "dw[{i}] {s:?}: fd {fd} vs {}",
-                dw[i]
-            );
+            assert!((fd - dw[i]).abs() < 1e-8, "dw[{i}] {s:?}: fd {fd} vs {}", dw[i]);
         }
         // The forward itself, at every position, agrees with the single-position form.
         let y = cpu::conv2d_forward(&x, &w, &s);

@@ -45,10 +45,7 @@ fn forward_matches_reference() {
         let what = format!("dense forward {rows}x{in_f}x{out_f}");
         assert_close(&what, &got, &want, RTOL, atol(in_f));
         ctx.run(&[&op]).unwrap();
-        assert!(
-            same_bits(&got, &y.read_f32(ctx).unwrap()),
-            "{what}: not deterministic"
-        );
+        assert!(same_bits(&got, &y.read_f32(ctx).unwrap()), "{what}: not deterministic");
     }
 }
 
@@ -66,18 +63,14 @@ fn backward_matches_reference_with_and_without_accumulate() {
         let x = Tensor::from_f32(ctx, "x", &[rows, in_f], &xs);
         let w = Tensor::from_f32(ctx, "w", &[in_f, out_f], &ws);
         let dy = Tensor::from_f32(ctx, "dy", &[rows, out_f], &dys);
-        let plus = |g: &[f64], init: &[f32]| -> Vec<f64> {
-            g.iter().zip(init).map(|(g, &i)| g + i as f64).collect()
-        };
+        let plus = |g: &[f64], init: &[f32]| -> Vec<f64> { g.iter().zip(init).map(|(g, &i)| g + i as f64).collect() };
         let mut first_bits = None;
         for accumulate in [false, true, true] {
             // dx starts as garbage: it must be overwritten even when params accumulate.
             let dx = Tensor::from_f32(ctx, "dx", &[rows, in_f], &vec![1e30; rows * in_f]);
             let dw = Tensor::from_f32(ctx, "dw", &[in_f, out_f], &dw0);
             let db = Tensor::from_f32(ctx, "db", &[out_f], &db0);
-            let ops = dense_backward(
-                ctx, rows, in_f, out_f, &x, &w, &dy, &dx, &dw, &db, accumulate,
-            );
+            let ops = dense_backward(ctx, rows, in_f, out_f, &x, &w, &dy, &dx, &dw, &db, accumulate);
             ctx.run(&ops.iter().collect::<Vec<_>>()).unwrap();
             let what = format!("dense backward {rows}x{in_f}x{out_f} accumulate={accumulate}");
             let got_dx = dx.read_f32(ctx).unwrap();
@@ -97,9 +90,7 @@ fn backward_matches_reference_with_and_without_accumulate() {
                 match &first_bits {
                     None => first_bits = Some(bits),
                     Some(f) => assert!(
-                        same_bits(&f.0, &bits.0)
-                            && same_bits(&f.1, &bits.1)
-                            && same_bits(&f.2, &bits.2),
+                        same_bits(&f.0, &bits.0) && same_bits(&f.1, &bits.1) && same_bits(&f.2, &bits.2),
                         "{what}: not deterministic"
                     ),
                 }

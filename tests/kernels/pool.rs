@@ -22,20 +22,12 @@ fn forward_matches_reference() {
         ctx.run(&[&op]).unwrap();
         let got = y.read_f32(ctx).unwrap();
         let want = cpu::global_avg_pool_forward(&to_f64(&xs), batch, hw, c);
-        assert_close(
-            &format!("pool forward {batch}x{hw}x{c}"),
-            &got,
-            &want,
-            RTOL,
-            ATOL,
-        );
+        assert_close(&format!("pool forward {batch}x{hw}x{c}"), &got, &want, RTOL, ATOL);
         // Bitwise determinism: a second run gives the same bits.
         ctx.run(&[&op]).unwrap();
         let again = y.read_f32(ctx).unwrap();
         assert!(
-            got.iter()
-                .zip(&again)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            got.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits()),
             "pool forward {batch}x{hw}x{c} is not deterministic"
         );
     }

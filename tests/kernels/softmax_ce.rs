@@ -31,10 +31,7 @@ struct Case {
 /// Logits in [-80, 80); labels in range except a "no target" row; soft targets in [0, 1) not
 /// summing to 1; weights with zeros (masks) and values in [0, 2).
 fn case(rows: usize, classes: usize) -> Case {
-    let logits: Vec<f32> = random_vec(1, rows * classes)
-        .iter()
-        .map(|v| v * 80.0)
-        .collect();
+    let logits: Vec<f32> = random_vec(1, rows * classes).iter().map(|v| v * 80.0).collect();
     let mut labels: Vec<u32> = random_vec(2, rows)
         .iter()
         .map(|v| (((v + 1.0) * 0.5 * classes as f32) as u32).min(classes as u32 - 1))
@@ -42,10 +39,7 @@ fn case(rows: usize, classes: usize) -> Case {
     if rows > 2 {
         labels[2] = classes as u32; // no target
     }
-    let soft: Vec<f32> = random_vec(3, rows * classes)
-        .iter()
-        .map(|v| (v + 1.0) * 0.5)
-        .collect();
+    let soft: Vec<f32> = random_vec(3, rows * classes).iter().map(|v| (v + 1.0) * 0.5).collect();
     let weights: Vec<f32> = random_vec(4, rows)
         .iter()
         .enumerate()
@@ -98,13 +92,7 @@ fn forward_matches_reference_hard_and_soft() {
                 LOSS_RTOL,
                 LOSS_ATOL,
             );
-            assert_close(
-                &format!("{what} loss"),
-                &got_loss,
-                &[want_loss],
-                LOSS_RTOL,
-                LOSS_ATOL,
-            );
+            assert_close(&format!("{what} loss"), &got_loss, &[want_loss], LOSS_RTOL, LOSS_ATOL);
             ctx.run(&ops.iter().collect::<Vec<_>>()).unwrap();
             assert!(
                 same_bits(&got_rows, &row_loss.read_f32(ctx).unwrap())
@@ -140,8 +128,7 @@ fn backward_matches_reference_hard_and_soft() {
             );
             let mut first = None;
             for accumulate in [false, true, true] {
-                let what =
-                    format!("softmax ce backward {name} {rows}x{classes} accumulate={accumulate}");
+                let what = format!("softmax ce backward {name} {rows}x{classes} accumulate={accumulate}");
                 let dlogits = Tensor::from_f32(ctx, "dlogits", &[rows, classes], &d0);
                 let op = softmax_ce_backward(
                     ctx, rows, classes, &logits, targets, &weights, c.scale, &dlogits, accumulate,
@@ -160,9 +147,7 @@ fn backward_matches_reference_hard_and_soft() {
                         let no_target = name == "hard" && c.labels[r] as usize >= classes;
                         if c.weights[r] == 0.0 || no_target {
                             assert!(
-                                got[r * classes..(r + 1) * classes]
-                                    .iter()
-                                    .all(|&g| g == 0.0),
+                                got[r * classes..(r + 1) * classes].iter().all(|&g| g == 0.0),
                                 "{what}: row {r} should have zero gradient"
                             );
                         }
@@ -230,20 +215,8 @@ fn extreme_logits_are_stable() {
         1e-6,
         1e-6,
     );
-    assert_close(
-        "extreme loss",
-        &loss.read_f32(ctx).unwrap(),
-        &[want_loss],
-        1e-6,
-        1e-6,
-    );
-    assert_close(
-        "extreme dlogits",
-        &dlogits.read_f32(ctx).unwrap(),
-        &want_d,
-        1e-6,
-        1e-6,
-    );
+    assert_close("extreme loss", &loss.read_f32(ctx).unwrap(), &[want_loss], 1e-6, 1e-6);
+    assert_close("extreme dlogits", &dlogits.read_f32(ctx).unwrap(), &want_d, 1e-6, 1e-6);
 }
 
 /// The reference backward is the gradient of the reference loss (f64 central differences), for
@@ -264,8 +237,7 @@ fn reference_backward_matches_finite_differences() {
     let scale = 0.37;
     for targets in [RefTargets::Hard(&labels), RefTargets::Soft(&soft)] {
         let d = cpu::softmax_ce_backward(&logits, rows, classes, &targets, &weights, scale);
-        let loss =
-            |z: &[f64]| cpu::softmax_ce_forward(z, rows, classes, &targets, &weights, scale).1;
+        let loss = |z: &[f64]| cpu::softmax_ce_forward(z, rows, classes, &targets, &weights, scale).1;
         let eps = 1e-6;
         for i in 0..logits.len() {
             let (mut zp, mut zm) = (logits.clone(), logits.clone());
@@ -283,21 +255,7 @@ fn reference_backward_matches_finite_differences() {
     let one_hot: Vec<f64> = (0..rows * classes)
         .map(|i| (labels[i / classes] as usize == i % classes) as u8 as f64)
         .collect();
-    let hard = cpu::softmax_ce_forward(
-        &logits,
-        rows,
-        classes,
-        &RefTargets::Hard(&labels),
-        &weights,
-        scale,
-    );
-    let soft = cpu::softmax_ce_forward(
-        &logits,
-        rows,
-        classes,
-        &RefTargets::Soft(&one_hot),
-        &weights,
-        scale,
-    );
+    let hard = cpu::softmax_ce_forward(&logits, rows, classes, &RefTargets::Hard(&labels), &weights, scale);
+    let soft = cpu::softmax_ce_forward(&logits, rows, classes, &RefTargets::Soft(&one_hot), &weights, scale);
     assert_eq!(hard, soft);
 }

@@ -119,8 +119,7 @@ pub fn batchnorm_backward_train(
     slope: f64,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (mean, var) = batchnorm_moments(x, rows, channels);
-    let (dz, xhat, sum_dz, sum_dz_xhat) =
-        dz_sums(x, dy, channels, gamma, beta, &mean, &var, eps, slope);
+    let (dz, xhat, sum_dz, sum_dz_xhat) = dz_sums(x, dy, channels, gamma, beta, &mean, &var, eps, slope);
     let n = rows as f64;
     let dx = (0..x.len())
         .map(|i| {

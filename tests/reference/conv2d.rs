@@ -89,12 +89,7 @@ pub fn conv2d_backward_weights(x: &[f64], dy: &[f64], s: &Conv2dShape) -> Vec<f6
 
 /// The forward output at one flat index of y only (for spot checks on large shapes, where
 /// converting all of x to f64 would be wasteful: x may be f32 or f64).
-pub fn conv2d_forward_at<T: Copy + Into<f64>>(
-    x: &[T],
-    w: &[f64],
-    s: &Conv2dShape,
-    index: usize,
-) -> f64 {
+pub fn conv2d_forward_at<T: Copy + Into<f64>>(x: &[T], w: &[f64], s: &Conv2dShape, index: usize) -> f64 {
     let (ho, pt) = same_geometry(s.in_h, s.kernel, s.stride);
     let (wo, pl) = same_geometry(s.in_w, s.kernel, s.stride);
     let co = index % s.out_c;
@@ -110,8 +105,7 @@ pub fn conv2d_forward_at<T: Copy + Into<f64>>(
             }
             let xp = (n * s.in_h + ih as usize) * s.in_w + iw as usize;
             for ci in 0..s.in_c {
-                acc += x[xp * s.in_c + ci].into()
-                    * w[((kh * s.kernel + kw) * s.in_c + ci) * s.out_c + co];
+                acc += x[xp * s.in_c + ci].into() * w[((kh * s.kernel + kw) * s.in_c + ci) * s.out_c + co];
             }
         }
     }

@@ -1,14 +1,7 @@
 //! Fully connected layer, Keras layout: x [rows, in_f], w [in_f, out_f], b [out_f].
 
 /// y = x w + b.
-pub fn dense_forward(
-    x: &[f64],
-    w: &[f64],
-    b: &[f64],
-    rows: usize,
-    in_f: usize,
-    out_f: usize,
-) -> Vec<f64> {
+pub fn dense_forward(x: &[f64], w: &[f64], b: &[f64], rows: usize, in_f: usize, out_f: usize) -> Vec<f64> {
     assert_eq!(x.len(), rows * in_f);
     assert_eq!(w.len(), in_f * out_f);
     assert_eq!(b.len(), out_f);

@@ -50,12 +50,7 @@ pub fn softmax_ce_forward(
             -t.iter().zip(&ls).map(|(t, l)| t * l).sum::<f64>()
         })
         .collect();
-    let loss = scale
-        * row_losses
-            .iter()
-            .zip(weights)
-            .map(|(l, w)| l * w)
-            .sum::<f64>();
+    let loss = scale * row_losses.iter().zip(weights).map(|(l, w)| l * w).sum::<f64>();
     (row_losses, loss)
 }
 

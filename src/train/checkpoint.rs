@@ -1,0 +1,122 @@
+//! Checkpoints: every piece of training state (weights, BN statistics, optimizer state, EMA,
+//! distribution-alignment state, host RNG position, step) in one safetensors file, written to a
+//! temporary file and renamed, so a resumed run continues bitwise like an uninterrupted one.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rand_chacha::ChaCha8Rng;
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use crate::gpu::GpuContext;
+use crate::weights::write_atomically;
+
+use super::config::TrainConfig;
+use super::trainer::Trainer;
+
+pub const CHECKPOINT_FORMAT: &str = "adamatch-wgpu-checkpoint/1";
+
+fn rng_state(rng: &ChaCha8Rng) -> String {
+    let seed: String = rng.get_seed().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{seed}:{}:{}", rng.get_stream(), rng.get_word_pos())
+}
+
+fn parse_rng_state(s: &str) -> Result<ChaCha8Rng> {
+    use rand::SeedableRng;
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 3 || parts[0].len() != 64 {
+        bail!("bad RNG state '{s}'");
+    }
+    let mut seed = [0u8; 32];
+    for (i, b) in seed.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&parts[0][2 * i..2 * i + 2], 16).map_err(|_| anyhow!("bad RNG seed in '{s}'"))?;
+    }
+    let mut rng = ChaCha8Rng::from_seed(seed);
+    rng.set_stream(parts[1].parse().map_err(|_| anyhow!("bad RNG stream in '{s}'"))?);
+    rng.set_word_pos(parts[2].parse().map_err(|_| anyhow!("bad RNG position in '{s}'"))?);
+    Ok(rng)
+}
+
+/// Writes the trainer's whole state to `path` (waits for the GPU).
+pub fn save(ctx: &GpuContext, trainer: &Trainer, path: &Path) -> Result<()> {
+    let tensors = trainer.state_tensors();
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            Ok((
+                name.clone(),
+                t.shape.clone(),
+                bytemuck::cast_slice(&t.read_f32(ctx)?).to_vec(),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let views = data
+        .iter()
+        .map(|(n, s, d)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), d)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), CHECKPOINT_FORMAT.to_string());
+    meta.insert("config".to_string(), serde_json::to_string(&trainer.cfg)?);
+    meta.insert("step".to_string(), trainer.step.to_string());
+    meta.insert("rng".to_string(), rng_state(&trainer.rng));
+    let bytes = safetensors::serialize(views, Some(meta))?;
+    write_atomically(path, &bytes)
+}
+
+/// The step and config recorded in a checkpoint, without loading it.
+pub fn peek(path: &Path) -> Result<(u64, TrainConfig)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow!("checkpoint {} is not a safetensors file: {e}", path.display()))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    if meta.get("format").map(String::as_str) != Some(CHECKPOINT_FORMAT) {
+        bail!(
+            "{} is not an adamatch-wgpu checkpoint (format {:?})",
+            path.display(),
+            meta.get("format")
+        );
+    }
+    let step = meta
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("checkpoint has no step"))?;
+    let cfg = serde_json::from_str(meta.get("config").ok_or_else(|| anyhow!("checkpoint has no config"))?)
+        .map_err(|e| anyhow!("checkpoint {} has an unreadable config: {e}", path.display()))?;
+    Ok((step, cfg))
+}
+
+/// Restores a trainer built from the checkpoint's own config to the saved state.
+pub fn restore(ctx: &GpuContext, trainer: &mut Trainer, path: &Path) -> Result<()> {
+    let what = || format!("checkpoint {}", path.display());
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", what()))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{} is not a safetensors file: {e}", what()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| anyhow!("{}: {e}", what()))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let step: u64 = meta
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("{} has no step", what()))?;
+    let rng =
+        parse_rng_state(meta.get("rng").ok_or_else(|| anyhow!("{} has no RNG state", what()))?).with_context(what)?;
+    for (name, t) in trainer.state_tensors() {
+        let view = st
+            .tensor(&name)
+            .map_err(|_| anyhow!("{}: tensor '{name}' is missing", what()))?;
+        if view.dtype() != Dtype::F32 || view.shape() != t.shape.as_slice() {
+            bail!(
+                "{}: tensor '{name}' has {:?} {:?}, expected F32 {:?}",
+                what(),
+                view.dtype(),
+                view.shape(),
+                t.shape
+            );
+        }
+        let data: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
+        t.write_f32(ctx, &data);
+    }
+    trainer.step = step;
+    trainer.rng = rng;
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Training hyperparameters and the presets of REFERENCE.md (`paper`, `keras-example`) plus
+//! `tiny`, a small network and batch that learns visibly within minutes on a CPU adapter.
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::input::InputScale;
+use crate::network::{Activation, WideResNetConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// The full AdaMatch step.
+    Adamatch,
+    /// The baseline: supervised loss on the source's weak and strong views only.
+    SourceOnly,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Optimizer {
+    /// SGD with momentum (objax semantics), optionally Nesterov.
+    Sgd { momentum: f32, nesterov: bool },
+    /// Adam with Keras 3 semantics.
+    Adam { beta1: f32, beta2: f32, eps: f32 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum LrSchedule {
+    /// lr * cos(acos(0.25) * t / T): the paper's decay, ending at lr / 4.
+    PaperCosine,
+    /// Keras CosineDecay(lr, T, alpha).
+    KerasCosine {
+        alpha: f32,
+    },
+    Constant,
+}
+
+/// How the second (source-only) forward pass runs its batch norms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourcePassBn {
+    /// Batch statistics of the source-only batch; running statistics discarded (paper).
+    Train,
+    /// Running statistics (the Keras example's `training=False`).
+    Inference,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlignmentKind {
+    /// EMA of source means (momentum 0.999), mean of the last 128 target means.
+    Paper,
+    /// Per-batch means, ratio clipped to [0.1, 10].
+    Keras,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PseudoLabels {
+    Hard,
+    Soft,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AugmentStyle {
+    /// Weak: reflect-pad 4 + crop + flip; strong: weak + 2 RandAugment ops + 16x16 cutout.
+    Paper,
+    /// Weak: flip + translate 10%; strong: RandAugment(2, 0.5) on the raw image.
+    Keras,
+}
+
+/// Everything that defines a training run; written to `config.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub preset: String,
+    pub algorithm: Algorithm,
+    pub network: WideResNetConfig,
+    pub input_scale: InputScale,
+    /// Source images per step (B).
+    pub batch: usize,
+    /// Target images per source image (uratio).
+    pub uratio: usize,
+    pub steps: u64,
+    pub optimizer: Optimizer,
+    pub lr: f32,
+    pub lr_schedule: LrSchedule,
+    /// Weight decay as a gradient term wd * w on conv and dense kernels.
+    pub weight_decay: f32,
+    /// EMA momentum of the evaluation weights; None evaluates the raw weights.
+    pub ema: Option<f32>,
+    pub tau: f32,
+    pub alignment: AlignmentKind,
+    pub pseudo_labels: PseudoLabels,
+    /// Source loss = source_scale * (CE_weak + CE_strong).
+    pub source_scale: f32,
+    pub source_pass_bn: SourcePassBn,
+    pub augment: AugmentStyle,
+    pub seed: u64,
+    pub log_every: u64,
+    pub eval_every: u64,
+    pub checkpoint_every: u64,
+    /// Test images used per evaluation (None = the whole test set).
+    pub eval_limit: Option<usize>,
+}
+
+impl TrainConfig {
+    pub fn preset(name: &str) -> Result<TrainConfig> {
+        let paper = TrainConfig {
+            preset: "paper".into(),
+            algorithm: Algorithm::Adamatch,
+            network: WideResNetConfig::paper(),
+            input_scale: InputScale::Paper,
+            batch: 64,
+            uratio: 3,
+            steps: 131_072,
+            optimizer: Optimizer::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+            },
+            lr: 0.03,
+            lr_schedule: LrSchedule::PaperCosine,
+            weight_decay: 0.001,
+            ema: Some(0.999),
+            tau: 0.9,
+            alignment: AlignmentKind::Paper,
+            pseudo_labels: PseudoLabels::Hard,
+            source_scale: 0.5,
+            source_pass_bn: SourcePassBn::Train,
+            augment: AugmentStyle::Paper,
+            seed: 0,
+            log_every: 50,
+            eval_every: 2048,
+            checkpoint_every: 2048,
+            eval_limit: None,
+        };
+        Ok(match name {
+            "paper" => paper,
+            "keras-example" | "keras" => TrainConfig {
+                preset: "keras-example".into(),
+                network: WideResNetConfig::keras(),
+                input_scale: InputScale::Keras,
+                // 2 epochs of 60000 / 64 = 937 steps.
+                steps: 2 * 937,
+                optimizer: Optimizer::Adam {
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-7,
+                },
+                lr_schedule: LrSchedule::KerasCosine { alpha: 0.25 },
+                // Declared as an L2 regularizer on the kernels but never added to the loss.
+                weight_decay: 0.0,
+                ema: None,
+                alignment: AlignmentKind::Keras,
+                pseudo_labels: PseudoLabels::Soft,
+                source_scale: 1.0,
+                source_pass_bn: SourcePassBn::Inference,
+                augment: AugmentStyle::Keras,
+                seed: 42,
+                eval_every: 937,
+                checkpoint_every: 500,
+                ..paper
+            },
+            "tiny" => TrainConfig {
+                preset: "tiny".into(),
+                network: WideResNetConfig {
+                    depth: 10,
+                    width: 1,
+                    activation: Activation::Leaky(0.1),
+                    bn_momentum: 0.99,
+                    ..WideResNetConfig::paper()
+                },
+                batch: 16,
+                steps: 600,
+                ema: Some(0.99),
+                log_every: 20,
+                eval_every: 200,
+                checkpoint_every: 200,
+                eval_limit: Some(1000),
+                ..paper
+            },
+            other => bail!("unknown preset '{other}': expected paper, keras-example or tiny"),
+        })
+    }
+
+    /// Target images per step.
+    pub fn target_batch(&self) -> usize {
+        self.batch * self.uratio
+    }
+
+    /// Images in the joint pass: both views of the source and the target batch.
+    pub fn joint_batch(&self) -> usize {
+        2 * self.batch + 2 * self.target_batch()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.network.blocks_per_stage()?;
+        if self.batch == 0 || self.uratio == 0 || self.steps == 0 {
+            bail!("batch, uratio and steps must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.tau) {
+            bail!("tau must be in [0, 1], got {}", self.tau);
+        }
+        if let Some(m) = self.ema {
+            if !(0.0..1.0).contains(&m) {
+                bail!("EMA momentum must be in [0, 1), got {m}");
+            }
+        }
+        if self.log_every == 0 || self.eval_every == 0 || self.checkpoint_every == 0 {
+            bail!("log, eval and checkpoint intervals must be positive");
+        }
+        Ok(())
+    }
+}

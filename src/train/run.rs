@@ -1,0 +1,282 @@
+//! `adamatch-wgpu train`: the loop around [`Trainer`]: data, logging, evaluation, checkpoints,
+//! Ctrl-C, resume, and the run directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::data::spec::{load, DatasetSpec, Split};
+use crate::data::{Dataset, Preprocess, Source};
+use crate::gpu::GpuContext;
+use crate::weights;
+
+use super::checkpoint;
+use super::config::{AugmentStyle, TrainConfig};
+use super::eval::{EvalResult, Evaluator};
+use super::plots;
+use super::trainer::{StepMetrics, Trainer};
+
+pub struct RunOptions {
+    pub out_dir: PathBuf,
+    pub source: DatasetSpec,
+    pub target: DatasetSpec,
+    pub data_dir: PathBuf,
+    /// Continue from `out_dir/checkpoint.safetensors`.
+    pub resume: bool,
+    /// Stop (with a checkpoint) after this many steps in this invocation, as an interruption
+    /// would; used by tests.
+    pub stop_after: Option<u64>,
+    pub progress: bool,
+    /// Set by a Ctrl-C handler: checkpoint and stop.
+    pub interrupted: Arc<AtomicBool>,
+}
+
+/// What a finished (or stopped) run reports.
+pub struct RunSummary {
+    pub steps_done: u64,
+    pub finished: bool,
+    pub last_eval: Option<(EvalResult, EvalResult)>,
+    pub wall_s: f64,
+}
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const MODEL: &str = "model.safetensors";
+
+fn preprocess_for(cfg: &TrainConfig) -> Preprocess {
+    match cfg.augment {
+        AugmentStyle::Paper => Preprocess::Pad,
+        AugmentStyle::Keras => Preprocess::Resize,
+    }
+}
+
+/// The run's data: training sources and labeled test sets.
+pub struct RunData {
+    pub source_train: Source,
+    pub target_train: Source,
+    pub source_test: Dataset,
+    pub target_test: Dataset,
+}
+
+pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
+    let pre = preprocess_for(cfg);
+    let limit = cfg.eval_limit.unwrap_or(usize::MAX);
+    let source_train = load(&opts.source, Split::Train, pre, &opts.data_dir)
+        .with_context(|| format!("loading the source domain {}", opts.source))?;
+    let target_train = load(&opts.target, Split::Train, pre, &opts.data_dir)
+        .with_context(|| format!("loading the target domain {}", opts.target))?;
+    let source_test = load(&opts.source, Split::Test, pre, &opts.data_dir)
+        .with_context(|| format!("loading the source test set {}", opts.source))?
+        .take(limit);
+    let target_test = load(&opts.target, Split::Test, pre, &opts.data_dir)
+        .with_context(|| format!("loading the target test set {}", opts.target))?
+        .take(limit);
+    Ok(RunData {
+        source_train,
+        target_train,
+        source_test,
+        target_test,
+    })
+}
+
+fn git_revision() -> &'static str {
+    option_env!("ADAMATCH_GIT_REVISION").unwrap_or("unknown")
+}
+
+/// Keeps the metrics lines of steps up to `step` (a resumed run rewrites what came after).
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    weights::write_atomically(path, out.as_bytes())
+}
+
+fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{value}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
+    let dir = &opts.out_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the run directory {}", dir.display()))?;
+    let ckpt = dir.join(CHECKPOINT);
+    let metrics_path = dir.join("metrics.jsonl");
+    let cfg = if opts.resume {
+        if !ckpt.exists() {
+            bail!("--resume: no checkpoint at {}", ckpt.display());
+        }
+        let (step, saved) = checkpoint::peek(&ckpt)?;
+        if saved != cfg {
+            eprintln!("note: resuming with the checkpoint's own configuration; other flags are ignored");
+        }
+        eprintln!("resuming {} from step {step}", dir.display());
+        saved
+    } else {
+        if ckpt.exists() {
+            bail!(
+                "{} already holds a checkpoint: pass --resume to continue it, or choose another --out",
+                dir.display()
+            );
+        }
+        cfg
+    };
+    cfg.validate()?;
+    let data = load_data(&cfg, opts)?;
+    if !crate::data::ImageSource::has_labels(&data.source_train) {
+        bail!("the source domain {} has no labels", opts.source);
+    }
+
+    let mut trainer = Trainer::new(ctx, cfg.clone())?;
+    if opts.resume {
+        checkpoint::restore(ctx, &mut trainer, &ckpt)?;
+        truncate_metrics(&metrics_path, trainer.step)?;
+    } else {
+        trainer.init_ema(ctx);
+        let _ = std::fs::remove_file(&metrics_path);
+    }
+    let config_json = json!({
+        "config": cfg,
+        "source": opts.source.to_string(),
+        "target": opts.target.to_string(),
+        "adapter": ctx.adapter_summary(),
+        "git_revision": git_revision(),
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    weights::write_atomically(
+        &dir.join("config.json"),
+        serde_json::to_string_pretty(&config_json)?.as_bytes(),
+    )?;
+
+    let mut evaluator = Evaluator::new(ctx, trainer.eval_net(), 256.min(cfg.eval_limit.unwrap_or(256)).max(1));
+    let bar = if opts.progress {
+        let bar = indicatif::ProgressBar::new(cfg.steps);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+                .unwrap(),
+        );
+        bar.set_position(trainer.step);
+        Some(bar)
+    } else {
+        None
+    };
+    let say = |s: String| match &bar {
+        Some(b) => b.println(s),
+        None => eprintln!("{s}"),
+    };
+
+    let start = Instant::now();
+    let start_step = trainer.step;
+    let mut last_log = (Instant::now(), trainer.step);
+    let mut last_eval = None;
+    let mut history: Vec<StepMetrics> = Vec::new();
+    let evaluate = |trainer: &Trainer, evaluator: &mut Evaluator| -> Result<(EvalResult, EvalResult)> {
+        let net = trainer.eval_net();
+        let s = evaluator.run(ctx, net, &data.source_test, cfg.input_scale, cfg.eval_limit)?;
+        let t = evaluator.run(ctx, net, &data.target_test, cfg.input_scale, cfg.eval_limit)?;
+        Ok((s, t))
+    };
+    let mut finished = true;
+    while trainer.step < cfg.steps {
+        trainer.step(ctx, &data.source_train, &data.target_train)?;
+        let step = trainer.step;
+        let stop_now =
+            opts.interrupted.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|n| step - start_step >= n);
+        if step % cfg.log_every == 0 || step == cfg.steps || stop_now {
+            let m = trainer.metrics(ctx)?;
+            if m.non_finite {
+                bail!(
+                    "training diverged at step {step}: the loss or a gradient is NaN/Inf (loss {}, grad norm {}). \
+                     The last good checkpoint is {} ; try a lower --lr.",
+                    m.total_loss,
+                    m.grad_norm,
+                    ckpt.display()
+                );
+            }
+            let (t0, s0) = last_log;
+            let imgs = (step - s0) as f64 * (cfg.batch + cfg.target_batch()) as f64;
+            let ips = imgs / t0.elapsed().as_secs_f64().max(1e-9);
+            last_log = (Instant::now(), step);
+            append_line(
+                &metrics_path,
+                &json!({"kind": "train", "images_per_s": ips, "metrics": &m, "step": step}),
+            )?;
+            if let Some(b) = &bar {
+                b.set_position(step);
+                b.set_message(format!(
+                    "{ips:.0} img/s loss {:.4} (src {:.4} tgt {:.4}) mask {:.2} lr {:.5} mu {:.2}",
+                    m.total_loss, m.source_loss, m.target_loss, m.mask_rate, m.lr, m.mu
+                ));
+            }
+            history.push(m);
+        }
+        if step % cfg.eval_every == 0 || step == cfg.steps {
+            let (s, t) = evaluate(&trainer, &mut evaluator)?;
+            say(format!(
+                "step {step}: source test accuracy {:.2}%, target test accuracy {:.2}%",
+                100.0 * s.accuracy,
+                100.0 * t.accuracy
+            ));
+            append_line(
+                &metrics_path,
+                &json!({"kind": "eval", "step": step, "source": &s, "target": &t}),
+            )?;
+            last_eval = Some((s, t));
+        }
+        if step % cfg.checkpoint_every == 0 || step == cfg.steps || stop_now {
+            checkpoint::save(ctx, &trainer, &ckpt)?;
+        }
+        if stop_now && step < cfg.steps {
+            finished = false;
+            say(format!(
+                "stopped at step {step}; checkpoint saved to {} (continue with --resume)",
+                ckpt.display()
+            ));
+            break;
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    if finished {
+        let mut extra = std::collections::BTreeMap::new();
+        extra.insert("step".to_string(), trainer.step.to_string());
+        extra.insert("preset".to_string(), cfg.preset.clone());
+        extra.insert(
+            "weights".to_string(),
+            if cfg.ema.is_some() { "ema" } else { "raw" }.to_string(),
+        );
+        weights::save(ctx, trainer.eval_net(), &dir.join(MODEL), cfg.input_scale, &extra)?;
+        if let Err(e) = plots::write_plots(dir, &metrics_path, last_eval.as_ref().map(|(_, t)| t)) {
+            eprintln!("warning: could not draw the plots: {e:#}");
+        }
+    }
+    Ok(RunSummary {
+        steps_done: trainer.step,
+        finished,
+        last_eval,
+        wall_s: start.elapsed().as_secs_f64(),
+    })
+}

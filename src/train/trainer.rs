@@ -1,0 +1,523 @@
+//! One AdaMatch (or source-only) optimizer step, entirely on the GPU.
+//!
+//! Per step the host uploads the u8 batches, each image's augmentation parameters, the
+//! interpolation lambdas and the step's scalars (lr, mu, ...): small writes, no readback. The whole
+//! step — augmentation, the two forward passes, the loss reductions, both backward passes, the
+//! gradient check, the optimizer and the EMA — is recorded into one command encoder.
+
+use anyhow::{bail, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::{ImageSource, IMAGE_BYTES};
+use crate::gpu::{GpuContext, Op, Tensor};
+use crate::kernels::adamatch::{
+    AdaMatchLoss, AdaMatchLossConfig, Alignment, PseudoLabel, METRIC_C_TAU, METRIC_MASK_RATE, METRIC_MU,
+    METRIC_SOURCE_LOSS, METRIC_TARGET_LOSS, METRIC_TOTAL_LOSS,
+};
+use crate::kernels::augment::{self, AugParams, StrongKind, WeakKind};
+use crate::kernels::optimizer::{self, StepScalars};
+use crate::kernels::softmax_ce::{softmax_ce_backward, softmax_ce_forward, Targets};
+use crate::network::{Pass, WideResNet, Workspace};
+
+use super::config::{
+    Algorithm, AlignmentKind, AugmentStyle, LrSchedule, Optimizer, PseudoLabels, SourcePassBn, TrainConfig,
+};
+
+/// Loss values and health of one step, read at the logging interval.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StepMetrics {
+    pub step: u64,
+    pub total_loss: f32,
+    pub source_loss: f32,
+    pub target_loss: f32,
+    pub mask_rate: f32,
+    pub c_tau: f32,
+    pub mu: f32,
+    pub lr: f32,
+    pub grad_norm: f32,
+    /// A gradient was NaN or infinite, or the loss is.
+    pub non_finite: bool,
+}
+
+enum Loss {
+    AdaMatch(Box<AdaMatchLoss>),
+    /// Mean CE over the 2B source rows (labels repeated for both views).
+    SourceOnly {
+        ops: Vec<Op>,
+        loss: Tensor,
+        labels2: Tensor,
+    },
+}
+
+/// Optimizer state, same flat layout as the parameters.
+pub enum OptState {
+    Sgd { velocity: Tensor },
+    Adam { m: Tensor, v: Tensor },
+}
+
+impl OptState {
+    /// Named state tensors, for checkpoints.
+    pub fn tensors(&self) -> Vec<(&'static str, &Tensor)> {
+        match self {
+            OptState::Sgd { velocity } => vec![("opt.velocity", velocity)],
+            OptState::Adam { m, v } => vec![("opt.m", m), ("opt.v", v)],
+        }
+    }
+}
+
+/// The training state on the GPU and the host RNG, with every op of the step built once.
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub net: WideResNet,
+    /// The EMA copy used for evaluation (None: evaluate `net`).
+    pub ema_net: Option<WideResNet>,
+    /// Images of the (joint) pass: [src weak, src strong, tgt weak, tgt strong] for AdaMatch,
+    /// [src weak, src strong] for source-only.
+    main: Workspace,
+    /// The AdaMatch source-only pass, reading the first 2B rows of `main`'s input.
+    second: Option<Workspace>,
+    src_pixels: Tensor,
+    tgt_pixels: Tensor,
+    /// Weak and strong parameters for source and target images.
+    aug_params: [Tensor; 4],
+    labels: Tensor,
+    scalars: Tensor,
+    grad_metrics: Tensor,
+    loss: Loss,
+    pub opt: OptState,
+    aug_ops: Vec<Op>,
+    /// Gradient check, optimizer and EMA, after the backward passes.
+    update_ops: Vec<Op>,
+    pub rng: ChaCha8Rng,
+    /// Steps done.
+    pub step: u64,
+    last_lr: f32,
+    host_images: Vec<u8>,
+    host_labels: Vec<u8>,
+}
+
+impl Trainer {
+    pub fn new(ctx: &GpuContext, cfg: TrainConfig) -> Result<Trainer> {
+        cfg.validate()?;
+        let s = cfg.network.image_size;
+        if s != 32 {
+            bail!("training uses 32x32 images; the network's image_size is {s}");
+        }
+        let net = WideResNet::new(ctx, cfg.network.clone(), cfg.seed)?;
+        let b = cfg.batch;
+        let ub = cfg.target_batch();
+        let classes = cfg.network.num_classes;
+        let adamatch = cfg.algorithm == Algorithm::Adamatch;
+
+        let main_rows = if adamatch { cfg.joint_batch() } else { 2 * b };
+        let main = Workspace::new(ctx, &net, main_rows, false);
+        // Row ranges of the main input; one image is IMAGE_BYTES f32 values (256-byte aligned).
+        let rows = |start: usize, n: usize| Tensor::view(&main.input.buffer, start * IMAGE_BYTES, &[n * IMAGE_BYTES]);
+        let src_pixels = augment::image_tensor(ctx, "source pixels", b);
+        let tgt_pixels = augment::image_tensor(ctx, "target pixels", ub);
+        let aug_params = [
+            augment::params_tensor(ctx, "source weak params", b),
+            augment::params_tensor(ctx, "source strong params", b),
+            augment::params_tensor(ctx, "target weak params", ub),
+            augment::params_tensor(ctx, "target strong params", ub),
+        ];
+        let scale = cfg.input_scale;
+        let mut aug_ops = vec![
+            augment::augment_images(ctx, b, &src_pixels, &aug_params[0], &rows(0, b), scale),
+            augment::augment_images(ctx, b, &src_pixels, &aug_params[1], &rows(b, b), scale),
+        ];
+        if adamatch {
+            aug_ops.push(augment::augment_images(
+                ctx,
+                ub,
+                &tgt_pixels,
+                &aug_params[2],
+                &rows(2 * b, ub),
+                scale,
+            ));
+            aug_ops.push(augment::augment_images(
+                ctx,
+                ub,
+                &tgt_pixels,
+                &aug_params[3],
+                &rows(2 * b + ub, ub),
+                scale,
+            ));
+        }
+        let labels = Tensor::zeros(ctx, "labels", &[b]);
+        let scalars = optimizer::step_scalars_tensor(ctx);
+
+        let (second, loss) = if adamatch {
+            let input = Tensor::view(&main.input.buffer, 0, &[2 * b, s, s, 3]);
+            let second = Workspace::with_input(ctx, &net, input, false);
+            let alignment = match cfg.alignment {
+                // The official code starts both averages at uniform and always averages the full
+                // 128-slot history.
+                AlignmentKind::Paper => Alignment::Paper {
+                    ema_momentum: 0.999,
+                    history: 128,
+                    prefill_uniform: true,
+                },
+                AlignmentKind::Keras => Alignment::Keras,
+            };
+            let lcfg = AdaMatchLossConfig {
+                batch: b,
+                uratio: cfg.uratio,
+                classes,
+                tau: cfg.tau,
+                alignment,
+                pseudo: match cfg.pseudo_labels {
+                    PseudoLabels::Hard => PseudoLabel::Hard,
+                    PseudoLabels::Soft => PseudoLabel::Soft,
+                },
+                source_scale: cfg.source_scale,
+            };
+            let loss = AdaMatchLoss::new(
+                ctx,
+                &lcfg,
+                &main.logits,
+                &second.logits,
+                &labels,
+                &scalars,
+                &main.d_logits,
+                &second.d_logits,
+            );
+            (Some(second), Loss::AdaMatch(Box::new(loss)))
+        } else {
+            let labels2 = Tensor::zeros(ctx, "labels x2", &[2 * b]);
+            let weights = Tensor::from_f32(ctx, "row weights", &[2 * b], &vec![1.0; 2 * b]);
+            let row_loss = Tensor::zeros(ctx, "row loss", &[2 * b]);
+            let loss = Tensor::zeros(ctx, "loss", &[1]);
+            let scale = cfg.source_scale / b as f32;
+            let t = Targets::Hard(&labels2);
+            let mut ops = softmax_ce_forward(ctx, 2 * b, classes, &main.logits, t, &weights, scale, &row_loss, &loss);
+            ops.push(softmax_ce_backward(
+                ctx,
+                2 * b,
+                classes,
+                &main.logits,
+                t,
+                &weights,
+                scale,
+                &main.d_logits,
+                false,
+            ));
+            (None, Loss::SourceOnly { ops, loss, labels2 })
+        };
+
+        let p = net.params_len();
+        let params = Tensor::view(&net.params, 0, &[p]);
+        let grads = Tensor::view(&net.grads, 0, &[p]);
+        let mask = Tensor::from_f32(ctx, "decay mask", &[p], &optimizer::decay_mask(&net));
+        let grad_metrics = Tensor::zeros(ctx, "grad metrics", &[2]);
+        let mut update_ops = optimizer::grad_check(ctx, &grads, &grad_metrics);
+        let opt = match cfg.optimizer {
+            Optimizer::Sgd { momentum, nesterov } => {
+                let velocity = Tensor::zeros(ctx, "sgd velocity", &[p]);
+                update_ops.push(optimizer::sgd_step(
+                    ctx, &params, &grads, &velocity, &mask, &scalars, momentum, nesterov,
+                ));
+                OptState::Sgd { velocity }
+            }
+            Optimizer::Adam { beta1, beta2, eps } => {
+                let m = Tensor::zeros(ctx, "adam m", &[p]);
+                let v = Tensor::zeros(ctx, "adam v", &[p]);
+                update_ops.push(optimizer::adam_step(
+                    ctx, &params, &grads, &m, &v, &mask, &scalars, beta1, beta2, eps,
+                ));
+                OptState::Adam { m, v }
+            }
+        };
+        let ema_net = match cfg.ema {
+            Some(decay) => {
+                let ema = WideResNet::new(ctx, cfg.network.clone(), cfg.seed)?;
+                let r = net.running_len();
+                update_ops.push(optimizer::ema_update(
+                    ctx,
+                    &Tensor::view(&ema.params, 0, &[p]),
+                    &params,
+                    decay,
+                ));
+                update_ops.push(optimizer::ema_update(
+                    ctx,
+                    &Tensor::view(&ema.running, 0, &[r]),
+                    &Tensor::view(&net.running, 0, &[r]),
+                    decay,
+                ));
+                Some(ema)
+            }
+            None => None,
+        };
+        Ok(Trainer {
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            cfg,
+            net,
+            ema_net,
+            main,
+            second,
+            src_pixels,
+            tgt_pixels,
+            aug_params,
+            labels,
+            scalars,
+            grad_metrics,
+            loss,
+            opt,
+            aug_ops,
+            update_ops,
+            step: 0,
+            last_lr: 0.0,
+            host_images: Vec::new(),
+            host_labels: Vec::new(),
+        })
+    }
+
+    /// The scalars of step `t` (0-based): lr, weight decay, Adam bias corrections, mu.
+    pub fn scalars_at(&self, t: u64) -> StepScalars {
+        let total = self.cfg.steps;
+        let base = self.cfg.lr as f64;
+        let lr = match self.cfg.lr_schedule {
+            LrSchedule::PaperCosine => optimizer::lr_paper(base, t, total),
+            LrSchedule::KerasCosine { alpha } => optimizer::lr_keras_cosine(base, t, total, alpha as f64),
+            LrSchedule::Constant => base,
+        };
+        let (b1, b2) = match self.cfg.optimizer {
+            Optimizer::Adam { beta1, beta2, .. } => (beta1 as f64, beta2 as f64),
+            Optimizer::Sgd { .. } => (0.9, 0.999),
+        };
+        StepScalars {
+            lr: lr as f32,
+            weight_decay: self.cfg.weight_decay,
+            adam_bias1: optimizer::bias_correction(b1, t + 1),
+            adam_bias2: optimizer::bias_correction(b2, t + 1),
+            mu: optimizer::mu_warmup(t, total) as f32,
+            step: t as f32,
+            _pad0: 0.0,
+            _pad1: 0.0,
+        }
+    }
+
+    fn weak_kind(&self) -> WeakKind {
+        match self.cfg.augment {
+            AugmentStyle::Paper => WeakKind::Paper,
+            AugmentStyle::Keras => WeakKind::Keras,
+        }
+    }
+
+    fn strong_kind(&self) -> StrongKind {
+        match self.cfg.augment {
+            AugmentStyle::Paper => StrongKind::Paper,
+            AugmentStyle::Keras => StrongKind::Keras,
+        }
+    }
+
+    /// Indices of a batch: uniform with replacement over a finite source, any u64 for a stream.
+    fn draw_indices(&mut self, source: &dyn ImageSource, n: usize) -> Vec<u64> {
+        let len = source.len();
+        (0..n)
+            .map(|_| match len {
+                Some(len) => self.rng.random_range(0..len as u64),
+                None => self.rng.random::<u64>() >> 1,
+            })
+            .collect()
+    }
+
+    /// Draws the step's batch and random parameters and uploads them (host RNG, fixed order).
+    fn upload_batch(&mut self, ctx: &GpuContext, source: &dyn ImageSource, target: &dyn ImageSource) -> Result<()> {
+        let b = self.cfg.batch;
+        let ub = self.cfg.target_batch();
+        let adamatch = self.cfg.algorithm == Algorithm::Adamatch;
+        let src_idx = self.draw_indices(source, b);
+        let tgt_idx = if adamatch {
+            self.draw_indices(target, ub)
+        } else {
+            Vec::new()
+        };
+
+        self.host_images.clear();
+        self.host_labels.clear();
+        source.gather(&src_idx, &mut self.host_images, &mut self.host_labels);
+        if self.host_labels.len() != b {
+            bail!("the source domain {} has no labels", source.describe());
+        }
+        augment::write_images(ctx, &self.src_pixels, &self.host_images);
+        let labels: Vec<u32> = self.host_labels.iter().map(|&l| l as u32).collect();
+        if let Some(bad) = labels.iter().find(|&&l| l as usize >= self.cfg.network.num_classes) {
+            bail!(
+                "source label {bad} is out of range for {} classes",
+                self.cfg.network.num_classes
+            );
+        }
+        ctx.queue
+            .write_buffer(&self.labels.buffer, self.labels.offset, bytemuck::cast_slice(&labels));
+        if adamatch {
+            self.host_images.clear();
+            let mut ignored = Vec::new();
+            target.gather(&tgt_idx, &mut self.host_images, &mut ignored);
+            augment::write_images(ctx, &self.tgt_pixels, &self.host_images);
+        }
+
+        let (weak, strong) = (self.weak_kind(), self.strong_kind());
+        let views: [(usize, bool); 4] = [(b, false), (b, true), (ub, false), (ub, true)];
+        for (i, (n, is_strong)) in views.into_iter().enumerate() {
+            if i >= 2 && !adamatch {
+                break;
+            }
+            let params: Vec<AugParams> = (0..n)
+                .map(|_| {
+                    if is_strong {
+                        augment::draw_strong(&mut self.rng, strong)
+                    } else {
+                        augment::draw_weak(&mut self.rng, weak)
+                    }
+                })
+                .collect();
+            augment::write_params(ctx, &self.aug_params[i], &params);
+        }
+
+        match &self.loss {
+            Loss::AdaMatch(loss) => {
+                let lambdas: Vec<f32> = (0..loss.lambdas.len()).map(|_| self.rng.random::<f32>()).collect();
+                loss.lambdas.write_f32(ctx, &lambdas);
+            }
+            Loss::SourceOnly { labels2, .. } => {
+                let both: Vec<u32> = labels.iter().chain(&labels).copied().collect();
+                ctx.queue
+                    .write_buffer(&labels2.buffer, labels2.offset, bytemuck::cast_slice(&both));
+            }
+        }
+        let scalars = self.scalars_at(self.step);
+        self.last_lr = scalars.lr;
+        optimizer::write_step_scalars(ctx, &self.scalars, &scalars);
+        Ok(())
+    }
+
+    /// Copies the raw weights into the EMA copy (at the start of a run).
+    pub fn init_ema(&self, ctx: &GpuContext) {
+        if let Some(ema) = &self.ema_net {
+            let mut encoder = ctx.device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(&self.net.params, 0, &ema.params, 0, self.net.params.size());
+            encoder.copy_buffer_to_buffer(&self.net.running, 0, &ema.running, 0, self.net.running.size());
+            ctx.queue.submit([encoder.finish()]);
+        }
+    }
+
+    /// Runs one optimizer step (submitted, not waited for).
+    pub fn step(&mut self, ctx: &GpuContext, source: &dyn ImageSource, target: &dyn ImageSource) -> Result<()> {
+        self.upload_batch(ctx, source, target)?;
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for op in &self.aug_ops {
+                op.record(&mut pass);
+            }
+            let net = &self.net;
+            self.main
+                .record(ctx, net, Pass::ForwardTrain { update_running: true }, &mut pass);
+            let second_batch_stats = self.cfg.source_pass_bn == SourcePassBn::Train;
+            if let Some(second) = &mut self.second {
+                let pass_kind = if second_batch_stats {
+                    Pass::ForwardTrain { update_running: false }
+                } else {
+                    Pass::ForwardInference
+                };
+                second.record(ctx, net, pass_kind, &mut pass);
+            }
+            let loss_ops = match &self.loss {
+                Loss::AdaMatch(l) => l.ops(),
+                Loss::SourceOnly { ops, .. } => ops.as_slice(),
+            };
+            for op in loss_ops {
+                op.record(&mut pass);
+            }
+            self.main.record(
+                ctx,
+                net,
+                Pass::Backward {
+                    batch_stats: true,
+                    accumulate: false,
+                },
+                &mut pass,
+            );
+            if let Some(second) = &mut self.second {
+                let bwd = Pass::Backward {
+                    batch_stats: second_batch_stats,
+                    accumulate: true,
+                };
+                second.record(ctx, net, bwd, &mut pass);
+            }
+            for op in &self.update_ops {
+                op.record(&mut pass);
+            }
+        }
+        ctx.queue.submit([encoder.finish()]);
+        self.step += 1;
+        Ok(())
+    }
+
+    /// Reads the last step's metrics (waits for the GPU; call at the logging interval only).
+    pub fn metrics(&self, ctx: &GpuContext) -> Result<StepMetrics> {
+        let g = self.grad_metrics.read_f32(ctx)?;
+        let mut m = StepMetrics {
+            step: self.step,
+            lr: self.last_lr,
+            grad_norm: g[0].sqrt(),
+            non_finite: g[1] != 0.0,
+            ..Default::default()
+        };
+        match &self.loss {
+            Loss::AdaMatch(l) => {
+                let v = l.metrics.read_f32(ctx)?;
+                m.total_loss = v[METRIC_TOTAL_LOSS];
+                m.source_loss = v[METRIC_SOURCE_LOSS];
+                m.target_loss = v[METRIC_TARGET_LOSS];
+                m.mask_rate = v[METRIC_MASK_RATE];
+                m.c_tau = v[METRIC_C_TAU];
+                m.mu = v[METRIC_MU];
+            }
+            Loss::SourceOnly { loss, .. } => {
+                let v = loss.read_f32(ctx)?[0];
+                m.total_loss = v;
+                m.source_loss = v;
+            }
+        }
+        m.non_finite |= !m.total_loss.is_finite();
+        Ok(m)
+    }
+
+    /// The network used for evaluation and export: the EMA copy when there is one.
+    pub fn eval_net(&self) -> &WideResNet {
+        self.ema_net.as_ref().unwrap_or(&self.net)
+    }
+
+    /// Every piece of GPU state a checkpoint must hold, by name (flat f32 tensors).
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![
+            (
+                "params".to_string(),
+                Tensor::view(&self.net.params, 0, &[self.net.params_len()]),
+            ),
+            (
+                "running".to_string(),
+                Tensor::view(&self.net.running, 0, &[self.net.running_len()]),
+            ),
+        ];
+        for (name, t) in self.opt.tensors() {
+            out.push((name.to_string(), t.clone()));
+        }
+        if let Some(ema) = &self.ema_net {
+            out.push(("ema.params".into(), Tensor::view(&ema.params, 0, &[ema.params_len()])));
+            out.push((
+                "ema.running".into(),
+                Tensor::view(&ema.running, 0, &[ema.running_len()]),
+            ));
+        }
+        if let Loss::AdaMatch(l) = &self.loss {
+            for (name, t) in l.state_tensors() {
+                out.push((name.to_string(), t.clone()));
+            }
+        }
+        out
+    }
+}
