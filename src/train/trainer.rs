@@ -40,6 +40,21 @@ pub struct StepMetrics {
     pub non_finite: bool,
 }
 
+/// Everything random about one step, drawn on the host: the images, labels, each view's
+/// augmentation parameters and the logit-interpolation lambdas.
+#[derive(Clone, Debug, Default)]
+pub struct HostBatch {
+    /// B source images, u8 NHWC.
+    pub source_images: Vec<u8>,
+    pub labels: Vec<u32>,
+    /// uB target images (empty for source-only).
+    pub target_images: Vec<u8>,
+    /// Source weak, source strong, target weak, target strong.
+    pub aug: [Vec<AugParams>; 4],
+    /// [2B, classes] interpolation weights (AdaMatch only).
+    pub lambdas: Vec<f32>,
+}
+
 enum Loss {
     AdaMatch(Box<AdaMatchLoss>),
     /// Mean CE over the 2B source rows (labels repeated for both views).
@@ -93,8 +108,6 @@ pub struct Trainer {
     /// Steps done.
     pub step: u64,
     last_lr: f32,
-    host_images: Vec<u8>,
-    host_labels: Vec<u8>,
 }
 
 impl Trainer {
@@ -268,8 +281,6 @@ impl Trainer {
             update_ops,
             step: 0,
             last_lr: 0.0,
-            host_images: Vec::new(),
-            host_labels: Vec::new(),
         })
     }
 
@@ -323,8 +334,9 @@ impl Trainer {
             .collect()
     }
 
-    /// Draws the step's batch and random parameters and uploads them (host RNG, fixed order).
-    fn upload_batch(&mut self, ctx: &GpuContext, source: &dyn ImageSource, target: &dyn ImageSource) -> Result<()> {
+    /// Draws the next step's batch and random parameters from the host RNG, in a fixed order:
+    /// source indices, target indices, the four views' augmentation parameters, the lambdas.
+    pub fn draw_batch(&mut self, source: &dyn ImageSource, target: &dyn ImageSource) -> Result<HostBatch> {
         let b = self.cfg.batch;
         let ub = self.cfg.target_batch();
         let adamatch = self.cfg.algorithm == Algorithm::Adamatch;
@@ -334,37 +346,24 @@ impl Trainer {
         } else {
             Vec::new()
         };
-
-        self.host_images.clear();
-        self.host_labels.clear();
-        source.gather(&src_idx, &mut self.host_images, &mut self.host_labels);
-        if self.host_labels.len() != b {
+        let mut batch = HostBatch::default();
+        let mut labels = Vec::with_capacity(b);
+        source.gather(&src_idx, &mut batch.source_images, &mut labels);
+        if labels.len() != b {
             bail!("the source domain {} has no labels", source.describe());
         }
-        augment::write_images(ctx, &self.src_pixels, &self.host_images);
-        let labels: Vec<u32> = self.host_labels.iter().map(|&l| l as u32).collect();
-        if let Some(bad) = labels.iter().find(|&&l| l as usize >= self.cfg.network.num_classes) {
-            bail!(
-                "source label {bad} is out of range for {} classes",
-                self.cfg.network.num_classes
-            );
-        }
-        ctx.queue
-            .write_buffer(&self.labels.buffer, self.labels.offset, bytemuck::cast_slice(&labels));
+        batch.labels = labels.iter().map(|&l| l as u32).collect();
         if adamatch {
-            self.host_images.clear();
             let mut ignored = Vec::new();
-            target.gather(&tgt_idx, &mut self.host_images, &mut ignored);
-            augment::write_images(ctx, &self.tgt_pixels, &self.host_images);
+            target.gather(&tgt_idx, &mut batch.target_images, &mut ignored);
         }
-
         let (weak, strong) = (self.weak_kind(), self.strong_kind());
         let views: [(usize, bool); 4] = [(b, false), (b, true), (ub, false), (ub, true)];
         for (i, (n, is_strong)) in views.into_iter().enumerate() {
             if i >= 2 && !adamatch {
                 break;
             }
-            let params: Vec<AugParams> = (0..n)
+            batch.aug[i] = (0..n)
                 .map(|_| {
                     if is_strong {
                         augment::draw_strong(&mut self.rng, strong)
@@ -373,16 +372,37 @@ impl Trainer {
                     }
                 })
                 .collect();
-            augment::write_params(ctx, &self.aug_params[i], &params);
         }
+        if let Loss::AdaMatch(loss) = &self.loss {
+            batch.lambdas = (0..loss.lambdas.len()).map(|_| self.rng.random::<f32>()).collect();
+        }
+        Ok(batch)
+    }
 
+    /// Uploads a batch and the scalars of the current step (small writes, no readback).
+    fn upload_batch(&mut self, ctx: &GpuContext, batch: &HostBatch) -> Result<()> {
+        let classes = self.cfg.network.num_classes;
+        if let Some(bad) = batch.labels.iter().find(|&&l| l as usize >= classes) {
+            bail!("source label {bad} is out of range for {classes} classes");
+        }
+        augment::write_images(ctx, &self.src_pixels, &batch.source_images);
+        ctx.queue.write_buffer(
+            &self.labels.buffer,
+            self.labels.offset,
+            bytemuck::cast_slice(&batch.labels),
+        );
+        for (t, params) in self.aug_params.iter().zip(&batch.aug) {
+            if !params.is_empty() {
+                augment::write_params(ctx, t, params);
+            }
+        }
         match &self.loss {
             Loss::AdaMatch(loss) => {
-                let lambdas: Vec<f32> = (0..loss.lambdas.len()).map(|_| self.rng.random::<f32>()).collect();
-                loss.lambdas.write_f32(ctx, &lambdas);
+                augment::write_images(ctx, &self.tgt_pixels, &batch.target_images);
+                loss.lambdas.write_f32(ctx, &batch.lambdas);
             }
             Loss::SourceOnly { labels2, .. } => {
-                let both: Vec<u32> = labels.iter().chain(&labels).copied().collect();
+                let both: Vec<u32> = batch.labels.iter().chain(&batch.labels).copied().collect();
                 ctx.queue
                     .write_buffer(&labels2.buffer, labels2.offset, bytemuck::cast_slice(&both));
             }
@@ -403,9 +423,15 @@ impl Trainer {
         }
     }
 
-    /// Runs one optimizer step (submitted, not waited for).
+    /// Runs one optimizer step on a batch drawn from the RNG (submitted, not waited for).
     pub fn step(&mut self, ctx: &GpuContext, source: &dyn ImageSource, target: &dyn ImageSource) -> Result<()> {
-        self.upload_batch(ctx, source, target)?;
+        let batch = self.draw_batch(source, target)?;
+        self.step_with(ctx, &batch)
+    }
+
+    /// Runs one optimizer step on the given batch (submitted, not waited for).
+    pub fn step_with(&mut self, ctx: &GpuContext, batch: &HostBatch) -> Result<()> {
+        self.upload_batch(ctx, batch)?;
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
