@@ -1,0 +1,221 @@
+//! The training loop end to end on the built-in synthetic pair: a resumed run equals an
+//! uninterrupted one bitwise, the run directory holds what it promises, divergence stops the run
+//! with the last good checkpoint kept, and an existing run is never overwritten.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+
+use adamatch_wgpu::data::spec::DatasetSpec;
+use adamatch_wgpu::gpu::{AdapterChoice, GpuContext};
+use adamatch_wgpu::network::WideResNetConfig;
+use adamatch_wgpu::train::config::TrainConfig;
+use adamatch_wgpu::train::run::{train, RunOptions, CHECKPOINT, MODEL};
+use adamatch_wgpu::weights;
+use safetensors::SafeTensors;
+
+fn ctx() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| GpuContext::new_blocking(&AdapterChoice::default()).expect("a GPU adapter"))
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("adamatch-training-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn options(dir: &Path, resume: bool, stop_after: Option<u64>) -> RunOptions {
+    RunOptions {
+        out_dir: dir.to_path_buf(),
+        source: DatasetSpec::default(),
+        target: DatasetSpec::default_target(),
+        data_dir: std::env::temp_dir(),
+        resume,
+        stop_after,
+        progress: false,
+        interrupted: Arc::new(AtomicBool::new(false)),
+    }
+}
+
+/// A preset shrunk to a few cheap steps: batch 2, uratio 2, 6 steps.
+fn small(preset: &str) -> TrainConfig {
+    let mut c = TrainConfig::preset(preset).unwrap();
+    c.network = WideResNetConfig {
+        depth: 10,
+        width: 1,
+        ..c.network
+    };
+    c.batch = 2;
+    c.uratio = 2;
+    c.steps = 6;
+    c.log_every = 1;
+    c.eval_every = 3;
+    c.checkpoint_every = 2;
+    c.eval_limit = Some(16);
+    c
+}
+
+/// Every tensor of two checkpoints, bit for bit, and their step and RNG position.
+fn assert_same_checkpoint(a: &Path, b: &Path) {
+    let (ba, bb) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let (sa, sb) = (
+        SafeTensors::deserialize(&ba).unwrap(),
+        SafeTensors::deserialize(&bb).unwrap(),
+    );
+    let mut names = sa.names();
+    names.sort();
+    let mut names_b = sb.names();
+    names_b.sort();
+    assert_eq!(names, names_b);
+    for n in names {
+        let (ta, tb) = (sa.tensor(n).unwrap(), sb.tensor(n).unwrap());
+        assert!(
+            ta.data() == tb.data(),
+            "checkpoint tensor '{n}' differs between the straight and the resumed run"
+        );
+    }
+    let meta = |bytes: &[u8]| SafeTensors::read_metadata(bytes).unwrap().1.metadata().clone().unwrap();
+    let (ma, mb) = (meta(&ba), meta(&bb));
+    assert_eq!(ma["step"], mb["step"]);
+    assert_eq!(ma["rng"], mb["rng"], "the host RNG position differs");
+}
+
+fn resume_equals_straight(preset: &str, expected_state: &[&str]) {
+    let ctx = ctx();
+    let cfg = small(preset);
+    let straight = out_dir(&format!("{preset}-straight"));
+    let s = train(ctx, cfg.clone(), &options(&straight, false, None)).unwrap();
+    assert!(s.finished && s.steps_done == cfg.steps);
+
+    let resumed = out_dir(&format!("{preset}-resumed"));
+    let s = train(ctx, cfg.clone(), &options(&resumed, false, Some(3))).unwrap();
+    assert!(!s.finished && s.steps_done == 3, "the first half stops at step 3");
+    assert!(
+        !resumed.join(MODEL).exists(),
+        "an interrupted run does not export a model"
+    );
+    let s = train(ctx, cfg.clone(), &options(&resumed, true, None)).unwrap();
+    assert!(s.finished && s.steps_done == cfg.steps);
+
+    assert_same_checkpoint(&straight.join(CHECKPOINT), &resumed.join(CHECKPOINT));
+    // The checkpoint holds every piece of state, not just the weights.
+    let bytes = std::fs::read(straight.join(CHECKPOINT)).unwrap();
+    let names = SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    for want in ["params", "running"].iter().chain(expected_state) {
+        assert!(names.iter().any(|n| n == want), "checkpoint lacks '{want}': {names:?}");
+    }
+    let (wa, wb) = (
+        weights::load(&straight.join(MODEL)).unwrap(),
+        weights::load(&resumed.join(MODEL)).unwrap(),
+    );
+    assert!(
+        wa.params == wb.params && wa.running == wb.running,
+        "exported weights differ"
+    );
+    // The resumed run's log continues the first half's without duplicated steps.
+    let lines = |d: &Path| {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(lines(&straight), lines(&resumed));
+}
+
+#[test]
+fn paper_run_resumed_midway_equals_the_straight_run() {
+    let state = [
+        "opt.velocity",
+        "ema.params",
+        "ema.running",
+        "adamatch.p_source_ema",
+        "adamatch.p_target_history",
+        "adamatch.history_state",
+    ];
+    resume_equals_straight("paper", &state);
+}
+
+#[test]
+fn keras_run_resumed_midway_equals_the_straight_run() {
+    // Adam state, no EMA, Keras alignment and soft pseudo-labels.
+    resume_equals_straight("keras-example", &["opt.m", "opt.v"]);
+}
+
+#[test]
+fn run_directory_holds_config_metrics_model_and_plots() {
+    let ctx = ctx();
+    let dir = out_dir("artifacts");
+    let cfg = small("tiny");
+    let summary = train(ctx, cfg.clone(), &options(&dir, false, None)).unwrap();
+    let (src, tgt) = summary.last_eval.expect("a final evaluation");
+    assert_eq!(src.images, 16);
+    assert_eq!(tgt.confusion.iter().flatten().sum::<u64>(), 16);
+    for f in [
+        "config.json",
+        "metrics.jsonl",
+        CHECKPOINT,
+        MODEL,
+        "loss.png",
+        "accuracy.png",
+        "confusion.png",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} is missing from the run directory");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["config"]["batch"], 2);
+    assert!(config["adapter"].as_str().unwrap().contains(&ctx.info.name));
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let train_lines = metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")).count();
+    assert_eq!(train_lines as u64, cfg.steps);
+    for l in metrics.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if v["kind"] == "train" {
+            assert!(v["metrics"]["total_loss"].as_f64().unwrap().is_finite());
+        }
+    }
+    // The exported model is the EMA copy and loads for predict.
+    let w = weights::load(&dir.join(MODEL)).unwrap();
+    assert_eq!(w.extra.get("weights").map(String::as_str), Some("ema"));
+    assert_eq!(w.config, cfg.network);
+}
+
+#[test]
+fn divergence_stops_with_a_clear_error_and_keeps_the_checkpoint() {
+    let ctx = ctx();
+    let dir = out_dir("diverge");
+    let mut cfg = small("tiny");
+    cfg.lr = 1e30;
+    cfg.checkpoint_every = 1;
+    let err = format!(
+        "{:#}",
+        train(ctx, cfg, &options(&dir, false, None))
+            .err()
+            .expect("the run must diverge")
+    );
+    assert!(err.contains("diverged") && err.contains("NaN"), "{err}");
+    assert!(err.contains(CHECKPOINT), "{err}");
+    assert!(!dir.join(MODEL).exists());
+}
+
+#[test]
+fn an_existing_run_is_not_overwritten() {
+    let ctx = ctx();
+    let dir = out_dir("existing");
+    let mut cfg = small("tiny");
+    cfg.steps = 2;
+    train(ctx, cfg.clone(), &options(&dir, false, None)).unwrap();
+    let before = std::fs::read(dir.join(CHECKPOINT)).unwrap();
+    let err = format!("{:#}", train(ctx, cfg, &options(&dir, false, None)).err().unwrap());
+    assert!(
+        err.contains("already holds a checkpoint") && err.contains("--resume"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dir.join(CHECKPOINT)).unwrap(), before);
+}
