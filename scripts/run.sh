@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The main job. Until training lands (issue 4) this builds the release binary and runs the engine
-# benchmark: a WRN-28-2 training-mode forward+backward on the best adapter, per-kernel table.
+# The main job: AdaMatch training on the built-in synthetic pair (synth-digits -> synth-house),
+# offline. With no arguments it runs the `tiny` preset into runs/tiny (minutes on a CPU adapter);
+# any arguments go to `adamatch-wgpu train` instead, e.g. `scripts/run.sh --preset paper --out runs/paper`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-rust.sh
 bash scripts/ensure-gpu.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 cargo build --release --locked
-exec ./target/release/adamatch-wgpu bench "$@"
+if [ $# -eq 0 ]; then
+  set -- --preset tiny --out runs/tiny
+  [ -f runs/tiny/checkpoint.safetensors ] && set -- "$@" --resume
+fi
+exec ./target/release/adamatch-wgpu train "$@"
