@@ -143,9 +143,9 @@ pub fn run(ctx: &GpuContext, opts: &BenchOptions) -> Result<BenchReport> {
     let (fwd_times, timing) = time_ops(ctx, &all)?;
     let mut rows: BTreeMap<(String, String), (usize, f64, f64)> = BTreeMap::new();
     let mut order: Vec<(String, String)> = Vec::new();
-    let mut add = |op: &Op, ms: f64, dir: &str| {
+    let mut add = |op: &Op, ms: f64| {
         let kernel = op.label.split("::").last().unwrap_or(&op.label).to_string();
-        let key = (kernel, format!("{} {dir}", op.detail).trim().to_string());
+        let key = (kernel, op.detail.clone());
         let e = rows.entry(key.clone()).or_insert_with(|| {
             order.push(key.clone());
             (0, 0.0, 0.0)
@@ -155,12 +155,12 @@ pub fn run(ctx: &GpuContext, opts: &BenchOptions) -> Result<BenchReport> {
         e.2 += op.flops;
     };
     for (op, ms) in all.iter().zip(&fwd_times) {
-        add(op, *ms, "");
+        add(op, *ms);
     }
     all = ws.ops(ctx, &net, bwd).iter().collect();
     let (bwd_times, _) = time_ops(ctx, &all)?;
     for (op, ms) in all.iter().zip(&bwd_times) {
-        add(op, *ms, "");
+        add(op, *ms);
     }
     let kernels: Vec<KernelRow> = order
         .into_iter()
