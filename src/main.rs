@@ -17,7 +17,9 @@ use adamatch_wgpu::gpu::{self, AdapterChoice, GpuContext};
 use adamatch_wgpu::inference::Classifier;
 use adamatch_wgpu::input::InputScale;
 use adamatch_wgpu::network::{Activation, WideResNetConfig};
-use adamatch_wgpu::train::config::{Algorithm, Optimizer, TrainConfig};
+use adamatch_wgpu::train::config::{
+    Algorithm, AlignmentKind, AugmentStyle, LrSchedule, Optimizer, PseudoLabels, SourcePassBn, TrainConfig,
+};
 use adamatch_wgpu::train::eval::Evaluator;
 use adamatch_wgpu::train::run::{train, RunOptions};
 use adamatch_wgpu::weights;
@@ -125,6 +127,24 @@ struct TrainArgs {
     /// Relative confidence threshold.
     #[arg(long)]
     tau: Option<f32>,
+    /// Distribution alignment: paper (EMA / 128-batch history) or keras (per batch, clipped).
+    #[arg(long, value_parser = ["paper", "keras"])]
+    alignment: Option<String>,
+    /// Pseudo-labels: hard (argmax) or soft.
+    #[arg(long, value_parser = ["hard", "soft"])]
+    pseudo_labels: Option<String>,
+    /// Source loss = SCALE * (CE_weak + CE_strong).
+    #[arg(long)]
+    source_scale: Option<f32>,
+    /// Batch norm of the second (source-only) pass: train (batch statistics) or inference.
+    #[arg(long, value_parser = ["train", "inference"])]
+    source_pass_bn: Option<String>,
+    /// Augmentations: paper or keras.
+    #[arg(long, value_parser = ["paper", "keras"])]
+    augment: Option<String>,
+    /// Learning-rate schedule: paper, keras (cosine to 0.25x) or constant.
+    #[arg(long, value_parser = ["paper", "keras", "constant"])]
+    lr_schedule: Option<String>,
     #[arg(long)]
     depth: Option<usize>,
     #[arg(long)]
@@ -376,6 +396,26 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
                 v.parse()
                     .with_context(|| format!("--ema {v}: expected a number or none"))?,
             )
+        };
+    }
+    if let Some(v) = &a.alignment {
+        c.alignment = if v == "keras" { AlignmentKind::Keras } else { AlignmentKind::Paper };
+    }
+    if let Some(v) = &a.pseudo_labels {
+        c.pseudo_labels = if v == "soft" { PseudoLabels::Soft } else { PseudoLabels::Hard };
+    }
+    set!(source_scale <- a.source_scale);
+    if let Some(v) = &a.source_pass_bn {
+        c.source_pass_bn = if v == "inference" { SourcePassBn::Inference } else { SourcePassBn::Train };
+    }
+    if let Some(v) = &a.augment {
+        c.augment = if v == "keras" { AugmentStyle::Keras } else { AugmentStyle::Paper };
+    }
+    if let Some(v) = &a.lr_schedule {
+        c.lr_schedule = match v.as_str() {
+            "keras" => LrSchedule::KerasCosine { alpha: 0.25 },
+            "constant" => LrSchedule::Constant,
+            _ => LrSchedule::PaperCosine,
         };
     }
     if let Some(v) = &a.eval_limit {
