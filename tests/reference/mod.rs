@@ -13,6 +13,7 @@ pub mod network;
 pub mod optimizer;
 pub mod pool;
 pub mod softmax_ce;
+pub mod train_step;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

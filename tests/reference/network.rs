@@ -345,3 +345,47 @@ pub fn mean_ce(logits: &[f64], labels: &[u32], classes: usize) -> (f64, Vec<f64>
     let d = softmax_ce::softmax_ce_backward(logits, rows, classes, &t, &w, scale);
     (loss, d)
 }
+
+/// How close a forward pass came to an activation kink: over every batch-norm output z (before
+/// the activation), the smallest |z| relative to the size of the terms it is computed from,
+/// `|gamma| (|x| + |mean|) / sqrt(var + eps) + |beta|`, and where. The activation's derivative
+/// jumps at z = 0, so where this margin is near f32 rounding (1e-7 to 1e-6) the GPU may take the
+/// other branch for that element and move upstream gradients by up to ~1e-2 of their norm.
+/// `running` as for [`backward`].
+pub fn activation_margin(cfg: &RefConfig, p: &Params, running: &Params, cache: &Cache) -> (f64, String) {
+    let batch = cache.batch;
+    let bl = blocks(cfg);
+    let mut layers: Vec<(String, &[f64], usize, usize)> = Vec::new();
+    for (i, b) in bl.iter().enumerate() {
+        let rows_in = batch * b.in_hw * b.in_hw;
+        layers.push((format!("{}.bn1", b.name), &cache.acts[i], rows_in, b.in_c));
+        let rows_out = batch * b.out_hw * b.out_hw;
+        layers.push((format!("{}.bn2", b.name), &cache.h1[i], rows_out, b.out_c));
+    }
+    let last = bl.last().unwrap();
+    let rows = batch * last.out_hw * last.out_hw;
+    layers.push(("head.bn".into(), cache.acts.last().unwrap(), rows, last.out_c));
+    let mut best = (f64::INFINITY, String::new());
+    for (name, x, rows, c) in layers {
+        let (mean, var) = match cache.mode {
+            Mode::Train => bn::batchnorm_moments(x, rows, c),
+            Mode::Inference => (
+                get(running, &format!("{name}.running_mean")).to_vec(),
+                get(running, &format!("{name}.running_var")).to_vec(),
+            ),
+        };
+        let (g, b) = (get(p, &format!("{name}.gamma")), get(p, &format!("{name}.beta")));
+        for (r, row) in x.chunks_exact(c).enumerate() {
+            for k in 0..c {
+                let s = 1.0 / (var[k] + cfg.eps).sqrt();
+                let z = g[k] * (row[k] - mean[k]) * s + b[k];
+                let scale = g[k].abs() * (row[k].abs() + mean[k].abs()) * s + b[k].abs();
+                let m = z.abs() / scale.max(f64::MIN_POSITIVE);
+                if m < best.0 {
+                    best = (m, format!("{name}, row {r}, channel {k}"));
+                }
+            }
+        }
+    }
+    best
+}

@@ -1,0 +1,35 @@
+//! The training step on the GPU against the f64 CPU reference step
+//! (`tests/reference/train_step.rs`), which is composed of the per-family references.
+
+#[path = "../reference/mod.rs"]
+mod reference;
+
+mod step;
+
+use std::sync::OnceLock;
+
+use adamatch_wgpu::gpu::{AdapterChoice, GpuContext};
+use adamatch_wgpu::network::TensorSpec;
+
+use reference::network::Params;
+
+/// One device shared by all tests in this binary.
+pub fn ctx() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| {
+        GpuContext::new_blocking(&AdapterChoice::default()).expect("a GPU adapter for the training tests")
+    })
+}
+
+/// Named tensors from a flat buffer, as f64.
+pub fn named(specs: &[TensorSpec], flat: &[f32]) -> Params {
+    specs
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                flat[s.offset..s.offset + s.len()].iter().map(|&v| v as f64).collect(),
+            )
+        })
+        .collect()
+}
