@@ -21,9 +21,9 @@ pub const TILE_K: usize = 16;
 const THREAD_M: usize = 8;
 /// Workgroup size of `conv2d_backward_weights_reduce`.
 const REDUCE_WG: u32 = 256;
-/// Backward-weights split-K: about one chunk per this many reduction rows...
+/// Backward-weights split-K: about one chunk per this many reduction rows, and at most this
+/// many chunks (tiled path).
 const SPLIT_ROWS_TARGET: usize = 2048;
-/// ...and at most this many chunks.
 const MAX_SPLITS: usize = 64;
 /// Row indices are divided in f32 in the shader, exact below 2^24.
 const MAX_GEMM_ROWS: usize = 1 << 24;
@@ -32,6 +32,11 @@ const MAX_GEMM_ROWS: usize = 1 << 24;
 const DIRECT_M: usize = 16;
 const DIRECT_N: usize = 8;
 const DIRECT_WG: u32 = 64;
+/// Direct path split-K. Shorter chunks than the tiled path's: on lavapipe the invocations of a
+/// chunk then share an x and dy working set that fits a core's L2 cache (1.7x faster at
+/// 8x8x128 than with 2048 rows).
+const DIRECT_SPLIT_ROWS_TARGET: usize = 512;
+const DIRECT_MAX_SPLITS: usize = 256;
 
 // What the shader's staging and unrolled products assume.
 const WG: usize = (TILE_M / THREAD_M) * (TILE_N / 4);
@@ -385,11 +390,15 @@ pub fn conv2d_backward_data_with(
     op.with_flops(s.flops())
 }
 
-/// Number of split-K chunks and rows per chunk (a multiple of `TILE_K`) for a reduction of
-/// `rows` rows.
-fn split_k(rows: usize) -> (usize, usize) {
-    let splits = rows.div_ceil(SPLIT_ROWS_TARGET).clamp(1, MAX_SPLITS);
-    let per = rows.div_ceil(splits).next_multiple_of(TILE_K);
+/// Number of split-K chunks and rows per chunk for a reduction of `rows` rows on `path` (the
+/// tiled path's chunks are a multiple of `TILE_K` rows).
+fn split_k(rows: usize, path: ConvPath) -> (usize, usize) {
+    let (target, max, multiple) = match path {
+        ConvPath::Tiled => (SPLIT_ROWS_TARGET, MAX_SPLITS, TILE_K),
+        ConvPath::Direct => (DIRECT_SPLIT_ROWS_TARGET, DIRECT_MAX_SPLITS, 1),
+    };
+    let splits = rows.div_ceil(target).clamp(1, max);
+    let per = rows.div_ceil(splits).next_multiple_of(multiple);
     (rows.div_ceil(per), per)
 }
 
@@ -425,7 +434,7 @@ pub fn conv2d_backward_weights_with(
     check_len(what, "dw", dw, s.weight_len());
     let rows = s.batch * s.out_h() * s.out_w();
     let (m, n) = (s.kernel * s.kernel * s.in_c, s.out_c);
-    let (splits, split_rows) = split_k(rows);
+    let (splits, split_rows) = split_k(rows, path);
     let mut p = params(s, [m, n, rows], accumulate);
     p.split_rows = split_rows as u32;
     p.splits = splits as u32;

@@ -209,11 +209,14 @@ fn backward_weights_matches_reference_and_accumulates() {
 
 #[test]
 fn backward_weights_long_reduction_uses_several_chunks() {
+    // Chunks: the tiled path's are about 2048 rows (multiples of 16), the direct path's 512.
     for path in ConvPath::ALL {
-        // 5 * 30 * 31 = 4650 reduction rows: three split-K chunks, the last one partial.
+        // 5 * 30 * 31 = 4650 reduction rows: tiled, three chunks, the last one partial; direct, ten.
         check_backward_weights(path, &shape(5, (30, 31), 5, 6, 3, 1), 900);
-        // 20 * 16 * 16 = 5120 rows (three chunks) through the aligned path, stride 2.
+        // 20 * 16 * 16 = 5120 rows (three or ten chunks) through the aligned entry points, stride 2.
         check_backward_weights(path, &shape(20, (32, 32), 16, 8, 3, 2), 910);
+        // 3 * 17 * 19 = 969 rows: direct, two chunks of 485 and 484.
+        check_backward_weights(path, &shape(3, (17, 19), 8, 12, 3, 1), 920);
     }
 }
 
