@@ -32,11 +32,14 @@ const MAX_GEMM_ROWS: usize = 1 << 24;
 const DIRECT_M: usize = 16;
 const DIRECT_N: usize = 8;
 const DIRECT_WG: u32 = 64;
-/// Direct path split-K. Shorter chunks than the tiled path's: on lavapipe the invocations of a
-/// chunk then share an x and dy working set that fits a core's L2 cache (1.7x faster at
-/// 8x8x128 than with 2048 rows).
+/// Direct path split-K: about one chunk per this many reduction rows, at most this many
+/// chunks... Shorter chunks than the tiled path's: on lavapipe the invocations of a chunk then
+/// share an x and dy working set that fits a core's L2 cache (1.7x faster at 8x8x128 than with
+/// 2048 rows).
 const DIRECT_SPLIT_ROWS_TARGET: usize = 512;
 const DIRECT_MAX_SPLITS: usize = 256;
+/// ...and at most this many partial-sum elements in all (64 MiB; wide layers get fewer chunks).
+const DIRECT_MAX_PARTIALS: usize = 16 << 20;
 
 // What the shader's staging and unrolled products assume.
 const WG: usize = (TILE_M / THREAD_M) * (TILE_N / 4);
@@ -390,12 +393,16 @@ pub fn conv2d_backward_data_with(
     op.with_flops(s.flops())
 }
 
-/// Number of split-K chunks and rows per chunk for a reduction of `rows` rows on `path` (the
-/// tiled path's chunks are a multiple of `TILE_K` rows).
-fn split_k(rows: usize, path: ConvPath) -> (usize, usize) {
+/// Number of split-K chunks and rows per chunk for a reduction of `rows` rows into `outputs`
+/// weight gradients on `path` (the tiled path's chunks are a multiple of `TILE_K` rows).
+fn split_k(rows: usize, outputs: usize, path: ConvPath) -> (usize, usize) {
     let (target, max, multiple) = match path {
         ConvPath::Tiled => (SPLIT_ROWS_TARGET, MAX_SPLITS, TILE_K),
-        ConvPath::Direct => (DIRECT_SPLIT_ROWS_TARGET, DIRECT_MAX_SPLITS, 1),
+        ConvPath::Direct => (
+            DIRECT_SPLIT_ROWS_TARGET,
+            DIRECT_MAX_SPLITS.min(DIRECT_MAX_PARTIALS / outputs).max(1),
+            1,
+        ),
     };
     let splits = rows.div_ceil(target).clamp(1, max);
     let per = rows.div_ceil(splits).next_multiple_of(multiple);
@@ -434,7 +441,7 @@ pub fn conv2d_backward_weights_with(
     check_len(what, "dw", dw, s.weight_len());
     let rows = s.batch * s.out_h() * s.out_w();
     let (m, n) = (s.kernel * s.kernel * s.in_c, s.out_c);
-    let (splits, split_rows) = split_k(rows, path);
+    let (splits, split_rows) = split_k(rows, m * n, path);
     let mut p = params(s, [m, n, rows], accumulate);
     p.split_rows = split_rows as u32;
     p.splits = splits as u32;
