@@ -15,6 +15,13 @@
 // adapters (lavapipe) each load is a loop over SIMD lanes, so a vec4 load costs about what a
 // scalar one does, and big register tiles (more multiply-adds per load) pay off.
 //
+// Two variants of every pass, chosen on the Rust side by the adapter (`ConvPath`):
+//   tiled   (GPUs)  tiles staged in workgroup memory, as described above, with barriers;
+//   direct  (CPUs)  no workgroup memory and no barriers: each invocation reads its operands
+//                   straight from the storage buffers into registers (see "Direct variant").
+// On lavapipe a workgroup barrier splits the shader into coroutines that save and restore all
+// live state, 30-45% of the K loop; the direct variant avoids that.
+//
 // Every pass has two entry points sharing one body: `_aligned` for channel counts that are
 // multiples of TILE_K (every WideResNet layer but the RGB stem), where a K tile never crosses a
 // kernel tap, so the tap is the same for the whole tile and is walked with counters (no
@@ -41,6 +48,12 @@ const B_VEC4S: u32 = TILE_K * NQ;
 const A_ROWS: u32 = TILE_M / WG;
 const B_LOADS: u32 = (B_VEC4S + WG - 1u) / WG;
 const REDUCE_WG: u32 = 256u;
+// Direct variant: outputs per invocation, rows x columns (unrolled for exactly 16 x 8: two
+// halves of 8 rows, see `Block`), and workgroup size. On lavapipe 16 x 8 beat 8 x 8 by 10-15%
+// (fewer loads per multiply-add) and 24 x 8 or 32 x 8 (register spills).
+const DIRECT_M: u32 = 16u;
+const DIRECT_N: u32 = 8u;
+const DIRECT_WG: u32 = 64u;
 
 struct Params {
     batch: u32,
@@ -64,7 +77,8 @@ struct Params {
     // backward_weights: reduction rows per split-K chunk (a multiple of TILE_K), chunks.
     split_rows: u32,
     splits: u32,
-    // backward_data: M tiles per stride phase (tiles_m = stride^2 * phase_tiles).
+    // backward_data: M tiles per stride phase (tiles_m = stride^2 * phase_tiles); in the direct
+    // variant, blocks of DIRECT_M rows per stride phase.
     phase_tiles: u32,
     _pad: u32,
 }
@@ -84,6 +98,11 @@ struct Params {
 @group(0) @binding(10) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(11) var<storage, read> partials_in: array<f32>;
 @group(0) @binding(12) var<storage, read_write> dw: array<f32>;
+// vec4 views of the outputs (direct variant, channel counts that are multiples of 4).
+@group(0) @binding(13) var<storage, read_write> y4: array<vec4<f32>>;
+@group(0) @binding(14) var<storage, read> residual4: array<vec4<f32>>;
+@group(0) @binding(15) var<storage, read_write> dx4: array<vec4<f32>>;
+@group(0) @binding(16) var<storage, read_write> partials4: array<vec4<f32>>;
 
 var<workgroup> tile_a: array<vec4<f32>, A_VEC4S>;
 var<workgroup> tile_b: array<vec4<f32>, B_VEC4S>;
@@ -778,4 +797,636 @@ fn conv2d_backward_weights_reduce(
     } else {
         dw[i] = s;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Direct variant: no workgroup memory, no barriers. Invocation t owns a block of DIRECT_M = 16
+// rows by DIRECT_N = 8 columns of its GEMM output (blocks numbered column-fastest, so neighbouring
+// invocations share rows and read the same A values) and reads its operands straight from the
+// storage buffers. The rows come in two halves of 8 (`top`, `bottom`), each with its own `Block`
+// of accumulators; per-row quantities of a half are pairs of vec4s, `lo` for its rows 0..3 and
+// `hi` for rows 4..7. Each invocation sums its K in a fixed order.
+//
+// `_aligned` needs in_c % 4 == 0 and out_c % 4 == 0: every load and store is a vec4 (on lavapipe
+// a vec4 load costs about what a scalar one does, so this is ~4x fewer loads per multiply-add).
+// `_general` loads scalars. Column quads past the edge of the output read a valid quad again
+// (never stored), so no load leaves its buffer.
+
+// The accumulators of 8 rows x 8 columns: acc[2i + j] holds row i's columns 4j..4j+3.
+alias Block = array<vec4<f32>, 16>;
+
+// Element indices of 8 rows' operands (-1: zero, e.g. padding): rows 0..3 in lo, 4..7 in hi.
+struct Bases {
+    lo: vec4<i32>,
+    hi: vec4<i32>,
+}
+
+fn direct_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * DIRECT_WG + lid;
+}
+
+// Which block of a GEMM output with `columns` columns invocation t owns: (first row, first
+// column), blocks numbered column-fastest.
+fn direct_block(t: u32, columns: u32) -> vec2<u32> {
+    let col_blocks = (columns + DIRECT_N - 1u) / DIRECT_N;
+    return vec2<u32>((t / col_blocks) * DIRECT_M, (t % col_blocks) * DIRECT_N);
+}
+
+// Rows m..m+3.
+fn quad_rows(m: u32) -> vec4<u32> {
+    return m + vec4<u32>(0u, 1u, 2u, 3u);
+}
+
+// Component-wise div_small.
+fn div_small4(a: vec4<u32>, b: u32) -> vec4<u32> {
+    var q = vec4<u32>(vec4<f32>(a) / f32(b));
+    q = select(q, q - 1u, q * b > a);
+    return select(q, q + 1u, (q + 1u) * b <= a);
+}
+
+// Column quad j (0 or 1) of a block starting at column n0, in units of 4 columns; a quad past
+// the edge is replaced by the block's first (its results are never stored).
+fn quad_of(n0: u32, j: u32, columns: u32) -> u32 {
+    return select(n0, n0 + 4u * j, n0 + 4u * j < columns) / 4u;
+}
+
+// Columns n0..n0+3, clamped to the last column (scalar loads of partial blocks).
+fn columns_of(n0: u32, columns: u32) -> vec4<u32> {
+    return min(quad_rows(n0), vec4<u32>(columns - 1u));
+}
+
+// Loads. `_run`: vec4 number q of the run at element index `base` (a multiple of 4), zeros when
+// base < 0. `_scalars`: element base + c of each of four rows, zero where base < 0. `_rows`: the
+// vec4 runs of 8 rows. `_gather`: four elements, or four vec4s as the columns of a matrix.
+
+fn x4_run(base: i32, q: u32) -> vec4<f32> {
+    if (base < 0) {
+        return vec4<f32>(0.0);
+    }
+    return x4[u32(base) / 4u + q];
+}
+
+fn dy4_run(base: i32, q: u32) -> vec4<f32> {
+    if (base < 0) {
+        return vec4<f32>(0.0);
+    }
+    return dy4[u32(base) / 4u + q];
+}
+
+fn x_scalars(base: vec4<i32>, c: u32) -> vec4<f32> {
+    let i = vec4<u32>(max(base, vec4<i32>(0))) + c;
+    return select(vec4<f32>(0.0), vec4<f32>(x[i.x], x[i.y], x[i.z], x[i.w]), base >= vec4<i32>(0));
+}
+
+fn dy_scalars(base: vec4<i32>, c: u32) -> vec4<f32> {
+    let i = vec4<u32>(max(base, vec4<i32>(0))) + c;
+    return select(vec4<f32>(0.0), vec4<f32>(dy[i.x], dy[i.y], dy[i.z], dy[i.w]), base >= vec4<i32>(0));
+}
+
+fn x4_rows(b: Bases, q: u32) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(
+        x4_run(b.lo.x, q), x4_run(b.lo.y, q), x4_run(b.lo.z, q), x4_run(b.lo.w, q),
+        x4_run(b.hi.x, q), x4_run(b.hi.y, q), x4_run(b.hi.z, q), x4_run(b.hi.w, q),
+    );
+}
+
+fn dy4_rows(b: Bases, q: u32) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(
+        dy4_run(b.lo.x, q), dy4_run(b.lo.y, q), dy4_run(b.lo.z, q), dy4_run(b.lo.w, q),
+        dy4_run(b.hi.x, q), dy4_run(b.hi.y, q), dy4_run(b.hi.z, q), dy4_run(b.hi.w, q),
+    );
+}
+
+fn w_gather(i: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(w[i.x], w[i.y], w[i.z], w[i.w]);
+}
+
+fn w4_gather(i: vec4<u32>) -> mat4x4<f32> {
+    return mat4x4<f32>(w4[i.x], w4[i.y], w4[i.z], w4[i.w]);
+}
+
+// Products into one half's Block, unrolled by hand (accumulators stay in registers only when
+// every index is a constant).
+
+// acc += A * B over four k: a[i] holds row i's four k values, b0 / b1 the four k rows of column
+// quads 0 / 1 (one k row per matrix column), so b * a = sum over k of a[k] * (row k of B).
+fn direct_product_bn(acc: ptr<function, Block>, a: array<vec4<f32>, 8>, b0: mat4x4<f32>, b1: mat4x4<f32>) {
+    (*acc)[0] += b0 * a[0];
+    (*acc)[1] += b1 * a[0];
+    (*acc)[2] += b0 * a[1];
+    (*acc)[3] += b1 * a[1];
+    (*acc)[4] += b0 * a[2];
+    (*acc)[5] += b1 * a[2];
+    (*acc)[6] += b0 * a[3];
+    (*acc)[7] += b1 * a[3];
+    (*acc)[8] += b0 * a[4];
+    (*acc)[9] += b1 * a[4];
+    (*acc)[10] += b0 * a[5];
+    (*acc)[11] += b1 * a[5];
+    (*acc)[12] += b0 * a[6];
+    (*acc)[13] += b1 * a[6];
+    (*acc)[14] += b0 * a[7];
+    (*acc)[15] += b1 * a[7];
+}
+
+// acc += A * B over four k: a[i] as above, b0 / b1 the four k values of columns 0..3 / 4..7 (one
+// column per matrix column), so a * b = the dot products of a with each column.
+fn direct_product_bk(acc: ptr<function, Block>, a: array<vec4<f32>, 8>, b0: mat4x4<f32>, b1: mat4x4<f32>) {
+    (*acc)[0] += a[0] * b0;
+    (*acc)[1] += a[0] * b1;
+    (*acc)[2] += a[1] * b0;
+    (*acc)[3] += a[1] * b1;
+    (*acc)[4] += a[2] * b0;
+    (*acc)[5] += a[2] * b1;
+    (*acc)[6] += a[3] * b0;
+    (*acc)[7] += a[3] * b1;
+    (*acc)[8] += a[4] * b0;
+    (*acc)[9] += a[4] * b1;
+    (*acc)[10] += a[5] * b0;
+    (*acc)[11] += a[5] * b1;
+    (*acc)[12] += a[6] * b0;
+    (*acc)[13] += a[6] * b1;
+    (*acc)[14] += a[7] * b0;
+    (*acc)[15] += a[7] * b1;
+}
+
+// acc += the outer product of one k: a_lo / a_hi the A values of rows 0..3 / 4..7, b0 / b1 the
+// B values of columns 0..3 / 4..7.
+fn direct_product_outer(acc: ptr<function, Block>, a_lo: vec4<f32>, a_hi: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>) {
+    (*acc)[0] += a_lo.x * b0;
+    (*acc)[1] += a_lo.x * b1;
+    (*acc)[2] += a_lo.y * b0;
+    (*acc)[3] += a_lo.y * b1;
+    (*acc)[4] += a_lo.z * b0;
+    (*acc)[5] += a_lo.z * b1;
+    (*acc)[6] += a_lo.w * b0;
+    (*acc)[7] += a_lo.w * b1;
+    (*acc)[8] += a_hi.x * b0;
+    (*acc)[9] += a_hi.x * b1;
+    (*acc)[10] += a_hi.y * b0;
+    (*acc)[11] += a_hi.y * b1;
+    (*acc)[12] += a_hi.z * b0;
+    (*acc)[13] += a_hi.z * b1;
+    (*acc)[14] += a_hi.w * b0;
+    (*acc)[15] += a_hi.w * b1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Direct forward: rows m = (n, oh, ow), k = (kh, kw, ci), columns co.
+
+// Four output positions seen from the input (see Window), one per component.
+struct Windows {
+    image: vec4<u32>,
+    h0: vec4<i32>,
+    w0: vec4<i32>,
+    valid: vec4<bool>,
+}
+
+// Rows m..m+3; rows past gemm_m are not `valid`.
+fn decode_windows(m: u32) -> Windows {
+    let r = quad_rows(m);
+    let t = div_small4(r, p.out_w);
+    let ow = r - t * p.out_w;
+    let n = div_small4(t, p.out_h);
+    let oh = t - n * p.out_h;
+    return Windows(
+        n * (p.in_h * p.in_w * p.in_c),
+        vec4<i32>(oh * p.stride) - i32(p.pad_top),
+        vec4<i32>(ow * p.stride) - i32(p.pad_left),
+        r < vec4<u32>(p.gemm_m),
+    );
+}
+
+// Element index in x of channel 0 of each window's pixel under tap (kh, kw); -1 in the padding
+// and for rows that are not valid.
+fn window_bases(v: Windows, kh: u32, kw: u32) -> vec4<i32> {
+    let ih = v.h0 + i32(kh);
+    let iw = v.w0 + i32(kw);
+    let inside = ih >= vec4<i32>(0) & iw >= vec4<i32>(0) & ih < vec4<i32>(i32(p.in_h)) & iw < vec4<i32>(i32(p.in_w));
+    let i = v.image + (vec4<u32>(ih) * p.in_w + vec4<u32>(iw)) * p.in_c;
+    return select(vec4<i32>(-1), vec4<i32>(i), inside & v.valid);
+}
+
+// y[m, n..n+7] = (v0, v1) (+ residual), within bounds; vec4 stores when `fast`.
+fn store_forward_direct(m: u32, n: u32, v0: vec4<f32>, v1: vec4<f32>, fast: bool) {
+    if (!fast) {
+        store_forward(m, n, v0);
+        store_forward(m, n + 4u, v1);
+        return;
+    }
+    if (m >= p.gemm_m) {
+        return;
+    }
+    let o = (m * p.gemm_n + n) / 4u;
+    let second = n + 4u < p.gemm_n;
+    if (p.accumulate != 0u) {
+        y4[o] = v0 + residual4[o];
+        if (second) {
+            y4[o + 1u] = v1 + residual4[o + 1u];
+        }
+    } else {
+        y4[o] = v0;
+        if (second) {
+            y4[o + 1u] = v1;
+        }
+    }
+}
+
+// Rows m..m+7 of y from one half's accumulators.
+fn store_forward_block(m: u32, n: u32, acc: Block, fast: bool) {
+    store_forward_direct(m, n, acc[0], acc[1], fast);
+    store_forward_direct(m + 1u, n, acc[2], acc[3], fast);
+    store_forward_direct(m + 2u, n, acc[4], acc[5], fast);
+    store_forward_direct(m + 3u, n, acc[6], acc[7], fast);
+    store_forward_direct(m + 4u, n, acc[8], acc[9], fast);
+    store_forward_direct(m + 5u, n, acc[10], acc[11], fast);
+    store_forward_direct(m + 6u, n, acc[12], acc[13], fast);
+    store_forward_direct(m + 7u, n, acc[14], acc[15], fast);
+}
+
+// `fast`: in_c % 4 == 0 and out_c % 4 == 0.
+fn forward_direct(t: u32, fast: bool) {
+    let block = direct_block(t, p.gemm_n);
+    let m0 = block.x;
+    let n0 = block.y;
+    if (m0 >= p.gemm_m) {
+        return;
+    }
+    // Rows m0..m0+7 (top half) and m0+8..m0+15 (bottom half), four at a time.
+    let top_lo = decode_windows(m0);
+    let top_hi = decode_windows(m0 + 4u);
+    let bottom_lo = decode_windows(m0 + 8u);
+    let bottom_hi = decode_windows(m0 + 12u);
+    // Weight rows are out_c long: vec4s per row, the block's two column quads, and its columns.
+    let wq = p.out_c / 4u;
+    let q0 = quad_of(n0, 0u, p.out_c);
+    let q1 = quad_of(n0, 1u, p.out_c);
+    let cols_lo = columns_of(n0, p.out_c);
+    let cols_hi = columns_of(n0 + 4u, p.out_c);
+
+    var top: Block;
+    var bottom: Block;
+    for (var kh = 0u; kh < p.kernel; kh++) {
+        for (var kw = 0u; kw < p.kernel; kw++) {
+            let xt = Bases(window_bases(top_lo, kh, kw), window_bases(top_hi, kh, kw));
+            let xb = Bases(window_bases(bottom_lo, kh, kw), window_bases(bottom_hi, kh, kw));
+            // Weight row of (kh, kw, ci = 0).
+            let k_tap = (kh * p.kernel + kw) * p.in_c;
+            if (fast) {
+                for (var c = 0u; c < p.in_c; c += 4u) {
+                    // Weight rows k_tap + c .. k_tap + c + 3, as vec4 indices of each quad.
+                    let r = (k_tap + c) * wq + wq * vec4<u32>(0u, 1u, 2u, 3u);
+                    let b0 = w4_gather(r + q0);
+                    let b1 = w4_gather(r + q1);
+                    direct_product_bn(&top, x4_rows(xt, c / 4u), b0, b1);
+                    direct_product_bn(&bottom, x4_rows(xb, c / 4u), b0, b1);
+                }
+            } else {
+                for (var c = 0u; c < p.in_c; c++) {
+                    let r = (k_tap + c) * p.out_c;
+                    let b0 = w_gather(r + cols_lo);
+                    let b1 = w_gather(r + cols_hi);
+                    direct_product_outer(&top, x_scalars(xt.lo, c), x_scalars(xt.hi, c), b0, b1);
+                    direct_product_outer(&bottom, x_scalars(xb.lo, c), x_scalars(xb.hi, c), b0, b1);
+                }
+            }
+        }
+    }
+
+    store_forward_block(m0, n0, top, fast);
+    store_forward_block(m0 + 8u, n0, bottom, fast);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_forward_direct_aligned(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    forward_direct(direct_index(wid, nwg, lid), true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_forward_direct_general(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    forward_direct(direct_index(wid, nwg, lid), false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Direct backward data: one GEMM per stride phase as in the tiled variant (invocations numbered
+// phase by phase, `phase_tiles` row blocks per phase); rows m = the phase's positions,
+// k = (tap a, tap b, co), columns ci.
+
+// Four phase rows as seen from dy: tap (a, b) of the phase reaches output position
+// (oh0 - a, ow0 - b) of image `image`.
+struct Sources {
+    image: vec4<u32>,
+    oh0: vec4<i32>,
+    ow0: vec4<i32>,
+    valid: vec4<bool>,
+    // Position (n, ih, iw) in dx.
+    dx_row: vec4<u32>,
+}
+
+// Rows m..m+3 of phase f; rows past its positions are not `valid`.
+fn decode_sources(f: Phase, m: u32) -> Sources {
+    let r = quad_rows(m);
+    let t = div_small4(r, f.count_w);
+    let jw = r - t * f.count_w;
+    let n = div_small4(t, f.count_h);
+    let jh = t - n * f.count_h;
+    let ih = f.ih0 + jh * p.stride;
+    let iw = f.iw0 + jw * p.stride;
+    // oh = (ih + pad_top - kh) / stride with kh = kh0 + a * stride is jh - a + (ih0 + pad_top -
+    // kh0) / stride, a whole non-negative quotient by the choice of phase (likewise ow).
+    let ch = (f.ih0 + p.pad_top - f.kh0) / p.stride;
+    let cw = (f.iw0 + p.pad_left - f.kw0) / p.stride;
+    return Sources(
+        n * (p.out_h * p.out_w * p.out_c),
+        vec4<i32>(jh + ch),
+        vec4<i32>(jw + cw),
+        r < vec4<u32>(f.rows),
+        (n * p.in_h + ih) * p.in_w + iw,
+    );
+}
+
+// Element index in dy of channel 0 of the output position that reaches each row under tap
+// (a, b); -1 where there is none and for rows that are not valid.
+fn source_bases(q: Sources, a: u32, b: u32) -> vec4<i32> {
+    let oh = q.oh0 - i32(a);
+    let ow = q.ow0 - i32(b);
+    let inside = oh >= vec4<i32>(0) & ow >= vec4<i32>(0) & oh < vec4<i32>(i32(p.out_h)) & ow < vec4<i32>(i32(p.out_w));
+    let i = q.image + (vec4<u32>(oh) * p.out_w + vec4<u32>(ow)) * p.out_c;
+    return select(vec4<i32>(-1), vec4<i32>(i), inside & q.valid);
+}
+
+// dx[row, n..n+3] (+)= v, within bounds.
+fn store_dx(row: u32, n: u32, v: vec4<f32>, fast: bool) {
+    if (n >= p.in_c) {
+        return;
+    }
+    if (fast) {
+        let o = (row * p.in_c + n) / 4u;
+        if (p.accumulate != 0u) {
+            dx4[o] = dx4[o] + v;
+        } else {
+            dx4[o] = v;
+        }
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.in_c) {
+            let o = row * p.in_c + n + j;
+            if (p.accumulate != 0u) {
+                dx[o] = dx[o] + v[j];
+            } else {
+                dx[o] = v[j];
+            }
+        }
+    }
+}
+
+fn store_dx_row(valid: bool, row: u32, n: u32, v0: vec4<f32>, v1: vec4<f32>, fast: bool) {
+    if (valid) {
+        store_dx(row, n, v0, fast);
+        store_dx(row, n + 4u, v1, fast);
+    }
+}
+
+// The 8 rows of one half (lo: rows 0..3, hi: rows 4..7) from its accumulators.
+fn store_dx_block(lo: Sources, hi: Sources, n: u32, acc: Block, fast: bool) {
+    store_dx_row(lo.valid.x, lo.dx_row.x, n, acc[0], acc[1], fast);
+    store_dx_row(lo.valid.y, lo.dx_row.y, n, acc[2], acc[3], fast);
+    store_dx_row(lo.valid.z, lo.dx_row.z, n, acc[4], acc[5], fast);
+    store_dx_row(lo.valid.w, lo.dx_row.w, n, acc[6], acc[7], fast);
+    store_dx_row(hi.valid.x, hi.dx_row.x, n, acc[8], acc[9], fast);
+    store_dx_row(hi.valid.y, hi.dx_row.y, n, acc[10], acc[11], fast);
+    store_dx_row(hi.valid.z, hi.dx_row.z, n, acc[12], acc[13], fast);
+    store_dx_row(hi.valid.w, hi.dx_row.w, n, acc[14], acc[15], fast);
+}
+
+// `fast`: in_c % 4 == 0 and out_c % 4 == 0.
+fn backward_data_direct(t: u32, fast: bool) {
+    let col_blocks = (p.in_c + DIRECT_N - 1u) / DIRECT_N;
+    let per_phase = p.phase_tiles * col_blocks;
+    let phase = t / per_phase;
+    if (phase >= p.stride * p.stride) {
+        return;
+    }
+    let f = decode_phase(phase);
+    let block = direct_block(t - phase * per_phase, p.in_c);
+    let m0 = block.x;
+    let n0 = block.y;
+    if (m0 >= f.rows) {
+        return;
+    }
+    let top_lo = decode_sources(f, m0);
+    let top_hi = decode_sources(f, m0 + 4u);
+    let bottom_lo = decode_sources(f, m0 + 8u);
+    let bottom_hi = decode_sources(f, m0 + 12u);
+    // The block's input channels (clamped: columns past in_c are computed but not stored).
+    let cols_lo = columns_of(n0, p.in_c);
+    let cols_hi = columns_of(n0 + 4u, p.in_c);
+    let taps_h = strided_count(f.kh0, p.kernel);
+    let wq = p.out_c / 4u;
+
+    var top: Block;
+    var bottom: Block;
+    for (var a = 0u; a < taps_h; a++) {
+        for (var b = 0u; b < f.taps_w; b++) {
+            let dt = Bases(source_bases(top_lo, a, b), source_bases(top_hi, a, b));
+            let db = Bases(source_bases(bottom_lo, a, b), source_bases(bottom_hi, a, b));
+            // Weight row of (kh, kw, ci = 0); rows are out_c long (k runs along them).
+            let w_tap = ((f.kh0 + a * p.stride) * p.kernel + f.kw0 + b * p.stride) * p.in_c;
+            if (fast) {
+                for (var q = 0u; q < wq; q++) {
+                    let b0 = w4_gather((w_tap + cols_lo) * wq + q);
+                    let b1 = w4_gather((w_tap + cols_hi) * wq + q);
+                    direct_product_bk(&top, dy4_rows(dt, q), b0, b1);
+                    direct_product_bk(&bottom, dy4_rows(db, q), b0, b1);
+                }
+            } else {
+                for (var c = 0u; c < p.out_c; c++) {
+                    let b0 = w_gather((w_tap + cols_lo) * p.out_c + c);
+                    let b1 = w_gather((w_tap + cols_hi) * p.out_c + c);
+                    direct_product_outer(&top, dy_scalars(dt.lo, c), dy_scalars(dt.hi, c), b0, b1);
+                    direct_product_outer(&bottom, dy_scalars(db.lo, c), dy_scalars(db.hi, c), b0, b1);
+                }
+            }
+        }
+    }
+
+    store_dx_block(top_lo, top_hi, n0, top, fast);
+    store_dx_block(bottom_lo, bottom_hi, n0, bottom, fast);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_backward_data_direct_aligned(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    backward_data_direct(direct_index(wid, nwg, lid), true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_backward_data_direct_general(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    backward_data_direct(direct_index(wid, nwg, lid), false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Direct backward weights: rows m = (kh, kw, ci), columns co, reduction over the rows
+// r = (n, oh, ow) of split-K chunk `chunk` (invocations numbered chunk by chunk); the partials
+// are added by `conv2d_backward_weights_reduce` as in the tiled variant.
+
+// Four weight rows m = (kh, kw, ci): their taps, and the offset of their x element from the
+// window's top-left pixel.
+struct TapRows {
+    kh: vec4<i32>,
+    kw: vec4<i32>,
+    offset: vec4<i32>,
+    valid: vec4<bool>,
+}
+
+// Rows m..m+3; rows past gemm_m are not `valid`.
+fn decode_tap_rows(m: u32) -> TapRows {
+    let r = quad_rows(m);
+    let tap = div_small4(r, p.in_c);
+    let kh = div_small4(tap, p.kernel);
+    let kw = tap - kh * p.kernel;
+    let c = r - tap * p.in_c;
+    return TapRows(
+        vec4<i32>(kh),
+        vec4<i32>(kw),
+        vec4<i32>((kh * p.in_w + kw) * p.in_c + c),
+        r < vec4<u32>(p.gemm_m),
+    );
+}
+
+// Element index in x of each row's element in the window with top-left pixel (h0, w0) whose
+// pixel (0, 0) would be at element `corner`; -1 in the padding and for rows that are not valid.
+fn tap_bases(t: TapRows, corner: i32, h0: i32, w0: i32) -> vec4<i32> {
+    let ih = h0 + t.kh;
+    let iw = w0 + t.kw;
+    let inside = ih >= vec4<i32>(0) & iw >= vec4<i32>(0) & ih < vec4<i32>(i32(p.in_h)) & iw < vec4<i32>(i32(p.in_w));
+    return select(vec4<i32>(-1), corner + t.offset, inside & t.valid);
+}
+
+// partials[chunk, m, n..n+7] = (v0, v1), within bounds.
+fn store_partial_direct(chunk: u32, m: u32, n: u32, v0: vec4<f32>, v1: vec4<f32>, fast: bool) {
+    if (!fast) {
+        store_partial(chunk, m, n, v0);
+        store_partial(chunk, m, n + 4u, v1);
+        return;
+    }
+    if (m >= p.gemm_m) {
+        return;
+    }
+    let o = ((chunk * p.gemm_m + m) * p.gemm_n + n) / 4u;
+    partials4[o] = v0;
+    if (n + 4u < p.gemm_n) {
+        partials4[o + 1u] = v1;
+    }
+}
+
+fn store_partial_block(chunk: u32, m: u32, n: u32, acc: Block, fast: bool) {
+    store_partial_direct(chunk, m, n, acc[0], acc[1], fast);
+    store_partial_direct(chunk, m + 1u, n, acc[2], acc[3], fast);
+    store_partial_direct(chunk, m + 2u, n, acc[4], acc[5], fast);
+    store_partial_direct(chunk, m + 3u, n, acc[6], acc[7], fast);
+    store_partial_direct(chunk, m + 4u, n, acc[8], acc[9], fast);
+    store_partial_direct(chunk, m + 5u, n, acc[10], acc[11], fast);
+    store_partial_direct(chunk, m + 6u, n, acc[12], acc[13], fast);
+    store_partial_direct(chunk, m + 7u, n, acc[14], acc[15], fast);
+}
+
+// `fast`: in_c % 4 == 0 and out_c % 4 == 0; then each four rows m..m+3 (m a multiple of 4) are
+// four consecutive channels of one tap, one vec4 of x.
+fn backward_weights_direct(t: u32, fast: bool) {
+    let per_chunk = ((p.gemm_m + DIRECT_M - 1u) / DIRECT_M) * ((p.gemm_n + DIRECT_N - 1u) / DIRECT_N);
+    let chunk = t / per_chunk;
+    if (chunk >= p.splits) {
+        return;
+    }
+    let block = direct_block(t - chunk * per_chunk, p.gemm_n);
+    let m0 = block.x;
+    let n0 = block.y;
+    let r_begin = chunk * p.split_rows;
+    let r_end = min(r_begin + p.split_rows, p.gemm_k);
+
+    let top_lo = decode_tap_rows(m0);
+    let top_hi = decode_tap_rows(m0 + 4u);
+    let bottom_lo = decode_tap_rows(m0 + 8u);
+    let bottom_hi = decode_tap_rows(m0 + 12u);
+    let cols_lo = columns_of(n0, p.out_c);
+    let cols_hi = columns_of(n0 + 4u, p.out_c);
+    let oq = p.out_c / 4u;
+    let q0 = quad_of(n0, 0u, p.out_c);
+    let q1 = quad_of(n0, 1u, p.out_c);
+
+    // The output position of r_begin, then walked one step per reduction row.
+    let t0 = r_begin / p.out_w;
+    var ow = r_begin - t0 * p.out_w;
+    var n = t0 / p.out_h;
+    var oh = t0 - n * p.out_h;
+
+    var top: Block;
+    var bottom: Block;
+    for (var r = r_begin; r < r_end; r++) {
+        // The window's top-left input pixel, and where its pixel (0, 0) would be in x.
+        let h0 = i32(oh * p.stride) - i32(p.pad_top);
+        let w0 = i32(ow * p.stride) - i32(p.pad_left);
+        let corner = i32(n * p.in_h * p.in_w * p.in_c) + (h0 * i32(p.in_w) + w0) * i32(p.in_c);
+        let xt = Bases(tap_bases(top_lo, corner, h0, w0), tap_bases(top_hi, corner, h0, w0));
+        let xb = Bases(tap_bases(bottom_lo, corner, h0, w0), tap_bases(bottom_hi, corner, h0, w0));
+        if (fast) {
+            let b0 = dy4[r * oq + q0];
+            let b1 = dy4[r * oq + q1];
+            direct_product_outer(&top, x4_run(xt.lo.x, 0u), x4_run(xt.hi.x, 0u), b0, b1);
+            direct_product_outer(&bottom, x4_run(xb.lo.x, 0u), x4_run(xb.hi.x, 0u), b0, b1);
+        } else {
+            let d = r * p.out_c;
+            let b0 = vec4<f32>(dy[d + cols_lo.x], dy[d + cols_lo.y], dy[d + cols_lo.z], dy[d + cols_lo.w]);
+            let b1 = vec4<f32>(dy[d + cols_hi.x], dy[d + cols_hi.y], dy[d + cols_hi.z], dy[d + cols_hi.w]);
+            direct_product_outer(&top, x_scalars(xt.lo, 0u), x_scalars(xt.hi, 0u), b0, b1);
+            direct_product_outer(&bottom, x_scalars(xb.lo, 0u), x_scalars(xb.hi, 0u), b0, b1);
+        }
+        ow += 1u;
+        if (ow == p.out_w) {
+            ow = 0u;
+            oh += 1u;
+            if (oh == p.out_h) {
+                oh = 0u;
+                n += 1u;
+            }
+        }
+    }
+
+    store_partial_block(chunk, m0, n0, top, fast);
+    store_partial_block(chunk, m0 + 8u, n0, bottom, fast);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_backward_weights_direct_aligned(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    backward_weights_direct(direct_index(wid, nwg, lid), true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_backward_weights_direct_general(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    backward_weights_direct(direct_index(wid, nwg, lid), false);
 }

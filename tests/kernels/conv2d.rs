@@ -1,5 +1,8 @@
 use adamatch_wgpu::gpu::Tensor;
-use adamatch_wgpu::kernels::conv2d::{conv2d_backward_data, conv2d_backward_weights, conv2d_forward, Conv2dShape};
+use adamatch_wgpu::kernels::conv2d::{
+    conv2d_backward_data, conv2d_backward_data_with, conv2d_backward_weights, conv2d_backward_weights_with,
+    conv2d_forward, conv2d_forward_with, Conv2dShape, ConvPath,
+};
 
 use crate::ctx;
 use crate::reference::{assert_close, conv2d as cpu, random_vec, to_f64};
@@ -83,6 +86,12 @@ fn same_padding_matches_definition() {
 
 #[test]
 fn forward_matches_reference_with_and_without_residual() {
+    for path in ConvPath::ALL {
+        check_forward(path);
+    }
+}
+
+fn check_forward(path: ConvPath) {
     let ctx = ctx();
     for (i, s) in shapes().into_iter().enumerate() {
         let d = data(&s, 100 + i as u64);
@@ -92,14 +101,14 @@ fn forward_matches_reference_with_and_without_residual() {
         let r = Tensor::from_f32(ctx, "residual", &[s.output_len()], &res);
         let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
         let y_res = Tensor::zeros(ctx, "y_res", &[s.output_len()]);
-        let plain = conv2d_forward(ctx, &s, &x, &w, &y, None);
-        let with_res = conv2d_forward(ctx, &s, &x, &w, &y_res, Some(&r));
+        let plain = conv2d_forward_with(ctx, path, &s, &x, &w, &y, None);
+        let with_res = conv2d_forward_with(ctx, path, &s, &x, &w, &y_res, Some(&r));
         ctx.run(&[&plain, &with_res]).unwrap();
 
         let want = cpu::conv2d_forward(&to_f64(&d.x), &to_f64(&d.w), &s);
         let terms = s.kernel * s.kernel * s.in_c;
         assert_close(
-            &format!("conv2d forward {s:?}"),
+            &format!("conv2d forward {path:?} {s:?}"),
             &y.read_f32(ctx).unwrap(),
             &want,
             RTOL,
@@ -107,7 +116,7 @@ fn forward_matches_reference_with_and_without_residual() {
         );
         let want_res: Vec<f64> = want.iter().zip(&res).map(|(a, &b)| a + b as f64).collect();
         assert_close(
-            &format!("conv2d forward + residual {s:?}"),
+            &format!("conv2d forward + residual {path:?} {s:?}"),
             &y_res.read_f32(ctx).unwrap(),
             &want_res,
             RTOL,
@@ -118,6 +127,12 @@ fn forward_matches_reference_with_and_without_residual() {
 
 #[test]
 fn backward_data_matches_reference_and_accumulates() {
+    for path in ConvPath::ALL {
+        check_backward_data(path);
+    }
+}
+
+fn check_backward_data(path: ConvPath) {
     let ctx = ctx();
     for (i, s) in shapes().into_iter().enumerate() {
         let d = data(&s, 300 + i as u64);
@@ -127,14 +142,14 @@ fn backward_data_matches_reference_and_accumulates() {
         // Start from garbage so "overwrite" is tested too.
         let dx = Tensor::from_f32(ctx, "dx", &[s.input_len()], &dx0);
         let dx_acc = Tensor::from_f32(ctx, "dx_acc", &[s.input_len()], &dx0);
-        let set = conv2d_backward_data(ctx, &s, &dy, &w, &dx, false);
-        let acc = conv2d_backward_data(ctx, &s, &dy, &w, &dx_acc, true);
+        let set = conv2d_backward_data_with(ctx, path, &s, &dy, &w, &dx, false);
+        let acc = conv2d_backward_data_with(ctx, path, &s, &dy, &w, &dx_acc, true);
         ctx.run(&[&set, &acc]).unwrap();
 
         let want = cpu::conv2d_backward_data(&to_f64(&d.dy), &to_f64(&d.w), &s);
         let terms = s.kernel * s.kernel * s.out_c;
         assert_close(
-            &format!("conv2d backward data {s:?}"),
+            &format!("conv2d backward data {path:?} {s:?}"),
             &dx.read_f32(ctx).unwrap(),
             &want,
             RTOL,
@@ -142,7 +157,7 @@ fn backward_data_matches_reference_and_accumulates() {
         );
         let want_acc: Vec<f64> = want.iter().zip(&dx0).map(|(a, &b)| a + b as f64).collect();
         assert_close(
-            &format!("conv2d backward data (accumulate) {s:?}"),
+            &format!("conv2d backward data (accumulate) {path:?} {s:?}"),
             &dx_acc.read_f32(ctx).unwrap(),
             &want_acc,
             RTOL,
@@ -151,7 +166,7 @@ fn backward_data_matches_reference_and_accumulates() {
     }
 }
 
-fn check_backward_weights(s: &Conv2dShape, seed: u64) {
+fn check_backward_weights(path: ConvPath, s: &Conv2dShape, seed: u64) {
     let ctx = ctx();
     let d = data(s, seed);
     let dw0 = random_vec(seed + 3, s.weight_len());
@@ -159,15 +174,15 @@ fn check_backward_weights(s: &Conv2dShape, seed: u64) {
     let dy = Tensor::from_f32(ctx, "dy", &[s.output_len()], &d.dy);
     let dw = Tensor::from_f32(ctx, "dw", &[s.weight_len()], &dw0);
     let dw_acc = Tensor::from_f32(ctx, "dw_acc", &[s.weight_len()], &dw0);
-    let set = conv2d_backward_weights(ctx, s, &x, &dy, &dw, false);
-    let acc = conv2d_backward_weights(ctx, s, &x, &dy, &dw_acc, true);
+    let set = conv2d_backward_weights_with(ctx, path, s, &x, &dy, &dw, false);
+    let acc = conv2d_backward_weights_with(ctx, path, s, &x, &dy, &dw_acc, true);
     let ops: Vec<_> = set.iter().chain(&acc).collect();
     ctx.run(&ops).unwrap();
 
     let want = cpu::conv2d_backward_weights(&to_f64(&d.x), &to_f64(&d.dy), s);
     let terms = s.batch * s.out_h() * s.out_w();
     assert_close(
-        &format!("conv2d backward weights {s:?}"),
+        &format!("conv2d backward weights {path:?} {s:?}"),
         &dw.read_f32(ctx).unwrap(),
         &want,
         RTOL,
@@ -175,7 +190,7 @@ fn check_backward_weights(s: &Conv2dShape, seed: u64) {
     );
     let want_acc: Vec<f64> = want.iter().zip(&dw0).map(|(a, &b)| a + b as f64).collect();
     assert_close(
-        &format!("conv2d backward weights (accumulate) {s:?}"),
+        &format!("conv2d backward weights (accumulate) {path:?} {s:?}"),
         &dw_acc.read_f32(ctx).unwrap(),
         &want_acc,
         RTOL,
@@ -185,22 +200,36 @@ fn check_backward_weights(s: &Conv2dShape, seed: u64) {
 
 #[test]
 fn backward_weights_matches_reference_and_accumulates() {
-    for (i, s) in shapes().into_iter().enumerate() {
-        check_backward_weights(&s, 500 + 10 * i as u64);
+    for path in ConvPath::ALL {
+        for (i, s) in shapes().into_iter().enumerate() {
+            check_backward_weights(path, &s, 500 + 10 * i as u64);
+        }
     }
 }
 
 #[test]
 fn backward_weights_long_reduction_uses_several_chunks() {
-    // 5 * 30 * 31 = 4650 reduction rows: three split-K chunks, the last one partial.
-    check_backward_weights(&shape(5, (30, 31), 5, 6, 3, 1), 900);
-    // 20 * 16 * 16 = 5120 rows (three chunks) through the aligned path, stride 2.
-    check_backward_weights(&shape(20, (32, 32), 16, 8, 3, 2), 910);
+    // Chunks: the tiled path's are about 2048 rows (multiples of 16), the direct path's 512.
+    for path in ConvPath::ALL {
+        // 5 * 30 * 31 = 4650 reduction rows: tiled, three chunks, the last one partial; direct, ten.
+        check_backward_weights(path, &shape(5, (30, 31), 5, 6, 3, 1), 900);
+        // 20 * 16 * 16 = 5120 rows (three or ten chunks) through the aligned entry points, stride 2.
+        check_backward_weights(path, &shape(20, (32, 32), 16, 8, 3, 2), 910);
+        // 3 * 17 * 19 = 969 rows: direct, two chunks of 485 and 484.
+        check_backward_weights(path, &shape(3, (17, 19), 8, 12, 3, 1), 920);
+    }
 }
 
 #[test]
 fn all_passes_are_bitwise_deterministic() {
+    for path in ConvPath::ALL {
+        check_deterministic(path);
+    }
+}
+
+fn check_deterministic(path: ConvPath) {
     let ctx = ctx();
+    // General and aligned entry points; several split-K chunks in the first.
     for s in [shape(5, (30, 31), 5, 6, 3, 1), shape(3, (16, 16), 16, 32, 3, 2)] {
         let d = data(&s, 1000);
         let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d.x);
@@ -211,10 +240,10 @@ fn all_passes_are_bitwise_deterministic() {
             let dx = Tensor::zeros(ctx, "dx", &[s.input_len()]);
             let dw = Tensor::zeros(ctx, "dw", &[s.weight_len()]);
             let mut ops = vec![
-                conv2d_forward(ctx, &s, &x, &w, &y, None),
-                conv2d_backward_data(ctx, &s, &dy, &w, &dx, false),
+                conv2d_forward_with(ctx, path, &s, &x, &w, &y, None),
+                conv2d_backward_data_with(ctx, path, &s, &dy, &w, &dx, false),
             ];
-            ops.extend(conv2d_backward_weights(ctx, &s, &x, &dy, &dw, false));
+            ops.extend(conv2d_backward_weights_with(ctx, path, &s, &x, &dy, &dw, false));
             ctx.run(&ops.iter().collect::<Vec<_>>()).unwrap();
             [y, dx, dw].map(|t| {
                 t.read_f32(ctx)
@@ -226,13 +255,19 @@ fn all_passes_are_bitwise_deterministic() {
         };
         let (a, b) = (run(), run());
         for (name, (a, b)) in ["y", "dx", "dw"].iter().zip(a.iter().zip(&b)) {
-            assert!(a == b, "conv2d {name} differs between two runs for {s:?}");
+            assert!(a == b, "conv2d {name} differs between two runs for {path:?} {s:?}");
         }
     }
 }
 
 #[test]
 fn forward_at_training_batch_size_512() {
+    for path in ConvPath::ALL {
+        check_forward_batch_512(path);
+    }
+}
+
+fn check_forward_batch_512(path: ConvPath) {
     // 512 x 32 x 32 = 524,288 GEMM rows (a large dispatch; 1x1 keeps it ~1 GFLOP). Only a
     // sample of outputs is checked, against the reference evaluated at those positions.
     let ctx = ctx();
@@ -242,7 +277,8 @@ fn forward_at_training_batch_size_512() {
     let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d_x);
     let w = Tensor::from_f32(ctx, "w", &[s.weight_len()], &d_w);
     let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
-    ctx.run(&[&conv2d_forward(ctx, &s, &x, &w, &y, None)]).unwrap();
+    ctx.run(&[&conv2d_forward_with(ctx, path, &s, &x, &w, &y, None)])
+        .unwrap();
     let got = y.read_f32(ctx).unwrap();
 
     let len = s.output_len();
@@ -257,7 +293,63 @@ fn forward_at_training_batch_size_512() {
         .map(|&i| cpu::conv2d_forward_at(&d_x, &w64, &s, i))
         .collect();
     let got: Vec<f32> = picks.iter().map(|&i| got[i]).collect();
-    assert_close("conv2d forward, batch 512 sample", &got, &want, RTOL, atol(s.in_c));
+    assert_close(
+        &format!("conv2d forward, batch 512 sample, {path:?}"),
+        &got,
+        &want,
+        RTOL,
+        atol(s.in_c),
+    );
+}
+
+#[test]
+fn plain_functions_run_the_adapters_path() {
+    // Direct on CPU adapters (lavapipe), tiled on GPUs; the plain functions pick it.
+    let ctx = ctx();
+    let want = if ctx.info.device_type == wgpu::DeviceType::Cpu {
+        ConvPath::Direct
+    } else {
+        ConvPath::Tiled
+    };
+    assert_eq!(ConvPath::for_adapter(ctx), want);
+    let s = shape(2, (6, 7), 8, 12, 3, 2);
+    let d = data(&s, 1300);
+    let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d.x);
+    let w = Tensor::from_f32(ctx, "w", &[s.weight_len()], &d.w);
+    let dy = Tensor::from_f32(ctx, "dy", &[s.output_len()], &d.dy);
+    let outputs = |plain: bool| {
+        let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
+        let dx = Tensor::zeros(ctx, "dx", &[s.input_len()]);
+        let dw = Tensor::zeros(ctx, "dw", &[s.weight_len()]);
+        let mut ops = if plain {
+            vec![
+                conv2d_forward(ctx, &s, &x, &w, &y, None),
+                conv2d_backward_data(ctx, &s, &dy, &w, &dx, false),
+            ]
+        } else {
+            vec![
+                conv2d_forward_with(ctx, want, &s, &x, &w, &y, None),
+                conv2d_backward_data_with(ctx, want, &s, &dy, &w, &dx, false),
+            ]
+        };
+        ops.extend(if plain {
+            conv2d_backward_weights(ctx, &s, &x, &dy, &dw, false)
+        } else {
+            conv2d_backward_weights_with(ctx, want, &s, &x, &dy, &dw, false)
+        });
+        ctx.run(&ops.iter().collect::<Vec<_>>()).unwrap();
+        [y, dx, dw].map(|t| {
+            t.read_f32(ctx)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<u32>>()
+        })
+    };
+    assert!(
+        outputs(true) == outputs(false),
+        "the plain functions did not run {want:?}"
+    );
 }
 
 #[test]
