@@ -399,17 +399,33 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         };
     }
     if let Some(v) = &a.alignment {
-        c.alignment = if v == "keras" { AlignmentKind::Keras } else { AlignmentKind::Paper };
+        c.alignment = if v == "keras" {
+            AlignmentKind::Keras
+        } else {
+            AlignmentKind::Paper
+        };
     }
     if let Some(v) = &a.pseudo_labels {
-        c.pseudo_labels = if v == "soft" { PseudoLabels::Soft } else { PseudoLabels::Hard };
+        c.pseudo_labels = if v == "soft" {
+            PseudoLabels::Soft
+        } else {
+            PseudoLabels::Hard
+        };
     }
     set!(source_scale <- a.source_scale);
     if let Some(v) = &a.source_pass_bn {
-        c.source_pass_bn = if v == "inference" { SourcePassBn::Inference } else { SourcePassBn::Train };
+        c.source_pass_bn = if v == "inference" {
+            SourcePassBn::Inference
+        } else {
+            SourcePassBn::Train
+        };
     }
     if let Some(v) = &a.augment {
-        c.augment = if v == "keras" { AugmentStyle::Keras } else { AugmentStyle::Paper };
+        c.augment = if v == "keras" {
+            AugmentStyle::Keras
+        } else {
+            AugmentStyle::Paper
+        };
     }
     if let Some(v) = &a.lr_schedule {
         c.lr_schedule = match v.as_str() {
