@@ -2,7 +2,7 @@ use adamatch_wgpu::network::{Activation, Architecture, Pass, WideResNetConfig, W
 
 use crate::reference::network::{self as cpu, Mode};
 use crate::reference::to_f64;
-use crate::{ctx, input, labels, named, perturbed_net, ref_config, small_config, GpuLoss};
+use crate::{ctx, input, labels, named, perturbed_net, ref_config, small_config, small_setup, GpuLoss, BACKWARD};
 
 /// ||gpu - cpu|| / ||cpu|| per tensor: f32 sums over thousands of terms through a dozen layers
 /// stay within this of the f64 reference.
@@ -216,23 +216,9 @@ fn reference_gradients_match_finite_differences() {
 #[test]
 fn gpu_gradients_match_finite_differences() {
     let ctx = ctx();
-    let cfg = small_config(Activation::Leaky(0.1), 1);
-    let batch = 2;
-    let net = perturbed_net(ctx, cfg.clone(), 9);
-    let mut ws = Workspace::new(ctx, &net, batch, true);
-    ws.input.write_f32(ctx, &input(&cfg, batch, 9));
-    let loss = GpuLoss::new(ctx, &ws, &labels(batch, 9), cfg.num_classes);
+    let (_, net, mut ws, loss) = small_setup(Activation::Leaky(0.1), 1, 2, 9, true);
     let train = Pass::ForwardTrain { update_running: false };
-    loss.run(
-        ctx,
-        &net,
-        &mut ws,
-        train,
-        Some(Pass::Backward {
-            batch_stats: true,
-            accumulate: false,
-        }),
-    );
+    loss.run(ctx, &net, &mut ws, train, Some(BACKWARD));
     let grads = net.read_grads(ctx).unwrap();
     let params = net.read_params(ctx).unwrap();
     let h = 1e-2f32;
@@ -268,22 +254,14 @@ fn gpu_gradients_match_finite_differences() {
 #[test]
 fn forward_backward_is_bitwise_deterministic() {
     let ctx = ctx();
-    let cfg = small_config(Activation::Leaky(0.1), 2);
-    let batch = 3;
     let run = || {
-        let net = perturbed_net(ctx, cfg.clone(), 11);
-        let mut ws = Workspace::new(ctx, &net, batch, false);
-        ws.input.write_f32(ctx, &input(&cfg, batch, 11));
-        let loss = GpuLoss::new(ctx, &ws, &labels(batch, 11), cfg.num_classes);
+        let (_, net, mut ws, loss) = small_setup(Activation::Leaky(0.1), 2, 3, 11, false);
         loss.run(
             ctx,
             &net,
             &mut ws,
             Pass::ForwardTrain { update_running: true },
-            Some(Pass::Backward {
-                batch_stats: true,
-                accumulate: false,
-            }),
+            Some(BACKWARD),
         );
         let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<u32>>();
         (
@@ -302,22 +280,13 @@ fn forward_backward_is_bitwise_deterministic() {
 #[test]
 fn accumulating_backward_adds_to_gradients() {
     let ctx = ctx();
-    let cfg = small_config(Activation::Relu, 1);
-    let batch = 2;
-    let net = perturbed_net(ctx, cfg.clone(), 13);
-    let mut ws = Workspace::new(ctx, &net, batch, false);
-    ws.input.write_f32(ctx, &input(&cfg, batch, 13));
-    let loss = GpuLoss::new(ctx, &ws, &labels(batch, 13), cfg.num_classes);
-    let train = Pass::ForwardTrain { update_running: false };
+    let (_, net, mut ws, loss) = small_setup(Activation::Relu, 1, 2, 13, false);
     loss.run(
         ctx,
         &net,
         &mut ws,
-        train,
-        Some(Pass::Backward {
-            batch_stats: true,
-            accumulate: false,
-        }),
+        Pass::ForwardTrain { update_running: false },
+        Some(BACKWARD),
     );
     let once = net.read_grads(ctx).unwrap();
     ws.run(

@@ -159,6 +159,30 @@ impl GpuLoss {
     }
 }
 
+/// A perturbed small network with a workspace holding seeded inputs and a cross-entropy loss
+/// against seeded labels: the common setup of the GPU-only tests.
+pub fn small_setup(
+    activation: Activation,
+    width: usize,
+    batch: usize,
+    seed: u64,
+    input_grad: bool,
+) -> (WideResNetConfig, WideResNet, Workspace, GpuLoss) {
+    let ctx = ctx();
+    let cfg = small_config(activation, width);
+    let net = perturbed_net(ctx, cfg.clone(), seed);
+    let ws = Workspace::new(ctx, &net, batch, input_grad);
+    ws.input.write_f32(ctx, &input(&cfg, batch, seed));
+    let loss = GpuLoss::new(ctx, &ws, &labels(batch, seed), cfg.num_classes);
+    (cfg, net, ws, loss)
+}
+
+/// Training-mode backward that overwrites the gradients.
+pub const BACKWARD: Pass = Pass::Backward {
+    batch_stats: true,
+    accumulate: false,
+};
+
 pub fn labels(batch: usize, seed: u64) -> Vec<u32> {
     (0..batch).map(|i| ((i as u64 * 7 + seed * 3) % 10) as u32).collect()
 }

@@ -42,7 +42,8 @@ fn safetensors_round_trip_restores_every_tensor() {
 }
 
 /// Rewrites a valid file's tensors through `edit` (name, shape, data) and returns the error text.
-fn load_error_after(edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) -> String {
+/// `name` keeps each test's file apart: the tests run in parallel.
+fn load_error_after(name: &str, edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) -> String {
     let ctx = ctx();
     let net = perturbed_net(ctx, small_config(Activation::Relu, 1), 22);
     let good = weights::to_bytes(
@@ -66,14 +67,14 @@ fn load_error_after(edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) -> S
         .map(|(n, s, d)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap()))
         .collect();
     let bytes = safetensors::serialize(views, meta.metadata().clone()).unwrap();
-    let path = tmp_path("edited.safetensors");
+    let path = tmp_path(&format!("{name}.safetensors"));
     std::fs::write(&path, bytes).unwrap();
     let err = format!(
         "{:#}",
         weights::load(&path).err().expect("the edited file must not load")
     );
     assert!(
-        err.contains("edited.safetensors"),
+        err.contains(&format!("{name}.safetensors")),
         "error does not name the file: {err}"
     );
     err
@@ -81,19 +82,19 @@ fn load_error_after(edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) -> S
 
 #[test]
 fn missing_tensor_is_named() {
-    let err = load_error_after(|t| t.retain(|(n, _, _)| n != "stage2.block0.conv1"));
+    let err = load_error_after("missing", |t| t.retain(|(n, _, _)| n != "stage2.block0.conv1"));
     assert!(err.contains("'stage2.block0.conv1' is missing"), "{err}");
 }
 
 #[test]
 fn extra_tensor_is_named() {
-    let err = load_error_after(|t| t.push(("head.extra".into(), vec![2], vec![0; 8])));
+    let err = load_error_after("extra", |t| t.push(("head.extra".into(), vec![2], vec![0; 8])));
     assert!(err.contains("unexpected tensor 'head.extra'"), "{err}");
 }
 
 #[test]
 fn misshapen_tensor_is_named() {
-    let err = load_error_after(|t| {
+    let err = load_error_after("misshapen", |t| {
         let e = t.iter_mut().find(|(n, _, _)| n == "head.dense.bias").unwrap();
         e.1 = vec![5, 2];
     });
