@@ -1002,7 +1002,8 @@ fn decode_windows(m: u32) -> Windows {
 fn window_bases(v: Windows, kh: u32, kw: u32) -> vec4<i32> {
     let ih = v.h0 + i32(kh);
     let iw = v.w0 + i32(kw);
-    let inside = ih >= vec4<i32>(0) & iw >= vec4<i32>(0) & ih < vec4<i32>(i32(p.in_h)) & iw < vec4<i32>(i32(p.in_w));
+    // WGSL requires the parentheses (naga accepts them missing, browsers do not).
+    let inside = (ih >= vec4<i32>(0)) & (iw >= vec4<i32>(0)) & (ih < vec4<i32>(i32(p.in_h))) & (iw < vec4<i32>(i32(p.in_w)));
     let i = v.image + (vec4<u32>(ih) * p.in_w + vec4<u32>(iw)) * p.in_c;
     return select(vec4<i32>(-1), vec4<i32>(i), inside & v.valid);
 }
@@ -1158,7 +1159,8 @@ fn decode_sources(f: Phase, m: u32) -> Sources {
 fn source_bases(q: Sources, a: u32, b: u32) -> vec4<i32> {
     let oh = q.oh0 - i32(a);
     let ow = q.ow0 - i32(b);
-    let inside = oh >= vec4<i32>(0) & ow >= vec4<i32>(0) & oh < vec4<i32>(i32(p.out_h)) & ow < vec4<i32>(i32(p.out_w));
+    // Parenthesised as WGSL requires (see window_bases).
+    let inside = (oh >= vec4<i32>(0)) & (ow >= vec4<i32>(0)) & (oh < vec4<i32>(i32(p.out_h))) & (ow < vec4<i32>(i32(p.out_w)));
     let i = q.image + (vec4<u32>(oh) * p.out_w + vec4<u32>(ow)) * p.out_c;
     return select(vec4<i32>(-1), vec4<i32>(i), inside & q.valid);
 }
@@ -1315,7 +1317,8 @@ fn decode_tap_rows(m: u32) -> TapRows {
 fn tap_bases(t: TapRows, corner: i32, h0: i32, w0: i32) -> vec4<i32> {
     let ih = h0 + t.kh;
     let iw = w0 + t.kw;
-    let inside = ih >= vec4<i32>(0) & iw >= vec4<i32>(0) & ih < vec4<i32>(i32(p.in_h)) & iw < vec4<i32>(i32(p.in_w));
+    // WGSL requires the parentheses (naga accepts them missing, browsers do not).
+    let inside = (ih >= vec4<i32>(0)) & (iw >= vec4<i32>(0)) & (ih < vec4<i32>(i32(p.in_h))) & (iw < vec4<i32>(i32(p.in_w)));
     return select(vec4<i32>(-1), corner + t.offset, inside & t.valid);
 }
 
