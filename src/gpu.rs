@@ -60,6 +60,8 @@ const NEEDED_LIMITS: &[NeededLimit] = &[
 
 fn backends_from_name(name: Option<&str>) -> Result<wgpu::Backends> {
     Ok(match name.map(|s| s.to_ascii_lowercase()).as_deref() {
+        // In a browser only WebGPU exists (this crate does not compile wgpu's WebGL backend).
+        None | Some("") if cfg!(target_arch = "wasm32") => wgpu::Backends::BROWSER_WEBGPU,
         // GL only on request: it is a last resort for compute and its EGL probing is noisy.
         None | Some("") => wgpu::Backends::PRIMARY,
         Some("all") => wgpu::Backends::all(),
@@ -74,6 +76,7 @@ fn backends_from_name(name: Option<&str>) -> Result<wgpu::Backends> {
     })
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn device_type_rank(t: wgpu::DeviceType) -> u32 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 0,
@@ -84,6 +87,7 @@ fn device_type_rank(t: wgpu::DeviceType) -> u32 {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 const NO_ADAPTER_HELP: &str = "no GPU adapter found. Install your GPU's driver (Vulkan, Metal or \
 DX12), or for a CPU fallback on Debian/Ubuntu: `apt-get install -y mesa-vulkan-drivers` \
 (lavapipe, slow but complete)";
@@ -133,6 +137,32 @@ pub fn describe_limits(l: &wgpu::Limits) -> Vec<(&'static str, u64)> {
             l.min_storage_buffer_offset_alignment as u64,
         ),
     ]
+}
+
+/// The limits requested for the device, given the adapter's `have` (already checked against
+/// [`NEEDED_LIMITS`], which are WebGPU's defaults).
+fn required_limits(have: &wgpu::Limits) -> wgpu::Limits {
+    let mut limits = wgpu::Limits::downlevel_defaults();
+    limits.max_storage_buffers_per_shader_stage = 8;
+    limits.max_compute_invocations_per_workgroup = 256;
+    limits.max_compute_workgroup_size_x = 256;
+    limits.max_compute_workgroup_size_y = have.max_compute_workgroup_size_y.min(256);
+    limits.max_bind_groups = have.max_bind_groups.min(4);
+    limits.min_storage_buffer_offset_alignment = have.min_storage_buffer_offset_alignment;
+    limits.min_uniform_buffer_offset_alignment = have.min_uniform_buffer_offset_alignment;
+    if cfg!(target_arch = "wasm32") {
+        // Browser inference (batch 1..64 of 32x32 images) fits WebGPU's default buffer and
+        // workgroup-memory sizes; asking for no more keeps every WebGPU device usable.
+        limits.max_compute_workgroup_storage_size = 16_384;
+        limits.max_storage_buffer_binding_size = 128 << 20;
+        limits.max_buffer_size = have.max_buffer_size.min(256 << 20);
+    } else {
+        // Training at large batches wants the adapter's largest buffers.
+        limits.max_compute_workgroup_storage_size = have.max_compute_workgroup_storage_size;
+        limits.max_storage_buffer_binding_size = have.max_storage_buffer_binding_size;
+        limits.max_buffer_size = have.max_buffer_size;
+    }
+    limits
 }
 
 /// The device, its queue, and the pipeline cache.
@@ -203,11 +233,15 @@ impl GpuContext {
         instance
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::HighPerformance,
-                force_fallback_adapter: false,
-                compatible_surface: None,
+                ..Default::default()
             })
             .await
-            .map_err(|e| anyhow!("WebGPU is not available in this browser: {e}"))
+            .map_err(|_| {
+                anyhow!(
+                    "WebGPU is not available: this browser offers no GPU adapter (it may be switched \
+                     off, or the page is not served from localhost or https)"
+                )
+            })
     }
 
     /// Opens a device on `adapter`, checking every limit the engine needs first.
@@ -227,19 +261,9 @@ impl GpuContext {
                 );
             }
         }
-        let mut limits = wgpu::Limits::downlevel_defaults();
-        limits.max_storage_buffers_per_shader_stage = 8;
-        limits.max_compute_invocations_per_workgroup = 256;
-        limits.max_compute_workgroup_size_x = 256;
-        limits.max_compute_workgroup_size_y = have.max_compute_workgroup_size_y.min(256);
-        limits.max_compute_workgroup_storage_size = have.max_compute_workgroup_storage_size;
-        limits.max_storage_buffer_binding_size = have.max_storage_buffer_binding_size;
-        limits.max_buffer_size = have.max_buffer_size;
-        limits.max_bind_groups = have.max_bind_groups.min(4);
-        limits.min_storage_buffer_offset_alignment = have.min_storage_buffer_offset_alignment;
-        limits.min_uniform_buffer_offset_alignment = have.min_uniform_buffer_offset_alignment;
-
-        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let limits = required_limits(&have);
+        // Timestamps serve `bench` only, which the browser build does not have.
+        let timestamps = !cfg!(target_arch = "wasm32") && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let mut features = wgpu::Features::empty();
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;

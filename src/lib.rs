@@ -7,7 +7,12 @@
 //! - [`network`]: the WideResNet built from the kernels; [`weights`]: safetensors files.
 //! - [`data`]: dataset loaders (MNIST IDX, SVHN MAT, image folders), synthetic domains, downloads.
 //! - [`train`]: the AdaMatch step and training loop; [`inference`]: classification; [`bench`].
+//! - `web` (wasm32 with the `web` feature): the browser exports over [`inference`].
+//!
+//! On wasm32 the crate is the inference path only: `train` and `bench` (files, clocks, blocking
+//! waits) are native-only.
 
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod data;
 pub mod gpu;
@@ -16,5 +21,8 @@ pub mod input;
 pub mod kernels;
 pub mod network;
 pub mod shaders;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod train;
+#[cfg(all(target_arch = "wasm32", feature = "web"))]
+pub mod web;
 pub mod weights;

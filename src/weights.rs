@@ -6,9 +6,12 @@
 //! table documents names, layouts and the transposes PyTorch and Keras need.
 
 use std::collections::{BTreeMap, HashMap};
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use anyhow::Context;
+use anyhow::{anyhow, bail, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 

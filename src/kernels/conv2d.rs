@@ -61,9 +61,12 @@ pub enum ConvPath {
 impl ConvPath {
     pub const ALL: [ConvPath; 2] = [ConvPath::Tiled, ConvPath::Direct];
 
-    /// [`ConvPath::Direct`] on CPU adapters, [`ConvPath::Tiled`] on everything else.
+    /// [`ConvPath::Direct`] on native CPU adapters, [`ConvPath::Tiled`] on everything else.
+    /// Browsers always get the tiled path: the direct one binds `y` and its vec4 view `y4`
+    /// (both writable) to one buffer range, which WebGPU's validation rejects (wgpu-core
+    /// allows it).
     pub fn for_adapter(ctx: &GpuContext) -> ConvPath {
-        if ctx.info.device_type == wgpu::DeviceType::Cpu {
+        if !cfg!(target_arch = "wasm32") && ctx.info.device_type == wgpu::DeviceType::Cpu {
             ConvPath::Direct
         } else {
             ConvPath::Tiled
