@@ -7,7 +7,8 @@
 //! - [`network`]: the WideResNet built from the kernels; [`weights`]: safetensors files.
 //! - [`data`]: dataset loaders (MNIST IDX, SVHN MAT, image folders), synthetic domains, downloads.
 //! - [`train`]: the AdaMatch step and training loop; [`inference`]: classification; [`bench`].
-//! - `web` (wasm32 with the `web` feature): the browser exports over [`inference`].
+//! - `web` (wasm32 with the `web` feature): the browser exports over [`inference`]; [`serve`]:
+//!   the web demo over HTTP on this machine (native).
 //!
 //! On wasm32 the crate is the inference path only: `train` and `bench` (files, clocks, blocking
 //! waits) are native-only.
@@ -20,6 +21,8 @@ pub mod inference;
 pub mod input;
 pub mod kernels;
 pub mod network;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod serve;
 pub mod shaders;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train;

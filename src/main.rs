@@ -17,6 +17,7 @@ use adamatch_wgpu::gpu::{self, AdapterChoice, GpuContext};
 use adamatch_wgpu::inference::Classifier;
 use adamatch_wgpu::input::InputScale;
 use adamatch_wgpu::network::{Activation, WideResNetConfig};
+use adamatch_wgpu::serve::{self, ServeOptions, WebServer};
 use adamatch_wgpu::train::config::{
     Algorithm, AlignmentKind, AugmentStyle, LrSchedule, Optimizer, PseudoLabels, SourcePassBn, TrainConfig,
 };
@@ -74,6 +75,8 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Accuracy, per-class accuracy and confusion matrix of trained weights on a dataset.
     Eval(EvalArgs),
+    /// Serve the web demo (web/) on this machine, with these weights as the page's default.
+    Serve(ServeArgs),
     /// Download, check, inspect and preview datasets.
     Data {
         #[command(subcommand)]
@@ -215,6 +218,23 @@ struct PredictArgs {
 }
 
 #[derive(Args)]
+struct ServeArgs {
+    /// Weights the page loads by default [default: the web directory's model.safetensors].
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Port on the host (0 = any free port).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Address to listen on (browsers allow WebGPU on localhost without https).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The web directory with the built bundle [default: web/ of the source tree this binary was
+    /// built from].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// Batch size of the timed pass.
     #[arg(long, default_value_t = 64)]
@@ -306,6 +326,29 @@ fn predict(gpu: &GpuArgs, args: &PredictArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn serve_cmd(a: &ServeArgs) -> Result<()> {
+    let opts = ServeOptions {
+        dir: a.dir.clone().unwrap_or_else(serve::default_web_dir),
+        weights: a.weights.clone(),
+        host: a.host.clone(),
+        port: a.port,
+    };
+    let server = WebServer::bind(&opts)?;
+    // 127.0.0.1 is a secure context like localhost, so WebGPU works without https.
+    let banner = format!(
+        "serving http://{}/\n  page: {}\n  weights: {} (at {})\nCtrl-C stops.\n",
+        server.local_addr()?,
+        opts.dir.display(),
+        server.weights().display(),
+        serve::WEIGHTS_URL
+    );
+    // A closed stdout (a script that read the URL and went on) must not stop the server.
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, banner.as_bytes()).and_then(|_| std::io::Write::flush(&mut out));
+    drop(out);
+    server.run()
 }
 
 fn bench_cmd(gpu: &GpuArgs, args: &BenchArgs) -> Result<()> {
@@ -526,6 +569,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench_cmd(&gpu, &a),
         Command::Train(a) => train_cmd(&gpu, &a),
         Command::Eval(a) => eval_cmd(&gpu, &a),
+        Command::Serve(a) => serve_cmd(&a),
         Command::Data { cmd } => adamatch_wgpu::data::cli::run(cmd),
     };
     match result {

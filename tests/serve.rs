@@ -1,0 +1,209 @@
+//! `adamatch-wgpu serve`: what it serves (page, bundle, the user's weights at the default URL,
+//! content types), what it refuses (paths outside the directory), and its errors (bundle not
+//! built, bad weights, not a web directory). The page itself is tested in a browser by
+//! tests/web (scripts/test-web.sh).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use adamatch_wgpu::gpu::{AdapterChoice, GpuContext};
+use adamatch_wgpu::input::InputScale;
+use adamatch_wgpu::network::{Activation, WideResNet, WideResNetConfig};
+use adamatch_wgpu::weights;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_adamatch-wgpu"))
+}
+
+fn tmp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("adamatch-serve-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A web directory with a stand-in bundle (serve only checks that the files exist).
+fn web_dir(root: &Path, with_bundle: bool) -> PathBuf {
+    let web = root.join("web");
+    std::fs::create_dir_all(web.join("pkg")).unwrap();
+    std::fs::create_dir_all(web.join("samples")).unwrap();
+    std::fs::write(web.join("index.html"), "<!doctype html><title>t</title>").unwrap();
+    std::fs::write(web.join("app.js"), "export {};").unwrap();
+    std::fs::write(web.join("samples/a b.png"), [0x89, b'P', b'N', b'G']).unwrap();
+    std::fs::write(web.join("model.safetensors"), b"the default weights").unwrap();
+    if with_bundle {
+        std::fs::write(web.join("pkg/adamatch_wgpu.js"), "export default 1;").unwrap();
+        std::fs::write(web.join("pkg/adamatch_wgpu_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    }
+    std::fs::write(root.join("secret.txt"), "outside the web directory").unwrap();
+    web
+}
+
+fn small_weights(dir: &Path) -> PathBuf {
+    let ctx = GpuContext::new_blocking(&AdapterChoice::default()).unwrap();
+    let cfg = WideResNetConfig {
+        depth: 10,
+        width: 1,
+        activation: Activation::Leaky(0.1),
+        ..WideResNetConfig::paper()
+    };
+    let net = WideResNet::new(&ctx, cfg, 5).unwrap();
+    let path = dir.join("mine.safetensors");
+    weights::save(&ctx, &net, &path, InputScale::Paper, &BTreeMap::new()).unwrap();
+    path
+}
+
+/// Kills the server when the test ends, pass or fail.
+struct Server {
+    child: Child,
+    port: u16,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(args: &[&std::ffi::OsStr]) -> Server {
+    let mut child = bin()
+        .arg("serve")
+        .args(["--port", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("serving http://127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let port = url.trim_end_matches('/').parse().unwrap();
+    Server {
+        child,
+        port,
+        _stdout: stdout,
+    }
+}
+
+/// (status, content type, body) of one request.
+fn request(port: u16, method: &str, target: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("{method} {target}: {e}"));
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("no header end");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let body = raw[split + 4..].to_vec();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut content_type = String::new();
+    let mut length = None;
+    for l in head.lines().skip(1) {
+        let (k, v) = l.split_once(':').unwrap();
+        match k.to_ascii_lowercase().as_str() {
+            "content-type" => content_type = v.trim().to_string(),
+            "content-length" => length = Some(v.trim().parse::<usize>().unwrap()),
+            _ => {}
+        }
+    }
+    if method != "HEAD" {
+        assert_eq!(length, Some(body.len()), "{target}: Content-Length");
+    }
+    (status, content_type, body)
+}
+
+#[test]
+fn serves_the_page_the_bundle_and_the_users_weights() {
+    let root = tmp_dir("ok");
+    let web = web_dir(&root, true);
+    let w = small_weights(&root);
+    let server = start(&["--dir".as_ref(), web.as_os_str(), "--weights".as_ref(), w.as_os_str()]);
+    let p = server.port;
+
+    let (status, ct, body) = request(p, "GET", "/");
+    assert_eq!((status, ct.as_str()), (200, "text/html; charset=utf-8"));
+    assert_eq!(body, std::fs::read(web.join("index.html")).unwrap());
+
+    // The user's weights at the URL the page loads, not the directory's default file.
+    let (status, ct, body) = request(p, "GET", "/model.safetensors?v=2");
+    assert_eq!((status, ct.as_str()), (200, "application/octet-stream"));
+    assert_eq!(body, std::fs::read(&w).unwrap());
+
+    let (status, ct, _) = request(p, "GET", "/pkg/adamatch_wgpu_bg.wasm");
+    assert_eq!((status, ct.as_str()), (200, "application/wasm"));
+    let (status, ct, _) = request(p, "GET", "/pkg/adamatch_wgpu.js");
+    assert_eq!((status, ct.as_str()), (200, "text/javascript; charset=utf-8"));
+    let (status, ct, body) = request(p, "GET", "/samples/a%20b.png");
+    assert_eq!((status, ct.as_str(), body.len()), (200, "image/png", 4));
+
+    let (status, _, body) = request(p, "HEAD", "/app.js");
+    assert_eq!((status, body.len()), (200, 0));
+    let (status, _, _) = request(p, "POST", "/");
+    assert_eq!(status, 405);
+
+    for outside in [
+        "/missing.html",
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/samples/../../secret.txt",
+        "//etc/passwd",
+    ] {
+        let (status, _, body) = request(p, "GET", outside);
+        assert_eq!(status, 404, "{outside} must not be served");
+        assert!(!String::from_utf8_lossy(&body).contains("outside"), "{outside}");
+    }
+}
+
+#[test]
+fn without_weights_it_serves_the_directory_default() {
+    let root = tmp_dir("default");
+    let web = web_dir(&root, true);
+    let server = start(&["--dir".as_ref(), web.as_os_str()]);
+    let (status, _, body) = request(server.port, "GET", "/model.safetensors");
+    assert_eq!((status, body.as_slice()), (200, &b"the default weights"[..]));
+}
+
+fn serve_error(args: &[&std::ffi::OsStr]) -> String {
+    let out = bin().args(["serve", "--port", "0"]).args(args).output().unwrap();
+    assert!(!out.status.success(), "serve should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn errors_name_the_build_command_the_bad_weights_and_the_directory() {
+    let root = tmp_dir("errors");
+    let web = web_dir(&root, false);
+    let err = serve_error(&["--dir".as_ref(), web.as_os_str()]);
+    assert!(
+        err.contains("web bundle is not built") && err.contains("scripts/build-web.sh"),
+        "{err}"
+    );
+
+    let root2 = tmp_dir("errors2");
+    let web2 = web_dir(&root2, true);
+    let bad = root2.join("bad.safetensors");
+    std::fs::write(&bad, b"not weights").unwrap();
+    let err = serve_error(&[
+        "--dir".as_ref(),
+        web2.as_os_str(),
+        "--weights".as_ref(),
+        bad.as_os_str(),
+    ]);
+    assert!(err.contains("bad.safetensors"), "{err}");
+
+    let err = serve_error(&["--dir".as_ref(), root2.as_os_str()]);
+    assert!(err.contains("no index.html") && err.contains("--dir"), "{err}");
+}
