@@ -1,0 +1,313 @@
+// The web demo in a real browser: Debian's Chromium (headless, WebGPU on SwiftShader) driven by
+// playwright-core, the page served by `adamatch-wgpu serve` with a copy of the default weights
+// passed as the user's own. Every browser result is compared with the native
+// `adamatch-wgpu predict --json` on the same weights and image files.
+//
+// Run by scripts/test-web.sh (which builds the bundle and the binary first):
+//   node --test tests/web/
+// Environment: ADAMATCH_BIN (default target/debug/adamatch-wgpu), CHROMIUM (default
+// /usr/bin/chromium). Writes target/web/screenshot.png and target/web/report.json.
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { createInterface } from "node:readline";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const BIN = process.env.ADAMATCH_BIN || path.join(ROOT, "target/debug/adamatch-wgpu");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const WEB = path.join(ROOT, "web");
+const OUT = path.join(ROOT, "target/web");
+// Browser and native run the same kernels on different GPUs (SwiftShader vs the native
+// adapter) with different summation orders; probabilities must agree to this.
+const PROB_TOL = 1e-4;
+// Logits are unnormalised (|l| up to ~10): the same relative precision.
+const LOGIT_TOL = 1e-4;
+
+const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || os.tmpdir() };
+const samples = JSON.parse(fs.readFileSync(path.join(WEB, "samples/samples.json"), "utf8"));
+const report = { results: [], maxProbDiff: 0, maxLogitDiff: 0 };
+
+let tmp, userWeights, server, serverUrl, browser, page;
+const pageErrors = [];
+
+function requireFile(file, fix) {
+  if (!fs.existsSync(file)) throw new Error(`${file} is missing: ${fix}`);
+}
+
+// Native results for image files, keyed by path.
+function nativePredict(files) {
+  const r = spawnSync(BIN, ["predict", "--json", "--weights", userWeights, ...files], { env, encoding: "utf8" });
+  assert.equal(r.status, 0, `native predict failed: ${r.stderr}`);
+  const out = new Map();
+  for (const line of r.stdout.trim().split("\n")) {
+    const o = JSON.parse(line);
+    out.set(o.file, o);
+  }
+  return out;
+}
+
+function maxAbsDiff(a, b) {
+  assert.equal(a.length, b.length);
+  return Math.max(...a.map((v, i) => Math.abs(v - b[i])));
+}
+
+async function startServer() {
+  const child = spawn(BIN, ["serve", "--port", "0", "--weights", userWeights], {
+    env,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const lines = createInterface({ input: child.stdout });
+  const first = await new Promise((resolve, reject) => {
+    lines.once("line", resolve);
+    child.once("exit", (code) => reject(new Error(`serve exited with ${code} before listening`)));
+  });
+  const m = /^serving (http:\/\/\S+)$/.exec(first);
+  if (!m) throw new Error(`unexpected first line from serve: ${first}`);
+  lines.on("line", () => {}); // keep draining
+  return { child, url: m[1] };
+}
+
+// The result of the next classification (the #result run counter goes past `previousRun`).
+async function nextResult(previousRun) {
+  await page.waitForFunction(
+    (prev) => Number(document.getElementById("result").dataset.run) > prev,
+    previousRun,
+    { timeout: 120_000 },
+  );
+  return page.evaluate(() => {
+    const d = document.getElementById("result").dataset;
+    return {
+      run: Number(d.run),
+      source: d.source,
+      probs: JSON.parse(d.probs),
+      logits: JSON.parse(d.logits),
+      ms: Number(d.ms),
+    };
+  });
+}
+
+const currentRun = () => page.evaluate(() => Number(document.getElementById("result").dataset.run));
+const messageText = () => page.evaluate(() => {
+  const m = document.getElementById("message");
+  return m.hidden ? "" : m.textContent;
+});
+
+function compare(name, browserResult, native) {
+  const dp = maxAbsDiff(browserResult.probs, native.probs);
+  const dl = maxAbsDiff(browserResult.logits, native.logits);
+  report.results.push({ name, ms: browserResult.ms, maxProbDiff: dp, maxLogitDiff: dl });
+  report.maxProbDiff = Math.max(report.maxProbDiff, dp);
+  report.maxLogitDiff = Math.max(report.maxLogitDiff, dl);
+  assert.ok(dp <= PROB_TOL, `${name}: probabilities differ from native by ${dp} (> ${PROB_TOL})`);
+  assert.ok(dl <= LOGIT_TOL, `${name}: logits differ from native by ${dl} (> ${LOGIT_TOL})`);
+}
+
+async function clickSample(file) {
+  const run = await currentRun();
+  await page.click(`#samples button[data-file="${file}"]`);
+  return nextResult(run);
+}
+
+before(async () => {
+  requireFile(BIN, "build it with `cargo build` (or set ADAMATCH_BIN)");
+  requireFile(CHROMIUM, "install Debian's chromium (apt-get install -y chromium) or set CHROMIUM");
+  requireFile(path.join(WEB, "pkg/adamatch_wgpu_bg.wasm"), "build the web bundle with scripts/build-web.sh");
+  requireFile(path.join(WEB, "model.safetensors"), "the default weights are part of the repository");
+  fs.mkdirSync(OUT, { recursive: true });
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "adamatch-web-"));
+  // The user's own weights (serve --weights): a copy, served at the page's default URL.
+  userWeights = path.join(tmp, "user.safetensors");
+  fs.copyFileSync(path.join(WEB, "model.safetensors"), userWeights);
+  ({ child: server, url: serverUrl } = await startServer());
+
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // Playwright gives every launch a fresh temporary profile (user-data-dir). WebGPU is
+    // behind --enable-unsafe-webgpu on Linux; headless Chromium then offers SwiftShader.
+    // The rest keeps a closed network quiet.
+    args: [
+      "--enable-unsafe-webgpu",
+      "--no-sandbox",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+      "--disable-quic",
+      "--disable-default-apps",
+    ],
+  });
+  page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
+  page.on("console", (m) => {
+    if (m.type() === "error") console.log("browser console:", m.text());
+  });
+  await page.goto(serverUrl);
+  // Start-up: WebGPU device, default weights, then the first sample is classified.
+  await page.waitForFunction(() => document.body.dataset.ready === "1", null, { timeout: 180_000 });
+  const msg = await messageText();
+  assert.equal(msg, "", `the page reported a problem at start-up: ${msg}`);
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill();
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  const times = report.results.map((r) => r.ms).sort((a, b) => a - b);
+  report.medianMs = times.length ? times[Math.floor(times.length / 2)] : null;
+  fs.mkdirSync(OUT, { recursive: true });
+  fs.writeFileSync(path.join(OUT, "report.json"), JSON.stringify(report, null, 2) + "\n");
+  console.log(
+    `web: ${report.results.length} browser classifications, median ${report.medianMs?.toFixed(1)} ms, ` +
+      `max |p - native| ${report.maxProbDiff.toExponential(2)}, max |logit - native| ` +
+      `${report.maxLogitDiff.toExponential(2)}`,
+  );
+});
+
+test("the page names its adapter and the loaded model", async () => {
+  const gpu = await page.textContent("#gpu");
+  const model = await page.textContent("#model");
+  assert.ok(gpu.length > 0 && !/not|fail/i.test(gpu), gpu);
+  assert.match(model, /^model\.safetensors: WRN-\d+-\d+/);
+});
+
+test("every sample classified in the browser equals native predict", async () => {
+  const files = samples.map((s) => path.join(WEB, "samples", s.file));
+  const native = nativePredict(files);
+  for (const s of samples) {
+    const r = await clickSample(s.file);
+    assert.equal(r.source, s.file);
+    compare(`sample ${s.file}`, r, native.get(path.join(WEB, "samples", s.file)));
+  }
+  const top = await page.$$eval("#top3 li", (lis) => lis.length);
+  assert.equal(top, 3, "top-3 list");
+});
+
+test("images picked with the file chooser equal native predict", async () => {
+  const files = [path.join(WEB, "samples/house-number.png"), path.join(WEB, "samples/digit-7.png")];
+  const native = nativePredict(files);
+  for (const f of files) {
+    const run = await currentRun();
+    await page.setInputFiles("#image-file", f);
+    const r = await nextResult(run);
+    assert.equal(r.source, path.basename(f));
+    compare(`upload ${path.basename(f)}`, r, native.get(f));
+  }
+});
+
+test("a crop box classifies just the selected part, as native predict on that crop", async () => {
+  const sample = "house-number.png";
+  await clickSample(sample);
+  // Drag over the second digit of the strip (the view shows the whole 384x128 image).
+  const box = await page.locator("#view").boundingBox();
+  const run = await currentRun();
+  await page.mouse.move(box.x + box.width * 0.36, box.y + box.height * 0.05);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.5, box.y + box.height * 0.5, { steps: 4 });
+  await page.mouse.move(box.x + box.width * 0.64, box.y + box.height * 0.95, { steps: 4 });
+  await page.mouse.up();
+  const r = await nextResult(run);
+  const m = /\(crop (\d+)×(\d+) at (\d+),(\d+)\)$/.exec(r.source);
+  assert.ok(m, `crop source: ${r.source}`);
+  const [w, h, x, y] = m.slice(1).map(Number);
+  assert.ok(w > 100 && w < 140 && h > 100, `crop ${w}x${h}`);
+  // The same crop as a PNG (lossless) for the native side, cut by the browser from the file.
+  const b64 = await page.evaluate(
+    async ([url, x, y, w, h]) => {
+      const bmp = await createImageBitmap(await (await fetch(url)).blob(), {
+        colorSpaceConversion: "none",
+        premultiplyAlpha: "none",
+      });
+      const c = new OffscreenCanvas(w, h);
+      c.getContext("2d").drawImage(bmp, x, y, w, h, 0, 0, w, h);
+      const bytes = new Uint8Array(await (await c.convertToBlob({ type: "image/png" })).arrayBuffer());
+      let s = "";
+      for (const v of bytes) s += String.fromCharCode(v);
+      return btoa(s);
+    },
+    ["samples/" + sample, x, y, w, h],
+  );
+  const cropFile = path.join(tmp, "crop.png");
+  fs.writeFileSync(cropFile, Buffer.from(b64, "base64"));
+  compare(`crop ${w}x${h} of ${sample}`, r, nativePredict([cropFile]).get(cropFile));
+  assert.equal(await page.isEnabled("#reset-crop"), true);
+
+  // The screenshot: a photo-like sample with a crop box and its prediction.
+  await page.screenshot({ path: path.join(OUT, "screenshot.png"), fullPage: true });
+
+  const run2 = await currentRun();
+  await page.click("#reset-crop");
+  const whole = await nextResult(run2);
+  assert.equal(whole.source, sample);
+});
+
+test("a corrupt weights file shows its message and the page keeps working", async () => {
+  const bad = path.join(tmp, "corrupt.safetensors");
+  // A real file cut short: the header promises more bytes than there are.
+  fs.writeFileSync(bad, fs.readFileSync(userWeights).subarray(0, 5000));
+  await page.setInputFiles("#weights-file", bad);
+  await page.waitForFunction(() => document.getElementById("message").dataset.kind === "error", null, {
+    timeout: 60_000,
+  });
+  const msg = await messageText();
+  assert.match(msg, /Could not load “corrupt\.safetensors”: not a valid adamatch-wgpu weights file/);
+  assert.match(msg, /Still using model\.safetensors/);
+  assert.match(await page.textContent("#model"), /^model\.safetensors: WRN/);
+
+  // The previous model still answers, exactly as before.
+  const native = nativePredict([path.join(WEB, "samples/digit-2.png")]);
+  const r = await clickSample("digit-2.png");
+  compare("after corrupt weights", r, native.get(path.join(WEB, "samples/digit-2.png")));
+  assert.equal(await messageText(), "");
+
+  // Loading good weights again works too.
+  await page.setInputFiles("#weights-file", userWeights);
+  await page.waitForFunction(() => /^user\.safetensors: WRN/.test(document.getElementById("model").textContent), null, {
+    timeout: 60_000,
+  });
+});
+
+test("an undecodable image shows its message and the page keeps working", async () => {
+  const bad = path.join(tmp, "broken.png");
+  fs.writeFileSync(bad, "this is not a PNG file\n");
+  await page.setInputFiles("#image-file", bad);
+  await page.waitForFunction(() => document.getElementById("message").dataset.kind === "error", null, {
+    timeout: 60_000,
+  });
+  assert.match(await messageText(), /Could not decode “broken\.png” as an image/);
+
+  const native = nativePredict([path.join(WEB, "samples/digit-9.png")]);
+  const r = await clickSample("digit-9.png");
+  compare("after undecodable image", r, native.get(path.join(WEB, "samples/digit-9.png")));
+  assert.equal(await messageText(), "");
+});
+
+test("without WebGPU the page says so and still shows the network input", async () => {
+  const ctx = await browser.newContext();
+  await ctx.addInitScript(() => {
+    delete Object.getPrototypeOf(navigator).gpu;
+  });
+  const p = await ctx.newPage();
+  await p.goto(serverUrl);
+  await p.waitForFunction(() => document.getElementById("message").dataset.kind === "error", null, {
+    timeout: 60_000,
+  });
+  assert.match(await p.textContent("#message"), /WebGPU is not available in this browser/);
+  await p.click('#samples button[data-file="digit-4.png"]');
+  // The 32x32 preview is drawn without a GPU: some pixel is not black.
+  await p.waitForFunction(() => {
+    const d = document.getElementById("input").getContext("2d").getImageData(0, 0, 32, 32).data;
+    return d.some((v, i) => i % 4 !== 3 && v > 0);
+  });
+  await ctx.close();
+});
+
+test("no uncaught errors in the page", () => {
+  assert.deepEqual(pageErrors, []);
+});
