@@ -224,6 +224,12 @@ impl WebClassifier {
         let model = slot
             .as_mut()
             .ok_or_else(|| JsError::new("no weights loaded: call loadWeights first"))?;
+        if model.classifier.image_len() != input.len() {
+            return Err(JsError::new(&format!(
+                "these weights expect {}x{} images; the browser build classifies 32x32 inputs",
+                model.classifier.net.config.image_size, model.classifier.net.config.image_size
+            )));
+        }
         let ctx = &self.ctx;
         let mut preds = gpu_checked(ctx, "classifying", model.classifier.classify_async(ctx, &input))
             .await
