@@ -308,6 +308,44 @@ test("without WebGPU the page says so and still shows the network input", async 
   await ctx.close();
 });
 
+test("every WGSL entry point compiles into a pipeline in the browser at WebGPU's default limits", async () => {
+  // naga (tests/shaders.rs) is more lenient than browsers' compilers: this catches WGSL only a
+  // browser rejects, and workgroup memory beyond the 16 KiB default, in training kernels too.
+  const dir = path.join(ROOT, "shaders");
+  const files = Object.fromEntries(
+    fs.readdirSync(dir)
+      .filter((f) => f.endsWith(".wgsl"))
+      .map((f) => [f, fs.readFileSync(path.join(dir, f), "utf8")]),
+  );
+  const problems = await page.evaluate(async (files) => {
+    const device = await (await navigator.gpu.requestAdapter()).requestDevice();
+    const out = [];
+    let entries = 0;
+    for (const [file, code] of Object.entries(files)) {
+      const module = device.createShaderModule({ code });
+      for (const m of (await module.getCompilationInfo()).messages) {
+        if (m.type === "error") out.push(`${file}:${m.lineNum}:${m.linePos}: ${m.message}`);
+      }
+      for (const [, entryPoint] of code.matchAll(/@compute[^{]*?fn\s+(\w+)/g)) {
+        entries += 1;
+        device.pushErrorScope("validation");
+        try {
+          await device.createComputePipelineAsync({ layout: "auto", compute: { module, entryPoint } });
+        } catch (e) {
+          out.push(`${file} ${entryPoint}: ${e.message}`);
+        }
+        const err = await device.popErrorScope();
+        if (err) out.push(`${file} ${entryPoint}: ${err.message}`);
+      }
+    }
+    device.destroy();
+    return { out, entries };
+  }, files);
+  assert.deepEqual(problems.out, []);
+  const expected = Object.values(files).reduce((n, code) => n + (code.match(/@compute/g) || []).length, 0);
+  assert.equal(problems.entries, expected, "every @compute entry point found");
+});
+
 test("no uncaught errors in the page", () => {
   assert.deepEqual(pageErrors, []);
 });
