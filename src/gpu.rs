@@ -5,6 +5,7 @@
 //! encoder per step, so nothing is created on the hot path.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -145,6 +146,9 @@ pub struct GpuContext {
     pub timestamps: bool,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(Shader, &'static str), wgpu::ComputePipeline>>,
+    /// Bytes of every storage and uniform buffer made through this context (never decreased:
+    /// the engine allocates once and reuses, so this is its peak; `bench --step` reports it).
+    allocated: AtomicU64,
 }
 
 impl GpuContext {
@@ -263,6 +267,7 @@ impl GpuContext {
             timestamps,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            allocated: AtomicU64::new(0),
         })
     }
 
@@ -306,11 +311,18 @@ impl GpuContext {
         pipeline
     }
 
+    /// Total bytes of the storage and uniform buffers made so far (readback staging excluded).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(Ordering::Relaxed)
+    }
+
     /// A zero-filled storage buffer of `bytes` bytes (at least 4).
     pub fn storage_buffer(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        let size = bytes.max(4).next_multiple_of(4);
+        self.allocated.fetch_add(size, Ordering::Relaxed);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: bytes.max(4).next_multiple_of(4),
+            size,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
@@ -320,6 +332,7 @@ impl GpuContext {
     pub fn uniform_buffer(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
         let mut data = bytes.to_vec();
         data.resize(bytes.len().max(16).next_multiple_of(16), 0);
+        self.allocated.fetch_add(data.len() as u64, Ordering::Relaxed);
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: data.len() as u64,
