@@ -238,10 +238,17 @@ fn check_len(what: &str, name: &str, t: &Tensor, want: usize) {
     assert!(want >= 4, "{what}: {name} needs at least 4 elements, has {want}");
 }
 
-/// Workgroups covering one direct-path invocation per 16 x 8 block of an `m x n` output, `times`
-/// times over (split-K chunks, stride phases).
-fn direct_grid(m: usize, n: usize, times: usize) -> [u32; 3] {
-    grid_1d(m.div_ceil(DIRECT_M) * n.div_ceil(DIRECT_N) * times, DIRECT_WG)
+/// Workgroups covering one direct-path invocation per 16 x 8 block of an `m x n` output (16 x 16
+/// when `wide`), `times` times over (split-K chunks, stride phases).
+fn direct_grid(m: usize, n: usize, times: usize, wide: bool) -> [u32; 3] {
+    let width = if wide { 2 * DIRECT_N } else { DIRECT_N };
+    grid_1d(m.div_ceil(DIRECT_M) * n.div_ceil(width) * times, DIRECT_WG)
+}
+
+/// The direct path's 16-column blocks (`_wide` entry points) need vec4 loads and a column count
+/// that is a multiple of 16 (every WideResNet layer but the RGB stem's input side).
+fn direct_wide(s: &Conv2dShape, columns: usize) -> bool {
+    direct_aligned(s) && columns.is_multiple_of(2 * DIRECT_N)
 }
 
 /// `y = conv(x, w) [+ residual]`, with the residual add fused into the GEMM epilogue
@@ -302,18 +309,23 @@ pub fn conv2d_forward_with(
             &[(1, x), (2, x), (3, w), (4, w), (7, y), (8, res)],
             gemm_grid(m.div_ceil(TILE_M), s.out_c),
         ),
-        ConvPath::Direct => Op::new(
-            ctx,
-            Shader::Conv2d,
-            if direct_aligned(s) {
-                "conv2d_forward_direct_aligned"
-            } else {
-                "conv2d_forward_direct_general"
-            },
-            Some(bytemuck::bytes_of(&p)),
-            &[(1, x), (2, x), (3, w), (4, w), (7, y), (8, res), (13, y), (14, res)],
-            direct_grid(m, s.out_c, 1),
-        ),
+        ConvPath::Direct => {
+            let wide = direct_wide(s, s.out_c);
+            Op::new(
+                ctx,
+                Shader::Conv2d,
+                if wide {
+                    "conv2d_forward_direct_wide"
+                } else if direct_aligned(s) {
+                    "conv2d_forward_direct_aligned"
+                } else {
+                    "conv2d_forward_direct_general"
+                },
+                Some(bytemuck::bytes_of(&p)),
+                &[(1, x), (2, x), (3, w), (4, w), (7, y), (8, res), (13, y), (14, res)],
+                direct_grid(m, s.out_c, 1, wide),
+            )
+        }
     };
     op.with_flops(s.flops())
 }
@@ -376,17 +388,20 @@ pub fn conv2d_backward_data_with(
         }
         ConvPath::Direct => {
             p.phase_tiles = phase_rows.div_ceil(DIRECT_M) as u32;
+            let wide = direct_wide(s, s.in_c);
             Op::new(
                 ctx,
                 Shader::Conv2d,
-                if direct_aligned(s) {
+                if wide {
+                    "conv2d_backward_data_direct_wide"
+                } else if direct_aligned(s) {
                     "conv2d_backward_data_direct_aligned"
                 } else {
                     "conv2d_backward_data_direct_general"
                 },
                 Some(bytemuck::bytes_of(&p)),
                 &[(3, w), (4, w), (5, dy), (6, dy), (9, dx), (15, dx)],
-                direct_grid(phase_rows, s.in_c, phases),
+                direct_grid(phase_rows, s.in_c, phases, wide),
             )
         }
     };
@@ -466,18 +481,23 @@ pub fn conv2d_backward_weights_with(
                 [n.div_ceil(TILE_N) as u32, tiles_m as u32, splits as u32],
             )
         }
-        ConvPath::Direct => Op::new(
-            ctx,
-            Shader::Conv2d,
-            if direct_aligned(s) {
-                "conv2d_backward_weights_direct_aligned"
-            } else {
-                "conv2d_backward_weights_direct_general"
-            },
-            Some(bytemuck::bytes_of(&p)),
-            &[(1, x), (2, x), (5, dy), (6, dy), (10, &partials), (16, &partials)],
-            direct_grid(m, n, splits),
-        ),
+        ConvPath::Direct => {
+            let wide = direct_wide(s, n);
+            Op::new(
+                ctx,
+                Shader::Conv2d,
+                if wide {
+                    "conv2d_backward_weights_direct_wide"
+                } else if direct_aligned(s) {
+                    "conv2d_backward_weights_direct_aligned"
+                } else {
+                    "conv2d_backward_weights_direct_general"
+                },
+                Some(bytemuck::bytes_of(&p)),
+                &[(1, x), (2, x), (5, dy), (6, dy), (10, &partials), (16, &partials)],
+                direct_grid(m, n, splits, wide),
+            )
+        }
     }
     .with_flops(s.flops());
     let reduce = Op::new(

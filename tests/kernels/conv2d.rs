@@ -48,6 +48,10 @@ fn shapes() -> Vec<Conv2dShape> {
         // Stride 3: nine backward-data phases, some of them without positions near the edges.
         shape(2, (7, 8), 16, 16, 3, 3),
         shape(1, (4, 5), 5, 6, 1, 3),
+        // Channel counts that are multiples of 16 (the direct path's 16-column `_wide` blocks),
+        // an odd number of such blocks, rows that do not fill a block.
+        shape(3, (5, 7), 16, 48, 3, 1),
+        shape(2, (7, 7), 48, 32, 1, 2),
     ]
 }
 
@@ -217,6 +221,8 @@ fn backward_weights_long_reduction_uses_several_chunks() {
         check_backward_weights(path, &shape(20, (32, 32), 16, 8, 3, 2), 910);
         // 3 * 17 * 19 = 969 rows: direct, two chunks of 485 and 484.
         check_backward_weights(path, &shape(3, (17, 19), 8, 12, 3, 1), 920);
+        // The same through the direct path's 16-column blocks.
+        check_backward_weights(path, &shape(3, (17, 19), 16, 32, 3, 1), 930);
     }
 }
 
@@ -300,6 +306,26 @@ fn check_forward_batch_512(path: ConvPath) {
         RTOL,
         atol(s.in_c),
     );
+}
+
+#[test]
+fn direct_path_takes_16_column_blocks_where_channels_allow() {
+    // The `_wide` entry points need vec4 channels and 16 | the GEMM's columns (out_c for the
+    // forward and weight gradient, in_c for the input gradient); the tests above run both kinds.
+    let ctx = ctx();
+    let entry = |s: &Conv2dShape| {
+        let x = Tensor::zeros(ctx, "x", &[s.input_len()]);
+        let w = Tensor::zeros(ctx, "w", &[s.weight_len()]);
+        let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
+        let f = conv2d_forward_with(ctx, ConvPath::Direct, s, &x, &w, &y, None);
+        let d = conv2d_backward_data_with(ctx, ConvPath::Direct, s, &y, &w, &x, false);
+        let g = conv2d_backward_weights_with(ctx, ConvPath::Direct, s, &x, &y, &w, false);
+        [f.label, d.label, g[0].label.clone()].map(|l| l.ends_with("_wide"))
+    };
+    assert_eq!(entry(&shape(2, (8, 8), 32, 64, 3, 2)), [true, true, true]);
+    assert_eq!(entry(&shape(2, (8, 8), 16, 12, 3, 1)), [false, true, false]);
+    assert_eq!(entry(&shape(2, (8, 8), 12, 32, 3, 1)), [true, false, true]);
+    assert_eq!(entry(&shape(2, (8, 8), 3, 16, 3, 1)), [false, false, false]);
 }
 
 #[test]
