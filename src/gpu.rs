@@ -144,6 +144,9 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// GPU timestamp queries are available (used by `bench`).
     pub timestamps: bool,
+    /// The subgroup size when the device has subgroups of one fixed size (lavapipe: 8), for the
+    /// kernels that share operands through subgroup broadcasts.
+    pub subgroup_size: Option<u32>,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(Shader, &'static str), wgpu::ComputePipeline>>,
     /// Bytes of every storage and uniform buffer made through this context (never decreased:
@@ -248,6 +251,12 @@ impl GpuContext {
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        let subgroup_size = (adapter.features().contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == info.subgroup_max_size)
+            .then_some(info.subgroup_min_size);
+        if subgroup_size.is_some() {
+            features |= wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("adamatch-wgpu"),
@@ -265,6 +274,7 @@ impl GpuContext {
             info,
             limits,
             timestamps,
+            subgroup_size,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             allocated: AtomicU64::new(0),

@@ -109,7 +109,8 @@ pub struct StepReport {
 fn family(op: &Op) -> String {
     let (file, entry) = op.label.split_once("::").unwrap_or(("", &op.label));
     let stem = file.trim_end_matches(".wgsl");
-    if stem == "conv2d" {
+    // conv2d.wgsl and conv2d_subgroup.wgsl: one family per pass.
+    if stem.starts_with("conv2d") {
         for pass in ["backward_data", "backward_weights"] {
             if entry.contains(pass) {
                 return format!("conv2d {}", pass.replace('_', " "));
