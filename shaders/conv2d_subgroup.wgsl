@@ -237,3 +237,219 @@ fn conv2d_backward_weights_subgroup(
 ) {
     backward_weights_subgroup(direct_index(wid, nwg, lid), lane);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Forward of a 3x3 stride-1 convolution whose output rows are a multiple of 16 wide: a block's
+// 16 GEMM rows are then 16 neighbouring pixels of one output row, and for each kernel row kh its
+// three taps kw read the same 18 neighbouring input pixels, shifted by one: loaded once per four
+// channels and used three times (18 loads instead of 48), the weights shared as above. Sums run
+// over kh, then channels, then kw: a different order from the direct path (deterministic all the
+// same).
+
+// Input vec4 number c4 of pixel (row `base`, column iw), zeros outside the image (or when the
+// whole row is: `row_ok` false).
+fn x4_pixel(row_ok: bool, base: u32, iw: i32, c4: u32) -> vec4<f32> {
+    if (!row_ok || iw < 0 || iw >= i32(p.in_w)) {
+        return vec4<f32>(0.0);
+    }
+    return x4[(base + u32(iw) * p.in_c) / 4u + c4];
+}
+
+fn forward_rows_subgroup(t: u32, lane: u32) {
+    let block = sg_block(t, p.gemm_n / (2u * DIRECT_N));
+    let m0 = block.x;
+    let n0 = block.y;
+    // The block's output row (image n, row oh) and first column; blocks past the last row compute
+    // zeros and store nothing.
+    let valid = m0 < p.gemm_m;
+    let image_row = m0 / p.out_w;
+    let ow0 = i32(m0 - image_row * p.out_w);
+    let n = image_row / p.out_h;
+    let oh = image_row - n * p.out_h;
+    let wq = p.out_c / 4u;
+    let lane_quad = n0 / 4u + lane % 4u;
+    let lane_row = lane / 4u;
+
+    var top: Block;
+    var bottom: Block;
+    var top_r: Block;
+    var bottom_r: Block;
+    for (var kh = 0u; kh < 3u; kh++) {
+        let ih = i32(oh + kh) - i32(p.pad_top);
+        let row_ok = valid && ih >= 0 && ih < i32(p.in_h);
+        let base = (n * p.in_h + u32(max(ih, 0))) * p.in_w * p.in_c;
+        for (var c = 0u; c < p.in_c; c += 4u) {
+            let c4 = c / 4u;
+            // Pixels ow0 - pad_left + j, j = 0..17.
+            let w0 = ow0 - i32(p.pad_left);
+            let x0 = x4_pixel(row_ok, base, w0, c4);
+            let x1 = x4_pixel(row_ok, base, w0 + 1, c4);
+            let x2 = x4_pixel(row_ok, base, w0 + 2, c4);
+            let x3 = x4_pixel(row_ok, base, w0 + 3, c4);
+            let x4v = x4_pixel(row_ok, base, w0 + 4, c4);
+            let x5 = x4_pixel(row_ok, base, w0 + 5, c4);
+            let x6 = x4_pixel(row_ok, base, w0 + 6, c4);
+            let x7 = x4_pixel(row_ok, base, w0 + 7, c4);
+            let x8 = x4_pixel(row_ok, base, w0 + 8, c4);
+            let x9 = x4_pixel(row_ok, base, w0 + 9, c4);
+            let x10 = x4_pixel(row_ok, base, w0 + 10, c4);
+            let x11 = x4_pixel(row_ok, base, w0 + 11, c4);
+            let x12 = x4_pixel(row_ok, base, w0 + 12, c4);
+            let x13 = x4_pixel(row_ok, base, w0 + 13, c4);
+            let x14 = x4_pixel(row_ok, base, w0 + 14, c4);
+            let x15 = x4_pixel(row_ok, base, w0 + 15, c4);
+            let x16 = x4_pixel(row_ok, base, w0 + 16, c4);
+            let x17 = x4_pixel(row_ok, base, w0 + 17, c4);
+            // Weight rows (kh, kw, c + lane_row) and (kh, kw, c + 2 + lane_row) for kw = 0, 1, 2.
+            let row = (kh * 3u) * p.in_c + c + lane_row;
+            let b0 = sg_columns_strided(w4[row * wq + lane_quad], w4[(row + 2u) * wq + lane_quad]);
+            let b1 = sg_columns_strided(
+                w4[(row + p.in_c) * wq + lane_quad],
+                w4[(row + p.in_c + 2u) * wq + lane_quad],
+            );
+            let b2 = sg_columns_strided(
+                w4[(row + 2u * p.in_c) * wq + lane_quad],
+                w4[(row + 2u * p.in_c + 2u) * wq + lane_quad],
+            );
+            let t0 = array<vec4<f32>, 8>(x0, x1, x2, x3, x4v, x5, x6, x7);
+            let u0 = array<vec4<f32>, 8>(x8, x9, x10, x11, x12, x13, x14, x15);
+            direct_product_bn(&top, t0, b0[0], b0[1]);
+            direct_product_bn(&bottom, u0, b0[0], b0[1]);
+            direct_product_bn(&top_r, t0, b0[2], b0[3]);
+            direct_product_bn(&bottom_r, u0, b0[2], b0[3]);
+            let t1 = array<vec4<f32>, 8>(x1, x2, x3, x4v, x5, x6, x7, x8);
+            let u1 = array<vec4<f32>, 8>(x9, x10, x11, x12, x13, x14, x15, x16);
+            direct_product_bn(&top, t1, b1[0], b1[1]);
+            direct_product_bn(&bottom, u1, b1[0], b1[1]);
+            direct_product_bn(&top_r, t1, b1[2], b1[3]);
+            direct_product_bn(&bottom_r, u1, b1[2], b1[3]);
+            let t2 = array<vec4<f32>, 8>(x2, x3, x4v, x5, x6, x7, x8, x9);
+            let u2 = array<vec4<f32>, 8>(x10, x11, x12, x13, x14, x15, x16, x17);
+            direct_product_bn(&top, t2, b2[0], b2[1]);
+            direct_product_bn(&bottom, u2, b2[0], b2[1]);
+            direct_product_bn(&top_r, t2, b2[2], b2[3]);
+            direct_product_bn(&bottom_r, u2, b2[2], b2[3]);
+        }
+    }
+
+    store_forward_block(m0, n0, top, true);
+    store_forward_block(m0 + 8u, n0, bottom, true);
+    store_forward_block(m0, n0 + 8u, top_r, true);
+    store_forward_block(m0 + 8u, n0 + 8u, bottom_r, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_forward_rows_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    forward_rows_subgroup(direct_index(wid, nwg, lid), lane);
+}
+
+// Backward data of the same convolutions (3x3, stride 1, rows a multiple of 16 wide): a block's
+// 16 rows are 16 neighbouring input pixels of one row, and the three taps b of a kernel row a
+// read 18 neighbouring dy pixels, shifted by one. Sums over a, then channels, then b.
+
+// dy vec4 number q of pixel (row `base`, column ow), zeros outside (or when `row_ok` is false).
+fn dy4_pixel(row_ok: bool, base: u32, ow: i32, q: u32) -> vec4<f32> {
+    if (!row_ok || ow < 0 || ow >= i32(p.out_w)) {
+        return vec4<f32>(0.0);
+    }
+    return dy4[(base + u32(ow) * p.out_c) / 4u + q];
+}
+
+fn backward_data_rows_subgroup(t: u32, lane: u32) {
+    let block = sg_block(t, p.in_c / (2u * DIRECT_N));
+    let m0 = block.x;
+    let n0 = block.y;
+    // The dx rows of the block (for the stores) and its input row (image n, row ih).
+    let f = decode_phase(0u);
+    let top_lo = decode_sources(f, m0);
+    let top_hi = decode_sources(f, m0 + 4u);
+    let bottom_lo = decode_sources(f, m0 + 8u);
+    let bottom_hi = decode_sources(f, m0 + 12u);
+    let valid = m0 < f.rows;
+    let image_row = m0 / p.in_w;
+    let iw0 = i32(m0 - image_row * p.in_w);
+    let n = image_row / p.in_h;
+    let ih = image_row - n * p.in_h;
+    let wq = p.out_c / 4u;
+
+    var top: Block;
+    var bottom: Block;
+    var top_r: Block;
+    var bottom_r: Block;
+    for (var a = 0u; a < 3u; a++) {
+        let oh = i32(ih + p.pad_top) - i32(a);
+        let row_ok = valid && oh >= 0 && oh < i32(p.out_h);
+        let base = (n * p.out_h + u32(max(oh, 0))) * p.out_w * p.out_c;
+        // Row i under tap b reads dy pixel d0 + i + 2 - b.
+        let d0 = iw0 + i32(p.pad_left) - 2;
+        // This lane's weight rows: (a, b, input channel n0 + lane) and n0 + 8 + lane.
+        let w_row = a * 3u * p.in_c + n0 + lane;
+        for (var q = 0u; q < wq; q++) {
+            let y0 = dy4_pixel(row_ok, base, d0, q);
+            let y1 = dy4_pixel(row_ok, base, d0 + 1, q);
+            let y2 = dy4_pixel(row_ok, base, d0 + 2, q);
+            let y3 = dy4_pixel(row_ok, base, d0 + 3, q);
+            let y4 = dy4_pixel(row_ok, base, d0 + 4, q);
+            let y5 = dy4_pixel(row_ok, base, d0 + 5, q);
+            let y6 = dy4_pixel(row_ok, base, d0 + 6, q);
+            let y7 = dy4_pixel(row_ok, base, d0 + 7, q);
+            let y8 = dy4_pixel(row_ok, base, d0 + 8, q);
+            let y9 = dy4_pixel(row_ok, base, d0 + 9, q);
+            let y10 = dy4_pixel(row_ok, base, d0 + 10, q);
+            let y11 = dy4_pixel(row_ok, base, d0 + 11, q);
+            let y12 = dy4_pixel(row_ok, base, d0 + 12, q);
+            let y13 = dy4_pixel(row_ok, base, d0 + 13, q);
+            let y14 = dy4_pixel(row_ok, base, d0 + 14, q);
+            let y15 = dy4_pixel(row_ok, base, d0 + 15, q);
+            let y16 = dy4_pixel(row_ok, base, d0 + 16, q);
+            let y17 = dy4_pixel(row_ok, base, d0 + 17, q);
+            let m_b0 = sg_columns_blocked(w4[w_row * wq + q], w4[(w_row + 8u) * wq + q]);
+            let m_b1 = sg_columns_blocked(w4[(w_row + p.in_c) * wq + q], w4[(w_row + p.in_c + 8u) * wq + q]);
+            let m_b2 = sg_columns_blocked(
+                w4[(w_row + 2u * p.in_c) * wq + q],
+                w4[(w_row + 2u * p.in_c + 8u) * wq + q],
+            );
+            // Tap b = 0: pixels i + 2.
+            let t0 = array<vec4<f32>, 8>(y2, y3, y4, y5, y6, y7, y8, y9);
+            let u0 = array<vec4<f32>, 8>(y10, y11, y12, y13, y14, y15, y16, y17);
+            direct_product_bk(&top, t0, m_b0[0], m_b0[1]);
+            direct_product_bk(&bottom, u0, m_b0[0], m_b0[1]);
+            direct_product_bk(&top_r, t0, m_b0[2], m_b0[3]);
+            direct_product_bk(&bottom_r, u0, m_b0[2], m_b0[3]);
+            // b = 1: pixels i + 1.
+            let t1 = array<vec4<f32>, 8>(y1, y2, y3, y4, y5, y6, y7, y8);
+            let u1 = array<vec4<f32>, 8>(y9, y10, y11, y12, y13, y14, y15, y16);
+            direct_product_bk(&top, t1, m_b1[0], m_b1[1]);
+            direct_product_bk(&bottom, u1, m_b1[0], m_b1[1]);
+            direct_product_bk(&top_r, t1, m_b1[2], m_b1[3]);
+            direct_product_bk(&bottom_r, u1, m_b1[2], m_b1[3]);
+            // b = 2: pixels i.
+            let t2 = array<vec4<f32>, 8>(y0, y1, y2, y3, y4, y5, y6, y7);
+            let u2 = array<vec4<f32>, 8>(y8, y9, y10, y11, y12, y13, y14, y15);
+            direct_product_bk(&top, t2, m_b2[0], m_b2[1]);
+            direct_product_bk(&bottom, u2, m_b2[0], m_b2[1]);
+            direct_product_bk(&top_r, t2, m_b2[2], m_b2[3]);
+            direct_product_bk(&bottom_r, u2, m_b2[2], m_b2[3]);
+        }
+    }
+
+    store_dx_block(top_lo, top_hi, n0, top, true);
+    store_dx_block(bottom_lo, bottom_hi, n0, bottom, true);
+    store_dx_block(top_lo, top_hi, n0 + 8u, top_r, true);
+    store_dx_block(bottom_lo, bottom_hi, n0 + 8u, bottom_r, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_backward_data_rows_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    backward_data_rows_subgroup(direct_index(wid, nwg, lid), lane);
+}

@@ -177,6 +177,9 @@ fn bench_step_json_reports_a_sane_step() {
     assert!(gflop > 0.5 && gflop < 10.0, "step GFLOP {gflop}");
     assert!((num("gflops") - gflop / (step_ms / 1e3)).abs() < 1e-6 * num("gflops"));
     assert!(num("gpu_memory_bytes") > 1e6, "{r}");
+    if cfg!(target_os = "linux") {
+        assert!(num("step_cpu_s") > 0.0, "{r}");
+    }
     assert!(num("loss").is_finite());
     assert!(num("ops_per_step") > 100.0);
     assert!(["gpu timestamps", "wall clock"].contains(&r["kernel_timing"].as_str().unwrap()));

@@ -77,6 +77,11 @@ pub struct StepReport {
     pub step_times_ms: Vec<f64>,
     /// Fastest timed step; images/s and GFLOP/s below use it.
     pub step_ms: f64,
+    /// CPU seconds this process used in the cheapest timed step, all threads (Linux; a CPU
+    /// adapter's worker threads are the process's own): a measure of the work that other load on
+    /// the machine disturbs less than wall time. On an idle machine with C cores, step_ms is
+    /// about 1000 * step_cpu_s / C.
+    pub step_cpu_s: Option<f64>,
     pub step_ms_median: f64,
     pub images_per_s: f64,
     /// Sum of the FLOPs of the step's ops (convolutions and dense layers; multiply-add = 2).
@@ -123,6 +128,16 @@ fn family(op: &Op) -> String {
 
 fn entry(op: &Op) -> String {
     op.label.split("::").last().unwrap_or(&op.label).to_string()
+}
+
+/// CPU seconds used so far by every thread of this process (Linux only).
+pub fn process_cpu_s() -> Option<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 / 1e9)
 }
 
 /// The 1, 5, 15 minute load averages (Linux only).
@@ -188,11 +203,16 @@ pub fn run(ctx: &GpuContext, opts: &StepBenchOptions) -> Result<StepReport> {
     }
     let gpu_memory_bytes = ctx.allocated_bytes() - mem_before;
     let mut step_times_ms = Vec::with_capacity(opts.steps);
+    let mut step_cpu_s: Option<f64> = None;
     for _ in 0..opts.steps.max(1) {
+        let cpu0 = process_cpu_s();
         let t = Instant::now();
         trainer.step_with(ctx, &batch)?;
         ctx.wait()?;
         step_times_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        if let (Some(a), Some(b)) = (cpu0, process_cpu_s()) {
+            step_cpu_s = Some(step_cpu_s.map_or(b - a, |c| c.min(b - a)));
+        }
     }
     let host_load = host_load();
     let loss = trainer.metrics(ctx)?.total_loss;
@@ -284,6 +304,7 @@ pub fn run(ctx: &GpuContext, opts: &StepBenchOptions) -> Result<StepReport> {
         steps: step_times_ms.len(),
         step_times_ms,
         step_ms,
+        step_cpu_s,
         step_ms_median,
         images_per_s: images_per_step as f64 / (step_ms / 1e3),
         step_gflop: step_flops / 1e9,
@@ -351,6 +372,9 @@ pub fn print_report(r: &StepReport) {
     }
     let times: Vec<String> = r.step_times_ms.iter().map(|t| format!("{t:.1}")).collect();
     println!("step times (ms): {}", times.join(", "));
+    if let Some(c) = r.step_cpu_s {
+        println!("CPU time of the cheapest step (all threads): {c:.1} s");
+    }
     println!(
         "step: {:.1} ms (median {:.1}) = {:.1} images/s, {:.2} GFLOP/s ({:.1} GFLOP per step), GPU memory {:.1} MiB, loss {:.4}",
         r.step_ms, r.step_ms_median, r.images_per_s, r.gflops, r.step_gflop, r.gpu_memory_mib, r.loss

@@ -265,6 +265,13 @@ fn direct_grid(m: usize, n: usize, times: usize, wide: bool) -> [u32; 3] {
     grid_1d(m.div_ceil(DIRECT_M) * n.div_ceil(width) * times, DIRECT_WG)
 }
 
+/// A 3x3 stride-1 convolution whose rows are a multiple of 16 wide (input and output alike): each
+/// 16-row block is 16 neighbouring pixels of one row, and the `_rows_subgroup` kernels reuse the
+/// pixels they load across the three taps of a kernel row.
+fn rows_of_16(s: &Conv2dShape) -> bool {
+    s.kernel == 3 && s.stride == 1 && s.out_w().is_multiple_of(DIRECT_M)
+}
+
 /// The weight gradient's rows (KH*KW*Cin) are few: rounding its 16-row blocks up to whole
 /// subgroups of 8 can waste most lanes (a 1x1 conv with 16 inputs: 7 of 8). The subgroup kernel
 /// takes it only when at most 1/8 of the blocks are padding (Cin = 64 and 128 in a WRN-28-2);
@@ -336,7 +343,11 @@ pub fn conv2d_forward_with(
         _ if use_subgroup(ctx, path, s, s.out_c) => Op::new(
             ctx,
             Shader::Conv2dSubgroup,
-            "conv2d_forward_subgroup",
+            if rows_of_16(s) {
+                "conv2d_forward_rows_subgroup"
+            } else {
+                "conv2d_forward_subgroup"
+            },
             Some(bytemuck::bytes_of(&p)),
             &[(2, x), (4, w), (7, y), (8, res), (13, y), (14, res)],
             subgroup_grid(m, s.out_c, 1),
@@ -420,7 +431,12 @@ pub fn conv2d_backward_data_with(
             Op::new(
                 ctx,
                 Shader::Conv2dSubgroup,
-                "conv2d_backward_data_subgroup",
+                // Stride 1: one phase, the input rows themselves.
+                if rows_of_16(s) {
+                    "conv2d_backward_data_rows_subgroup"
+                } else {
+                    "conv2d_backward_data_subgroup"
+                },
                 Some(bytemuck::bytes_of(&p)),
                 &[(4, w), (6, dy), (9, dx), (15, dx)],
                 grid_1d(phases * phase_blocks * s.in_c / (2 * DIRECT_N), DIRECT_WG),

@@ -54,6 +54,10 @@ fn shapes() -> Vec<Conv2dShape> {
         shape(2, (7, 7), 48, 32, 1, 2),
         // 9 * 64 weight-gradient rows: whole subgroups of row blocks (the subgroup kernel).
         shape(2, (6, 5), 64, 16, 3, 1),
+        // 3x3 stride 1 with output rows a multiple of 16 wide (the forward `_rows_subgroup`
+        // kernel: both padded edges, blocks past the last row, two image rows per 32).
+        shape(3, (3, 16), 16, 32, 3, 1),
+        shape(1, (4, 32), 32, 16, 3, 1),
     ]
 }
 
