@@ -453,3 +453,193 @@ fn conv2d_backward_data_rows_subgroup(
 ) {
     backward_data_rows_subgroup(direct_index(wid, nwg, lid), lane);
 }
+
+// The same for rows exactly 8 wide (an even number of them): a block's 16 rows are two whole
+// neighbouring rows, each kernel row's taps reading 10 neighbouring pixels of each (20 loads
+// instead of 48).
+
+fn forward_rows8_subgroup(t: u32, lane: u32) {
+    let block = sg_block(t, p.gemm_n / (2u * DIRECT_N));
+    let m0 = block.x;
+    let n0 = block.y;
+    let valid = m0 < p.gemm_m;
+    // Output rows oh (top half) and oh + 1 (bottom half) of image n.
+    let image_row = m0 / 8u;
+    let n = image_row / p.out_h;
+    let oh = image_row - n * p.out_h;
+    let wq = p.out_c / 4u;
+    let lane_quad = n0 / 4u + lane % 4u;
+    let lane_row = lane / 4u;
+    let w0 = -i32(p.pad_left);
+
+    var top: Block;
+    var bottom: Block;
+    var top_r: Block;
+    var bottom_r: Block;
+    for (var kh = 0u; kh < 3u; kh++) {
+        let ih = i32(oh + kh) - i32(p.pad_top);
+        let top_ok = valid && ih >= 0 && ih < i32(p.in_h);
+        let bottom_ok = valid && ih + 1 >= 0 && ih + 1 < i32(p.in_h);
+        let top_base = (n * p.in_h + u32(max(ih, 0))) * p.in_w * p.in_c;
+        let bottom_base = (n * p.in_h + u32(max(ih + 1, 0))) * p.in_w * p.in_c;
+        for (var c = 0u; c < p.in_c; c += 4u) {
+            let c4 = c / 4u;
+            let a0 = x4_pixel(top_ok, top_base, w0, c4);
+            let a1 = x4_pixel(top_ok, top_base, w0 + 1, c4);
+            let a2 = x4_pixel(top_ok, top_base, w0 + 2, c4);
+            let a3 = x4_pixel(top_ok, top_base, w0 + 3, c4);
+            let a4 = x4_pixel(top_ok, top_base, w0 + 4, c4);
+            let a5 = x4_pixel(top_ok, top_base, w0 + 5, c4);
+            let a6 = x4_pixel(top_ok, top_base, w0 + 6, c4);
+            let a7 = x4_pixel(top_ok, top_base, w0 + 7, c4);
+            let a8 = x4_pixel(top_ok, top_base, w0 + 8, c4);
+            let a9 = x4_pixel(top_ok, top_base, w0 + 9, c4);
+            let e0 = x4_pixel(bottom_ok, bottom_base, w0, c4);
+            let e1 = x4_pixel(bottom_ok, bottom_base, w0 + 1, c4);
+            let e2 = x4_pixel(bottom_ok, bottom_base, w0 + 2, c4);
+            let e3 = x4_pixel(bottom_ok, bottom_base, w0 + 3, c4);
+            let e4 = x4_pixel(bottom_ok, bottom_base, w0 + 4, c4);
+            let e5 = x4_pixel(bottom_ok, bottom_base, w0 + 5, c4);
+            let e6 = x4_pixel(bottom_ok, bottom_base, w0 + 6, c4);
+            let e7 = x4_pixel(bottom_ok, bottom_base, w0 + 7, c4);
+            let e8 = x4_pixel(bottom_ok, bottom_base, w0 + 8, c4);
+            let e9 = x4_pixel(bottom_ok, bottom_base, w0 + 9, c4);
+            let row = (kh * 3u) * p.in_c + c + lane_row;
+            let b0 = sg_columns_strided(w4[row * wq + lane_quad], w4[(row + 2u) * wq + lane_quad]);
+            let b1 = sg_columns_strided(
+                w4[(row + p.in_c) * wq + lane_quad],
+                w4[(row + p.in_c + 2u) * wq + lane_quad],
+            );
+            let b2 = sg_columns_strided(
+                w4[(row + 2u * p.in_c) * wq + lane_quad],
+                w4[(row + 2u * p.in_c + 2u) * wq + lane_quad],
+            );
+            let t0 = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+            let u0 = array<vec4<f32>, 8>(e0, e1, e2, e3, e4, e5, e6, e7);
+            direct_product_bn(&top, t0, b0[0], b0[1]);
+            direct_product_bn(&bottom, u0, b0[0], b0[1]);
+            direct_product_bn(&top_r, t0, b0[2], b0[3]);
+            direct_product_bn(&bottom_r, u0, b0[2], b0[3]);
+            let t1 = array<vec4<f32>, 8>(a1, a2, a3, a4, a5, a6, a7, a8);
+            let u1 = array<vec4<f32>, 8>(e1, e2, e3, e4, e5, e6, e7, e8);
+            direct_product_bn(&top, t1, b1[0], b1[1]);
+            direct_product_bn(&bottom, u1, b1[0], b1[1]);
+            direct_product_bn(&top_r, t1, b1[2], b1[3]);
+            direct_product_bn(&bottom_r, u1, b1[2], b1[3]);
+            let t2 = array<vec4<f32>, 8>(a2, a3, a4, a5, a6, a7, a8, a9);
+            let u2 = array<vec4<f32>, 8>(e2, e3, e4, e5, e6, e7, e8, e9);
+            direct_product_bn(&top, t2, b2[0], b2[1]);
+            direct_product_bn(&bottom, u2, b2[0], b2[1]);
+            direct_product_bn(&top_r, t2, b2[2], b2[3]);
+            direct_product_bn(&bottom_r, u2, b2[2], b2[3]);
+        }
+    }
+
+    store_forward_block(m0, n0, top, true);
+    store_forward_block(m0 + 8u, n0, bottom, true);
+    store_forward_block(m0, n0 + 8u, top_r, true);
+    store_forward_block(m0 + 8u, n0 + 8u, bottom_r, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_forward_rows8_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    forward_rows8_subgroup(direct_index(wid, nwg, lid), lane);
+}
+
+fn backward_data_rows8_subgroup(t: u32, lane: u32) {
+    let block = sg_block(t, p.in_c / (2u * DIRECT_N));
+    let m0 = block.x;
+    let n0 = block.y;
+    let f = decode_phase(0u);
+    let top_lo = decode_sources(f, m0);
+    let top_hi = decode_sources(f, m0 + 4u);
+    let bottom_lo = decode_sources(f, m0 + 8u);
+    let bottom_hi = decode_sources(f, m0 + 12u);
+    let valid = m0 < f.rows;
+    // Input rows ih (top half) and ih + 1 (bottom half) of image n.
+    let image_row = m0 / 8u;
+    let n = image_row / p.in_h;
+    let ih = image_row - n * p.in_h;
+    let wq = p.out_c / 4u;
+    let d0 = i32(p.pad_left) - 2;
+
+    var top: Block;
+    var bottom: Block;
+    var top_r: Block;
+    var bottom_r: Block;
+    for (var a = 0u; a < 3u; a++) {
+        let oh = i32(ih + p.pad_top) - i32(a);
+        let top_ok = valid && oh >= 0 && oh < i32(p.out_h);
+        let bottom_ok = valid && oh + 1 >= 0 && oh + 1 < i32(p.out_h);
+        let top_base = (n * p.out_h + u32(max(oh, 0))) * p.out_w * p.out_c;
+        let bottom_base = (n * p.out_h + u32(max(oh + 1, 0))) * p.out_w * p.out_c;
+        let w_row = a * 3u * p.in_c + n0 + lane;
+        for (var q = 0u; q < wq; q++) {
+            let a0 = dy4_pixel(top_ok, top_base, d0, q);
+            let a1 = dy4_pixel(top_ok, top_base, d0 + 1, q);
+            let a2 = dy4_pixel(top_ok, top_base, d0 + 2, q);
+            let a3 = dy4_pixel(top_ok, top_base, d0 + 3, q);
+            let a4 = dy4_pixel(top_ok, top_base, d0 + 4, q);
+            let a5 = dy4_pixel(top_ok, top_base, d0 + 5, q);
+            let a6 = dy4_pixel(top_ok, top_base, d0 + 6, q);
+            let a7 = dy4_pixel(top_ok, top_base, d0 + 7, q);
+            let a8 = dy4_pixel(top_ok, top_base, d0 + 8, q);
+            let a9 = dy4_pixel(top_ok, top_base, d0 + 9, q);
+            let e0 = dy4_pixel(bottom_ok, bottom_base, d0, q);
+            let e1 = dy4_pixel(bottom_ok, bottom_base, d0 + 1, q);
+            let e2 = dy4_pixel(bottom_ok, bottom_base, d0 + 2, q);
+            let e3 = dy4_pixel(bottom_ok, bottom_base, d0 + 3, q);
+            let e4 = dy4_pixel(bottom_ok, bottom_base, d0 + 4, q);
+            let e5 = dy4_pixel(bottom_ok, bottom_base, d0 + 5, q);
+            let e6 = dy4_pixel(bottom_ok, bottom_base, d0 + 6, q);
+            let e7 = dy4_pixel(bottom_ok, bottom_base, d0 + 7, q);
+            let e8 = dy4_pixel(bottom_ok, bottom_base, d0 + 8, q);
+            let e9 = dy4_pixel(bottom_ok, bottom_base, d0 + 9, q);
+            let m_b0 = sg_columns_blocked(w4[w_row * wq + q], w4[(w_row + 8u) * wq + q]);
+            let m_b1 = sg_columns_blocked(w4[(w_row + p.in_c) * wq + q], w4[(w_row + p.in_c + 8u) * wq + q]);
+            let m_b2 = sg_columns_blocked(
+                w4[(w_row + 2u * p.in_c) * wq + q],
+                w4[(w_row + 2u * p.in_c + 8u) * wq + q],
+            );
+            // Tap b reads pixel i + 2 - b.
+            let t0 = array<vec4<f32>, 8>(a2, a3, a4, a5, a6, a7, a8, a9);
+            let u0 = array<vec4<f32>, 8>(e2, e3, e4, e5, e6, e7, e8, e9);
+            direct_product_bk(&top, t0, m_b0[0], m_b0[1]);
+            direct_product_bk(&bottom, u0, m_b0[0], m_b0[1]);
+            direct_product_bk(&top_r, t0, m_b0[2], m_b0[3]);
+            direct_product_bk(&bottom_r, u0, m_b0[2], m_b0[3]);
+            let t1 = array<vec4<f32>, 8>(a1, a2, a3, a4, a5, a6, a7, a8);
+            let u1 = array<vec4<f32>, 8>(e1, e2, e3, e4, e5, e6, e7, e8);
+            direct_product_bk(&top, t1, m_b1[0], m_b1[1]);
+            direct_product_bk(&bottom, u1, m_b1[0], m_b1[1]);
+            direct_product_bk(&top_r, t1, m_b1[2], m_b1[3]);
+            direct_product_bk(&bottom_r, u1, m_b1[2], m_b1[3]);
+            let t2 = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+            let u2 = array<vec4<f32>, 8>(e0, e1, e2, e3, e4, e5, e6, e7);
+            direct_product_bk(&top, t2, m_b2[0], m_b2[1]);
+            direct_product_bk(&bottom, u2, m_b2[0], m_b2[1]);
+            direct_product_bk(&top_r, t2, m_b2[2], m_b2[3]);
+            direct_product_bk(&bottom_r, u2, m_b2[2], m_b2[3]);
+        }
+    }
+
+    store_dx_block(top_lo, top_hi, n0, top, true);
+    store_dx_block(bottom_lo, bottom_hi, n0, bottom, true);
+    store_dx_block(top_lo, top_hi, n0 + 8u, top_r, true);
+    store_dx_block(bottom_lo, bottom_hi, n0 + 8u, bottom_r, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_backward_data_rows8_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    backward_data_rows8_subgroup(direct_index(wid, nwg, lid), lane);
+}

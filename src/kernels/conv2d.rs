@@ -272,6 +272,11 @@ fn rows_of_16(s: &Conv2dShape) -> bool {
     s.kernel == 3 && s.stride == 1 && s.out_w().is_multiple_of(DIRECT_M)
 }
 
+/// The same with rows exactly 8 wide, an even number of them (a 16-row block is two whole rows).
+fn rows_of_8(s: &Conv2dShape) -> bool {
+    s.kernel == 3 && s.stride == 1 && s.out_w() == 8 && s.out_h().is_multiple_of(2)
+}
+
 /// The weight gradient's rows (KH*KW*Cin) are few: rounding its 16-row blocks up to whole
 /// subgroups of 8 can waste most lanes (a 1x1 conv with 16 inputs: 7 of 8). The subgroup kernel
 /// takes it only when at most 1/8 of the blocks are padding (Cin = 64 and 128 in a WRN-28-2);
@@ -345,6 +350,8 @@ pub fn conv2d_forward_with(
             Shader::Conv2dSubgroup,
             if rows_of_16(s) {
                 "conv2d_forward_rows_subgroup"
+            } else if rows_of_8(s) {
+                "conv2d_forward_rows8_subgroup"
             } else {
                 "conv2d_forward_subgroup"
             },
@@ -434,6 +441,8 @@ pub fn conv2d_backward_data_with(
                 // Stride 1: one phase, the input rows themselves.
                 if rows_of_16(s) {
                     "conv2d_backward_data_rows_subgroup"
+                } else if rows_of_8(s) {
+                    "conv2d_backward_data_rows8_subgroup"
                 } else {
                     "conv2d_backward_data_subgroup"
                 },

@@ -58,6 +58,8 @@ fn shapes() -> Vec<Conv2dShape> {
         // kernel: both padded edges, blocks past the last row, two image rows per 32).
         shape(3, (3, 16), 16, 32, 3, 1),
         shape(1, (4, 32), 32, 16, 3, 1),
+        // The same 8 wide (`_rows8_subgroup`: two image rows per block, images of 6 rows).
+        shape(3, (6, 8), 32, 16, 3, 1),
     ]
 }
 
