@@ -68,20 +68,24 @@ if keras:
     # FLOPs: ours of the same recipe (keras-example), when measured; the step does the same work.
     ke = load("keras-example.json")
     flops = ke["step_gflop"] * 1e9 if ke else None
-    rows.append(("Keras/JAX (seed), " + keras["framework"], keras["step_s_min"], keras["images_per_step"], flops, keras["host_load"]))
+    rows.append(("Keras/JAX (seed), " + keras["framework"], keras["step_s_min"], keras.get("step_cpu_s"), keras["images_per_step"], flops, keras["host_load"]))
 for preset in ("keras-example", "paper"):
     r = load(preset + ".json")
     if r:
-        rows.append((f"adamatch-wgpu {preset}, {r['adapter']}", r["step_ms"] / 1e3, r["images_per_step"], r["step_gflop"] * 1e9, r["host_load"]))
+        rows.append((f"adamatch-wgpu {preset}, {r['adapter'].split(' (')[0]}", r["step_ms"] / 1e3, r.get("step_cpu_s"), r["images_per_step"], r["step_gflop"] * 1e9, r["host_load"]))
 if not rows:
     sys.exit("no results")
 print()
-print("| step | s/step (fastest) | images/s | GFLOP/step | GFLOP/s | load (1/5/15 min) | Keras time / this |")
-print("|---|---|---|---|---|---|---|")
-for name, s, imgs, flops, load in rows:
+print("CPU s: CPU time of the step over all threads (less disturbed by other load than wall time).")
+print()
+print("| step | s/step (fastest) | CPU s/step | images/s | GFLOP/step | GFLOP/s | load (1/5/15 min) | Keras / this, wall | Keras / this, CPU |")
+print("|---|---|---|---|---|---|---|---|---|")
+for name, s, cpu, imgs, flops, load in rows:
     ratio = f"{keras['step_s_min'] / s:.2f}x" if keras else "-"
+    cpu_ratio = f"{keras['step_cpu_s'] / cpu:.2f}x" if keras and keras.get("step_cpu_s") and cpu else "-"
     gf = f"{flops / 1e9:.0f}" if flops else "-"
     gfs = f"{flops / 1e9 / s:.1f}" if flops else "-"
     ld = "/".join(f"{v:.1f}" for v in load) if load else "-"
-    print(f"| {name} | {s:.2f} | {imgs / s:.1f} | {gf} | {gfs} | {ld} | {ratio} |")
+    cs = f"{cpu:.1f}" if cpu else "-"
+    print(f"| {name} | {s:.2f} | {cs} | {imgs / s:.1f} | {gf} | {gfs} | {ld} | {ratio} | {cpu_ratio} |")
 PY
