@@ -5,6 +5,7 @@
 //! encoder per step, so nothing is created on the hot path.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -173,8 +174,14 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// GPU timestamp queries are available (used by `bench`).
     pub timestamps: bool,
+    /// The subgroup size when the device has subgroups of one fixed size (lavapipe: 8), for the
+    /// kernels that share operands through subgroup broadcasts.
+    pub subgroup_size: Option<u32>,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(Shader, &'static str), wgpu::ComputePipeline>>,
+    /// Bytes of every storage and uniform buffer made through this context (never decreased:
+    /// the engine allocates once and reuses, so this is its peak; `bench --step` reports it).
+    allocated: AtomicU64,
 }
 
 impl GpuContext {
@@ -268,6 +275,12 @@ impl GpuContext {
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        let subgroup_size = (adapter.features().contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == info.subgroup_max_size)
+            .then_some(info.subgroup_min_size);
+        if subgroup_size.is_some() {
+            features |= wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("adamatch-wgpu"),
@@ -285,8 +298,10 @@ impl GpuContext {
             info,
             limits,
             timestamps,
+            subgroup_size,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            allocated: AtomicU64::new(0),
         })
     }
 
@@ -330,11 +345,18 @@ impl GpuContext {
         pipeline
     }
 
+    /// Total bytes of the storage and uniform buffers made so far (readback staging excluded).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(Ordering::Relaxed)
+    }
+
     /// A zero-filled storage buffer of `bytes` bytes (at least 4).
     pub fn storage_buffer(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        let size = bytes.max(4).next_multiple_of(4);
+        self.allocated.fetch_add(size, Ordering::Relaxed);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: bytes.max(4).next_multiple_of(4),
+            size,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
@@ -344,6 +366,7 @@ impl GpuContext {
     pub fn uniform_buffer(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
         let mut data = bytes.to_vec();
         data.resize(bytes.len().max(16).next_multiple_of(16), 0);
+        self.allocated.fetch_add(data.len() as u64, Ordering::Relaxed);
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: data.len() as u64,

@@ -236,9 +236,29 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Batch size of the timed pass.
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
+    /// Time the whole training step of --preset instead of the network's forward+backward.
+    #[arg(long)]
+    step: bool,
+    /// With --step: paper (default), keras-example or tiny.
+    #[arg(long, default_value = "paper", requires = "step")]
+    preset: String,
+    /// With --step: timed steps (after --warmup untimed ones).
+    #[arg(long, default_value_t = 3, requires = "step")]
+    steps: usize,
+    #[arg(long, default_value_t = 1, requires = "step")]
+    warmup: usize,
+    /// With --step: target images per source image (default: the preset's).
+    #[arg(long, requires = "step")]
+    uratio: Option<usize>,
+    /// With --step: skip the op-by-op profile.
+    #[arg(long, requires = "step")]
+    no_profile: bool,
+    /// With --step: timed runs of the main pass's forward+backward alone (0 skips it).
+    #[arg(long, default_value_t = 1, requires = "step")]
+    engine_reps: usize,
+    /// Batch size of the timed pass (64); with --step, source images per step (the preset's).
+    #[arg(long)]
+    batch: Option<usize>,
     #[arg(long, default_value_t = 28)]
     depth: usize,
     #[arg(long, default_value_t = 2)]
@@ -351,7 +371,38 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
     server.run()
 }
 
+fn bench_step_cmd(gpu: &GpuArgs, args: &BenchArgs) -> Result<()> {
+    let mut config = TrainConfig::preset(&args.preset)?;
+    if let Some(b) = args.batch {
+        config.batch = b;
+    }
+    if let Some(u) = args.uratio {
+        config.uratio = u;
+    }
+    config.validate()?;
+    let ctx = gpu.context()?;
+    let report = bench::step::run(
+        &ctx,
+        &bench::step::StepBenchOptions {
+            config,
+            warmup: args.warmup,
+            steps: args.steps,
+            profile: !args.no_profile,
+            engine_reps: args.engine_reps,
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        bench::step::print_report(&report);
+    }
+    Ok(())
+}
+
 fn bench_cmd(gpu: &GpuArgs, args: &BenchArgs) -> Result<()> {
+    if args.step {
+        return bench_step_cmd(gpu, args);
+    }
     let ctx = gpu.context()?;
     let activation = Activation::parse(&args.activation)?;
     let config = WideResNetConfig {
@@ -360,14 +411,15 @@ fn bench_cmd(gpu: &GpuArgs, args: &BenchArgs) -> Result<()> {
         activation,
         ..WideResNetConfig::paper()
     };
-    if args.batch == 0 {
+    let batch = args.batch.unwrap_or(64);
+    if batch == 0 {
         bail!("--batch must be at least 1");
     }
     let report = bench::run(
         &ctx,
         &BenchOptions {
             config,
-            batch: args.batch,
+            batch,
             reps: args.reps,
         },
     )?;

@@ -623,6 +623,12 @@ impl Workspace {
         &self.passes[&pass]
     }
 
+    /// The ops of `pass` if [`Workspace::ops`] has built them (a shared borrow, so the ops of
+    /// several passes can be held at once).
+    pub fn built_ops(&self, pass: Pass) -> Option<&[Op]> {
+        self.passes.get(&pass).map(|v| v.as_slice())
+    }
+
     /// Records `pass` into an open compute pass.
     pub fn record(&mut self, ctx: &GpuContext, net: &WideResNet, pass: Pass, cpass: &mut wgpu::ComputePass<'_>) {
         for op in self.ops(ctx, net, pass) {

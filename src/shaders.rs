@@ -6,6 +6,9 @@
 pub enum Shader {
     /// 3x3 / 1x1 convolutions as implicit GEMM: forward, backward-data, backward-weights.
     Conv2d,
+    /// conv2d's direct path with operands shared through subgroup broadcasts: `conv2d.wgsl`
+    /// followed by `conv2d_subgroup.wgsl`, one module (needs the subgroup feature).
+    Conv2dSubgroup,
     /// Batch norm fused with the following (leaky) ReLU: statistics, apply, backward.
     BatchNorm,
     /// Standalone (leaky) ReLU forward and backward.
@@ -27,6 +30,7 @@ pub enum Shader {
 impl Shader {
     pub const ALL: &'static [Shader] = &[
         Shader::Conv2d,
+        Shader::Conv2dSubgroup,
         Shader::BatchNorm,
         Shader::Activation,
         Shader::Pool,
@@ -40,6 +44,7 @@ impl Shader {
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::Conv2d => "conv2d.wgsl",
+            Shader::Conv2dSubgroup => "conv2d_subgroup.wgsl",
             Shader::BatchNorm => "batchnorm.wgsl",
             Shader::Activation => "activation.wgsl",
             Shader::Pool => "pool.wgsl",
@@ -54,6 +59,10 @@ impl Shader {
     pub fn source(self) -> &'static str {
         match self {
             Shader::Conv2d => include_str!("../shaders/conv2d.wgsl"),
+            Shader::Conv2dSubgroup => concat!(
+                include_str!("../shaders/conv2d.wgsl"),
+                include_str!("../shaders/conv2d_subgroup.wgsl")
+            ),
             Shader::BatchNorm => include_str!("../shaders/batchnorm.wgsl"),
             Shader::Activation => include_str!("../shaders/activation.wgsl"),
             Shader::Pool => include_str!("../shaders/pool.wgsl"),
@@ -63,5 +72,10 @@ impl Shader {
             Shader::AdaMatch => include_str!("../shaders/adamatch.wgsl"),
             Shader::Augment => include_str!("../shaders/augment.wgsl"),
         }
+    }
+
+    /// The shader calls subgroup builtins (its module needs a device with the subgroup feature).
+    pub fn needs_subgroups(self) -> bool {
+        matches!(self, Shader::Conv2dSubgroup)
     }
 }

@@ -146,3 +146,86 @@ fn unknown_backend_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown backend 'glide'"));
 }
+
+#[test]
+fn bench_step_json_reports_a_sane_step() {
+    let out = bin()
+        .args([
+            "bench", "--step", "--preset", "tiny", "--batch", "4", "--uratio", "2", "--steps", "1", "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let num = |k: &str| {
+        r[k].as_f64()
+            .unwrap_or_else(|| panic!("field {k} missing or not a number: {r}"))
+    };
+    assert_eq!(r["preset"], "tiny");
+    assert_eq!(r["algorithm"], "adamatch");
+    assert_eq!(num("source_batch"), 4.0);
+    assert_eq!(num("target_batch"), 8.0);
+    assert_eq!(num("images_per_step"), 12.0);
+    assert_eq!(num("joint_batch"), 24.0);
+    assert_eq!(num("steps"), 1.0);
+    assert_eq!(r["step_times_ms"].as_array().unwrap().len(), 1);
+    let step_ms = num("step_ms");
+    assert!(step_ms > 0.0 && step_ms.is_finite());
+    assert!((num("images_per_s") - 12.0 / (step_ms / 1e3)).abs() < 1e-6 * num("images_per_s"));
+    // WRN-10-1 at 24 + 8 rows: forward 3 x conv FLOPs per image, about 0.02 GFLOP forward.
+    let gflop = num("step_gflop");
+    assert!(gflop > 0.5 && gflop < 10.0, "step GFLOP {gflop}");
+    assert!((num("gflops") - gflop / (step_ms / 1e3)).abs() < 1e-6 * num("gflops"));
+    assert!(num("gpu_memory_bytes") > 1e6, "{r}");
+    if cfg!(target_os = "linux") {
+        assert!(num("step_cpu_s") > 0.0, "{r}");
+    }
+    assert!(num("loss").is_finite());
+    assert!(num("ops_per_step") > 100.0);
+    assert!(["gpu timestamps", "wall clock"].contains(&r["kernel_timing"].as_str().unwrap()));
+    // The profile covers every op once: family calls add up to the ops of a step, and the
+    // conv families carry nearly all the FLOPs.
+    let families = r["families"].as_array().unwrap();
+    let calls: f64 = families.iter().map(|f| f["calls"].as_f64().unwrap()).sum();
+    assert_eq!(calls, num("ops_per_step"));
+    let fam_gflop: f64 = families.iter().map(|f| f["gflop"].as_f64().unwrap()).sum();
+    assert!((fam_gflop - gflop).abs() < 1e-6 * gflop);
+    for name in [
+        "conv2d forward",
+        "conv2d backward data",
+        "conv2d backward weights",
+        "batchnorm",
+        "augment",
+    ] {
+        assert!(
+            families.iter().any(|f| f["name"] == name),
+            "family {name} missing: {families:?}"
+        );
+    }
+    let share: f64 = families.iter().map(|f| f["share"].as_f64().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-6, "shares add up to {share}");
+    let phases: Vec<&str> = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "augment",
+            "forward (joint)",
+            "forward (source)",
+            "loss",
+            "backward (joint)",
+            "backward (source)",
+            "update"
+        ]
+    );
+    assert!(!r["kernels"].as_array().unwrap().is_empty());
+    let e = &r["engine"];
+    assert_eq!(e["batch"].as_f64(), Some(24.0));
+    let engine_gflop = e["gflop"].as_f64().unwrap();
+    assert!(engine_gflop > 0.5 * gflop && engine_gflop < gflop, "{e}");
+    assert!(e["pass_ms"].as_f64().unwrap() > 0.0 && e["throughput_ratio"].as_f64().unwrap() > 0.0);
+}

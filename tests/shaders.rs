@@ -5,35 +5,35 @@ use std::path::Path;
 
 #[test]
 fn every_wgsl_file_validates() {
+    // Each embedded shader's source as the crate compiles it (conv2d_subgroup.wgsl is appended to
+    // conv2d.wgsl), with the subgroup capability only where the shader needs it.
+    use adamatch_wgpu::shaders::Shader;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let mut count = 0;
     let mut errors = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("wgsl") {
-            continue;
-        }
-        count += 1;
-        let src = std::fs::read_to_string(&path).unwrap();
-        let name = path.display().to_string();
-        let module = match naga::front::wgsl::parse_str(&src) {
+    for shader in Shader::ALL {
+        let src = shader.source();
+        let name = dir.join(shader.file_name()).display().to_string();
+        let module = match naga::front::wgsl::parse_str(src) {
             Ok(m) => m,
             Err(e) => {
-                errors.push(e.emit_to_string_with_path(&src, &name));
+                errors.push(e.emit_to_string_with_path(src, &name));
                 continue;
             }
         };
-        let mut validator =
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
+        let caps = if shader.needs_subgroups() {
+            naga::valid::Capabilities::SUBGROUP
+        } else {
+            naga::valid::Capabilities::empty()
+        };
+        let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
+        validator
+            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all());
         if let Err(e) = validator.validate(&module) {
-            errors.push(e.emit_to_string_with_path(&src, &name));
+            errors.push(e.emit_to_string_with_path(src, &name));
         }
     }
-    assert!(
-        count >= 6,
-        "expected the engine's shaders in {}, found {count}",
-        dir.display()
-    );
+    assert!(Shader::ALL.len() >= 6, "expected the engine's shaders");
     assert!(errors.is_empty(), "shader errors:\n{}", errors.join("\n"));
 }
 

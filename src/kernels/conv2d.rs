@@ -56,22 +56,42 @@ pub enum ConvPath {
     /// the storage buffers and keeps a 16 x 8 block of outputs in registers. For CPU adapters
     /// (lavapipe), where a barrier costs 30-45% of the reduction loop.
     Direct,
+    /// The direct path with the operand that a subgroup's invocations share loaded once per
+    /// subgroup and broadcast (`conv2d_subgroup.wgsl`), where the adapter has subgroups of 8 and
+    /// the layer takes the 16-column blocks; [`ConvPath::Direct`] elsewhere. Bitwise the same
+    /// results as the direct path.
+    Subgroup,
 }
 
 impl ConvPath {
-    pub const ALL: [ConvPath; 2] = [ConvPath::Tiled, ConvPath::Direct];
+    pub const ALL: [ConvPath; 3] = [ConvPath::Tiled, ConvPath::Direct, ConvPath::Subgroup];
 
-    /// [`ConvPath::Direct`] on native CPU adapters, [`ConvPath::Tiled`] on everything else.
+    /// [`ConvPath::Subgroup`] on native CPU adapters with subgroups of 8 lanes, else
+    /// [`ConvPath::Direct`] on native CPU adapters, and [`ConvPath::Tiled`] on everything else.
     /// Browsers always get the tiled path: the direct one binds `y` and its vec4 view `y4`
     /// (both writable) to one buffer range, which WebGPU's validation rejects (wgpu-core
     /// allows it).
     pub fn for_adapter(ctx: &GpuContext) -> ConvPath {
-        if !cfg!(target_arch = "wasm32") && ctx.info.device_type == wgpu::DeviceType::Cpu {
-            ConvPath::Direct
-        } else {
+        if cfg!(target_arch = "wasm32") || ctx.info.device_type != wgpu::DeviceType::Cpu {
             ConvPath::Tiled
+        } else if subgroups_of_8(ctx) {
+            ConvPath::Subgroup
+        } else {
+            ConvPath::Direct
         }
     }
+}
+
+/// Lanes per subgroup that `conv2d_subgroup.wgsl` is written for; mirrors `SG_LANES`.
+const SG_LANES: usize = 8;
+
+fn subgroups_of_8(ctx: &GpuContext) -> bool {
+    ctx.subgroup_size == Some(SG_LANES as u32)
+}
+
+/// Whether `path` runs a pass whose GEMM has `columns` columns through the subgroup kernels.
+fn use_subgroup(ctx: &GpuContext, path: ConvPath, s: &Conv2dShape, columns: usize) -> bool {
+    path == ConvPath::Subgroup && subgroups_of_8(ctx) && direct_wide(s, columns)
 }
 
 /// One convolution layer's geometry. Padding is TensorFlow/Keras "SAME": `out = ceil(in / stride)`,
@@ -241,10 +261,45 @@ fn check_len(what: &str, name: &str, t: &Tensor, want: usize) {
     assert!(want >= 4, "{what}: {name} needs at least 4 elements, has {want}");
 }
 
-/// Workgroups covering one direct-path invocation per 16 x 8 block of an `m x n` output, `times`
-/// times over (split-K chunks, stride phases).
-fn direct_grid(m: usize, n: usize, times: usize) -> [u32; 3] {
-    grid_1d(m.div_ceil(DIRECT_M) * n.div_ceil(DIRECT_N) * times, DIRECT_WG)
+/// Workgroups covering one direct-path invocation per 16 x 8 block of an `m x n` output (16 x 16
+/// when `wide`), `times` times over (split-K chunks, stride phases).
+fn direct_grid(m: usize, n: usize, times: usize, wide: bool) -> [u32; 3] {
+    let width = if wide { 2 * DIRECT_N } else { DIRECT_N };
+    grid_1d(m.div_ceil(DIRECT_M) * n.div_ceil(width) * times, DIRECT_WG)
+}
+
+/// A 3x3 stride-1 convolution whose rows are a multiple of 16 wide (input and output alike): each
+/// 16-row block is 16 neighbouring pixels of one row, and the `_rows_subgroup` kernels reuse the
+/// pixels they load across the three taps of a kernel row.
+fn rows_of_16(s: &Conv2dShape) -> bool {
+    s.kernel == 3 && s.stride == 1 && s.out_w().is_multiple_of(DIRECT_M)
+}
+
+/// The same with rows exactly 8 wide, an even number of them (a 16-row block is two whole rows).
+fn rows_of_8(s: &Conv2dShape) -> bool {
+    s.kernel == 3 && s.stride == 1 && s.out_w() == 8 && s.out_h().is_multiple_of(2)
+}
+
+/// The weight gradient's rows (KH*KW*Cin) are few: rounding its 16-row blocks up to whole
+/// subgroups of 8 can waste most lanes (a 1x1 conv with 16 inputs: 7 of 8). The subgroup kernel
+/// takes it only when at most 1/8 of the blocks are padding (Cin = 64 and 128 in a WRN-28-2);
+/// measured 2-5x slower than the direct kernel otherwise.
+fn whole_subgroups_of_rows(m: usize) -> bool {
+    let blocks = m.div_ceil(DIRECT_M);
+    blocks.next_multiple_of(SG_LANES) * 8 <= blocks * 9
+}
+
+/// Workgroups of the subgroup kernels for an `m x n` output, `times` times over: 16 x 16 blocks,
+/// row blocks in whole subgroups.
+fn subgroup_grid(m: usize, n: usize, times: usize) -> [u32; 3] {
+    let row_blocks = m.div_ceil(DIRECT_M).next_multiple_of(SG_LANES);
+    grid_1d(row_blocks * n.div_ceil(2 * DIRECT_N) * times, DIRECT_WG)
+}
+
+/// The direct path's 16-column blocks (`_wide` entry points) need vec4 loads and a column count
+/// that is a multiple of 16 (every WideResNet layer but the RGB stem's input side).
+fn direct_wide(s: &Conv2dShape, columns: usize) -> bool {
+    direct_aligned(s) && columns.is_multiple_of(2 * DIRECT_N)
 }
 
 /// `y = conv(x, w) [+ residual]`, with the residual add fused into the GEMM epilogue
@@ -293,6 +348,20 @@ pub fn conv2d_forward_with(
     let gemm = [m, s.out_c, s.kernel * s.kernel * s.in_c];
     let p = params(s, gemm, residual.is_some());
     let op = match path {
+        _ if use_subgroup(ctx, path, s, s.out_c) => Op::new(
+            ctx,
+            Shader::Conv2dSubgroup,
+            if rows_of_16(s) {
+                "conv2d_forward_rows_subgroup"
+            } else if rows_of_8(s) {
+                "conv2d_forward_rows8_subgroup"
+            } else {
+                "conv2d_forward_subgroup"
+            },
+            Some(bytemuck::bytes_of(&p)),
+            &[(2, x), (4, w), (7, y), (8, res), (13, y), (14, res)],
+            subgroup_grid(m, s.out_c, 1),
+        ),
         ConvPath::Tiled => Op::new(
             ctx,
             Shader::Conv2d,
@@ -305,18 +374,23 @@ pub fn conv2d_forward_with(
             &[(1, x), (2, x), (3, w), (4, w), (7, y), (8, res)],
             gemm_grid(m.div_ceil(TILE_M), s.out_c),
         ),
-        ConvPath::Direct => Op::new(
-            ctx,
-            Shader::Conv2d,
-            if direct_aligned(s) {
-                "conv2d_forward_direct_aligned"
-            } else {
-                "conv2d_forward_direct_general"
-            },
-            Some(bytemuck::bytes_of(&p)),
-            &[(1, x), (2, x), (3, w), (4, w), (7, y), (8, res), (13, y), (14, res)],
-            direct_grid(m, s.out_c, 1),
-        ),
+        ConvPath::Direct | ConvPath::Subgroup => {
+            let wide = direct_wide(s, s.out_c);
+            Op::new(
+                ctx,
+                Shader::Conv2d,
+                if wide {
+                    "conv2d_forward_direct_wide"
+                } else if direct_aligned(s) {
+                    "conv2d_forward_direct_aligned"
+                } else {
+                    "conv2d_forward_direct_general"
+                },
+                Some(bytemuck::bytes_of(&p)),
+                &[(1, x), (2, x), (3, w), (4, w), (7, y), (8, res), (13, y), (14, res)],
+                direct_grid(m, s.out_c, 1, wide),
+            )
+        }
     };
     op.with_flops(s.flops())
 }
@@ -360,6 +434,26 @@ pub fn conv2d_backward_data_with(
     let phase_rows = s.batch * s.in_h.div_ceil(s.stride) * s.in_w.div_ceil(s.stride);
     let mut p = params(s, [s.batch * s.in_h * s.in_w, s.in_c, 0], accumulate);
     let op = match path {
+        _ if use_subgroup(ctx, path, s, s.in_c) => {
+            // Row blocks per phase, whole subgroups of them (a subgroup stays in one phase).
+            let phase_blocks = phase_rows.div_ceil(DIRECT_M).next_multiple_of(SG_LANES);
+            p.phase_tiles = phase_blocks as u32;
+            Op::new(
+                ctx,
+                Shader::Conv2dSubgroup,
+                // Stride 1: one phase, the input rows themselves.
+                if rows_of_16(s) {
+                    "conv2d_backward_data_rows_subgroup"
+                } else if rows_of_8(s) {
+                    "conv2d_backward_data_rows8_subgroup"
+                } else {
+                    "conv2d_backward_data_subgroup"
+                },
+                Some(bytemuck::bytes_of(&p)),
+                &[(4, w), (6, dy), (9, dx), (15, dx)],
+                grid_1d(phases * phase_blocks * s.in_c / (2 * DIRECT_N), DIRECT_WG),
+            )
+        }
         ConvPath::Tiled => {
             let phase_tiles = phase_rows.div_ceil(TILE_M);
             p.phase_tiles = phase_tiles as u32;
@@ -377,19 +471,22 @@ pub fn conv2d_backward_data_with(
                 gemm_grid(phases * phase_tiles, s.in_c),
             )
         }
-        ConvPath::Direct => {
+        ConvPath::Direct | ConvPath::Subgroup => {
             p.phase_tiles = phase_rows.div_ceil(DIRECT_M) as u32;
+            let wide = direct_wide(s, s.in_c);
             Op::new(
                 ctx,
                 Shader::Conv2d,
-                if direct_aligned(s) {
+                if wide {
+                    "conv2d_backward_data_direct_wide"
+                } else if direct_aligned(s) {
                     "conv2d_backward_data_direct_aligned"
                 } else {
                     "conv2d_backward_data_direct_general"
                 },
                 Some(bytemuck::bytes_of(&p)),
                 &[(3, w), (4, w), (5, dy), (6, dy), (9, dx), (15, dx)],
-                direct_grid(phase_rows, s.in_c, phases),
+                direct_grid(phase_rows, s.in_c, phases, wide),
             )
         }
     };
@@ -401,7 +498,7 @@ pub fn conv2d_backward_data_with(
 fn split_k(rows: usize, outputs: usize, path: ConvPath) -> (usize, usize) {
     let (target, max, multiple) = match path {
         ConvPath::Tiled => (SPLIT_ROWS_TARGET, MAX_SPLITS, TILE_K),
-        ConvPath::Direct => (
+        ConvPath::Direct | ConvPath::Subgroup => (
             DIRECT_SPLIT_ROWS_TARGET,
             DIRECT_MAX_SPLITS.min(DIRECT_MAX_PARTIALS / outputs).max(1),
             1,
@@ -450,6 +547,14 @@ pub fn conv2d_backward_weights_with(
     p.splits = splits as u32;
     let partials = Tensor::zeros(ctx, "conv2d dw partials", &[splits, m, n]);
     let gemm = match path {
+        _ if use_subgroup(ctx, path, s, n) && whole_subgroups_of_rows(m) => Op::new(
+            ctx,
+            Shader::Conv2dSubgroup,
+            "conv2d_backward_weights_subgroup",
+            Some(bytemuck::bytes_of(&p)),
+            &[(2, x), (6, dy), (10, &partials), (16, &partials)],
+            subgroup_grid(m, n, splits),
+        ),
         ConvPath::Tiled => {
             let tiles_m = m.div_ceil(TILE_M);
             assert!(
@@ -469,18 +574,23 @@ pub fn conv2d_backward_weights_with(
                 [n.div_ceil(TILE_N) as u32, tiles_m as u32, splits as u32],
             )
         }
-        ConvPath::Direct => Op::new(
-            ctx,
-            Shader::Conv2d,
-            if direct_aligned(s) {
-                "conv2d_backward_weights_direct_aligned"
-            } else {
-                "conv2d_backward_weights_direct_general"
-            },
-            Some(bytemuck::bytes_of(&p)),
-            &[(1, x), (2, x), (5, dy), (6, dy), (10, &partials), (16, &partials)],
-            direct_grid(m, n, splits),
-        ),
+        ConvPath::Direct | ConvPath::Subgroup => {
+            let wide = direct_wide(s, n);
+            Op::new(
+                ctx,
+                Shader::Conv2d,
+                if wide {
+                    "conv2d_backward_weights_direct_wide"
+                } else if direct_aligned(s) {
+                    "conv2d_backward_weights_direct_aligned"
+                } else {
+                    "conv2d_backward_weights_direct_general"
+                },
+                Some(bytemuck::bytes_of(&p)),
+                &[(1, x), (2, x), (5, dy), (6, dy), (10, &partials), (16, &partials)],
+                direct_grid(m, n, splits, wide),
+            )
+        }
     }
     .with_flops(s.flops());
     let reduce = Op::new(

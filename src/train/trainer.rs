@@ -65,6 +65,15 @@ enum Loss {
     },
 }
 
+/// A named group of consecutive ops of one step (see [`Trainer::step_phases`]).
+pub struct StepPhase<'a> {
+    pub name: &'static str,
+    /// Part of the main (joint) pass's forward or backward: what `bench --step` compares the
+    /// whole step with.
+    pub main_pass: bool,
+    pub ops: Vec<&'a Op>,
+}
+
 /// Optimizer state, same flat layout as the parameters.
 pub enum OptState {
     Sgd { velocity: Tensor },
@@ -429,52 +438,91 @@ impl Trainer {
         self.step_with(ctx, &batch)
     }
 
+    /// The passes of one step: (main forward, second forward, main backward, second backward).
+    fn pass_kinds(&self) -> (Pass, Pass, Pass, Pass) {
+        let second_batch_stats = self.cfg.source_pass_bn == SourcePassBn::Train;
+        let second_fwd = if second_batch_stats {
+            Pass::ForwardTrain { update_running: false }
+        } else {
+            Pass::ForwardInference
+        };
+        (
+            Pass::ForwardTrain { update_running: true },
+            second_fwd,
+            Pass::Backward {
+                batch_stats: true,
+                accumulate: false,
+            },
+            Pass::Backward {
+                batch_stats: second_batch_stats,
+                accumulate: true,
+            },
+        )
+    }
+
+    /// Every op of one step in recording order, grouped in phases (built on the first call).
+    /// [`Trainer::step_with`] records exactly these; `bench --step` times them one by one.
+    pub fn step_phases(&mut self, ctx: &GpuContext) -> Vec<StepPhase<'_>> {
+        let (main_fwd, second_fwd, main_bwd, second_bwd) = self.pass_kinds();
+        self.main.ops(ctx, &self.net, main_fwd);
+        self.main.ops(ctx, &self.net, main_bwd);
+        if let Some(second) = &mut self.second {
+            second.ops(ctx, &self.net, second_fwd);
+            second.ops(ctx, &self.net, second_bwd);
+        }
+        fn built(ws: &Workspace, pass: Pass) -> Vec<&Op> {
+            ws.built_ops(pass).expect("pass built above").iter().collect()
+        }
+        fn phase<'a>(name: &'static str, main_pass: bool, ops: Vec<&'a Op>) -> StepPhase<'a> {
+            StepPhase { name, main_pass, ops }
+        }
+        let adamatch = self.second.is_some();
+        let mut phases = vec![
+            phase("augment", false, self.aug_ops.iter().collect()),
+            phase(
+                if adamatch {
+                    "forward (joint)"
+                } else {
+                    "forward (source)"
+                },
+                true,
+                built(&self.main, main_fwd),
+            ),
+        ];
+        if let Some(second) = &self.second {
+            phases.push(phase("forward (source)", false, built(second, second_fwd)));
+        }
+        let loss_ops = match &self.loss {
+            Loss::AdaMatch(l) => l.ops(),
+            Loss::SourceOnly { ops, .. } => ops.as_slice(),
+        };
+        phases.push(phase("loss", false, loss_ops.iter().collect()));
+        phases.push(phase(
+            if adamatch {
+                "backward (joint)"
+            } else {
+                "backward (source)"
+            },
+            true,
+            built(&self.main, main_bwd),
+        ));
+        if let Some(second) = &self.second {
+            phases.push(phase("backward (source)", false, built(second, second_bwd)));
+        }
+        phases.push(phase("update", false, self.update_ops.iter().collect()));
+        phases
+    }
+
     /// Runs one optimizer step on the given batch (submitted, not waited for).
     pub fn step_with(&mut self, ctx: &GpuContext, batch: &HostBatch) -> Result<()> {
         self.upload_batch(ctx, batch)?;
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            for op in &self.aug_ops {
-                op.record(&mut pass);
-            }
-            let net = &self.net;
-            self.main
-                .record(ctx, net, Pass::ForwardTrain { update_running: true }, &mut pass);
-            let second_batch_stats = self.cfg.source_pass_bn == SourcePassBn::Train;
-            if let Some(second) = &mut self.second {
-                let pass_kind = if second_batch_stats {
-                    Pass::ForwardTrain { update_running: false }
-                } else {
-                    Pass::ForwardInference
-                };
-                second.record(ctx, net, pass_kind, &mut pass);
-            }
-            let loss_ops = match &self.loss {
-                Loss::AdaMatch(l) => l.ops(),
-                Loss::SourceOnly { ops, .. } => ops.as_slice(),
-            };
-            for op in loss_ops {
-                op.record(&mut pass);
-            }
-            self.main.record(
-                ctx,
-                net,
-                Pass::Backward {
-                    batch_stats: true,
-                    accumulate: false,
-                },
-                &mut pass,
-            );
-            if let Some(second) = &mut self.second {
-                let bwd = Pass::Backward {
-                    batch_stats: second_batch_stats,
-                    accumulate: true,
-                };
-                second.record(ctx, net, bwd, &mut pass);
-            }
-            for op in &self.update_ops {
-                op.record(&mut pass);
+            for phase in self.step_phases(ctx) {
+                for op in phase.ops {
+                    op.record(&mut pass);
+                }
             }
         }
         ctx.queue.submit([encoder.finish()]);

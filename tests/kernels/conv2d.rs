@@ -48,6 +48,18 @@ fn shapes() -> Vec<Conv2dShape> {
         // Stride 3: nine backward-data phases, some of them without positions near the edges.
         shape(2, (7, 8), 16, 16, 3, 3),
         shape(1, (4, 5), 5, 6, 1, 3),
+        // Channel counts that are multiples of 16 (the direct path's 16-column `_wide` blocks),
+        // an odd number of such blocks, rows that do not fill a block.
+        shape(3, (5, 7), 16, 48, 3, 1),
+        shape(2, (7, 7), 48, 32, 1, 2),
+        // 9 * 64 weight-gradient rows: whole subgroups of row blocks (the subgroup kernel).
+        shape(2, (6, 5), 64, 16, 3, 1),
+        // 3x3 stride 1 with output rows a multiple of 16 wide (the forward `_rows_subgroup`
+        // kernel: both padded edges, blocks past the last row, two image rows per 32).
+        shape(3, (3, 16), 16, 32, 3, 1),
+        shape(1, (4, 32), 32, 16, 3, 1),
+        // The same 8 wide (`_rows8_subgroup`: two image rows per block, images of 6 rows).
+        shape(3, (6, 8), 32, 16, 3, 1),
     ]
 }
 
@@ -217,6 +229,8 @@ fn backward_weights_long_reduction_uses_several_chunks() {
         check_backward_weights(path, &shape(20, (32, 32), 16, 8, 3, 2), 910);
         // 3 * 17 * 19 = 969 rows: direct, two chunks of 485 and 484.
         check_backward_weights(path, &shape(3, (17, 19), 8, 12, 3, 1), 920);
+        // The same through the direct path's 16-column blocks.
+        check_backward_weights(path, &shape(3, (17, 19), 16, 32, 3, 1), 930);
     }
 }
 
@@ -303,13 +317,94 @@ fn check_forward_batch_512(path: ConvPath) {
 }
 
 #[test]
-fn plain_functions_run_the_adapters_path() {
-    // Direct on CPU adapters (lavapipe), tiled on GPUs; the plain functions pick it.
+fn direct_path_takes_16_column_blocks_where_channels_allow() {
+    // The `_wide` entry points need vec4 channels and 16 | the GEMM's columns (out_c for the
+    // forward and weight gradient, in_c for the input gradient); the tests above run both kinds.
     let ctx = ctx();
-    let want = if ctx.info.device_type == wgpu::DeviceType::Cpu {
-        ConvPath::Direct
-    } else {
+    let entry = |s: &Conv2dShape| {
+        let x = Tensor::zeros(ctx, "x", &[s.input_len()]);
+        let w = Tensor::zeros(ctx, "w", &[s.weight_len()]);
+        let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
+        let f = conv2d_forward_with(ctx, ConvPath::Direct, s, &x, &w, &y, None);
+        let d = conv2d_backward_data_with(ctx, ConvPath::Direct, s, &y, &w, &x, false);
+        let g = conv2d_backward_weights_with(ctx, ConvPath::Direct, s, &x, &y, &w, false);
+        [f.label, d.label, g[0].label.clone()].map(|l| l.ends_with("_wide"))
+    };
+    assert_eq!(entry(&shape(2, (8, 8), 32, 64, 3, 2)), [true, true, true]);
+    assert_eq!(entry(&shape(2, (8, 8), 16, 12, 3, 1)), [false, true, false]);
+    assert_eq!(entry(&shape(2, (8, 8), 12, 32, 3, 1)), [true, false, true]);
+    assert_eq!(entry(&shape(2, (8, 8), 3, 16, 3, 1)), [false, false, false]);
+}
+
+#[test]
+fn subgroup_path_is_bitwise_the_direct_path() {
+    // The subgroup kernels share operands through broadcasts but sum in the direct path's order.
+    // Ragged rows (not whole 16-row blocks, not whole subgroups of blocks), several column blocks,
+    // stride 2 (four backward-data phases), 1x1, and several weight-gradient chunks.
+    let ctx = ctx();
+    for (i, s) in [
+        shape(3, (5, 7), 16, 48, 3, 1),
+        shape(2, (9, 8), 32, 16, 3, 2),
+        shape(2, (7, 7), 48, 32, 1, 2),
+        shape(4, (17, 19), 16, 32, 3, 1),
+        shape(2, (6, 5), 64, 16, 3, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let d = data(s, 1400 + i as u64);
+        let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d.x);
+        let w = Tensor::from_f32(ctx, "w", &[s.weight_len()], &d.w);
+        let dy = Tensor::from_f32(ctx, "dy", &[s.output_len()], &d.dy);
+        let run = |path: ConvPath| {
+            let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
+            let dx = Tensor::zeros(ctx, "dx", &[s.input_len()]);
+            let dw = Tensor::zeros(ctx, "dw", &[s.weight_len()]);
+            let mut ops = vec![
+                conv2d_forward_with(ctx, path, s, &x, &w, &y, Some(&dy)),
+                conv2d_backward_data_with(ctx, path, s, &dy, &w, &dx, false),
+            ];
+            ops.extend(conv2d_backward_weights_with(ctx, path, s, &x, &dy, &dw, false));
+            if ctx.subgroup_size == Some(8) && path == ConvPath::Subgroup {
+                // The weight gradient only where its rows fill whole subgroups of 16-row blocks.
+                let dw_rows = s.kernel * s.kernel * s.in_c;
+                let dw_subgroup = dw_rows.div_ceil(16).next_multiple_of(8) * 8 <= dw_rows.div_ceil(16) * 9;
+                assert!(ops[0].label.ends_with("_subgroup"), "{} for {s:?}", ops[0].label);
+                assert!(ops[1].label.ends_with("_subgroup"), "{} for {s:?}", ops[1].label);
+                assert_eq!(
+                    ops[2].label.ends_with("_subgroup"),
+                    dw_subgroup,
+                    "{} for {s:?}",
+                    ops[2].label
+                );
+            }
+            ctx.run(&ops.iter().collect::<Vec<_>>()).unwrap();
+            [y, dx, dw].map(|t| {
+                t.read_f32(ctx)
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<u32>>()
+            })
+        };
+        let (direct, subgroup, again) = (run(ConvPath::Direct), run(ConvPath::Subgroup), run(ConvPath::Subgroup));
+        for (name, (a, b)) in ["y", "dx", "dw"].iter().zip(direct.iter().zip(&subgroup)) {
+            assert!(a == b, "conv2d {name}: subgroup path differs from direct for {s:?}");
+        }
+        assert!(subgroup == again, "subgroup path not deterministic for {s:?}");
+    }
+}
+
+#[test]
+fn plain_functions_run_the_adapters_path() {
+    // Subgroup (or direct) on CPU adapters (lavapipe), tiled on GPUs; the plain functions pick it.
+    let ctx = ctx();
+    let want = if ctx.info.device_type != wgpu::DeviceType::Cpu {
         ConvPath::Tiled
+    } else if ctx.subgroup_size == Some(8) {
+        ConvPath::Subgroup
+    } else {
+        ConvPath::Direct
     };
     assert_eq!(ConvPath::for_adapter(ctx), want);
     let s = shape(2, (6, 7), 8, 12, 3, 2);

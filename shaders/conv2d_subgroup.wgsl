@@ -1,0 +1,645 @@
+// Subgroup variant of conv2d's direct path (CPU adapters with subgroups of 8 lanes: lavapipe).
+// Not a module of its own: the crate appends it to conv2d.wgsl (Shader::Conv2dSubgroup), whose
+// bindings, helpers and products it uses; a separate file because a module that calls subgroup
+// builtins cannot be created on a device without the subgroup feature.
+//
+// lavapipe runs the 8 invocations of a subgroup in the lanes of one SIMD register. Any load from
+// a storage buffer is a loop over the lanes with a bounds check each, ~20x a multiply-add, while a
+// subgroupBroadcast is a register shuffle. The direct path's 16 x 16 blocks need, per four k, 16
+// vec4s of the row operand (different for every invocation) and 16 vec4s of the column operand,
+// which every invocation of the same column block needs alike. Here the 8 lanes of a subgroup take
+// 8 consecutive row blocks of the same column block; each loads 2 of those 16 shared vec4s (1 of
+// 4 in the weight gradient) and the subgroup broadcasts them: 18 loads per 1024 multiply-adds
+// instead of 32 (a micro-benchmark of that loop: 1.85x). Sums run in the direct path's order, so
+// the results are bitwise those of the `_wide` direct entry points.
+//
+// Only for vec4 channels with 16 | the GEMM's columns (what the `_wide` entry points need); no
+// invocation returns before the broadcasts unless its whole subgroup does, and blocks past the
+// last row compute zeros that are never stored.
+
+const SG_LANES: u32 = 8u;
+
+// First row and column of the block of invocation u of a GEMM with `col_blocks` 16-column blocks:
+// groups of 8 consecutive invocations (a subgroup) share a column block and take consecutive row
+// blocks.
+fn sg_block(u: u32, col_blocks: u32) -> vec2<u32> {
+    let g = u / SG_LANES;
+    let mb = (g / col_blocks) * SG_LANES + u % SG_LANES;
+    return vec2<u32>(mb * DIRECT_M, (g % col_blocks) * 2u * DIRECT_N);
+}
+
+// The 16 vec4s that lane l holds as v0 (vec4 l) and v1 (vec4 8 + l), as four matrices: matrix q
+// has vec4s q, 4 + q, 8 + q, 12 + q as its columns (forward: the four k rows of column quad q).
+fn sg_columns_strided(v0: vec4<f32>, v1: vec4<f32>) -> array<mat4x4<f32>, 4> {
+    return array<mat4x4<f32>, 4>(
+        mat4x4<f32>(subgroupBroadcast(v0, 0u), subgroupBroadcast(v0, 4u), subgroupBroadcast(v1, 0u), subgroupBroadcast(v1, 4u)),
+        mat4x4<f32>(subgroupBroadcast(v0, 1u), subgroupBroadcast(v0, 5u), subgroupBroadcast(v1, 1u), subgroupBroadcast(v1, 5u)),
+        mat4x4<f32>(subgroupBroadcast(v0, 2u), subgroupBroadcast(v0, 6u), subgroupBroadcast(v1, 2u), subgroupBroadcast(v1, 6u)),
+        mat4x4<f32>(subgroupBroadcast(v0, 3u), subgroupBroadcast(v0, 7u), subgroupBroadcast(v1, 3u), subgroupBroadcast(v1, 7u)),
+    );
+}
+
+// The same 16 vec4s, matrix q having vec4s 4q..4q+3 as its columns (backward data: the weight
+// rows of input channels n0 + 4q ..).
+fn sg_columns_blocked(v0: vec4<f32>, v1: vec4<f32>) -> array<mat4x4<f32>, 4> {
+    return array<mat4x4<f32>, 4>(
+        mat4x4<f32>(subgroupBroadcast(v0, 0u), subgroupBroadcast(v0, 1u), subgroupBroadcast(v0, 2u), subgroupBroadcast(v0, 3u)),
+        mat4x4<f32>(subgroupBroadcast(v0, 4u), subgroupBroadcast(v0, 5u), subgroupBroadcast(v0, 6u), subgroupBroadcast(v0, 7u)),
+        mat4x4<f32>(subgroupBroadcast(v1, 0u), subgroupBroadcast(v1, 1u), subgroupBroadcast(v1, 2u), subgroupBroadcast(v1, 3u)),
+        mat4x4<f32>(subgroupBroadcast(v1, 4u), subgroupBroadcast(v1, 5u), subgroupBroadcast(v1, 6u), subgroupBroadcast(v1, 7u)),
+    );
+}
+
+// Forward (see `forward_direct`, `fast` and `wide`).
+fn forward_subgroup(t: u32, lane: u32) {
+    let block = sg_block(t, p.gemm_n / (2u * DIRECT_N));
+    let m0 = block.x;
+    let n0 = block.y;
+    let top_lo = decode_windows(m0);
+    let top_hi = decode_windows(m0 + 4u);
+    let bottom_lo = decode_windows(m0 + 8u);
+    let bottom_hi = decode_windows(m0 + 12u);
+    let wq = p.out_c / 4u;
+    // This lane's shared vec4s per four k rows: rows lane / 4 and 2 + lane / 4, quad lane % 4.
+    let lane_quad = n0 / 4u + lane % 4u;
+    let lane_row = lane / 4u;
+
+    var top: Block;
+    var bottom: Block;
+    var top_r: Block;
+    var bottom_r: Block;
+    for (var kh = 0u; kh < p.kernel; kh++) {
+        for (var kw = 0u; kw < p.kernel; kw++) {
+            let xt = Bases(window_bases(top_lo, kh, kw), window_bases(top_hi, kh, kw));
+            let xb = Bases(window_bases(bottom_lo, kh, kw), window_bases(bottom_hi, kh, kw));
+            let k_tap = (kh * p.kernel + kw) * p.in_c;
+            for (var c = 0u; c < p.in_c; c += 4u) {
+                let row = k_tap + c + lane_row;
+                let b = sg_columns_strided(w4[row * wq + lane_quad], w4[(row + 2u) * wq + lane_quad]);
+                let at = x4_rows(xt, c / 4u);
+                let ab = x4_rows(xb, c / 4u);
+                direct_product_bn(&top, at, b[0], b[1]);
+                direct_product_bn(&bottom, ab, b[0], b[1]);
+                direct_product_bn(&top_r, at, b[2], b[3]);
+                direct_product_bn(&bottom_r, ab, b[2], b[3]);
+            }
+        }
+    }
+
+    store_forward_block(m0, n0, top, true);
+    store_forward_block(m0 + 8u, n0, bottom, true);
+    store_forward_block(m0, n0 + 8u, top_r, true);
+    store_forward_block(m0 + 8u, n0 + 8u, bottom_r, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_forward_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    forward_subgroup(direct_index(wid, nwg, lid), lane);
+}
+
+// Backward data (see `backward_data_direct`); `phase_tiles` is a multiple of 8 here, so a
+// subgroup never straddles two phases.
+fn backward_data_subgroup(t: u32, lane: u32) {
+    let col_blocks = p.in_c / (2u * DIRECT_N);
+    let per_phase = p.phase_tiles * col_blocks;
+    let phase = t / per_phase;
+    if (phase >= p.stride * p.stride) {
+        return;
+    }
+    let f = decode_phase(phase);
+    let block = sg_block(t - phase * per_phase, col_blocks);
+    let m0 = block.x;
+    let n0 = block.y;
+    let top_lo = decode_sources(f, m0);
+    let top_hi = decode_sources(f, m0 + 4u);
+    let bottom_lo = decode_sources(f, m0 + 8u);
+    let bottom_hi = decode_sources(f, m0 + 12u);
+    let taps_h = strided_count(f.kh0, p.kernel);
+    let wq = p.out_c / 4u;
+
+    var top: Block;
+    var bottom: Block;
+    var top_r: Block;
+    var bottom_r: Block;
+    for (var a = 0u; a < taps_h; a++) {
+        for (var b = 0u; b < f.taps_w; b++) {
+            let dt = Bases(source_bases(top_lo, a, b), source_bases(top_hi, a, b));
+            let db = Bases(source_bases(bottom_lo, a, b), source_bases(bottom_hi, a, b));
+            // This lane's weight rows: input channels n0 + lane and n0 + 8 + lane.
+            let w_row = ((f.kh0 + a * p.stride) * p.kernel + f.kw0 + b * p.stride) * p.in_c + n0 + lane;
+            for (var q = 0u; q < wq; q++) {
+                let m = sg_columns_blocked(w4[w_row * wq + q], w4[(w_row + 8u) * wq + q]);
+                let at = dy4_rows(dt, q);
+                let ab = dy4_rows(db, q);
+                direct_product_bk(&top, at, m[0], m[1]);
+                direct_product_bk(&bottom, ab, m[0], m[1]);
+                direct_product_bk(&top_r, at, m[2], m[3]);
+                direct_product_bk(&bottom_r, ab, m[2], m[3]);
+            }
+        }
+    }
+
+    store_dx_block(top_lo, top_hi, n0, top, true);
+    store_dx_block(bottom_lo, bottom_hi, n0, bottom, true);
+    store_dx_block(top_lo, top_hi, n0 + 8u, top_r, true);
+    store_dx_block(bottom_lo, bottom_hi, n0 + 8u, bottom_r, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_backward_data_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    backward_data_subgroup(direct_index(wid, nwg, lid), lane);
+}
+
+// Backward weights (see `backward_weights_direct`): the four dy vec4s of a reduction row are
+// shared, one loaded by each of lanes 0..3 (and again by 4..7).
+fn backward_weights_subgroup(t: u32, lane: u32) {
+    let row_groups = (p.gemm_m + DIRECT_M * SG_LANES - 1u) / (DIRECT_M * SG_LANES);
+    let col_blocks = p.gemm_n / (2u * DIRECT_N);
+    let per_chunk = row_groups * SG_LANES * col_blocks;
+    let chunk = t / per_chunk;
+    if (chunk >= p.splits) {
+        return;
+    }
+    let block = sg_block(t - chunk * per_chunk, col_blocks);
+    let m0 = block.x;
+    let n0 = block.y;
+    let r_begin = chunk * p.split_rows;
+    let r_end = min(r_begin + p.split_rows, p.gemm_k);
+
+    let top_lo = decode_tap_rows(m0);
+    let top_hi = decode_tap_rows(m0 + 4u);
+    let bottom_lo = decode_tap_rows(m0 + 8u);
+    let bottom_hi = decode_tap_rows(m0 + 12u);
+    let oq = p.out_c / 4u;
+    let lane_quad = n0 / 4u + lane % 4u;
+
+    let t0 = r_begin / p.out_w;
+    var ow = r_begin - t0 * p.out_w;
+    var n = t0 / p.out_h;
+    var oh = t0 - n * p.out_h;
+
+    var top: Block;
+    var bottom: Block;
+    var top_r: Block;
+    var bottom_r: Block;
+    for (var r = r_begin; r < r_end; r++) {
+        let h0 = i32(oh * p.stride) - i32(p.pad_top);
+        let w0 = i32(ow * p.stride) - i32(p.pad_left);
+        let corner = i32(n * p.in_h * p.in_w * p.in_c) + (h0 * i32(p.in_w) + w0) * i32(p.in_c);
+        let xt = Bases(tap_bases(top_lo, corner, h0, w0), tap_bases(top_hi, corner, h0, w0));
+        let xb = Bases(tap_bases(bottom_lo, corner, h0, w0), tap_bases(bottom_hi, corner, h0, w0));
+        let v = dy4[r * oq + lane_quad];
+        let b0 = subgroupBroadcast(v, 0u);
+        let b1 = subgroupBroadcast(v, 1u);
+        let b2 = subgroupBroadcast(v, 2u);
+        let b3 = subgroupBroadcast(v, 3u);
+        let at_lo = x4_run(xt.lo.x, 0u);
+        let at_hi = x4_run(xt.hi.x, 0u);
+        let ab_lo = x4_run(xb.lo.x, 0u);
+        let ab_hi = x4_run(xb.hi.x, 0u);
+        direct_product_outer(&top, at_lo, at_hi, b0, b1);
+        direct_product_outer(&bottom, ab_lo, ab_hi, b0, b1);
+        direct_product_outer(&top_r, at_lo, at_hi, b2, b3);
+        direct_product_outer(&bottom_r, ab_lo, ab_hi, b2, b3);
+        ow += 1u;
+        if (ow == p.out_w) {
+            ow = 0u;
+            oh += 1u;
+            if (oh == p.out_h) {
+                oh = 0u;
+                n += 1u;
+            }
+        }
+    }
+
+    store_partial_block(chunk, m0, n0, top, true);
+    store_partial_block(chunk, m0 + 8u, n0, bottom, true);
+    store_partial_block(chunk, m0, n0 + 8u, top_r, true);
+    store_partial_block(chunk, m0 + 8u, n0 + 8u, bottom_r, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_backward_weights_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    backward_weights_subgroup(direct_index(wid, nwg, lid), lane);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward of a 3x3 stride-1 convolution whose output rows are a multiple of 16 wide: a block's
+// 16 GEMM rows are then 16 neighbouring pixels of one output row, and for each kernel row kh its
+// three taps kw read the same 18 neighbouring input pixels, shifted by one: loaded once per four
+// channels and used three times (18 loads instead of 48), the weights shared as above. Sums run
+// over kh, then channels, then kw: a different order from the direct path (deterministic all the
+// same).
+
+// Input vec4 number c4 of pixel (row `base`, column iw), zeros outside the image (or when the
+// whole row is: `row_ok` false).
+fn x4_pixel(row_ok: bool, base: u32, iw: i32, c4: u32) -> vec4<f32> {
+    if (!row_ok || iw < 0 || iw >= i32(p.in_w)) {
+        return vec4<f32>(0.0);
+    }
+    return x4[(base + u32(iw) * p.in_c) / 4u + c4];
+}
+
+fn forward_rows_subgroup(t: u32, lane: u32) {
+    let block = sg_block(t, p.gemm_n / (2u * DIRECT_N));
+    let m0 = block.x;
+    let n0 = block.y;
+    // The block's output row (image n, row oh) and first column; blocks past the last row compute
+    // zeros and store nothing.
+    let valid = m0 < p.gemm_m;
+    let image_row = m0 / p.out_w;
+    let ow0 = i32(m0 - image_row * p.out_w);
+    let n = image_row / p.out_h;
+    let oh = image_row - n * p.out_h;
+    let wq = p.out_c / 4u;
+    let lane_quad = n0 / 4u + lane % 4u;
+    let lane_row = lane / 4u;
+
+    var top: Block;
+    var bottom: Block;
+    var top_r: Block;
+    var bottom_r: Block;
+    for (var kh = 0u; kh < 3u; kh++) {
+        let ih = i32(oh + kh) - i32(p.pad_top);
+        let row_ok = valid && ih >= 0 && ih < i32(p.in_h);
+        let base = (n * p.in_h + u32(max(ih, 0))) * p.in_w * p.in_c;
+        for (var c = 0u; c < p.in_c; c += 4u) {
+            let c4 = c / 4u;
+            // Pixels ow0 - pad_left + j, j = 0..17.
+            let w0 = ow0 - i32(p.pad_left);
+            let x0 = x4_pixel(row_ok, base, w0, c4);
+            let x1 = x4_pixel(row_ok, base, w0 + 1, c4);
+            let x2 = x4_pixel(row_ok, base, w0 + 2, c4);
+            let x3 = x4_pixel(row_ok, base, w0 + 3, c4);
+            let x4v = x4_pixel(row_ok, base, w0 + 4, c4);
+            let x5 = x4_pixel(row_ok, base, w0 + 5, c4);
+            let x6 = x4_pixel(row_ok, base, w0 + 6, c4);
+            let x7 = x4_pixel(row_ok, base, w0 + 7, c4);
+            let x8 = x4_pixel(row_ok, base, w0 + 8, c4);
+            let x9 = x4_pixel(row_ok, base, w0 + 9, c4);
+            let x10 = x4_pixel(row_ok, base, w0 + 10, c4);
+            let x11 = x4_pixel(row_ok, base, w0 + 11, c4);
+            let x12 = x4_pixel(row_ok, base, w0 + 12, c4);
+            let x13 = x4_pixel(row_ok, base, w0 + 13, c4);
+            let x14 = x4_pixel(row_ok, base, w0 + 14, c4);
+            let x15 = x4_pixel(row_ok, base, w0 + 15, c4);
+            let x16 = x4_pixel(row_ok, base, w0 + 16, c4);
+            let x17 = x4_pixel(row_ok, base, w0 + 17, c4);
+            // Weight rows (kh, kw, c + lane_row) and (kh, kw, c + 2 + lane_row) for kw = 0, 1, 2.
+            let row = (kh * 3u) * p.in_c + c + lane_row;
+            let b0 = sg_columns_strided(w4[row * wq + lane_quad], w4[(row + 2u) * wq + lane_quad]);
+            let b1 = sg_columns_strided(
+                w4[(row + p.in_c) * wq + lane_quad],
+                w4[(row + p.in_c + 2u) * wq + lane_quad],
+            );
+            let b2 = sg_columns_strided(
+                w4[(row + 2u * p.in_c) * wq + lane_quad],
+                w4[(row + 2u * p.in_c + 2u) * wq + lane_quad],
+            );
+            let t0 = array<vec4<f32>, 8>(x0, x1, x2, x3, x4v, x5, x6, x7);
+            let u0 = array<vec4<f32>, 8>(x8, x9, x10, x11, x12, x13, x14, x15);
+            direct_product_bn(&top, t0, b0[0], b0[1]);
+            direct_product_bn(&bottom, u0, b0[0], b0[1]);
+            direct_product_bn(&top_r, t0, b0[2], b0[3]);
+            direct_product_bn(&bottom_r, u0, b0[2], b0[3]);
+            let t1 = array<vec4<f32>, 8>(x1, x2, x3, x4v, x5, x6, x7, x8);
+            let u1 = array<vec4<f32>, 8>(x9, x10, x11, x12, x13, x14, x15, x16);
+            direct_product_bn(&top, t1, b1[0], b1[1]);
+            direct_product_bn(&bottom, u1, b1[0], b1[1]);
+            direct_product_bn(&top_r, t1, b1[2], b1[3]);
+            direct_product_bn(&bottom_r, u1, b1[2], b1[3]);
+            let t2 = array<vec4<f32>, 8>(x2, x3, x4v, x5, x6, x7, x8, x9);
+            let u2 = array<vec4<f32>, 8>(x10, x11, x12, x13, x14, x15, x16, x17);
+            direct_product_bn(&top, t2, b2[0], b2[1]);
+            direct_product_bn(&bottom, u2, b2[0], b2[1]);
+            direct_product_bn(&top_r, t2, b2[2], b2[3]);
+            direct_product_bn(&bottom_r, u2, b2[2], b2[3]);
+        }
+    }
+
+    store_forward_block(m0, n0, top, true);
+    store_forward_block(m0 + 8u, n0, bottom, true);
+    store_forward_block(m0, n0 + 8u, top_r, true);
+    store_forward_block(m0 + 8u, n0 + 8u, bottom_r, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_forward_rows_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    forward_rows_subgroup(direct_index(wid, nwg, lid), lane);
+}
+
+// Backward data of the same convolutions (3x3, stride 1, rows a multiple of 16 wide): a block's
+// 16 rows are 16 neighbouring input pixels of one row, and the three taps b of a kernel row a
+// read 18 neighbouring dy pixels, shifted by one. Sums over a, then channels, then b.
+
+// dy vec4 number q of pixel (row `base`, column ow), zeros outside (or when `row_ok` is false).
+fn dy4_pixel(row_ok: bool, base: u32, ow: i32, q: u32) -> vec4<f32> {
+    if (!row_ok || ow < 0 || ow >= i32(p.out_w)) {
+        return vec4<f32>(0.0);
+    }
+    return dy4[(base + u32(ow) * p.out_c) / 4u + q];
+}
+
+fn backward_data_rows_subgroup(t: u32, lane: u32) {
+    let block = sg_block(t, p.in_c / (2u * DIRECT_N));
+    let m0 = block.x;
+    let n0 = block.y;
+    // The dx rows of the block (for the stores) and its input row (image n, row ih).
+    let f = decode_phase(0u);
+    let top_lo = decode_sources(f, m0);
+    let top_hi = decode_sources(f, m0 + 4u);
+    let bottom_lo = decode_sources(f, m0 + 8u);
+    let bottom_hi = decode_sources(f, m0 + 12u);
+    let valid = m0 < f.rows;
+    let image_row = m0 / p.in_w;
+    let iw0 = i32(m0 - image_row * p.in_w);
+    let n = image_row / p.in_h;
+    let ih = image_row - n * p.in_h;
+    let wq = p.out_c / 4u;
+
+    var top: Block;
+    var bottom: Block;
+    var top_r: Block;
+    var bottom_r: Block;
+    for (var a = 0u; a < 3u; a++) {
+        let oh = i32(ih + p.pad_top) - i32(a);
+        let row_ok = valid && oh >= 0 && oh < i32(p.out_h);
+        let base = (n * p.out_h + u32(max(oh, 0))) * p.out_w * p.out_c;
+        // Row i under tap b reads dy pixel d0 + i + 2 - b.
+        let d0 = iw0 + i32(p.pad_left) - 2;
+        // This lane's weight rows: (a, b, input channel n0 + lane) and n0 + 8 + lane.
+        let w_row = a * 3u * p.in_c + n0 + lane;
+        for (var q = 0u; q < wq; q++) {
+            let y0 = dy4_pixel(row_ok, base, d0, q);
+            let y1 = dy4_pixel(row_ok, base, d0 + 1, q);
+            let y2 = dy4_pixel(row_ok, base, d0 + 2, q);
+            let y3 = dy4_pixel(row_ok, base, d0 + 3, q);
+            let y4 = dy4_pixel(row_ok, base, d0 + 4, q);
+            let y5 = dy4_pixel(row_ok, base, d0 + 5, q);
+            let y6 = dy4_pixel(row_ok, base, d0 + 6, q);
+            let y7 = dy4_pixel(row_ok, base, d0 + 7, q);
+            let y8 = dy4_pixel(row_ok, base, d0 + 8, q);
+            let y9 = dy4_pixel(row_ok, base, d0 + 9, q);
+            let y10 = dy4_pixel(row_ok, base, d0 + 10, q);
+            let y11 = dy4_pixel(row_ok, base, d0 + 11, q);
+            let y12 = dy4_pixel(row_ok, base, d0 + 12, q);
+            let y13 = dy4_pixel(row_ok, base, d0 + 13, q);
+            let y14 = dy4_pixel(row_ok, base, d0 + 14, q);
+            let y15 = dy4_pixel(row_ok, base, d0 + 15, q);
+            let y16 = dy4_pixel(row_ok, base, d0 + 16, q);
+            let y17 = dy4_pixel(row_ok, base, d0 + 17, q);
+            let m_b0 = sg_columns_blocked(w4[w_row * wq + q], w4[(w_row + 8u) * wq + q]);
+            let m_b1 = sg_columns_blocked(w4[(w_row + p.in_c) * wq + q], w4[(w_row + p.in_c + 8u) * wq + q]);
+            let m_b2 = sg_columns_blocked(
+                w4[(w_row + 2u * p.in_c) * wq + q],
+                w4[(w_row + 2u * p.in_c + 8u) * wq + q],
+            );
+            // Tap b = 0: pixels i + 2.
+            let t0 = array<vec4<f32>, 8>(y2, y3, y4, y5, y6, y7, y8, y9);
+            let u0 = array<vec4<f32>, 8>(y10, y11, y12, y13, y14, y15, y16, y17);
+            direct_product_bk(&top, t0, m_b0[0], m_b0[1]);
+            direct_product_bk(&bottom, u0, m_b0[0], m_b0[1]);
+            direct_product_bk(&top_r, t0, m_b0[2], m_b0[3]);
+            direct_product_bk(&bottom_r, u0, m_b0[2], m_b0[3]);
+            // b = 1: pixels i + 1.
+            let t1 = array<vec4<f32>, 8>(y1, y2, y3, y4, y5, y6, y7, y8);
+            let u1 = array<vec4<f32>, 8>(y9, y10, y11, y12, y13, y14, y15, y16);
+            direct_product_bk(&top, t1, m_b1[0], m_b1[1]);
+            direct_product_bk(&bottom, u1, m_b1[0], m_b1[1]);
+            direct_product_bk(&top_r, t1, m_b1[2], m_b1[3]);
+            direct_product_bk(&bottom_r, u1, m_b1[2], m_b1[3]);
+            // b = 2: pixels i.
+            let t2 = array<vec4<f32>, 8>(y0, y1, y2, y3, y4, y5, y6, y7);
+            let u2 = array<vec4<f32>, 8>(y8, y9, y10, y11, y12, y13, y14, y15);
+            direct_product_bk(&top, t2, m_b2[0], m_b2[1]);
+            direct_product_bk(&bottom, u2, m_b2[0], m_b2[1]);
+            direct_product_bk(&top_r, t2, m_b2[2], m_b2[3]);
+            direct_product_bk(&bottom_r, u2, m_b2[2], m_b2[3]);
+        }
+    }
+
+    store_dx_block(top_lo, top_hi, n0, top, true);
+    store_dx_block(bottom_lo, bottom_hi, n0, bottom, true);
+    store_dx_block(top_lo, top_hi, n0 + 8u, top_r, true);
+    store_dx_block(bottom_lo, bottom_hi, n0 + 8u, bottom_r, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_backward_data_rows_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    backward_data_rows_subgroup(direct_index(wid, nwg, lid), lane);
+}
+
+// The same for rows exactly 8 wide (an even number of them): a block's 16 rows are two whole
+// neighbouring rows, each kernel row's taps reading 10 neighbouring pixels of each (20 loads
+// instead of 48).
+
+fn forward_rows8_subgroup(t: u32, lane: u32) {
+    let block = sg_block(t, p.gemm_n / (2u * DIRECT_N));
+    let m0 = block.x;
+    let n0 = block.y;
+    let valid = m0 < p.gemm_m;
+    // Output rows oh (top half) and oh + 1 (bottom half) of image n.
+    let image_row = m0 / 8u;
+    let n = image_row / p.out_h;
+    let oh = image_row - n * p.out_h;
+    let wq = p.out_c / 4u;
+    let lane_quad = n0 / 4u + lane % 4u;
+    let lane_row = lane / 4u;
+    let w0 = -i32(p.pad_left);
+
+    var top: Block;
+    var bottom: Block;
+    var top_r: Block;
+    var bottom_r: Block;
+    for (var kh = 0u; kh < 3u; kh++) {
+        let ih = i32(oh + kh) - i32(p.pad_top);
+        let top_ok = valid && ih >= 0 && ih < i32(p.in_h);
+        let bottom_ok = valid && ih + 1 >= 0 && ih + 1 < i32(p.in_h);
+        let top_base = (n * p.in_h + u32(max(ih, 0))) * p.in_w * p.in_c;
+        let bottom_base = (n * p.in_h + u32(max(ih + 1, 0))) * p.in_w * p.in_c;
+        for (var c = 0u; c < p.in_c; c += 4u) {
+            let c4 = c / 4u;
+            let a0 = x4_pixel(top_ok, top_base, w0, c4);
+            let a1 = x4_pixel(top_ok, top_base, w0 + 1, c4);
+            let a2 = x4_pixel(top_ok, top_base, w0 + 2, c4);
+            let a3 = x4_pixel(top_ok, top_base, w0 + 3, c4);
+            let a4 = x4_pixel(top_ok, top_base, w0 + 4, c4);
+            let a5 = x4_pixel(top_ok, top_base, w0 + 5, c4);
+            let a6 = x4_pixel(top_ok, top_base, w0 + 6, c4);
+            let a7 = x4_pixel(top_ok, top_base, w0 + 7, c4);
+            let a8 = x4_pixel(top_ok, top_base, w0 + 8, c4);
+            let a9 = x4_pixel(top_ok, top_base, w0 + 9, c4);
+            let e0 = x4_pixel(bottom_ok, bottom_base, w0, c4);
+            let e1 = x4_pixel(bottom_ok, bottom_base, w0 + 1, c4);
+            let e2 = x4_pixel(bottom_ok, bottom_base, w0 + 2, c4);
+            let e3 = x4_pixel(bottom_ok, bottom_base, w0 + 3, c4);
+            let e4 = x4_pixel(bottom_ok, bottom_base, w0 + 4, c4);
+            let e5 = x4_pixel(bottom_ok, bottom_base, w0 + 5, c4);
+            let e6 = x4_pixel(bottom_ok, bottom_base, w0 + 6, c4);
+            let e7 = x4_pixel(bottom_ok, bottom_base, w0 + 7, c4);
+            let e8 = x4_pixel(bottom_ok, bottom_base, w0 + 8, c4);
+            let e9 = x4_pixel(bottom_ok, bottom_base, w0 + 9, c4);
+            let row = (kh * 3u) * p.in_c + c + lane_row;
+            let b0 = sg_columns_strided(w4[row * wq + lane_quad], w4[(row + 2u) * wq + lane_quad]);
+            let b1 = sg_columns_strided(
+                w4[(row + p.in_c) * wq + lane_quad],
+                w4[(row + p.in_c + 2u) * wq + lane_quad],
+            );
+            let b2 = sg_columns_strided(
+                w4[(row + 2u * p.in_c) * wq + lane_quad],
+                w4[(row + 2u * p.in_c + 2u) * wq + lane_quad],
+            );
+            let t0 = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+            let u0 = array<vec4<f32>, 8>(e0, e1, e2, e3, e4, e5, e6, e7);
+            direct_product_bn(&top, t0, b0[0], b0[1]);
+            direct_product_bn(&bottom, u0, b0[0], b0[1]);
+            direct_product_bn(&top_r, t0, b0[2], b0[3]);
+            direct_product_bn(&bottom_r, u0, b0[2], b0[3]);
+            let t1 = array<vec4<f32>, 8>(a1, a2, a3, a4, a5, a6, a7, a8);
+            let u1 = array<vec4<f32>, 8>(e1, e2, e3, e4, e5, e6, e7, e8);
+            direct_product_bn(&top, t1, b1[0], b1[1]);
+            direct_product_bn(&bottom, u1, b1[0], b1[1]);
+            direct_product_bn(&top_r, t1, b1[2], b1[3]);
+            direct_product_bn(&bottom_r, u1, b1[2], b1[3]);
+            let t2 = array<vec4<f32>, 8>(a2, a3, a4, a5, a6, a7, a8, a9);
+            let u2 = array<vec4<f32>, 8>(e2, e3, e4, e5, e6, e7, e8, e9);
+            direct_product_bn(&top, t2, b2[0], b2[1]);
+            direct_product_bn(&bottom, u2, b2[0], b2[1]);
+            direct_product_bn(&top_r, t2, b2[2], b2[3]);
+            direct_product_bn(&bottom_r, u2, b2[2], b2[3]);
+        }
+    }
+
+    store_forward_block(m0, n0, top, true);
+    store_forward_block(m0 + 8u, n0, bottom, true);
+    store_forward_block(m0, n0 + 8u, top_r, true);
+    store_forward_block(m0 + 8u, n0 + 8u, bottom_r, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_forward_rows8_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    forward_rows8_subgroup(direct_index(wid, nwg, lid), lane);
+}
+
+fn backward_data_rows8_subgroup(t: u32, lane: u32) {
+    let block = sg_block(t, p.in_c / (2u * DIRECT_N));
+    let m0 = block.x;
+    let n0 = block.y;
+    let f = decode_phase(0u);
+    let top_lo = decode_sources(f, m0);
+    let top_hi = decode_sources(f, m0 + 4u);
+    let bottom_lo = decode_sources(f, m0 + 8u);
+    let bottom_hi = decode_sources(f, m0 + 12u);
+    let valid = m0 < f.rows;
+    // Input rows ih (top half) and ih + 1 (bottom half) of image n.
+    let image_row = m0 / 8u;
+    let n = image_row / p.in_h;
+    let ih = image_row - n * p.in_h;
+    let wq = p.out_c / 4u;
+    let d0 = i32(p.pad_left) - 2;
+
+    var top: Block;
+    var bottom: Block;
+    var top_r: Block;
+    var bottom_r: Block;
+    for (var a = 0u; a < 3u; a++) {
+        let oh = i32(ih + p.pad_top) - i32(a);
+        let top_ok = valid && oh >= 0 && oh < i32(p.out_h);
+        let bottom_ok = valid && oh + 1 >= 0 && oh + 1 < i32(p.out_h);
+        let top_base = (n * p.out_h + u32(max(oh, 0))) * p.out_w * p.out_c;
+        let bottom_base = (n * p.out_h + u32(max(oh + 1, 0))) * p.out_w * p.out_c;
+        let w_row = a * 3u * p.in_c + n0 + lane;
+        for (var q = 0u; q < wq; q++) {
+            let a0 = dy4_pixel(top_ok, top_base, d0, q);
+            let a1 = dy4_pixel(top_ok, top_base, d0 + 1, q);
+            let a2 = dy4_pixel(top_ok, top_base, d0 + 2, q);
+            let a3 = dy4_pixel(top_ok, top_base, d0 + 3, q);
+            let a4 = dy4_pixel(top_ok, top_base, d0 + 4, q);
+            let a5 = dy4_pixel(top_ok, top_base, d0 + 5, q);
+            let a6 = dy4_pixel(top_ok, top_base, d0 + 6, q);
+            let a7 = dy4_pixel(top_ok, top_base, d0 + 7, q);
+            let a8 = dy4_pixel(top_ok, top_base, d0 + 8, q);
+            let a9 = dy4_pixel(top_ok, top_base, d0 + 9, q);
+            let e0 = dy4_pixel(bottom_ok, bottom_base, d0, q);
+            let e1 = dy4_pixel(bottom_ok, bottom_base, d0 + 1, q);
+            let e2 = dy4_pixel(bottom_ok, bottom_base, d0 + 2, q);
+            let e3 = dy4_pixel(bottom_ok, bottom_base, d0 + 3, q);
+            let e4 = dy4_pixel(bottom_ok, bottom_base, d0 + 4, q);
+            let e5 = dy4_pixel(bottom_ok, bottom_base, d0 + 5, q);
+            let e6 = dy4_pixel(bottom_ok, bottom_base, d0 + 6, q);
+            let e7 = dy4_pixel(bottom_ok, bottom_base, d0 + 7, q);
+            let e8 = dy4_pixel(bottom_ok, bottom_base, d0 + 8, q);
+            let e9 = dy4_pixel(bottom_ok, bottom_base, d0 + 9, q);
+            let m_b0 = sg_columns_blocked(w4[w_row * wq + q], w4[(w_row + 8u) * wq + q]);
+            let m_b1 = sg_columns_blocked(w4[(w_row + p.in_c) * wq + q], w4[(w_row + p.in_c + 8u) * wq + q]);
+            let m_b2 = sg_columns_blocked(
+                w4[(w_row + 2u * p.in_c) * wq + q],
+                w4[(w_row + 2u * p.in_c + 8u) * wq + q],
+            );
+            // Tap b reads pixel i + 2 - b.
+            let t0 = array<vec4<f32>, 8>(a2, a3, a4, a5, a6, a7, a8, a9);
+            let u0 = array<vec4<f32>, 8>(e2, e3, e4, e5, e6, e7, e8, e9);
+            direct_product_bk(&top, t0, m_b0[0], m_b0[1]);
+            direct_product_bk(&bottom, u0, m_b0[0], m_b0[1]);
+            direct_product_bk(&top_r, t0, m_b0[2], m_b0[3]);
+            direct_product_bk(&bottom_r, u0, m_b0[2], m_b0[3]);
+            let t1 = array<vec4<f32>, 8>(a1, a2, a3, a4, a5, a6, a7, a8);
+            let u1 = array<vec4<f32>, 8>(e1, e2, e3, e4, e5, e6, e7, e8);
+            direct_product_bk(&top, t1, m_b1[0], m_b1[1]);
+            direct_product_bk(&bottom, u1, m_b1[0], m_b1[1]);
+            direct_product_bk(&top_r, t1, m_b1[2], m_b1[3]);
+            direct_product_bk(&bottom_r, u1, m_b1[2], m_b1[3]);
+            let t2 = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+            let u2 = array<vec4<f32>, 8>(e0, e1, e2, e3, e4, e5, e6, e7);
+            direct_product_bk(&top, t2, m_b2[0], m_b2[1]);
+            direct_product_bk(&bottom, u2, m_b2[0], m_b2[1]);
+            direct_product_bk(&top_r, t2, m_b2[2], m_b2[3]);
+            direct_product_bk(&bottom_r, u2, m_b2[2], m_b2[3]);
+        }
+    }
+
+    store_dx_block(top_lo, top_hi, n0, top, true);
+    store_dx_block(bottom_lo, bottom_hi, n0, bottom, true);
+    store_dx_block(top_lo, top_hi, n0 + 8u, top_r, true);
+    store_dx_block(bottom_lo, bottom_hi, n0 + 8u, bottom_r, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_backward_data_rows8_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    backward_data_rows8_subgroup(direct_index(wid, nwg, lid), lane);
+}
