@@ -317,11 +317,22 @@ test("every WGSL entry point compiles into a pipeline in the browser at WebGPU's
       .filter((f) => f.endsWith(".wgsl"))
       .map((f) => [f, fs.readFileSync(path.join(dir, f), "utf8")]),
   );
-  const problems = await page.evaluate(async (files) => {
+  // conv2d_subgroup.wgsl (appended to conv2d.wgsl by src/shaders.rs, needs the subgroup
+  // feature) is the native CPU-adapter path only: the wasm32 build takes the tiled conv path and
+  // never creates it. Chromium's Tint rejects its subgroupBroadcast calls outside subgroup-uniform
+  // control flow, and with that diagnostic off SwiftShader's pipeline creation drops the device,
+  // so it is left out here; tests/shaders.rs validates it with naga and tests/kernels checks it.
+  const SUBGROUP_FILE = "conv2d_subgroup.wgsl";
+  const problems = await page.evaluate(async ([files, subgroupFile]) => {
     const device = await (await navigator.gpu.requestAdapter()).requestDevice();
     const out = [];
     let entries = 0;
+    const skipped = [];
     for (const [file, code] of Object.entries(files)) {
+      if (file === subgroupFile) {
+        skipped.push(file);
+        continue;
+      }
       const module = device.createShaderModule({ code });
       for (const m of (await module.getCompilationInfo()).messages) {
         if (m.type === "error") out.push(`${file}:${m.lineNum}:${m.linePos}: ${m.message}`);
@@ -339,10 +350,12 @@ test("every WGSL entry point compiles into a pipeline in the browser at WebGPU's
       }
     }
     device.destroy();
-    return { out, entries };
-  }, files);
+    return { out, entries, skipped };
+  }, [files, SUBGROUP_FILE]);
   assert.deepEqual(problems.out, []);
-  const expected = Object.values(files).reduce((n, code) => n + (code.match(/@compute/g) || []).length, 0);
+  const expected = Object.entries(files)
+    .filter(([file]) => !problems.skipped.includes(file))
+    .reduce((n, [, code]) => n + (code.match(/@compute/g) || []).length, 0);
   assert.equal(problems.entries, expected, "every @compute entry point found");
 });
 
