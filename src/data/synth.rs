@@ -731,7 +731,7 @@ fn gen_house(rng: &mut Rng, label: usize, out: &mut [u8]) {
     // Lit plates: the lighter colour is the digit, the ground is darkened and the digit
     // brightened. Fonts, colour, texture, neighbours, blur and noise still separate the domains,
     // but a source-only model is no longer at chance, so adaptation shows in a CPU-sized run
-    // (README, "The built-in synthetic pair").
+    // (README, Data: the built-in synthetic pair).
     if fg_l < bg_l {
         std::mem::swap(&mut fg, &mut bg);
         std::mem::swap(&mut fg_l, &mut bg_l);
