@@ -24,7 +24,7 @@ pub const MAX_CHUNKS: usize = 1024;
 
 /// Upper bound on the partials per channel of a vec4 reduction (one per row lane, no
 /// workgroup-level combine): scratch of 3 * MAX_PARTIALS * channels floats.
-pub const MAX_PARTIALS: usize = 4096;
+pub const MAX_PARTIALS: usize = 2048;
 
 /// Largest workgroup count in one dispatch dimension.
 const MAX_GROUPS: usize = 65_535;

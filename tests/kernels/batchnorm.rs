@@ -218,6 +218,12 @@ fn vec4_kernels_run_exactly_when_channels_are_a_multiple_of_4() {
             );
         }
     }
+    // The shape SHAPES uses to reach the cap on vec4 partials (any tuning: the cap binds).
+    let capped = BatchNormShape {
+        rows: 300_007,
+        channels: 4,
+    };
+    assert_eq!(batchnorm_reduction_partials(ctx, &capped), MAX_PARTIALS);
 }
 
 #[test]
