@@ -1,6 +1,7 @@
 use adamatch_wgpu::gpu::{GpuContext, Op, Tensor};
 use adamatch_wgpu::kernels::batchnorm::{
-    batchnorm_apply, batchnorm_backward, batchnorm_stats, BatchNormBackward, BatchNormShape, MAX_CHUNKS,
+    batchnorm_apply, batchnorm_backward, batchnorm_reduction_partials, batchnorm_stats, BatchNormBackward,
+    BatchNormShape, MAX_PARTIALS,
 };
 
 use crate::ctx;
@@ -139,8 +140,14 @@ fn reference_backward_inference_matches_finite_differences() {
 // ----------------------------------------------------------------------------------------------
 // GPU kernels against the reference.
 
-/// (rows, channels, x offset): rows/channels off the workgroup and tile sizes; one shape with more
-/// chunks than a finalize workgroup has threads; a large mean shows the variance is stable.
+/// (rows, channels, x offset): rows/channels off the workgroup and tile sizes; shapes with more
+/// partials than a finalize workgroup has threads; a large mean shows the variance is stable (on
+/// few elements: at offset 1000 the f32 data resolve z only to ~1e-4, and an element whose z
+/// lands on the other side of the kink than in f64 moves mean(dz) by ~1/rows, beyond the dx
+/// tolerance; (242, 20, -1000) has such an element).
+/// channels % 4 == 0 runs the vec4 kernels (16 channels per thread: 4 and 12 leave a thread's
+/// quads partly repeated, 20/36/132 a ragged last thread, 1044 two channel tiles, 300,007 rows
+/// reach MAX_PARTIALS); the others run the scalar kernels.
 const SHAPES: &[(usize, usize, f32)] = &[
     (3 * 5 * 7, 13, 0.0),
     (1, 5, 0.0),
@@ -149,7 +156,75 @@ const SHAPES: &[(usize, usize, f32)] = &[
     (300_007, 3, 0.0),
     (3 * 5 * 7, 13, 1000.0),
     (2 * 11 * 11, 17, -1000.0),
+    (3 * 7 * 5, 4, 0.0),
+    (3 * 7 * 5, 12, 0.0),
+    (1, 20, 0.0),
+    (2 * 9 * 9, 20, 0.5),
+    (3 * 7 * 5, 36, 1000.0),
+    (2 * 11 * 11, 132, 0.0),
+    (7, 1044, 0.0),
+    (300_007, 4, 0.0),
 ];
+
+/// Labels of the ops the three entry points build for `s` (first the stats' partial kernel).
+fn op_labels(ctx: &GpuContext, s: &BatchNormShape) -> Vec<String> {
+    let (n, c) = (s.len(), s.channels);
+    let x = Tensor::zeros(ctx, "x", &[n]);
+    let per_channel: Vec<Tensor> = (0..8).map(|_| Tensor::zeros(ctx, "per channel", &[c])).collect();
+    let [mean, var, rmean, rvar, gamma, beta, dgamma, dbeta] = &per_channel[..] else {
+        unreachable!()
+    };
+    let (y, dy, dx, addend) = (x.clone(), x.clone(), x.clone(), x.clone());
+    let mut ops = batchnorm_stats(ctx, s, &x, mean, var, rmean, rvar, MOMENTUM, true);
+    ops.push(batchnorm_apply(ctx, s, &x, mean, var, gamma, beta, &y, EPS, 0.1));
+    for a in [None, Some(&addend)] {
+        ops.extend(batchnorm_backward(
+            ctx,
+            s,
+            &BatchNormBackward {
+                x: &x,
+                dy: &dy,
+                mean,
+                var,
+                gamma,
+                beta,
+                dx: &dx,
+                dgamma,
+                dbeta,
+                addend: a,
+                eps: EPS,
+                slope: 0.1,
+                batch_stats: true,
+                accumulate_params: false,
+            },
+        ));
+    }
+    ops.iter().map(|op| op.label.clone()).collect()
+}
+
+#[test]
+fn vec4_kernels_run_exactly_when_channels_are_a_multiple_of_4() {
+    let ctx = ctx();
+    for &(rows, channels, _) in SHAPES {
+        let labels = op_labels(ctx, &BatchNormShape { rows, channels });
+        // The row-walking kernels: stats partial, apply, 2x (backward partial, input gradient).
+        let walking: Vec<&String> = labels.iter().filter(|l| !l.ends_with("_finalize")).collect();
+        assert_eq!(walking.len(), 6, "{labels:?}");
+        for l in walking {
+            assert_eq!(
+                l.ends_with("_vec4"),
+                channels % 4 == 0,
+                "channels {channels}: {l} ({labels:?})"
+            );
+        }
+    }
+    // The shape SHAPES uses to reach the cap on vec4 partials (any tuning: the cap binds).
+    let capped = BatchNormShape {
+        rows: 300_007,
+        channels: 4,
+    };
+    assert_eq!(batchnorm_reduction_partials(ctx, &capped), MAX_PARTIALS);
+}
 
 #[test]
 fn stats_match_reference_with_and_without_running_update() {
@@ -440,58 +515,70 @@ fn backward_matches_reference() {
     }
 }
 
-#[test]
-fn kernels_are_bitwise_deterministic() {
+/// Every output of stats, apply and backward, as bits, for one run on fresh buffers.
+fn run_all_bits(rows: usize, channels: usize) -> Vec<Vec<u32>> {
     let ctx = ctx();
-    let (rows, channels) = (3 * 17 * 17 + 5, 17);
-    let inp = Inputs::new(1234, rows, channels, 3.0);
+    let inp = Inputs::new(1234 + channels as u64, rows, channels, 3.0);
     let s = inp.s;
     let n = rows * channels;
-    let once = || -> Vec<Vec<u32>> {
-        let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp.x);
-        let dy = Tensor::from_f32(ctx, "dy", &[rows, channels], &inp.dy);
-        let gamma = Tensor::from_f32(ctx, "gamma", &[channels], &inp.gamma);
-        let beta = Tensor::from_f32(ctx, "beta", &[channels], &inp.beta);
-        let mean = Tensor::zeros(ctx, "mean", &[channels]);
-        let var = Tensor::zeros(ctx, "var", &[channels]);
-        let rmean = Tensor::zeros(ctx, "running mean", &[channels]);
-        let rvar = Tensor::from_f32(ctx, "running var", &[channels], &vec![1.0; channels]);
-        let y = Tensor::zeros(ctx, "y", &[rows, channels]);
-        let dx = Tensor::zeros(ctx, "dx", &[n]);
-        let dgamma = Tensor::zeros(ctx, "dgamma", &[channels]);
-        let dbeta = Tensor::zeros(ctx, "dbeta", &[channels]);
-        let mut ops = batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, true);
-        ops.push(batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, 0.1));
-        ops.extend(batchnorm_backward(
-            ctx,
-            &s,
-            &BatchNormBackward {
-                x: &x,
-                dy: &dy,
-                mean: &mean,
-                var: &var,
-                gamma: &gamma,
-                beta: &beta,
-                dx: &dx,
-                dgamma: &dgamma,
-                dbeta: &dbeta,
-                addend: None,
-                eps: EPS,
-                slope: 0.1,
-                batch_stats: true,
-                accumulate_params: false,
-            },
-        ));
-        run(ctx, &ops);
-        [&mean, &var, &rmean, &rvar, &y, &dx, &dgamma, &dbeta]
-            .iter()
-            .map(|t| read(ctx, t).iter().map(|v| v.to_bits()).collect())
-            .collect()
-    };
-    let a = once();
-    let b = once();
-    for (i, (u, v)) in a.iter().zip(&b).enumerate() {
-        assert!(u == v, "output {i} differs between two identical runs");
+    let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp.x);
+    let dy = Tensor::from_f32(ctx, "dy", &[rows, channels], &inp.dy);
+    let gamma = Tensor::from_f32(ctx, "gamma", &[channels], &inp.gamma);
+    let beta = Tensor::from_f32(ctx, "beta", &[channels], &inp.beta);
+    let mean = Tensor::zeros(ctx, "mean", &[channels]);
+    let var = Tensor::zeros(ctx, "var", &[channels]);
+    let rmean = Tensor::zeros(ctx, "running mean", &[channels]);
+    let rvar = Tensor::from_f32(ctx, "running var", &[channels], &vec![1.0; channels]);
+    let y = Tensor::zeros(ctx, "y", &[rows, channels]);
+    let dx = Tensor::zeros(ctx, "dx", &[n]);
+    let dgamma = Tensor::zeros(ctx, "dgamma", &[channels]);
+    let dbeta = Tensor::zeros(ctx, "dbeta", &[channels]);
+    let mut ops = batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, true);
+    ops.push(batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, 0.1));
+    ops.extend(batchnorm_backward(
+        ctx,
+        &s,
+        &BatchNormBackward {
+            x: &x,
+            dy: &dy,
+            mean: &mean,
+            var: &var,
+            gamma: &gamma,
+            beta: &beta,
+            dx: &dx,
+            dgamma: &dgamma,
+            dbeta: &dbeta,
+            addend: None,
+            eps: EPS,
+            slope: 0.1,
+            batch_stats: true,
+            accumulate_params: false,
+        },
+    ));
+    run(ctx, &ops);
+    [&mean, &var, &rmean, &rvar, &y, &dx, &dgamma, &dbeta]
+        .iter()
+        .map(|t| read(ctx, t).iter().map(|v| v.to_bits()).collect())
+        .collect()
+}
+
+#[test]
+fn kernels_are_bitwise_deterministic() {
+    // Scalar (17 channels) and vec4 (36: ragged last thread; 132; 32 as in the network) kernels.
+    for (rows, channels) in [
+        (3 * 17 * 17 + 5, 17),
+        (3 * 17 * 17 + 5, 36),
+        (3 * 7 * 5, 132),
+        (5000, 32),
+    ] {
+        let a = run_all_bits(rows, channels);
+        let b = run_all_bits(rows, channels);
+        for (i, (u, v)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                u == v,
+                "rows {rows} channels {channels}: output {i} differs between two identical runs"
+            );
+        }
     }
 }
 
@@ -499,8 +586,8 @@ fn kernels_are_bitwise_deterministic() {
 fn large_batch_forward_and_backward_stay_within_dispatch_limits() {
     // The AdaMatch joint pass: 512 images of 32x32 with 32 channels = 16.8M values (one element
     // per 256-thread workgroup would need 65,536 workgroups, one more than a dimension allows).
-    // Threads walk several rows each instead, and the reductions are capped at MAX_CHUNKS chunks;
-    // here they have more chunks than a finalize workgroup has threads (64).
+    // Threads walk several rows each instead, and the reductions are capped at MAX_PARTIALS
+    // partials per channel; here they have more than a finalize workgroup has threads (64).
     let ctx = ctx();
     let (rows, channels) = (512 * 32 * 32, 32);
     let inp_x = data(77, rows * channels, 2.0, 0.5);
@@ -521,10 +608,10 @@ fn large_batch_forward_and_backward_stay_within_dispatch_limits() {
     let dgamma = Tensor::zeros(ctx, "dgamma", &[channels]);
     let dbeta = Tensor::zeros(ctx, "dbeta", &[channels]);
     let mut ops = batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, true);
-    let chunks = ops[0].workgroups[0] as usize;
+    let partials = batchnorm_reduction_partials(ctx, &s);
     assert!(
-        (65..=MAX_CHUNKS).contains(&chunks),
-        "expected 65..={MAX_CHUNKS} stats chunks, got {chunks}"
+        (65..=MAX_PARTIALS).contains(&partials),
+        "expected 65..={MAX_PARTIALS} partials per channel, got {partials}"
     );
     ops.push(batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, 0.1));
     ops.extend(batchnorm_backward(
