@@ -1075,11 +1075,11 @@ fn conv2d_backward_data_rows8_32_subgroup(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Weight gradient of 3x3 stride-1 convolutions with output channels a multiple of 32: invocation
+// Weight gradient of 3x3 convolutions of stride 1 or 2 with output channels a multiple of 32: invocation
 // = (kernel row kh, input-channel quad c4) x 32 output channels, i.e. the GEMM rows of the three
 // taps kw of that kernel row and quad (12 rows) x 32 columns. The reduction walks output pixels
-// along a row: the taps read input pixels ow - pad .. ow - pad + 2 of input row oh + kh - pad, two
-// of which the previous step loaded, so a step loads one x vec4, and the 32 dy values of the
+// along a row: the taps read input pixels s*ow - pad .. s*ow - pad + 2 of input row s*oh + kh - pad,
+// two of which (stride 2: one) the previous step loaded, so a step loads one x vec4 (two), and the 32 dy values of the
 // pixel are one vec4 per lane broadcast to the subgroup: 2 loads per 384 multiply-adds (the
 // `_subgroup` kernel: 5 per 256). The 8 lanes of a subgroup take 8 consecutive (kh, c4) pairs of
 // the same column block and chunk; pairs past the last compute zeros and store nothing. Each
@@ -1195,16 +1195,20 @@ fn backward_weights_taps_subgroup(t: u32, lane: u32) {
     var acc1: array<vec4<f32>, 32>;
     var acc2: array<vec4<f32>, 32>;
     for (var r = r_begin; r < r_end; r++) {
-        let ih = i32(oh + kh) - i32(p.pad_top);
+        let ih = i32(oh * p.stride + kh) - i32(p.pad_top);
         let row_ok = valid && ih >= 0 && ih < i32(p.in_h);
         let base = (n * p.in_h + u32(max(ih, 0))) * p.in_w * p.in_c;
-        let iw = i32(ow) - i32(p.pad_left);
+        let iw = i32(ow * p.stride) - i32(p.pad_left);
         if (fresh) {
             left = x4_pixel(row_ok, base, iw, c4);
             mid = x4_pixel(row_ok, base, iw + 1, c4);
-        } else {
+        } else if (p.stride == 1u) {
             left = mid;
             mid = right;
+        } else {
+            // Stride 2: the previous step's right pixel is this step's left.
+            left = right;
+            mid = x4_pixel(row_ok, base, iw + 1, c4);
         }
         right = x4_pixel(row_ok, base, iw + 2, c4);
         fresh = false;

@@ -294,12 +294,12 @@ fn whole_subgroups_of_rows(m: usize) -> bool {
     blocks.next_multiple_of(SG_LANES) * 8 <= blocks * 9
 }
 
-/// The weight gradient of a 3x3 stride-1 convolution with output channels a multiple of 32 runs
-/// `conv2d_backward_weights_taps_subgroup`: an invocation takes the three taps of one kernel row
-/// for four input channels, and walking the reduction along output rows reuses two of the three
-/// input pixels it loaded at the previous step.
+/// The weight gradient of a 3x3 convolution of stride 1 or 2 with output channels a multiple of
+/// 32 runs `conv2d_backward_weights_taps_subgroup`: an invocation takes the three taps of one
+/// kernel row for four input channels, and walking the reduction along output rows reuses two
+/// (stride 2: one) of the three input pixels it loaded at the previous step.
 fn taps_of_3x3(s: &Conv2dShape) -> bool {
-    s.kernel == 3 && s.stride == 1 && s.out_c.is_multiple_of(SG_WIDE_COLUMNS)
+    s.kernel == 3 && s.stride <= 2 && s.out_c.is_multiple_of(SG_WIDE_COLUMNS)
 }
 
 /// Workgroups of the subgroup kernels for an `m x n` output, `times` times over: 16 x 16 blocks,

@@ -237,8 +237,11 @@ fn backward_weights_long_reduction_uses_several_chunks() {
         check_backward_weights(path, &shape(20, (32, 32), 16, 8, 3, 2), 910);
         // 3 * 17 * 19 = 969 rows: direct, two chunks of 485 and 484.
         check_backward_weights(path, &shape(3, (17, 19), 8, 12, 3, 1), 920);
-        // The same through the direct path's 16-column blocks.
+        // The same through the direct path's 16-column blocks (subgroup path: the taps kernel).
         check_backward_weights(path, &shape(3, (17, 19), 16, 32, 3, 1), 930);
+        // 5 * 15 * 16 = 1200 rows, stride 2 (the taps kernel reloading two pixels per step),
+        // three chunks starting mid-row.
+        check_backward_weights(path, &shape(5, (30, 31), 4, 32, 3, 2), 940);
     }
 }
 
@@ -353,6 +356,7 @@ fn subgroup_path_is_bitwise_the_direct_path() {
     for (i, s) in [
         shape(3, (5, 7), 16, 48, 3, 1),
         shape(2, (9, 8), 32, 16, 3, 2),
+        shape(3, (9, 11), 16, 32, 3, 2),
         shape(2, (7, 7), 48, 32, 1, 2),
         shape(4, (17, 19), 16, 32, 3, 1),
         shape(2, (6, 5), 64, 16, 3, 1),
@@ -374,10 +378,10 @@ fn subgroup_path_is_bitwise_the_direct_path() {
             ];
             ops.extend(conv2d_backward_weights_with(ctx, path, s, &x, &dy, &dw, false));
             if ctx.subgroup_size == Some(8) && path == ConvPath::Subgroup {
-                // The weight gradient: the taps kernel for 3x3 stride 1 with 32-column blocks,
+                // The weight gradient: the taps kernel for 3x3 stride 1 or 2 with 32-column blocks,
                 // else only where its rows fill whole subgroups of 16-row blocks.
                 let dw_rows = s.kernel * s.kernel * s.in_c;
-                let dw_taps = s.kernel == 3 && s.stride == 1 && s.out_c % 32 == 0;
+                let dw_taps = s.kernel == 3 && s.stride <= 2 && s.out_c % 32 == 0;
                 let dw_subgroup = dw_taps || dw_rows.div_ceil(16).next_multiple_of(8) * 8 <= dw_rows.div_ceil(16) * 9;
                 assert_eq!(
                     ops[2].label.ends_with("_taps_subgroup"),
