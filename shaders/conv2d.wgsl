@@ -913,64 +913,46 @@ fn w4_gather(i: vec4<u32>) -> mat4x4<f32> {
 // Products into one half's Block, unrolled by hand (accumulators stay in registers only when
 // every index is a constant).
 
-// acc + b * a as a chain of fused multiply-adds in k order: one rounding per product and no
-// separate add of the product into the accumulator (a fifth of the arithmetic instructions).
-fn mac_bn(acc: vec4<f32>, b: mat4x4<f32>, a: vec4<f32>) -> vec4<f32> {
-    let r = fma(b[0], vec4<f32>(a.x), acc);
-    let s = fma(b[1], vec4<f32>(a.y), r);
-    let t = fma(b[2], vec4<f32>(a.z), s);
-    return fma(b[3], vec4<f32>(a.w), t);
-}
-
-// acc + a * b (the dot products of a with b's columns) the same way: row k of b times a[k].
-fn mac_bk(acc: vec4<f32>, a: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {
-    let rows = transpose(b);
-    let r = fma(rows[0], vec4<f32>(a.x), acc);
-    let s = fma(rows[1], vec4<f32>(a.y), r);
-    let t = fma(rows[2], vec4<f32>(a.z), s);
-    return fma(rows[3], vec4<f32>(a.w), t);
-}
-
 // acc += A * B over four k: a[i] holds row i's four k values, b0 / b1 the four k rows of column
 // quads 0 / 1 (one k row per matrix column), so b * a = sum over k of a[k] * (row k of B).
 fn direct_product_bn(acc: ptr<function, Block>, a: array<vec4<f32>, 8>, b0: mat4x4<f32>, b1: mat4x4<f32>) {
-    (*acc)[0] = mac_bn((*acc)[0], b0, a[0]);
-    (*acc)[1] = mac_bn((*acc)[1], b1, a[0]);
-    (*acc)[2] = mac_bn((*acc)[2], b0, a[1]);
-    (*acc)[3] = mac_bn((*acc)[3], b1, a[1]);
-    (*acc)[4] = mac_bn((*acc)[4], b0, a[2]);
-    (*acc)[5] = mac_bn((*acc)[5], b1, a[2]);
-    (*acc)[6] = mac_bn((*acc)[6], b0, a[3]);
-    (*acc)[7] = mac_bn((*acc)[7], b1, a[3]);
-    (*acc)[8] = mac_bn((*acc)[8], b0, a[4]);
-    (*acc)[9] = mac_bn((*acc)[9], b1, a[4]);
-    (*acc)[10] = mac_bn((*acc)[10], b0, a[5]);
-    (*acc)[11] = mac_bn((*acc)[11], b1, a[5]);
-    (*acc)[12] = mac_bn((*acc)[12], b0, a[6]);
-    (*acc)[13] = mac_bn((*acc)[13], b1, a[6]);
-    (*acc)[14] = mac_bn((*acc)[14], b0, a[7]);
-    (*acc)[15] = mac_bn((*acc)[15], b1, a[7]);
+    (*acc)[0] += b0 * a[0];
+    (*acc)[1] += b1 * a[0];
+    (*acc)[2] += b0 * a[1];
+    (*acc)[3] += b1 * a[1];
+    (*acc)[4] += b0 * a[2];
+    (*acc)[5] += b1 * a[2];
+    (*acc)[6] += b0 * a[3];
+    (*acc)[7] += b1 * a[3];
+    (*acc)[8] += b0 * a[4];
+    (*acc)[9] += b1 * a[4];
+    (*acc)[10] += b0 * a[5];
+    (*acc)[11] += b1 * a[5];
+    (*acc)[12] += b0 * a[6];
+    (*acc)[13] += b1 * a[6];
+    (*acc)[14] += b0 * a[7];
+    (*acc)[15] += b1 * a[7];
 }
 
 // acc += A * B over four k: a[i] as above, b0 / b1 the four k values of columns 0..3 / 4..7 (one
 // column per matrix column), so a * b = the dot products of a with each column.
 fn direct_product_bk(acc: ptr<function, Block>, a: array<vec4<f32>, 8>, b0: mat4x4<f32>, b1: mat4x4<f32>) {
-    (*acc)[0] = mac_bk((*acc)[0], a[0], b0);
-    (*acc)[1] = mac_bk((*acc)[1], a[0], b1);
-    (*acc)[2] = mac_bk((*acc)[2], a[1], b0);
-    (*acc)[3] = mac_bk((*acc)[3], a[1], b1);
-    (*acc)[4] = mac_bk((*acc)[4], a[2], b0);
-    (*acc)[5] = mac_bk((*acc)[5], a[2], b1);
-    (*acc)[6] = mac_bk((*acc)[6], a[3], b0);
-    (*acc)[7] = mac_bk((*acc)[7], a[3], b1);
-    (*acc)[8] = mac_bk((*acc)[8], a[4], b0);
-    (*acc)[9] = mac_bk((*acc)[9], a[4], b1);
-    (*acc)[10] = mac_bk((*acc)[10], a[5], b0);
-    (*acc)[11] = mac_bk((*acc)[11], a[5], b1);
-    (*acc)[12] = mac_bk((*acc)[12], a[6], b0);
-    (*acc)[13] = mac_bk((*acc)[13], a[6], b1);
-    (*acc)[14] = mac_bk((*acc)[14], a[7], b0);
-    (*acc)[15] = mac_bk((*acc)[15], a[7], b1);
+    (*acc)[0] += a[0] * b0;
+    (*acc)[1] += a[0] * b1;
+    (*acc)[2] += a[1] * b0;
+    (*acc)[3] += a[1] * b1;
+    (*acc)[4] += a[2] * b0;
+    (*acc)[5] += a[2] * b1;
+    (*acc)[6] += a[3] * b0;
+    (*acc)[7] += a[3] * b1;
+    (*acc)[8] += a[4] * b0;
+    (*acc)[9] += a[4] * b1;
+    (*acc)[10] += a[5] * b0;
+    (*acc)[11] += a[5] * b1;
+    (*acc)[12] += a[6] * b0;
+    (*acc)[13] += a[6] * b1;
+    (*acc)[14] += a[7] * b0;
+    (*acc)[15] += a[7] * b1;
 }
 
 // acc += the outer product of one k: a_lo / a_hi the A values of rows 0..3 / 4..7, b0 / b1 the
