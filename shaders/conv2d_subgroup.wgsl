@@ -643,3 +643,609 @@ fn conv2d_backward_data_rows8_subgroup(
 ) {
     backward_data_rows8_subgroup(direct_index(wid, nwg, lid), lane);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 32-column blocks of the `_rows` kernels (GEMM columns a multiple of 32): each invocation keeps
+// 16 rows x 32 columns (eight Blocks: top and bottom halves of column groups 0..3, 8 columns
+// each). The row operand an invocation loads (18 pixels of a row per four channels, ~75% of the
+// loads) then feeds twice the multiply-adds, and the 32 columns' weights take 4 loads per lane
+// per tap instead of 2 per 16 columns. Per column the sums run in the 16-column kernels' order,
+// so the results are bitwise theirs.
+
+// First row and column of the 16 x 32 block of invocation u (as `sg_block`).
+fn sg_block32(u: u32, col_blocks: u32) -> vec2<u32> {
+    let g = u / SG_LANES;
+    let mb = (g / col_blocks) * SG_LANES + u % SG_LANES;
+    return vec2<u32>(mb * DIRECT_M, (g % col_blocks) * 4u * DIRECT_N);
+}
+
+// Forward: lane l holds vec4 (column quad) l of the four k rows, v0..v3; matrix q has the four
+// k rows of column quad q as its columns.
+fn sg_columns32_strided(v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) -> array<mat4x4<f32>, 8> {
+    return array<mat4x4<f32>, 8>(
+        mat4x4<f32>(subgroupBroadcast(v0, 0u), subgroupBroadcast(v1, 0u), subgroupBroadcast(v2, 0u), subgroupBroadcast(v3, 0u)),
+        mat4x4<f32>(subgroupBroadcast(v0, 1u), subgroupBroadcast(v1, 1u), subgroupBroadcast(v2, 1u), subgroupBroadcast(v3, 1u)),
+        mat4x4<f32>(subgroupBroadcast(v0, 2u), subgroupBroadcast(v1, 2u), subgroupBroadcast(v2, 2u), subgroupBroadcast(v3, 2u)),
+        mat4x4<f32>(subgroupBroadcast(v0, 3u), subgroupBroadcast(v1, 3u), subgroupBroadcast(v2, 3u), subgroupBroadcast(v3, 3u)),
+        mat4x4<f32>(subgroupBroadcast(v0, 4u), subgroupBroadcast(v1, 4u), subgroupBroadcast(v2, 4u), subgroupBroadcast(v3, 4u)),
+        mat4x4<f32>(subgroupBroadcast(v0, 5u), subgroupBroadcast(v1, 5u), subgroupBroadcast(v2, 5u), subgroupBroadcast(v3, 5u)),
+        mat4x4<f32>(subgroupBroadcast(v0, 6u), subgroupBroadcast(v1, 6u), subgroupBroadcast(v2, 6u), subgroupBroadcast(v3, 6u)),
+        mat4x4<f32>(subgroupBroadcast(v0, 7u), subgroupBroadcast(v1, 7u), subgroupBroadcast(v2, 7u), subgroupBroadcast(v3, 7u)),
+    );
+}
+
+// Backward data: lane l holds the weight rows of columns (input channels) n0 + l + 8j as vj;
+// matrix i has columns n0 + 4i .. n0 + 4i + 3.
+fn sg_columns32_blocked(v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) -> array<mat4x4<f32>, 8> {
+    return array<mat4x4<f32>, 8>(
+        mat4x4<f32>(subgroupBroadcast(v0, 0u), subgroupBroadcast(v0, 1u), subgroupBroadcast(v0, 2u), subgroupBroadcast(v0, 3u)),
+        mat4x4<f32>(subgroupBroadcast(v0, 4u), subgroupBroadcast(v0, 5u), subgroupBroadcast(v0, 6u), subgroupBroadcast(v0, 7u)),
+        mat4x4<f32>(subgroupBroadcast(v1, 0u), subgroupBroadcast(v1, 1u), subgroupBroadcast(v1, 2u), subgroupBroadcast(v1, 3u)),
+        mat4x4<f32>(subgroupBroadcast(v1, 4u), subgroupBroadcast(v1, 5u), subgroupBroadcast(v1, 6u), subgroupBroadcast(v1, 7u)),
+        mat4x4<f32>(subgroupBroadcast(v2, 0u), subgroupBroadcast(v2, 1u), subgroupBroadcast(v2, 2u), subgroupBroadcast(v2, 3u)),
+        mat4x4<f32>(subgroupBroadcast(v2, 4u), subgroupBroadcast(v2, 5u), subgroupBroadcast(v2, 6u), subgroupBroadcast(v2, 7u)),
+        mat4x4<f32>(subgroupBroadcast(v3, 0u), subgroupBroadcast(v3, 1u), subgroupBroadcast(v3, 2u), subgroupBroadcast(v3, 3u)),
+        mat4x4<f32>(subgroupBroadcast(v3, 4u), subgroupBroadcast(v3, 5u), subgroupBroadcast(v3, 6u), subgroupBroadcast(v3, 7u)),
+    );
+}
+
+// Four k rows of the forward weights, rows `row` .. `row + 3`, this lane's column quad.
+fn w32_strided(row: u32, wq: u32, quad: u32) -> array<mat4x4<f32>, 8> {
+    return sg_columns32_strided(
+        w4[row * wq + quad],
+        w4[(row + 1u) * wq + quad],
+        w4[(row + 2u) * wq + quad],
+        w4[(row + 3u) * wq + quad],
+    );
+}
+
+// Output-channel quad q of the backward-data weight rows `w_row + 8j` (this lane's columns).
+fn w32_blocked(w_row: u32, wq: u32, q: u32) -> array<mat4x4<f32>, 8> {
+    return sg_columns32_blocked(
+        w4[w_row * wq + q],
+        w4[(w_row + 8u) * wq + q],
+        w4[(w_row + 16u) * wq + q],
+        w4[(w_row + 24u) * wq + q],
+    );
+}
+
+fn product32_bn(
+    g0: ptr<function, Block>,
+    g1: ptr<function, Block>,
+    g2: ptr<function, Block>,
+    g3: ptr<function, Block>,
+    a: array<vec4<f32>, 8>,
+    m: array<mat4x4<f32>, 8>,
+) {
+    direct_product_bn(g0, a, m[0], m[1]);
+    direct_product_bn(g1, a, m[2], m[3]);
+    direct_product_bn(g2, a, m[4], m[5]);
+    direct_product_bn(g3, a, m[6], m[7]);
+}
+
+fn product32_bk(
+    g0: ptr<function, Block>,
+    g1: ptr<function, Block>,
+    g2: ptr<function, Block>,
+    g3: ptr<function, Block>,
+    a: array<vec4<f32>, 8>,
+    m: array<mat4x4<f32>, 8>,
+) {
+    direct_product_bk(g0, a, m[0], m[1]);
+    direct_product_bk(g1, a, m[2], m[3]);
+    direct_product_bk(g2, a, m[4], m[5]);
+    direct_product_bk(g3, a, m[6], m[7]);
+}
+
+fn forward_rows32_subgroup(t: u32, lane: u32) {
+    let block = sg_block32(t, p.gemm_n / (4u * DIRECT_N));
+    let m0 = block.x;
+    let n0 = block.y;
+    let valid = m0 < p.gemm_m;
+    let image_row = m0 / p.out_w;
+    let ow0 = i32(m0 - image_row * p.out_w);
+    let n = image_row / p.out_h;
+    let oh = image_row - n * p.out_h;
+    let wq = p.out_c / 4u;
+    let quad = n0 / 4u + lane;
+
+    var t0: Block;
+    var t1: Block;
+    var t2: Block;
+    var t3: Block;
+    var b0: Block;
+    var b1: Block;
+    var b2: Block;
+    var b3: Block;
+    for (var kh = 0u; kh < 3u; kh++) {
+        let ih = i32(oh + kh) - i32(p.pad_top);
+        let row_ok = valid && ih >= 0 && ih < i32(p.in_h);
+        let base = (n * p.in_h + u32(max(ih, 0))) * p.in_w * p.in_c;
+        for (var c = 0u; c < p.in_c; c += 4u) {
+            let c4 = c / 4u;
+            let w0 = ow0 - i32(p.pad_left);
+            let x0 = x4_pixel(row_ok, base, w0, c4);
+            let x1 = x4_pixel(row_ok, base, w0 + 1, c4);
+            let x2 = x4_pixel(row_ok, base, w0 + 2, c4);
+            let x3 = x4_pixel(row_ok, base, w0 + 3, c4);
+            let x4v = x4_pixel(row_ok, base, w0 + 4, c4);
+            let x5 = x4_pixel(row_ok, base, w0 + 5, c4);
+            let x6 = x4_pixel(row_ok, base, w0 + 6, c4);
+            let x7 = x4_pixel(row_ok, base, w0 + 7, c4);
+            let x8 = x4_pixel(row_ok, base, w0 + 8, c4);
+            let x9 = x4_pixel(row_ok, base, w0 + 9, c4);
+            let x10 = x4_pixel(row_ok, base, w0 + 10, c4);
+            let x11 = x4_pixel(row_ok, base, w0 + 11, c4);
+            let x12 = x4_pixel(row_ok, base, w0 + 12, c4);
+            let x13 = x4_pixel(row_ok, base, w0 + 13, c4);
+            let x14 = x4_pixel(row_ok, base, w0 + 14, c4);
+            let x15 = x4_pixel(row_ok, base, w0 + 15, c4);
+            let x16 = x4_pixel(row_ok, base, w0 + 16, c4);
+            let x17 = x4_pixel(row_ok, base, w0 + 17, c4);
+            // Weight rows (kh, kw, c .. c + 3), kw = 0, 1, 2.
+            let row = (kh * 3u) * p.in_c + c;
+            let m_0 = w32_strided(row, wq, quad);
+            let top0 = array<vec4<f32>, 8>(x0, x1, x2, x3, x4v, x5, x6, x7);
+            let bottom0 = array<vec4<f32>, 8>(x8, x9, x10, x11, x12, x13, x14, x15);
+            product32_bn(&t0, &t1, &t2, &t3, top0, m_0);
+            product32_bn(&b0, &b1, &b2, &b3, bottom0, m_0);
+            let m_1 = w32_strided(row + p.in_c, wq, quad);
+            let top1 = array<vec4<f32>, 8>(x1, x2, x3, x4v, x5, x6, x7, x8);
+            let bottom1 = array<vec4<f32>, 8>(x9, x10, x11, x12, x13, x14, x15, x16);
+            product32_bn(&t0, &t1, &t2, &t3, top1, m_1);
+            product32_bn(&b0, &b1, &b2, &b3, bottom1, m_1);
+            let m_2 = w32_strided(row + 2u * p.in_c, wq, quad);
+            let top2 = array<vec4<f32>, 8>(x2, x3, x4v, x5, x6, x7, x8, x9);
+            let bottom2 = array<vec4<f32>, 8>(x10, x11, x12, x13, x14, x15, x16, x17);
+            product32_bn(&t0, &t1, &t2, &t3, top2, m_2);
+            product32_bn(&b0, &b1, &b2, &b3, bottom2, m_2);
+        }
+    }
+
+    store_forward_block(m0, n0, t0, true);
+    store_forward_block(m0, n0 + 8u, t1, true);
+    store_forward_block(m0, n0 + 16u, t2, true);
+    store_forward_block(m0, n0 + 24u, t3, true);
+    store_forward_block(m0 + 8u, n0, b0, true);
+    store_forward_block(m0 + 8u, n0 + 8u, b1, true);
+    store_forward_block(m0 + 8u, n0 + 16u, b2, true);
+    store_forward_block(m0 + 8u, n0 + 24u, b3, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_forward_rows32_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    forward_rows32_subgroup(direct_index(wid, nwg, lid), lane);
+}
+
+fn forward_rows8_32_subgroup(t: u32, lane: u32) {
+    let block = sg_block32(t, p.gemm_n / (4u * DIRECT_N));
+    let m0 = block.x;
+    let n0 = block.y;
+    let valid = m0 < p.gemm_m;
+    let image_row = m0 / 8u;
+    let n = image_row / p.out_h;
+    let oh = image_row - n * p.out_h;
+    let wq = p.out_c / 4u;
+    let quad = n0 / 4u + lane;
+    let w0 = -i32(p.pad_left);
+
+    var t0: Block;
+    var t1: Block;
+    var t2: Block;
+    var t3: Block;
+    var b0: Block;
+    var b1: Block;
+    var b2: Block;
+    var b3: Block;
+    for (var kh = 0u; kh < 3u; kh++) {
+        let ih = i32(oh + kh) - i32(p.pad_top);
+        let top_ok = valid && ih >= 0 && ih < i32(p.in_h);
+        let bottom_ok = valid && ih + 1 >= 0 && ih + 1 < i32(p.in_h);
+        let top_base = (n * p.in_h + u32(max(ih, 0))) * p.in_w * p.in_c;
+        let bottom_base = (n * p.in_h + u32(max(ih + 1, 0))) * p.in_w * p.in_c;
+        for (var c = 0u; c < p.in_c; c += 4u) {
+            let c4 = c / 4u;
+            let a0 = x4_pixel(top_ok, top_base, w0, c4);
+            let a1 = x4_pixel(top_ok, top_base, w0 + 1, c4);
+            let a2 = x4_pixel(top_ok, top_base, w0 + 2, c4);
+            let a3 = x4_pixel(top_ok, top_base, w0 + 3, c4);
+            let a4 = x4_pixel(top_ok, top_base, w0 + 4, c4);
+            let a5 = x4_pixel(top_ok, top_base, w0 + 5, c4);
+            let a6 = x4_pixel(top_ok, top_base, w0 + 6, c4);
+            let a7 = x4_pixel(top_ok, top_base, w0 + 7, c4);
+            let a8 = x4_pixel(top_ok, top_base, w0 + 8, c4);
+            let a9 = x4_pixel(top_ok, top_base, w0 + 9, c4);
+            let e0 = x4_pixel(bottom_ok, bottom_base, w0, c4);
+            let e1 = x4_pixel(bottom_ok, bottom_base, w0 + 1, c4);
+            let e2 = x4_pixel(bottom_ok, bottom_base, w0 + 2, c4);
+            let e3 = x4_pixel(bottom_ok, bottom_base, w0 + 3, c4);
+            let e4 = x4_pixel(bottom_ok, bottom_base, w0 + 4, c4);
+            let e5 = x4_pixel(bottom_ok, bottom_base, w0 + 5, c4);
+            let e6 = x4_pixel(bottom_ok, bottom_base, w0 + 6, c4);
+            let e7 = x4_pixel(bottom_ok, bottom_base, w0 + 7, c4);
+            let e8 = x4_pixel(bottom_ok, bottom_base, w0 + 8, c4);
+            let e9 = x4_pixel(bottom_ok, bottom_base, w0 + 9, c4);
+            let row = (kh * 3u) * p.in_c + c;
+            let m_0 = w32_strided(row, wq, quad);
+            product32_bn(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7), m_0);
+            product32_bn(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(e0, e1, e2, e3, e4, e5, e6, e7), m_0);
+            let m_1 = w32_strided(row + p.in_c, wq, quad);
+            product32_bn(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(a1, a2, a3, a4, a5, a6, a7, a8), m_1);
+            product32_bn(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(e1, e2, e3, e4, e5, e6, e7, e8), m_1);
+            let m_2 = w32_strided(row + 2u * p.in_c, wq, quad);
+            product32_bn(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(a2, a3, a4, a5, a6, a7, a8, a9), m_2);
+            product32_bn(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(e2, e3, e4, e5, e6, e7, e8, e9), m_2);
+        }
+    }
+
+    store_forward_block(m0, n0, t0, true);
+    store_forward_block(m0, n0 + 8u, t1, true);
+    store_forward_block(m0, n0 + 16u, t2, true);
+    store_forward_block(m0, n0 + 24u, t3, true);
+    store_forward_block(m0 + 8u, n0, b0, true);
+    store_forward_block(m0 + 8u, n0 + 8u, b1, true);
+    store_forward_block(m0 + 8u, n0 + 16u, b2, true);
+    store_forward_block(m0 + 8u, n0 + 24u, b3, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_forward_rows8_32_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    forward_rows8_32_subgroup(direct_index(wid, nwg, lid), lane);
+}
+
+fn backward_data_rows32_subgroup(t: u32, lane: u32) {
+    let block = sg_block32(t, p.in_c / (4u * DIRECT_N));
+    let m0 = block.x;
+    let n0 = block.y;
+    let f = decode_phase(0u);
+    let top_lo = decode_sources(f, m0);
+    let top_hi = decode_sources(f, m0 + 4u);
+    let bottom_lo = decode_sources(f, m0 + 8u);
+    let bottom_hi = decode_sources(f, m0 + 12u);
+    let valid = m0 < f.rows;
+    let image_row = m0 / p.in_w;
+    let iw0 = i32(m0 - image_row * p.in_w);
+    let n = image_row / p.in_h;
+    let ih = image_row - n * p.in_h;
+    let wq = p.out_c / 4u;
+
+    var t0: Block;
+    var t1: Block;
+    var t2: Block;
+    var t3: Block;
+    var b0: Block;
+    var b1: Block;
+    var b2: Block;
+    var b3: Block;
+    for (var a = 0u; a < 3u; a++) {
+        let oh = i32(ih + p.pad_top) - i32(a);
+        let row_ok = valid && oh >= 0 && oh < i32(p.out_h);
+        let base = (n * p.out_h + u32(max(oh, 0))) * p.out_w * p.out_c;
+        // Row i under tap b reads dy pixel d0 + i + 2 - b.
+        let d0 = iw0 + i32(p.pad_left) - 2;
+        // This lane's weight rows: (a, b, input channel n0 + lane + 8j).
+        let w_row = a * 3u * p.in_c + n0 + lane;
+        for (var q = 0u; q < wq; q++) {
+            let y0 = dy4_pixel(row_ok, base, d0, q);
+            let y1 = dy4_pixel(row_ok, base, d0 + 1, q);
+            let y2 = dy4_pixel(row_ok, base, d0 + 2, q);
+            let y3 = dy4_pixel(row_ok, base, d0 + 3, q);
+            let y4 = dy4_pixel(row_ok, base, d0 + 4, q);
+            let y5 = dy4_pixel(row_ok, base, d0 + 5, q);
+            let y6 = dy4_pixel(row_ok, base, d0 + 6, q);
+            let y7 = dy4_pixel(row_ok, base, d0 + 7, q);
+            let y8 = dy4_pixel(row_ok, base, d0 + 8, q);
+            let y9 = dy4_pixel(row_ok, base, d0 + 9, q);
+            let y10 = dy4_pixel(row_ok, base, d0 + 10, q);
+            let y11 = dy4_pixel(row_ok, base, d0 + 11, q);
+            let y12 = dy4_pixel(row_ok, base, d0 + 12, q);
+            let y13 = dy4_pixel(row_ok, base, d0 + 13, q);
+            let y14 = dy4_pixel(row_ok, base, d0 + 14, q);
+            let y15 = dy4_pixel(row_ok, base, d0 + 15, q);
+            let y16 = dy4_pixel(row_ok, base, d0 + 16, q);
+            let y17 = dy4_pixel(row_ok, base, d0 + 17, q);
+            // Tap b = 0: pixels i + 2.
+            let m_0 = w32_blocked(w_row, wq, q);
+            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(y2, y3, y4, y5, y6, y7, y8, y9), m_0);
+            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(y10, y11, y12, y13, y14, y15, y16, y17), m_0);
+            // b = 1: pixels i + 1.
+            let m_1 = w32_blocked(w_row + p.in_c, wq, q);
+            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(y1, y2, y3, y4, y5, y6, y7, y8), m_1);
+            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(y9, y10, y11, y12, y13, y14, y15, y16), m_1);
+            // b = 2: pixels i.
+            let m_2 = w32_blocked(w_row + 2u * p.in_c, wq, q);
+            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(y0, y1, y2, y3, y4, y5, y6, y7), m_2);
+            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(y8, y9, y10, y11, y12, y13, y14, y15), m_2);
+        }
+    }
+
+    store_dx_block(top_lo, top_hi, n0, t0, true);
+    store_dx_block(top_lo, top_hi, n0 + 8u, t1, true);
+    store_dx_block(top_lo, top_hi, n0 + 16u, t2, true);
+    store_dx_block(top_lo, top_hi, n0 + 24u, t3, true);
+    store_dx_block(bottom_lo, bottom_hi, n0, b0, true);
+    store_dx_block(bottom_lo, bottom_hi, n0 + 8u, b1, true);
+    store_dx_block(bottom_lo, bottom_hi, n0 + 16u, b2, true);
+    store_dx_block(bottom_lo, bottom_hi, n0 + 24u, b3, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_backward_data_rows32_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    backward_data_rows32_subgroup(direct_index(wid, nwg, lid), lane);
+}
+
+fn backward_data_rows8_32_subgroup(t: u32, lane: u32) {
+    let block = sg_block32(t, p.in_c / (4u * DIRECT_N));
+    let m0 = block.x;
+    let n0 = block.y;
+    let f = decode_phase(0u);
+    let top_lo = decode_sources(f, m0);
+    let top_hi = decode_sources(f, m0 + 4u);
+    let bottom_lo = decode_sources(f, m0 + 8u);
+    let bottom_hi = decode_sources(f, m0 + 12u);
+    let valid = m0 < f.rows;
+    let image_row = m0 / 8u;
+    let n = image_row / p.in_h;
+    let ih = image_row - n * p.in_h;
+    let wq = p.out_c / 4u;
+    let d0 = i32(p.pad_left) - 2;
+
+    var t0: Block;
+    var t1: Block;
+    var t2: Block;
+    var t3: Block;
+    var b0: Block;
+    var b1: Block;
+    var b2: Block;
+    var b3: Block;
+    for (var a = 0u; a < 3u; a++) {
+        let oh = i32(ih + p.pad_top) - i32(a);
+        let top_ok = valid && oh >= 0 && oh < i32(p.out_h);
+        let bottom_ok = valid && oh + 1 >= 0 && oh + 1 < i32(p.out_h);
+        let top_base = (n * p.out_h + u32(max(oh, 0))) * p.out_w * p.out_c;
+        let bottom_base = (n * p.out_h + u32(max(oh + 1, 0))) * p.out_w * p.out_c;
+        let w_row = a * 3u * p.in_c + n0 + lane;
+        for (var q = 0u; q < wq; q++) {
+            let a0 = dy4_pixel(top_ok, top_base, d0, q);
+            let a1 = dy4_pixel(top_ok, top_base, d0 + 1, q);
+            let a2 = dy4_pixel(top_ok, top_base, d0 + 2, q);
+            let a3 = dy4_pixel(top_ok, top_base, d0 + 3, q);
+            let a4 = dy4_pixel(top_ok, top_base, d0 + 4, q);
+            let a5 = dy4_pixel(top_ok, top_base, d0 + 5, q);
+            let a6 = dy4_pixel(top_ok, top_base, d0 + 6, q);
+            let a7 = dy4_pixel(top_ok, top_base, d0 + 7, q);
+            let a8 = dy4_pixel(top_ok, top_base, d0 + 8, q);
+            let a9 = dy4_pixel(top_ok, top_base, d0 + 9, q);
+            let e0 = dy4_pixel(bottom_ok, bottom_base, d0, q);
+            let e1 = dy4_pixel(bottom_ok, bottom_base, d0 + 1, q);
+            let e2 = dy4_pixel(bottom_ok, bottom_base, d0 + 2, q);
+            let e3 = dy4_pixel(bottom_ok, bottom_base, d0 + 3, q);
+            let e4 = dy4_pixel(bottom_ok, bottom_base, d0 + 4, q);
+            let e5 = dy4_pixel(bottom_ok, bottom_base, d0 + 5, q);
+            let e6 = dy4_pixel(bottom_ok, bottom_base, d0 + 6, q);
+            let e7 = dy4_pixel(bottom_ok, bottom_base, d0 + 7, q);
+            let e8 = dy4_pixel(bottom_ok, bottom_base, d0 + 8, q);
+            let e9 = dy4_pixel(bottom_ok, bottom_base, d0 + 9, q);
+            // Tap b reads pixel i + 2 - b.
+            let m_0 = w32_blocked(w_row, wq, q);
+            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(a2, a3, a4, a5, a6, a7, a8, a9), m_0);
+            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(e2, e3, e4, e5, e6, e7, e8, e9), m_0);
+            let m_1 = w32_blocked(w_row + p.in_c, wq, q);
+            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(a1, a2, a3, a4, a5, a6, a7, a8), m_1);
+            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(e1, e2, e3, e4, e5, e6, e7, e8), m_1);
+            let m_2 = w32_blocked(w_row + 2u * p.in_c, wq, q);
+            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7), m_2);
+            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(e0, e1, e2, e3, e4, e5, e6, e7), m_2);
+        }
+    }
+
+    store_dx_block(top_lo, top_hi, n0, t0, true);
+    store_dx_block(top_lo, top_hi, n0 + 8u, t1, true);
+    store_dx_block(top_lo, top_hi, n0 + 16u, t2, true);
+    store_dx_block(top_lo, top_hi, n0 + 24u, t3, true);
+    store_dx_block(bottom_lo, bottom_hi, n0, b0, true);
+    store_dx_block(bottom_lo, bottom_hi, n0 + 8u, b1, true);
+    store_dx_block(bottom_lo, bottom_hi, n0 + 16u, b2, true);
+    store_dx_block(bottom_lo, bottom_hi, n0 + 24u, b3, true);
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_backward_data_rows8_32_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    backward_data_rows8_32_subgroup(direct_index(wid, nwg, lid), lane);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight gradient of 3x3 convolutions of stride 1 or 2 with output channels a multiple of 32: invocation
+// = (kernel row kh, input-channel quad c4) x 32 output channels, i.e. the GEMM rows of the three
+// taps kw of that kernel row and quad (12 rows) x 32 columns. The reduction walks output pixels
+// along a row: the taps read input pixels s*ow - pad .. s*ow - pad + 2 of input row s*oh + kh - pad,
+// two of which (stride 2: one) the previous step loaded, so a step loads one x vec4 (two), and the 32 dy values of the
+// pixel are one vec4 per lane broadcast to the subgroup: 2 loads per 384 multiply-adds (the
+// `_subgroup` kernel: 5 per 256). The 8 lanes of a subgroup take 8 consecutive (kh, c4) pairs of
+// the same column block and chunk; pairs past the last compute zeros and store nothing. Each
+// chunk sums its rows in order, as the other paths do.
+
+// acc[8i + q] (row i, column quad q; 4 rows x 32 columns) += a[i] * d[q]: one k of an outer
+// product.
+fn outer_4x32(acc: ptr<function, array<vec4<f32>, 32>>, a: vec4<f32>, d: array<vec4<f32>, 8>) {
+    (*acc)[0] = fma(vec4<f32>(a.x), d[0], (*acc)[0]);
+    (*acc)[1] = fma(vec4<f32>(a.x), d[1], (*acc)[1]);
+    (*acc)[2] = fma(vec4<f32>(a.x), d[2], (*acc)[2]);
+    (*acc)[3] = fma(vec4<f32>(a.x), d[3], (*acc)[3]);
+    (*acc)[4] = fma(vec4<f32>(a.x), d[4], (*acc)[4]);
+    (*acc)[5] = fma(vec4<f32>(a.x), d[5], (*acc)[5]);
+    (*acc)[6] = fma(vec4<f32>(a.x), d[6], (*acc)[6]);
+    (*acc)[7] = fma(vec4<f32>(a.x), d[7], (*acc)[7]);
+    (*acc)[8] = fma(vec4<f32>(a.y), d[0], (*acc)[8]);
+    (*acc)[9] = fma(vec4<f32>(a.y), d[1], (*acc)[9]);
+    (*acc)[10] = fma(vec4<f32>(a.y), d[2], (*acc)[10]);
+    (*acc)[11] = fma(vec4<f32>(a.y), d[3], (*acc)[11]);
+    (*acc)[12] = fma(vec4<f32>(a.y), d[4], (*acc)[12]);
+    (*acc)[13] = fma(vec4<f32>(a.y), d[5], (*acc)[13]);
+    (*acc)[14] = fma(vec4<f32>(a.y), d[6], (*acc)[14]);
+    (*acc)[15] = fma(vec4<f32>(a.y), d[7], (*acc)[15]);
+    (*acc)[16] = fma(vec4<f32>(a.z), d[0], (*acc)[16]);
+    (*acc)[17] = fma(vec4<f32>(a.z), d[1], (*acc)[17]);
+    (*acc)[18] = fma(vec4<f32>(a.z), d[2], (*acc)[18]);
+    (*acc)[19] = fma(vec4<f32>(a.z), d[3], (*acc)[19]);
+    (*acc)[20] = fma(vec4<f32>(a.z), d[4], (*acc)[20]);
+    (*acc)[21] = fma(vec4<f32>(a.z), d[5], (*acc)[21]);
+    (*acc)[22] = fma(vec4<f32>(a.z), d[6], (*acc)[22]);
+    (*acc)[23] = fma(vec4<f32>(a.z), d[7], (*acc)[23]);
+    (*acc)[24] = fma(vec4<f32>(a.w), d[0], (*acc)[24]);
+    (*acc)[25] = fma(vec4<f32>(a.w), d[1], (*acc)[25]);
+    (*acc)[26] = fma(vec4<f32>(a.w), d[2], (*acc)[26]);
+    (*acc)[27] = fma(vec4<f32>(a.w), d[3], (*acc)[27]);
+    (*acc)[28] = fma(vec4<f32>(a.w), d[4], (*acc)[28]);
+    (*acc)[29] = fma(vec4<f32>(a.w), d[5], (*acc)[29]);
+    (*acc)[30] = fma(vec4<f32>(a.w), d[6], (*acc)[30]);
+    (*acc)[31] = fma(vec4<f32>(a.w), d[7], (*acc)[31]);
+}
+
+// Rows m .. m + 3 (four channels of one tap) x columns n .. n + 31 of a chunk's partial product.
+fn store_partial_4x32(chunk: u32, m: u32, n: u32, acc: array<vec4<f32>, 32>) {
+    let o = ((chunk * p.gemm_m + m) * p.gemm_n + n) / 4u;
+    let row = p.gemm_n / 4u;
+    partials4[o + 0u * row + 0u] = acc[0];
+    partials4[o + 0u * row + 1u] = acc[1];
+    partials4[o + 0u * row + 2u] = acc[2];
+    partials4[o + 0u * row + 3u] = acc[3];
+    partials4[o + 0u * row + 4u] = acc[4];
+    partials4[o + 0u * row + 5u] = acc[5];
+    partials4[o + 0u * row + 6u] = acc[6];
+    partials4[o + 0u * row + 7u] = acc[7];
+    partials4[o + 1u * row + 0u] = acc[8];
+    partials4[o + 1u * row + 1u] = acc[9];
+    partials4[o + 1u * row + 2u] = acc[10];
+    partials4[o + 1u * row + 3u] = acc[11];
+    partials4[o + 1u * row + 4u] = acc[12];
+    partials4[o + 1u * row + 5u] = acc[13];
+    partials4[o + 1u * row + 6u] = acc[14];
+    partials4[o + 1u * row + 7u] = acc[15];
+    partials4[o + 2u * row + 0u] = acc[16];
+    partials4[o + 2u * row + 1u] = acc[17];
+    partials4[o + 2u * row + 2u] = acc[18];
+    partials4[o + 2u * row + 3u] = acc[19];
+    partials4[o + 2u * row + 4u] = acc[20];
+    partials4[o + 2u * row + 5u] = acc[21];
+    partials4[o + 2u * row + 6u] = acc[22];
+    partials4[o + 2u * row + 7u] = acc[23];
+    partials4[o + 3u * row + 0u] = acc[24];
+    partials4[o + 3u * row + 1u] = acc[25];
+    partials4[o + 3u * row + 2u] = acc[26];
+    partials4[o + 3u * row + 3u] = acc[27];
+    partials4[o + 3u * row + 4u] = acc[28];
+    partials4[o + 3u * row + 5u] = acc[29];
+    partials4[o + 3u * row + 6u] = acc[30];
+    partials4[o + 3u * row + 7u] = acc[31];
+}
+
+fn backward_weights_taps_subgroup(t: u32, lane: u32) {
+    let quads = p.in_c / 4u;
+    let pairs = 3u * quads;
+    let col_blocks = p.out_c / 32u;
+    let per_chunk = ((pairs + SG_LANES - 1u) / SG_LANES) * SG_LANES * col_blocks;
+    let chunk = t / per_chunk;
+    // per_chunk is a multiple of 8: whole subgroups return together.
+    if (chunk >= p.splits) {
+        return;
+    }
+    let u = t - chunk * per_chunk;
+    let g = u / SG_LANES;
+    let pair = (g / col_blocks) * SG_LANES + u % SG_LANES;
+    let n0 = (g % col_blocks) * 32u;
+    let valid = pair < pairs;
+    let kh = min(pair / quads, 2u);
+    let c4 = pair % quads;
+    let oq = p.out_c / 4u;
+    let dy_quad = n0 / 4u + lane;
+    let r_begin = chunk * p.split_rows;
+    let r_end = min(r_begin + p.split_rows, p.gemm_k);
+
+    let t0 = r_begin / p.out_w;
+    var ow = r_begin - t0 * p.out_w;
+    var n = t0 / p.out_h;
+    var oh = t0 - n * p.out_h;
+
+    var left = vec4<f32>(0.0);
+    var mid = vec4<f32>(0.0);
+    var right = vec4<f32>(0.0);
+    var fresh = true;
+    var acc0: array<vec4<f32>, 32>;
+    var acc1: array<vec4<f32>, 32>;
+    var acc2: array<vec4<f32>, 32>;
+    for (var r = r_begin; r < r_end; r++) {
+        let ih = i32(oh * p.stride + kh) - i32(p.pad_top);
+        let row_ok = valid && ih >= 0 && ih < i32(p.in_h);
+        let base = (n * p.in_h + u32(max(ih, 0))) * p.in_w * p.in_c;
+        let iw = i32(ow * p.stride) - i32(p.pad_left);
+        if (fresh) {
+            left = x4_pixel(row_ok, base, iw, c4);
+            mid = x4_pixel(row_ok, base, iw + 1, c4);
+        } else if (p.stride == 1u) {
+            left = mid;
+            mid = right;
+        } else {
+            // Stride 2: the previous step's right pixel is this step's left.
+            left = right;
+            mid = x4_pixel(row_ok, base, iw + 1, c4);
+        }
+        right = x4_pixel(row_ok, base, iw + 2, c4);
+        fresh = false;
+        let v = dy4[r * oq + dy_quad];
+        let d = array<vec4<f32>, 8>(
+            subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
+            subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u),
+        );
+        outer_4x32(&acc0, left, d);
+        outer_4x32(&acc1, mid, d);
+        outer_4x32(&acc2, right, d);
+        ow += 1u;
+        if (ow == p.out_w) {
+            ow = 0u;
+            fresh = true;
+            oh += 1u;
+            if (oh == p.out_h) {
+                oh = 0u;
+                n += 1u;
+            }
+        }
+    }
+
+    if (valid) {
+        let m = kh * 3u * p.in_c + c4 * 4u;
+        store_partial_4x32(chunk, m, n0, acc0);
+        store_partial_4x32(chunk, m + p.in_c, n0, acc1);
+        store_partial_4x32(chunk, m + 2u * p.in_c, n0, acc2);
+    }
+}
+
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_backward_weights_taps_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    backward_weights_taps_subgroup(direct_index(wid, nwg, lid), lane);
+}

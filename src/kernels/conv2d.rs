@@ -85,6 +85,11 @@ impl ConvPath {
 /// Lanes per subgroup that `conv2d_subgroup.wgsl` is written for; mirrors `SG_LANES`.
 const SG_LANES: usize = 8;
 
+/// Columns per invocation of the `_rows32` / `_rows8_32` subgroup kernels (4 x `DIRECT_N`): the
+/// 3x3 stride-1 layers whose GEMM columns divide by 32 (all of a WideResNet's but the first
+/// block's 16-channel side).
+const SG_WIDE_COLUMNS: usize = 32;
+
 fn subgroups_of_8(ctx: &GpuContext) -> bool {
     ctx.subgroup_size == Some(SG_LANES as u32)
 }
@@ -289,11 +294,24 @@ fn whole_subgroups_of_rows(m: usize) -> bool {
     blocks.next_multiple_of(SG_LANES) * 8 <= blocks * 9
 }
 
+/// The weight gradient of a 3x3 convolution of stride 1 or 2 with output channels a multiple of
+/// 32 runs `conv2d_backward_weights_taps_subgroup`: an invocation takes the three taps of one
+/// kernel row for four input channels, and walking the reduction along output rows reuses two
+/// (stride 2: one) of the three input pixels it loaded at the previous step.
+fn taps_of_3x3(s: &Conv2dShape) -> bool {
+    s.kernel == 3 && s.stride <= 2 && s.out_c.is_multiple_of(SG_WIDE_COLUMNS)
+}
+
 /// Workgroups of the subgroup kernels for an `m x n` output, `times` times over: 16 x 16 blocks,
 /// row blocks in whole subgroups.
 fn subgroup_grid(m: usize, n: usize, times: usize) -> [u32; 3] {
+    subgroup_grid_cols(m, n, times, 2 * DIRECT_N)
+}
+
+/// [`subgroup_grid`] for blocks `block_columns` wide.
+fn subgroup_grid_cols(m: usize, n: usize, times: usize, block_columns: usize) -> [u32; 3] {
     let row_blocks = m.div_ceil(DIRECT_M).next_multiple_of(SG_LANES);
-    grid_1d(row_blocks * n.div_ceil(2 * DIRECT_N) * times, DIRECT_WG)
+    grid_1d(row_blocks * n.div_ceil(block_columns) * times, DIRECT_WG)
 }
 
 /// The direct path's 16-column blocks (`_wide` entry points) need vec4 loads and a column count
@@ -348,20 +366,32 @@ pub fn conv2d_forward_with(
     let gemm = [m, s.out_c, s.kernel * s.kernel * s.in_c];
     let p = params(s, gemm, residual.is_some());
     let op = match path {
-        _ if use_subgroup(ctx, path, s, s.out_c) => Op::new(
-            ctx,
-            Shader::Conv2dSubgroup,
-            if rows_of_16(s) {
-                "conv2d_forward_rows_subgroup"
-            } else if rows_of_8(s) {
-                "conv2d_forward_rows8_subgroup"
-            } else {
-                "conv2d_forward_subgroup"
-            },
-            Some(bytemuck::bytes_of(&p)),
-            &[(2, x), (4, w), (7, y), (8, res), (13, y), (14, res)],
-            subgroup_grid(m, s.out_c, 1),
-        ),
+        _ if use_subgroup(ctx, path, s, s.out_c) => {
+            let wide32 = s.out_c.is_multiple_of(SG_WIDE_COLUMNS);
+            Op::new(
+                ctx,
+                Shader::Conv2dSubgroup,
+                match (rows_of_16(s), rows_of_8(s), wide32) {
+                    (true, _, true) => "conv2d_forward_rows32_subgroup",
+                    (true, _, false) => "conv2d_forward_rows_subgroup",
+                    (false, true, true) => "conv2d_forward_rows8_32_subgroup",
+                    (false, true, false) => "conv2d_forward_rows8_subgroup",
+                    (false, false, _) => "conv2d_forward_subgroup",
+                },
+                Some(bytemuck::bytes_of(&p)),
+                &[(2, x), (4, w), (7, y), (8, res), (13, y), (14, res)],
+                subgroup_grid_cols(
+                    m,
+                    s.out_c,
+                    1,
+                    if wide32 && (rows_of_16(s) || rows_of_8(s)) {
+                        SG_WIDE_COLUMNS
+                    } else {
+                        2 * DIRECT_N
+                    },
+                ),
+            )
+        }
         ConvPath::Tiled => Op::new(
             ctx,
             Shader::Conv2d,
@@ -438,20 +468,22 @@ pub fn conv2d_backward_data_with(
             // Row blocks per phase, whole subgroups of them (a subgroup stays in one phase).
             let phase_blocks = phase_rows.div_ceil(DIRECT_M).next_multiple_of(SG_LANES);
             p.phase_tiles = phase_blocks as u32;
+            let wide32 = s.in_c.is_multiple_of(SG_WIDE_COLUMNS) && (rows_of_16(s) || rows_of_8(s));
+            let block_columns = if wide32 { SG_WIDE_COLUMNS } else { 2 * DIRECT_N };
             Op::new(
                 ctx,
                 Shader::Conv2dSubgroup,
                 // Stride 1: one phase, the input rows themselves.
-                if rows_of_16(s) {
-                    "conv2d_backward_data_rows_subgroup"
-                } else if rows_of_8(s) {
-                    "conv2d_backward_data_rows8_subgroup"
-                } else {
-                    "conv2d_backward_data_subgroup"
+                match (rows_of_16(s), rows_of_8(s), wide32) {
+                    (true, _, true) => "conv2d_backward_data_rows32_subgroup",
+                    (true, _, false) => "conv2d_backward_data_rows_subgroup",
+                    (false, true, true) => "conv2d_backward_data_rows8_32_subgroup",
+                    (false, true, false) => "conv2d_backward_data_rows8_subgroup",
+                    (false, false, _) => "conv2d_backward_data_subgroup",
                 },
                 Some(bytemuck::bytes_of(&p)),
                 &[(4, w), (6, dy), (9, dx), (15, dx)],
-                grid_1d(phases * phase_blocks * s.in_c / (2 * DIRECT_N), DIRECT_WG),
+                grid_1d(phases * phase_blocks * s.in_c / block_columns, DIRECT_WG),
             )
         }
         ConvPath::Tiled => {
@@ -547,6 +579,17 @@ pub fn conv2d_backward_weights_with(
     p.splits = splits as u32;
     let partials = Tensor::zeros(ctx, "conv2d dw partials", &[splits, m, n]);
     let gemm = match path {
+        _ if use_subgroup(ctx, path, s, n) && taps_of_3x3(s) => {
+            let pairs = (3 * s.in_c / 4).next_multiple_of(SG_LANES);
+            Op::new(
+                ctx,
+                Shader::Conv2dSubgroup,
+                "conv2d_backward_weights_taps_subgroup",
+                Some(bytemuck::bytes_of(&p)),
+                &[(2, x), (6, dy), (16, &partials)],
+                grid_1d(splits * pairs * n / SG_WIDE_COLUMNS, DIRECT_WG),
+            )
+        }
         _ if use_subgroup(ctx, path, s, n) && whole_subgroups_of_rows(m) => Op::new(
             ctx,
             Shader::Conv2dSubgroup,

@@ -60,6 +60,14 @@ fn shapes() -> Vec<Conv2dShape> {
         shape(1, (4, 32), 32, 16, 3, 1),
         // The same 8 wide (`_rows8_subgroup`: two image rows per block, images of 6 rows).
         shape(3, (6, 8), 32, 16, 3, 1),
+        // 32-column blocks (`_rows32` / `_rows8_32`, GEMM columns a multiple of 32): two and
+        // three column blocks, ragged row blocks, both row widths.
+        shape(3, (5, 16), 32, 64, 3, 1),
+        shape(1, (4, 8), 64, 96, 3, 1),
+        shape(3, (6, 8), 16, 32, 3, 1),
+        // The weight gradient's taps kernel (3x3 stride 1, 32-column blocks) with 3 of a
+        // subgroup's 8 (kernel row, channel quad) pairs in use, two column blocks.
+        shape(2, (9, 13), 4, 64, 3, 1),
     ]
 }
 
@@ -229,8 +237,11 @@ fn backward_weights_long_reduction_uses_several_chunks() {
         check_backward_weights(path, &shape(20, (32, 32), 16, 8, 3, 2), 910);
         // 3 * 17 * 19 = 969 rows: direct, two chunks of 485 and 484.
         check_backward_weights(path, &shape(3, (17, 19), 8, 12, 3, 1), 920);
-        // The same through the direct path's 16-column blocks.
+        // The same through the direct path's 16-column blocks (subgroup path: the taps kernel).
         check_backward_weights(path, &shape(3, (17, 19), 16, 32, 3, 1), 930);
+        // 5 * 15 * 16 = 1200 rows, stride 2 (the taps kernel reloading two pixels per step),
+        // three chunks starting mid-row.
+        check_backward_weights(path, &shape(5, (30, 31), 4, 32, 3, 2), 940);
     }
 }
 
@@ -345,6 +356,7 @@ fn subgroup_path_is_bitwise_the_direct_path() {
     for (i, s) in [
         shape(3, (5, 7), 16, 48, 3, 1),
         shape(2, (9, 8), 32, 16, 3, 2),
+        shape(3, (9, 11), 16, 32, 3, 2),
         shape(2, (7, 7), 48, 32, 1, 2),
         shape(4, (17, 19), 16, 32, 3, 1),
         shape(2, (6, 5), 64, 16, 3, 1),
@@ -366,9 +378,17 @@ fn subgroup_path_is_bitwise_the_direct_path() {
             ];
             ops.extend(conv2d_backward_weights_with(ctx, path, s, &x, &dy, &dw, false));
             if ctx.subgroup_size == Some(8) && path == ConvPath::Subgroup {
-                // The weight gradient only where its rows fill whole subgroups of 16-row blocks.
+                // The weight gradient: the taps kernel for 3x3 stride 1 or 2 with 32-column blocks,
+                // else only where its rows fill whole subgroups of 16-row blocks.
                 let dw_rows = s.kernel * s.kernel * s.in_c;
-                let dw_subgroup = dw_rows.div_ceil(16).next_multiple_of(8) * 8 <= dw_rows.div_ceil(16) * 9;
+                let dw_taps = s.kernel == 3 && s.stride <= 2 && s.out_c % 32 == 0;
+                let dw_subgroup = dw_taps || dw_rows.div_ceil(16).next_multiple_of(8) * 8 <= dw_rows.div_ceil(16) * 9;
+                assert_eq!(
+                    ops[2].label.ends_with("_taps_subgroup"),
+                    dw_taps,
+                    "{} for {s:?}",
+                    ops[2].label
+                );
                 assert!(ops[0].label.ends_with("_subgroup"), "{} for {s:?}", ops[0].label);
                 assert!(ops[1].label.ends_with("_subgroup"), "{} for {s:?}", ops[1].label);
                 assert_eq!(
