@@ -255,6 +255,46 @@ fn x4_pixel(row_ok: bool, base: u32, iw: i32, c4: u32) -> vec4<f32> {
     return x4[(base + u32(iw) * p.in_c) / 4u + c4];
 }
 
+// Pixels first .. first + 17 (rows kernels) or first .. first + 9 (rows8 kernels) of one input
+// row, vec4 c4 of each, zeros outside the image.
+fn x4_pixels18(row_ok: bool, base: u32, first: i32, c4: u32) -> array<vec4<f32>, 18> {
+    return array<vec4<f32>, 18>(
+        x4_pixel(row_ok, base, first, c4),
+        x4_pixel(row_ok, base, first + 1, c4),
+        x4_pixel(row_ok, base, first + 2, c4),
+        x4_pixel(row_ok, base, first + 3, c4),
+        x4_pixel(row_ok, base, first + 4, c4),
+        x4_pixel(row_ok, base, first + 5, c4),
+        x4_pixel(row_ok, base, first + 6, c4),
+        x4_pixel(row_ok, base, first + 7, c4),
+        x4_pixel(row_ok, base, first + 8, c4),
+        x4_pixel(row_ok, base, first + 9, c4),
+        x4_pixel(row_ok, base, first + 10, c4),
+        x4_pixel(row_ok, base, first + 11, c4),
+        x4_pixel(row_ok, base, first + 12, c4),
+        x4_pixel(row_ok, base, first + 13, c4),
+        x4_pixel(row_ok, base, first + 14, c4),
+        x4_pixel(row_ok, base, first + 15, c4),
+        x4_pixel(row_ok, base, first + 16, c4),
+        x4_pixel(row_ok, base, first + 17, c4),
+    );
+}
+
+fn x4_pixels10(row_ok: bool, base: u32, first: i32, c4: u32) -> array<vec4<f32>, 10> {
+    return array<vec4<f32>, 10>(
+        x4_pixel(row_ok, base, first, c4),
+        x4_pixel(row_ok, base, first + 1, c4),
+        x4_pixel(row_ok, base, first + 2, c4),
+        x4_pixel(row_ok, base, first + 3, c4),
+        x4_pixel(row_ok, base, first + 4, c4),
+        x4_pixel(row_ok, base, first + 5, c4),
+        x4_pixel(row_ok, base, first + 6, c4),
+        x4_pixel(row_ok, base, first + 7, c4),
+        x4_pixel(row_ok, base, first + 8, c4),
+        x4_pixel(row_ok, base, first + 9, c4),
+    );
+}
+
 fn forward_rows_subgroup(t: u32, lane: u32) {
     let block = sg_block(t, p.gemm_n / (2u * DIRECT_N));
     let m0 = block.x;
@@ -282,24 +322,7 @@ fn forward_rows_subgroup(t: u32, lane: u32) {
             let c4 = c / 4u;
             // Pixels ow0 - pad_left + j, j = 0..17.
             let w0 = ow0 - i32(p.pad_left);
-            let x0 = x4_pixel(row_ok, base, w0, c4);
-            let x1 = x4_pixel(row_ok, base, w0 + 1, c4);
-            let x2 = x4_pixel(row_ok, base, w0 + 2, c4);
-            let x3 = x4_pixel(row_ok, base, w0 + 3, c4);
-            let x4v = x4_pixel(row_ok, base, w0 + 4, c4);
-            let x5 = x4_pixel(row_ok, base, w0 + 5, c4);
-            let x6 = x4_pixel(row_ok, base, w0 + 6, c4);
-            let x7 = x4_pixel(row_ok, base, w0 + 7, c4);
-            let x8 = x4_pixel(row_ok, base, w0 + 8, c4);
-            let x9 = x4_pixel(row_ok, base, w0 + 9, c4);
-            let x10 = x4_pixel(row_ok, base, w0 + 10, c4);
-            let x11 = x4_pixel(row_ok, base, w0 + 11, c4);
-            let x12 = x4_pixel(row_ok, base, w0 + 12, c4);
-            let x13 = x4_pixel(row_ok, base, w0 + 13, c4);
-            let x14 = x4_pixel(row_ok, base, w0 + 14, c4);
-            let x15 = x4_pixel(row_ok, base, w0 + 15, c4);
-            let x16 = x4_pixel(row_ok, base, w0 + 16, c4);
-            let x17 = x4_pixel(row_ok, base, w0 + 17, c4);
+            let px = x4_pixels18(row_ok, base, w0, c4);
             // Weight rows (kh, kw, c + lane_row) and (kh, kw, c + 2 + lane_row) for kw = 0, 1, 2.
             let row = (kh * 3u) * p.in_c + c + lane_row;
             let b0 = sg_columns_strided(w4[row * wq + lane_quad], w4[(row + 2u) * wq + lane_quad]);
@@ -311,20 +334,20 @@ fn forward_rows_subgroup(t: u32, lane: u32) {
                 w4[(row + 2u * p.in_c) * wq + lane_quad],
                 w4[(row + 2u * p.in_c + 2u) * wq + lane_quad],
             );
-            let t0 = array<vec4<f32>, 8>(x0, x1, x2, x3, x4v, x5, x6, x7);
-            let u0 = array<vec4<f32>, 8>(x8, x9, x10, x11, x12, x13, x14, x15);
+            let t0 = array<vec4<f32>, 8>(px[0], px[1], px[2], px[3], px[4], px[5], px[6], px[7]);
+            let u0 = array<vec4<f32>, 8>(px[8], px[9], px[10], px[11], px[12], px[13], px[14], px[15]);
             direct_product_bn(&top, t0, b0[0], b0[1]);
             direct_product_bn(&bottom, u0, b0[0], b0[1]);
             direct_product_bn(&top_r, t0, b0[2], b0[3]);
             direct_product_bn(&bottom_r, u0, b0[2], b0[3]);
-            let t1 = array<vec4<f32>, 8>(x1, x2, x3, x4v, x5, x6, x7, x8);
-            let u1 = array<vec4<f32>, 8>(x9, x10, x11, x12, x13, x14, x15, x16);
+            let t1 = array<vec4<f32>, 8>(px[1], px[2], px[3], px[4], px[5], px[6], px[7], px[8]);
+            let u1 = array<vec4<f32>, 8>(px[9], px[10], px[11], px[12], px[13], px[14], px[15], px[16]);
             direct_product_bn(&top, t1, b1[0], b1[1]);
             direct_product_bn(&bottom, u1, b1[0], b1[1]);
             direct_product_bn(&top_r, t1, b1[2], b1[3]);
             direct_product_bn(&bottom_r, u1, b1[2], b1[3]);
-            let t2 = array<vec4<f32>, 8>(x2, x3, x4v, x5, x6, x7, x8, x9);
-            let u2 = array<vec4<f32>, 8>(x10, x11, x12, x13, x14, x15, x16, x17);
+            let t2 = array<vec4<f32>, 8>(px[2], px[3], px[4], px[5], px[6], px[7], px[8], px[9]);
+            let u2 = array<vec4<f32>, 8>(px[10], px[11], px[12], px[13], px[14], px[15], px[16], px[17]);
             direct_product_bn(&top, t2, b2[0], b2[1]);
             direct_product_bn(&bottom, u2, b2[0], b2[1]);
             direct_product_bn(&top_r, t2, b2[2], b2[3]);
@@ -360,6 +383,45 @@ fn dy4_pixel(row_ok: bool, base: u32, ow: i32, q: u32) -> vec4<f32> {
     return dy4[(base + u32(ow) * p.out_c) / 4u + q];
 }
 
+// The same for dy: pixels first .. first + 17 or first .. first + 9 of one dy row, vec4 q.
+fn dy4_pixels18(row_ok: bool, base: u32, first: i32, q: u32) -> array<vec4<f32>, 18> {
+    return array<vec4<f32>, 18>(
+        dy4_pixel(row_ok, base, first, q),
+        dy4_pixel(row_ok, base, first + 1, q),
+        dy4_pixel(row_ok, base, first + 2, q),
+        dy4_pixel(row_ok, base, first + 3, q),
+        dy4_pixel(row_ok, base, first + 4, q),
+        dy4_pixel(row_ok, base, first + 5, q),
+        dy4_pixel(row_ok, base, first + 6, q),
+        dy4_pixel(row_ok, base, first + 7, q),
+        dy4_pixel(row_ok, base, first + 8, q),
+        dy4_pixel(row_ok, base, first + 9, q),
+        dy4_pixel(row_ok, base, first + 10, q),
+        dy4_pixel(row_ok, base, first + 11, q),
+        dy4_pixel(row_ok, base, first + 12, q),
+        dy4_pixel(row_ok, base, first + 13, q),
+        dy4_pixel(row_ok, base, first + 14, q),
+        dy4_pixel(row_ok, base, first + 15, q),
+        dy4_pixel(row_ok, base, first + 16, q),
+        dy4_pixel(row_ok, base, first + 17, q),
+    );
+}
+
+fn dy4_pixels10(row_ok: bool, base: u32, first: i32, q: u32) -> array<vec4<f32>, 10> {
+    return array<vec4<f32>, 10>(
+        dy4_pixel(row_ok, base, first, q),
+        dy4_pixel(row_ok, base, first + 1, q),
+        dy4_pixel(row_ok, base, first + 2, q),
+        dy4_pixel(row_ok, base, first + 3, q),
+        dy4_pixel(row_ok, base, first + 4, q),
+        dy4_pixel(row_ok, base, first + 5, q),
+        dy4_pixel(row_ok, base, first + 6, q),
+        dy4_pixel(row_ok, base, first + 7, q),
+        dy4_pixel(row_ok, base, first + 8, q),
+        dy4_pixel(row_ok, base, first + 9, q),
+    );
+}
+
 fn backward_data_rows_subgroup(t: u32, lane: u32) {
     let block = sg_block(t, p.in_c / (2u * DIRECT_N));
     let m0 = block.x;
@@ -390,24 +452,7 @@ fn backward_data_rows_subgroup(t: u32, lane: u32) {
         // This lane's weight rows: (a, b, input channel n0 + lane) and n0 + 8 + lane.
         let w_row = a * 3u * p.in_c + n0 + lane;
         for (var q = 0u; q < wq; q++) {
-            let y0 = dy4_pixel(row_ok, base, d0, q);
-            let y1 = dy4_pixel(row_ok, base, d0 + 1, q);
-            let y2 = dy4_pixel(row_ok, base, d0 + 2, q);
-            let y3 = dy4_pixel(row_ok, base, d0 + 3, q);
-            let y4 = dy4_pixel(row_ok, base, d0 + 4, q);
-            let y5 = dy4_pixel(row_ok, base, d0 + 5, q);
-            let y6 = dy4_pixel(row_ok, base, d0 + 6, q);
-            let y7 = dy4_pixel(row_ok, base, d0 + 7, q);
-            let y8 = dy4_pixel(row_ok, base, d0 + 8, q);
-            let y9 = dy4_pixel(row_ok, base, d0 + 9, q);
-            let y10 = dy4_pixel(row_ok, base, d0 + 10, q);
-            let y11 = dy4_pixel(row_ok, base, d0 + 11, q);
-            let y12 = dy4_pixel(row_ok, base, d0 + 12, q);
-            let y13 = dy4_pixel(row_ok, base, d0 + 13, q);
-            let y14 = dy4_pixel(row_ok, base, d0 + 14, q);
-            let y15 = dy4_pixel(row_ok, base, d0 + 15, q);
-            let y16 = dy4_pixel(row_ok, base, d0 + 16, q);
-            let y17 = dy4_pixel(row_ok, base, d0 + 17, q);
+            let px = dy4_pixels18(row_ok, base, d0, q);
             let m_b0 = sg_columns_blocked(w4[w_row * wq + q], w4[(w_row + 8u) * wq + q]);
             let m_b1 = sg_columns_blocked(w4[(w_row + p.in_c) * wq + q], w4[(w_row + p.in_c + 8u) * wq + q]);
             let m_b2 = sg_columns_blocked(
@@ -415,22 +460,22 @@ fn backward_data_rows_subgroup(t: u32, lane: u32) {
                 w4[(w_row + 2u * p.in_c + 8u) * wq + q],
             );
             // Tap b = 0: pixels i + 2.
-            let t0 = array<vec4<f32>, 8>(y2, y3, y4, y5, y6, y7, y8, y9);
-            let u0 = array<vec4<f32>, 8>(y10, y11, y12, y13, y14, y15, y16, y17);
+            let t0 = array<vec4<f32>, 8>(px[2], px[3], px[4], px[5], px[6], px[7], px[8], px[9]);
+            let u0 = array<vec4<f32>, 8>(px[10], px[11], px[12], px[13], px[14], px[15], px[16], px[17]);
             direct_product_bk(&top, t0, m_b0[0], m_b0[1]);
             direct_product_bk(&bottom, u0, m_b0[0], m_b0[1]);
             direct_product_bk(&top_r, t0, m_b0[2], m_b0[3]);
             direct_product_bk(&bottom_r, u0, m_b0[2], m_b0[3]);
             // b = 1: pixels i + 1.
-            let t1 = array<vec4<f32>, 8>(y1, y2, y3, y4, y5, y6, y7, y8);
-            let u1 = array<vec4<f32>, 8>(y9, y10, y11, y12, y13, y14, y15, y16);
+            let t1 = array<vec4<f32>, 8>(px[1], px[2], px[3], px[4], px[5], px[6], px[7], px[8]);
+            let u1 = array<vec4<f32>, 8>(px[9], px[10], px[11], px[12], px[13], px[14], px[15], px[16]);
             direct_product_bk(&top, t1, m_b1[0], m_b1[1]);
             direct_product_bk(&bottom, u1, m_b1[0], m_b1[1]);
             direct_product_bk(&top_r, t1, m_b1[2], m_b1[3]);
             direct_product_bk(&bottom_r, u1, m_b1[2], m_b1[3]);
             // b = 2: pixels i.
-            let t2 = array<vec4<f32>, 8>(y0, y1, y2, y3, y4, y5, y6, y7);
-            let u2 = array<vec4<f32>, 8>(y8, y9, y10, y11, y12, y13, y14, y15);
+            let t2 = array<vec4<f32>, 8>(px[0], px[1], px[2], px[3], px[4], px[5], px[6], px[7]);
+            let u2 = array<vec4<f32>, 8>(px[8], px[9], px[10], px[11], px[12], px[13], px[14], px[15]);
             direct_product_bk(&top, t2, m_b2[0], m_b2[1]);
             direct_product_bk(&bottom, u2, m_b2[0], m_b2[1]);
             direct_product_bk(&top_r, t2, m_b2[2], m_b2[3]);
@@ -484,26 +529,8 @@ fn forward_rows8_subgroup(t: u32, lane: u32) {
         let bottom_base = (n * p.in_h + u32(max(ih + 1, 0))) * p.in_w * p.in_c;
         for (var c = 0u; c < p.in_c; c += 4u) {
             let c4 = c / 4u;
-            let a0 = x4_pixel(top_ok, top_base, w0, c4);
-            let a1 = x4_pixel(top_ok, top_base, w0 + 1, c4);
-            let a2 = x4_pixel(top_ok, top_base, w0 + 2, c4);
-            let a3 = x4_pixel(top_ok, top_base, w0 + 3, c4);
-            let a4 = x4_pixel(top_ok, top_base, w0 + 4, c4);
-            let a5 = x4_pixel(top_ok, top_base, w0 + 5, c4);
-            let a6 = x4_pixel(top_ok, top_base, w0 + 6, c4);
-            let a7 = x4_pixel(top_ok, top_base, w0 + 7, c4);
-            let a8 = x4_pixel(top_ok, top_base, w0 + 8, c4);
-            let a9 = x4_pixel(top_ok, top_base, w0 + 9, c4);
-            let e0 = x4_pixel(bottom_ok, bottom_base, w0, c4);
-            let e1 = x4_pixel(bottom_ok, bottom_base, w0 + 1, c4);
-            let e2 = x4_pixel(bottom_ok, bottom_base, w0 + 2, c4);
-            let e3 = x4_pixel(bottom_ok, bottom_base, w0 + 3, c4);
-            let e4 = x4_pixel(bottom_ok, bottom_base, w0 + 4, c4);
-            let e5 = x4_pixel(bottom_ok, bottom_base, w0 + 5, c4);
-            let e6 = x4_pixel(bottom_ok, bottom_base, w0 + 6, c4);
-            let e7 = x4_pixel(bottom_ok, bottom_base, w0 + 7, c4);
-            let e8 = x4_pixel(bottom_ok, bottom_base, w0 + 8, c4);
-            let e9 = x4_pixel(bottom_ok, bottom_base, w0 + 9, c4);
+            let top_px = x4_pixels10(top_ok, top_base, w0, c4);
+            let bottom_px = x4_pixels10(bottom_ok, bottom_base, w0, c4);
             let row = (kh * 3u) * p.in_c + c + lane_row;
             let b0 = sg_columns_strided(w4[row * wq + lane_quad], w4[(row + 2u) * wq + lane_quad]);
             let b1 = sg_columns_strided(
@@ -514,20 +541,20 @@ fn forward_rows8_subgroup(t: u32, lane: u32) {
                 w4[(row + 2u * p.in_c) * wq + lane_quad],
                 w4[(row + 2u * p.in_c + 2u) * wq + lane_quad],
             );
-            let t0 = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
-            let u0 = array<vec4<f32>, 8>(e0, e1, e2, e3, e4, e5, e6, e7);
+            let t0 = array<vec4<f32>, 8>(top_px[0], top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7]);
+            let u0 = array<vec4<f32>, 8>(bottom_px[0], bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7]);
             direct_product_bn(&top, t0, b0[0], b0[1]);
             direct_product_bn(&bottom, u0, b0[0], b0[1]);
             direct_product_bn(&top_r, t0, b0[2], b0[3]);
             direct_product_bn(&bottom_r, u0, b0[2], b0[3]);
-            let t1 = array<vec4<f32>, 8>(a1, a2, a3, a4, a5, a6, a7, a8);
-            let u1 = array<vec4<f32>, 8>(e1, e2, e3, e4, e5, e6, e7, e8);
+            let t1 = array<vec4<f32>, 8>(top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8]);
+            let u1 = array<vec4<f32>, 8>(bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8]);
             direct_product_bn(&top, t1, b1[0], b1[1]);
             direct_product_bn(&bottom, u1, b1[0], b1[1]);
             direct_product_bn(&top_r, t1, b1[2], b1[3]);
             direct_product_bn(&bottom_r, u1, b1[2], b1[3]);
-            let t2 = array<vec4<f32>, 8>(a2, a3, a4, a5, a6, a7, a8, a9);
-            let u2 = array<vec4<f32>, 8>(e2, e3, e4, e5, e6, e7, e8, e9);
+            let t2 = array<vec4<f32>, 8>(top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8], top_px[9]);
+            let u2 = array<vec4<f32>, 8>(bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8], bottom_px[9]);
             direct_product_bn(&top, t2, b2[0], b2[1]);
             direct_product_bn(&bottom, u2, b2[0], b2[1]);
             direct_product_bn(&top_r, t2, b2[2], b2[3]);
@@ -580,26 +607,8 @@ fn backward_data_rows8_subgroup(t: u32, lane: u32) {
         let bottom_base = (n * p.out_h + u32(max(oh + 1, 0))) * p.out_w * p.out_c;
         let w_row = a * 3u * p.in_c + n0 + lane;
         for (var q = 0u; q < wq; q++) {
-            let a0 = dy4_pixel(top_ok, top_base, d0, q);
-            let a1 = dy4_pixel(top_ok, top_base, d0 + 1, q);
-            let a2 = dy4_pixel(top_ok, top_base, d0 + 2, q);
-            let a3 = dy4_pixel(top_ok, top_base, d0 + 3, q);
-            let a4 = dy4_pixel(top_ok, top_base, d0 + 4, q);
-            let a5 = dy4_pixel(top_ok, top_base, d0 + 5, q);
-            let a6 = dy4_pixel(top_ok, top_base, d0 + 6, q);
-            let a7 = dy4_pixel(top_ok, top_base, d0 + 7, q);
-            let a8 = dy4_pixel(top_ok, top_base, d0 + 8, q);
-            let a9 = dy4_pixel(top_ok, top_base, d0 + 9, q);
-            let e0 = dy4_pixel(bottom_ok, bottom_base, d0, q);
-            let e1 = dy4_pixel(bottom_ok, bottom_base, d0 + 1, q);
-            let e2 = dy4_pixel(bottom_ok, bottom_base, d0 + 2, q);
-            let e3 = dy4_pixel(bottom_ok, bottom_base, d0 + 3, q);
-            let e4 = dy4_pixel(bottom_ok, bottom_base, d0 + 4, q);
-            let e5 = dy4_pixel(bottom_ok, bottom_base, d0 + 5, q);
-            let e6 = dy4_pixel(bottom_ok, bottom_base, d0 + 6, q);
-            let e7 = dy4_pixel(bottom_ok, bottom_base, d0 + 7, q);
-            let e8 = dy4_pixel(bottom_ok, bottom_base, d0 + 8, q);
-            let e9 = dy4_pixel(bottom_ok, bottom_base, d0 + 9, q);
+            let top_px = dy4_pixels10(top_ok, top_base, d0, q);
+            let bottom_px = dy4_pixels10(bottom_ok, bottom_base, d0, q);
             let m_b0 = sg_columns_blocked(w4[w_row * wq + q], w4[(w_row + 8u) * wq + q]);
             let m_b1 = sg_columns_blocked(w4[(w_row + p.in_c) * wq + q], w4[(w_row + p.in_c + 8u) * wq + q]);
             let m_b2 = sg_columns_blocked(
@@ -607,20 +616,20 @@ fn backward_data_rows8_subgroup(t: u32, lane: u32) {
                 w4[(w_row + 2u * p.in_c + 8u) * wq + q],
             );
             // Tap b reads pixel i + 2 - b.
-            let t0 = array<vec4<f32>, 8>(a2, a3, a4, a5, a6, a7, a8, a9);
-            let u0 = array<vec4<f32>, 8>(e2, e3, e4, e5, e6, e7, e8, e9);
+            let t0 = array<vec4<f32>, 8>(top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8], top_px[9]);
+            let u0 = array<vec4<f32>, 8>(bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8], bottom_px[9]);
             direct_product_bk(&top, t0, m_b0[0], m_b0[1]);
             direct_product_bk(&bottom, u0, m_b0[0], m_b0[1]);
             direct_product_bk(&top_r, t0, m_b0[2], m_b0[3]);
             direct_product_bk(&bottom_r, u0, m_b0[2], m_b0[3]);
-            let t1 = array<vec4<f32>, 8>(a1, a2, a3, a4, a5, a6, a7, a8);
-            let u1 = array<vec4<f32>, 8>(e1, e2, e3, e4, e5, e6, e7, e8);
+            let t1 = array<vec4<f32>, 8>(top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8]);
+            let u1 = array<vec4<f32>, 8>(bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8]);
             direct_product_bk(&top, t1, m_b1[0], m_b1[1]);
             direct_product_bk(&bottom, u1, m_b1[0], m_b1[1]);
             direct_product_bk(&top_r, t1, m_b1[2], m_b1[3]);
             direct_product_bk(&bottom_r, u1, m_b1[2], m_b1[3]);
-            let t2 = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
-            let u2 = array<vec4<f32>, 8>(e0, e1, e2, e3, e4, e5, e6, e7);
+            let t2 = array<vec4<f32>, 8>(top_px[0], top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7]);
+            let u2 = array<vec4<f32>, 8>(bottom_px[0], bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7]);
             direct_product_bk(&top, t2, m_b2[0], m_b2[1]);
             direct_product_bk(&bottom, u2, m_b2[0], m_b2[1]);
             direct_product_bk(&top_r, t2, m_b2[2], m_b2[3]);
@@ -764,39 +773,22 @@ fn forward_rows32_subgroup(t: u32, lane: u32) {
         for (var c = 0u; c < p.in_c; c += 4u) {
             let c4 = c / 4u;
             let w0 = ow0 - i32(p.pad_left);
-            let x0 = x4_pixel(row_ok, base, w0, c4);
-            let x1 = x4_pixel(row_ok, base, w0 + 1, c4);
-            let x2 = x4_pixel(row_ok, base, w0 + 2, c4);
-            let x3 = x4_pixel(row_ok, base, w0 + 3, c4);
-            let x4v = x4_pixel(row_ok, base, w0 + 4, c4);
-            let x5 = x4_pixel(row_ok, base, w0 + 5, c4);
-            let x6 = x4_pixel(row_ok, base, w0 + 6, c4);
-            let x7 = x4_pixel(row_ok, base, w0 + 7, c4);
-            let x8 = x4_pixel(row_ok, base, w0 + 8, c4);
-            let x9 = x4_pixel(row_ok, base, w0 + 9, c4);
-            let x10 = x4_pixel(row_ok, base, w0 + 10, c4);
-            let x11 = x4_pixel(row_ok, base, w0 + 11, c4);
-            let x12 = x4_pixel(row_ok, base, w0 + 12, c4);
-            let x13 = x4_pixel(row_ok, base, w0 + 13, c4);
-            let x14 = x4_pixel(row_ok, base, w0 + 14, c4);
-            let x15 = x4_pixel(row_ok, base, w0 + 15, c4);
-            let x16 = x4_pixel(row_ok, base, w0 + 16, c4);
-            let x17 = x4_pixel(row_ok, base, w0 + 17, c4);
+            let px = x4_pixels18(row_ok, base, w0, c4);
             // Weight rows (kh, kw, c .. c + 3), kw = 0, 1, 2.
             let row = (kh * 3u) * p.in_c + c;
             let m_0 = w32_strided(row, wq, quad);
-            let top0 = array<vec4<f32>, 8>(x0, x1, x2, x3, x4v, x5, x6, x7);
-            let bottom0 = array<vec4<f32>, 8>(x8, x9, x10, x11, x12, x13, x14, x15);
+            let top0 = array<vec4<f32>, 8>(px[0], px[1], px[2], px[3], px[4], px[5], px[6], px[7]);
+            let bottom0 = array<vec4<f32>, 8>(px[8], px[9], px[10], px[11], px[12], px[13], px[14], px[15]);
             product32_bn(&t0, &t1, &t2, &t3, top0, m_0);
             product32_bn(&b0, &b1, &b2, &b3, bottom0, m_0);
             let m_1 = w32_strided(row + p.in_c, wq, quad);
-            let top1 = array<vec4<f32>, 8>(x1, x2, x3, x4v, x5, x6, x7, x8);
-            let bottom1 = array<vec4<f32>, 8>(x9, x10, x11, x12, x13, x14, x15, x16);
+            let top1 = array<vec4<f32>, 8>(px[1], px[2], px[3], px[4], px[5], px[6], px[7], px[8]);
+            let bottom1 = array<vec4<f32>, 8>(px[9], px[10], px[11], px[12], px[13], px[14], px[15], px[16]);
             product32_bn(&t0, &t1, &t2, &t3, top1, m_1);
             product32_bn(&b0, &b1, &b2, &b3, bottom1, m_1);
             let m_2 = w32_strided(row + 2u * p.in_c, wq, quad);
-            let top2 = array<vec4<f32>, 8>(x2, x3, x4v, x5, x6, x7, x8, x9);
-            let bottom2 = array<vec4<f32>, 8>(x10, x11, x12, x13, x14, x15, x16, x17);
+            let top2 = array<vec4<f32>, 8>(px[2], px[3], px[4], px[5], px[6], px[7], px[8], px[9]);
+            let bottom2 = array<vec4<f32>, 8>(px[10], px[11], px[12], px[13], px[14], px[15], px[16], px[17]);
             product32_bn(&t0, &t1, &t2, &t3, top2, m_2);
             product32_bn(&b0, &b1, &b2, &b3, bottom2, m_2);
         }
@@ -850,36 +842,18 @@ fn forward_rows8_32_subgroup(t: u32, lane: u32) {
         let bottom_base = (n * p.in_h + u32(max(ih + 1, 0))) * p.in_w * p.in_c;
         for (var c = 0u; c < p.in_c; c += 4u) {
             let c4 = c / 4u;
-            let a0 = x4_pixel(top_ok, top_base, w0, c4);
-            let a1 = x4_pixel(top_ok, top_base, w0 + 1, c4);
-            let a2 = x4_pixel(top_ok, top_base, w0 + 2, c4);
-            let a3 = x4_pixel(top_ok, top_base, w0 + 3, c4);
-            let a4 = x4_pixel(top_ok, top_base, w0 + 4, c4);
-            let a5 = x4_pixel(top_ok, top_base, w0 + 5, c4);
-            let a6 = x4_pixel(top_ok, top_base, w0 + 6, c4);
-            let a7 = x4_pixel(top_ok, top_base, w0 + 7, c4);
-            let a8 = x4_pixel(top_ok, top_base, w0 + 8, c4);
-            let a9 = x4_pixel(top_ok, top_base, w0 + 9, c4);
-            let e0 = x4_pixel(bottom_ok, bottom_base, w0, c4);
-            let e1 = x4_pixel(bottom_ok, bottom_base, w0 + 1, c4);
-            let e2 = x4_pixel(bottom_ok, bottom_base, w0 + 2, c4);
-            let e3 = x4_pixel(bottom_ok, bottom_base, w0 + 3, c4);
-            let e4 = x4_pixel(bottom_ok, bottom_base, w0 + 4, c4);
-            let e5 = x4_pixel(bottom_ok, bottom_base, w0 + 5, c4);
-            let e6 = x4_pixel(bottom_ok, bottom_base, w0 + 6, c4);
-            let e7 = x4_pixel(bottom_ok, bottom_base, w0 + 7, c4);
-            let e8 = x4_pixel(bottom_ok, bottom_base, w0 + 8, c4);
-            let e9 = x4_pixel(bottom_ok, bottom_base, w0 + 9, c4);
+            let top_px = x4_pixels10(top_ok, top_base, w0, c4);
+            let bottom_px = x4_pixels10(bottom_ok, bottom_base, w0, c4);
             let row = (kh * 3u) * p.in_c + c;
             let m_0 = w32_strided(row, wq, quad);
-            product32_bn(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7), m_0);
-            product32_bn(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(e0, e1, e2, e3, e4, e5, e6, e7), m_0);
+            product32_bn(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(top_px[0], top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7]), m_0);
+            product32_bn(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(bottom_px[0], bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7]), m_0);
             let m_1 = w32_strided(row + p.in_c, wq, quad);
-            product32_bn(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(a1, a2, a3, a4, a5, a6, a7, a8), m_1);
-            product32_bn(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(e1, e2, e3, e4, e5, e6, e7, e8), m_1);
+            product32_bn(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8]), m_1);
+            product32_bn(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8]), m_1);
             let m_2 = w32_strided(row + 2u * p.in_c, wq, quad);
-            product32_bn(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(a2, a3, a4, a5, a6, a7, a8, a9), m_2);
-            product32_bn(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(e2, e3, e4, e5, e6, e7, e8, e9), m_2);
+            product32_bn(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8], top_px[9]), m_2);
+            product32_bn(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8], bottom_px[9]), m_2);
         }
     }
 
@@ -936,36 +910,19 @@ fn backward_data_rows32_subgroup(t: u32, lane: u32) {
         // This lane's weight rows: (a, b, input channel n0 + lane + 8j).
         let w_row = a * 3u * p.in_c + n0 + lane;
         for (var q = 0u; q < wq; q++) {
-            let y0 = dy4_pixel(row_ok, base, d0, q);
-            let y1 = dy4_pixel(row_ok, base, d0 + 1, q);
-            let y2 = dy4_pixel(row_ok, base, d0 + 2, q);
-            let y3 = dy4_pixel(row_ok, base, d0 + 3, q);
-            let y4 = dy4_pixel(row_ok, base, d0 + 4, q);
-            let y5 = dy4_pixel(row_ok, base, d0 + 5, q);
-            let y6 = dy4_pixel(row_ok, base, d0 + 6, q);
-            let y7 = dy4_pixel(row_ok, base, d0 + 7, q);
-            let y8 = dy4_pixel(row_ok, base, d0 + 8, q);
-            let y9 = dy4_pixel(row_ok, base, d0 + 9, q);
-            let y10 = dy4_pixel(row_ok, base, d0 + 10, q);
-            let y11 = dy4_pixel(row_ok, base, d0 + 11, q);
-            let y12 = dy4_pixel(row_ok, base, d0 + 12, q);
-            let y13 = dy4_pixel(row_ok, base, d0 + 13, q);
-            let y14 = dy4_pixel(row_ok, base, d0 + 14, q);
-            let y15 = dy4_pixel(row_ok, base, d0 + 15, q);
-            let y16 = dy4_pixel(row_ok, base, d0 + 16, q);
-            let y17 = dy4_pixel(row_ok, base, d0 + 17, q);
+            let px = dy4_pixels18(row_ok, base, d0, q);
             // Tap b = 0: pixels i + 2.
             let m_0 = w32_blocked(w_row, wq, q);
-            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(y2, y3, y4, y5, y6, y7, y8, y9), m_0);
-            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(y10, y11, y12, y13, y14, y15, y16, y17), m_0);
+            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(px[2], px[3], px[4], px[5], px[6], px[7], px[8], px[9]), m_0);
+            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(px[10], px[11], px[12], px[13], px[14], px[15], px[16], px[17]), m_0);
             // b = 1: pixels i + 1.
             let m_1 = w32_blocked(w_row + p.in_c, wq, q);
-            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(y1, y2, y3, y4, y5, y6, y7, y8), m_1);
-            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(y9, y10, y11, y12, y13, y14, y15, y16), m_1);
+            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(px[1], px[2], px[3], px[4], px[5], px[6], px[7], px[8]), m_1);
+            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(px[9], px[10], px[11], px[12], px[13], px[14], px[15], px[16]), m_1);
             // b = 2: pixels i.
             let m_2 = w32_blocked(w_row + 2u * p.in_c, wq, q);
-            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(y0, y1, y2, y3, y4, y5, y6, y7), m_2);
-            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(y8, y9, y10, y11, y12, y13, y14, y15), m_2);
+            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(px[0], px[1], px[2], px[3], px[4], px[5], px[6], px[7]), m_2);
+            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(px[8], px[9], px[10], px[11], px[12], px[13], px[14], px[15]), m_2);
         }
     }
 
@@ -1021,36 +978,18 @@ fn backward_data_rows8_32_subgroup(t: u32, lane: u32) {
         let bottom_base = (n * p.out_h + u32(max(oh + 1, 0))) * p.out_w * p.out_c;
         let w_row = a * 3u * p.in_c + n0 + lane;
         for (var q = 0u; q < wq; q++) {
-            let a0 = dy4_pixel(top_ok, top_base, d0, q);
-            let a1 = dy4_pixel(top_ok, top_base, d0 + 1, q);
-            let a2 = dy4_pixel(top_ok, top_base, d0 + 2, q);
-            let a3 = dy4_pixel(top_ok, top_base, d0 + 3, q);
-            let a4 = dy4_pixel(top_ok, top_base, d0 + 4, q);
-            let a5 = dy4_pixel(top_ok, top_base, d0 + 5, q);
-            let a6 = dy4_pixel(top_ok, top_base, d0 + 6, q);
-            let a7 = dy4_pixel(top_ok, top_base, d0 + 7, q);
-            let a8 = dy4_pixel(top_ok, top_base, d0 + 8, q);
-            let a9 = dy4_pixel(top_ok, top_base, d0 + 9, q);
-            let e0 = dy4_pixel(bottom_ok, bottom_base, d0, q);
-            let e1 = dy4_pixel(bottom_ok, bottom_base, d0 + 1, q);
-            let e2 = dy4_pixel(bottom_ok, bottom_base, d0 + 2, q);
-            let e3 = dy4_pixel(bottom_ok, bottom_base, d0 + 3, q);
-            let e4 = dy4_pixel(bottom_ok, bottom_base, d0 + 4, q);
-            let e5 = dy4_pixel(bottom_ok, bottom_base, d0 + 5, q);
-            let e6 = dy4_pixel(bottom_ok, bottom_base, d0 + 6, q);
-            let e7 = dy4_pixel(bottom_ok, bottom_base, d0 + 7, q);
-            let e8 = dy4_pixel(bottom_ok, bottom_base, d0 + 8, q);
-            let e9 = dy4_pixel(bottom_ok, bottom_base, d0 + 9, q);
+            let top_px = dy4_pixels10(top_ok, top_base, d0, q);
+            let bottom_px = dy4_pixels10(bottom_ok, bottom_base, d0, q);
             // Tap b reads pixel i + 2 - b.
             let m_0 = w32_blocked(w_row, wq, q);
-            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(a2, a3, a4, a5, a6, a7, a8, a9), m_0);
-            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(e2, e3, e4, e5, e6, e7, e8, e9), m_0);
+            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8], top_px[9]), m_0);
+            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8], bottom_px[9]), m_0);
             let m_1 = w32_blocked(w_row + p.in_c, wq, q);
-            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(a1, a2, a3, a4, a5, a6, a7, a8), m_1);
-            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(e1, e2, e3, e4, e5, e6, e7, e8), m_1);
+            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8]), m_1);
+            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8]), m_1);
             let m_2 = w32_blocked(w_row + 2u * p.in_c, wq, q);
-            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7), m_2);
-            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(e0, e1, e2, e3, e4, e5, e6, e7), m_2);
+            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(top_px[0], top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7]), m_2);
+            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(bottom_px[0], bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7]), m_2);
         }
     }
 
