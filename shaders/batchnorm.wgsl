@@ -478,6 +478,29 @@ fn batchnorm_stats_partial_vec4(
     }
 }
 
+// The forward formula's per-quad constants for the thread's quads (apply and the backward
+// partials compute z alike).
+struct ApplyCoefs4 {
+    q: array<u32, QPT>,
+    mean: array<vec4<f32>, QPT>,
+    rstd: array<vec4<f32>, QPT>,
+    scale: array<vec4<f32>, QPT>,
+    beta: array<vec4<f32>, QPT>,
+}
+
+fn apply_coefs4(t: Quads) -> ApplyCoefs4 {
+    var k: ApplyCoefs4;
+    for (var j = 0u; j < QPT; j++) {
+        let q = quad(t, j);
+        k.q[j] = q;
+        k.mean[j] = mean4[q];
+        k.rstd[j] = inverseSqrt(var4[q] + p.eps);
+        k.scale[j] = gamma4[q] * k.rstd[j];
+        k.beta[j] = beta4[q];
+    }
+    return k;
+}
+
 @compute @workgroup_size(WG)
 fn batchnorm_apply_vec4(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -489,22 +512,13 @@ fn batchnorm_apply_vec4(
         return;
     }
     let quads = p.channels / 4u;
-    var q: array<u32, QPT>;
-    var m: array<vec4<f32>, QPT>;
-    var scale: array<vec4<f32>, QPT>;
-    var b: array<vec4<f32>, QPT>;
-    for (var j = 0u; j < QPT; j++) {
-        q[j] = quad(t, j);
-        m[j] = mean4[q[j]];
-        scale[j] = gamma4[q[j]] * inverseSqrt(var4[q[j]] + p.eps);
-        b[j] = beta4[q[j]];
-    }
+    let k = apply_coefs4(t);
     for (var r = l.row_begin; r < l.row_end; r += l.row_step) {
         let row = r * quads;
         for (var j = 0u; j < QPT; j++) {
-            let i = row + q[j];
+            let i = row + k.q[j];
             // x - mean first, as batchnorm_apply.
-            y4[i] = act4((x4[i] - m[j]) * scale[j] + b[j]);
+            y4[i] = act4((x4[i] - k.mean[j]) * k.scale[j] + k.beta[j]);
         }
     }
 }
@@ -521,36 +535,25 @@ fn batchnorm_backward_partial_vec4(
         return;
     }
     let quads = p.channels / 4u;
-    var q: array<u32, QPT>;
-    var m: array<vec4<f32>, QPT>;
-    var rstd: array<vec4<f32>, QPT>;
-    var scale: array<vec4<f32>, QPT>;
-    var b: array<vec4<f32>, QPT>;
-    for (var j = 0u; j < QPT; j++) {
-        q[j] = quad(t, j);
-        m[j] = mean4[q[j]];
-        rstd[j] = inverseSqrt(var4[q[j]] + p.eps);
-        scale[j] = gamma4[q[j]] * rstd[j];
-        b[j] = beta4[q[j]];
-    }
+    let k = apply_coefs4(t);
     var sum_dz: array<vec4<f32>, QPT>;
     // sum dz * (x - mean); times rstd once at the end.
     var sum_dz_centered: array<vec4<f32>, QPT>;
     for (var r = l.row_begin; r < l.row_end; r += l.row_step) {
         let row = r * quads;
         for (var j = 0u; j < QPT; j++) {
-            let i = row + q[j];
-            let centered = x4[i] - m[j];
+            let i = row + k.q[j];
+            let centered = x4[i] - k.mean[j];
             // z exactly as batchnorm_apply_vec4 computes it, so act' agrees with the forward.
-            let dz = dy4[i] * act_grad4(centered * scale[j] + b[j]);
+            let dz = dy4[i] * act_grad4(centered * k.scale[j] + k.beta[j]);
             sum_dz[j] += dz;
             sum_dz_centered[j] += dz * centered;
         }
     }
     for (var j = 0u; j < QPT; j++) {
         if (j < t.count) {
-            partials_out4[partial_index4(wid, l.lane_r, 0u, q[j])] = sum_dz[j];
-            partials_out4[partial_index4(wid, l.lane_r, 1u, q[j])] = sum_dz_centered[j] * rstd[j];
+            partials_out4[partial_index4(wid, l.lane_r, 0u, k.q[j])] = sum_dz[j];
+            partials_out4[partial_index4(wid, l.lane_r, 1u, k.q[j])] = sum_dz_centered[j] * k.rstd[j];
         }
     }
 }

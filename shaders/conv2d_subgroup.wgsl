@@ -746,6 +746,31 @@ fn product32_bk(
     direct_product_bk(g3, a, m[6], m[7]);
 }
 
+// Stores of a 16 x 32 block: blocks[g] rows m0 .. m0 + 7 (top) and blocks[4 + g] rows m0 + 8 ..
+// m0 + 15 (bottom), columns n0 + 8g .. n0 + 8g + 7.
+// (Constant indices: a loop over g measured 8% slower on lavapipe.)
+fn store_forward_block32(m0: u32, n0: u32, blocks: array<Block, 8>) {
+    store_forward_block(m0, n0, blocks[0], true);
+    store_forward_block(m0, n0 + 8u, blocks[1], true);
+    store_forward_block(m0, n0 + 16u, blocks[2], true);
+    store_forward_block(m0, n0 + 24u, blocks[3], true);
+    store_forward_block(m0 + 8u, n0, blocks[4], true);
+    store_forward_block(m0 + 8u, n0 + 8u, blocks[5], true);
+    store_forward_block(m0 + 8u, n0 + 16u, blocks[6], true);
+    store_forward_block(m0 + 8u, n0 + 24u, blocks[7], true);
+}
+
+fn store_dx_block32(top_lo: Sources, top_hi: Sources, bottom_lo: Sources, bottom_hi: Sources, n0: u32, blocks: array<Block, 8>) {
+    store_dx_block(top_lo, top_hi, n0, blocks[0], true);
+    store_dx_block(top_lo, top_hi, n0 + 8u, blocks[1], true);
+    store_dx_block(top_lo, top_hi, n0 + 16u, blocks[2], true);
+    store_dx_block(top_lo, top_hi, n0 + 24u, blocks[3], true);
+    store_dx_block(bottom_lo, bottom_hi, n0, blocks[4], true);
+    store_dx_block(bottom_lo, bottom_hi, n0 + 8u, blocks[5], true);
+    store_dx_block(bottom_lo, bottom_hi, n0 + 16u, blocks[6], true);
+    store_dx_block(bottom_lo, bottom_hi, n0 + 24u, blocks[7], true);
+}
+
 fn forward_rows32_subgroup(t: u32, lane: u32) {
     let block = sg_block32(t, p.gemm_n / (4u * DIRECT_N));
     let m0 = block.x;
@@ -794,14 +819,7 @@ fn forward_rows32_subgroup(t: u32, lane: u32) {
         }
     }
 
-    store_forward_block(m0, n0, t0, true);
-    store_forward_block(m0, n0 + 8u, t1, true);
-    store_forward_block(m0, n0 + 16u, t2, true);
-    store_forward_block(m0, n0 + 24u, t3, true);
-    store_forward_block(m0 + 8u, n0, b0, true);
-    store_forward_block(m0 + 8u, n0 + 8u, b1, true);
-    store_forward_block(m0 + 8u, n0 + 16u, b2, true);
-    store_forward_block(m0 + 8u, n0 + 24u, b3, true);
+    store_forward_block32(m0, n0, array<Block, 8>(t0, t1, t2, t3, b0, b1, b2, b3));
 }
 
 @compute @workgroup_size(DIRECT_WG)
@@ -857,14 +875,7 @@ fn forward_rows8_32_subgroup(t: u32, lane: u32) {
         }
     }
 
-    store_forward_block(m0, n0, t0, true);
-    store_forward_block(m0, n0 + 8u, t1, true);
-    store_forward_block(m0, n0 + 16u, t2, true);
-    store_forward_block(m0, n0 + 24u, t3, true);
-    store_forward_block(m0 + 8u, n0, b0, true);
-    store_forward_block(m0 + 8u, n0 + 8u, b1, true);
-    store_forward_block(m0 + 8u, n0 + 16u, b2, true);
-    store_forward_block(m0 + 8u, n0 + 24u, b3, true);
+    store_forward_block32(m0, n0, array<Block, 8>(t0, t1, t2, t3, b0, b1, b2, b3));
 }
 
 @compute @workgroup_size(DIRECT_WG)
@@ -926,14 +937,7 @@ fn backward_data_rows32_subgroup(t: u32, lane: u32) {
         }
     }
 
-    store_dx_block(top_lo, top_hi, n0, t0, true);
-    store_dx_block(top_lo, top_hi, n0 + 8u, t1, true);
-    store_dx_block(top_lo, top_hi, n0 + 16u, t2, true);
-    store_dx_block(top_lo, top_hi, n0 + 24u, t3, true);
-    store_dx_block(bottom_lo, bottom_hi, n0, b0, true);
-    store_dx_block(bottom_lo, bottom_hi, n0 + 8u, b1, true);
-    store_dx_block(bottom_lo, bottom_hi, n0 + 16u, b2, true);
-    store_dx_block(bottom_lo, bottom_hi, n0 + 24u, b3, true);
+    store_dx_block32(top_lo, top_hi, bottom_lo, bottom_hi, n0, array<Block, 8>(t0, t1, t2, t3, b0, b1, b2, b3));
 }
 
 @compute @workgroup_size(DIRECT_WG)
@@ -993,14 +997,7 @@ fn backward_data_rows8_32_subgroup(t: u32, lane: u32) {
         }
     }
 
-    store_dx_block(top_lo, top_hi, n0, t0, true);
-    store_dx_block(top_lo, top_hi, n0 + 8u, t1, true);
-    store_dx_block(top_lo, top_hi, n0 + 16u, t2, true);
-    store_dx_block(top_lo, top_hi, n0 + 24u, t3, true);
-    store_dx_block(bottom_lo, bottom_hi, n0, b0, true);
-    store_dx_block(bottom_lo, bottom_hi, n0 + 8u, b1, true);
-    store_dx_block(bottom_lo, bottom_hi, n0 + 16u, b2, true);
-    store_dx_block(bottom_lo, bottom_hi, n0 + 24u, b3, true);
+    store_dx_block32(top_lo, top_hi, bottom_lo, bottom_hi, n0, array<Block, 8>(t0, t1, t2, t3, b0, b1, b2, b3));
 }
 
 @compute @workgroup_size(DIRECT_WG)

@@ -85,9 +85,9 @@ impl ConvPath {
 /// Lanes per subgroup that `conv2d_subgroup.wgsl` is written for; mirrors `SG_LANES`.
 const SG_LANES: usize = 8;
 
-/// Columns per invocation of the `_rows32` / `_rows8_32` subgroup kernels (4 x `DIRECT_N`): the
-/// 3x3 stride-1 layers whose GEMM columns divide by 32 (all of a WideResNet's but the first
-/// block's 16-channel side).
+/// Columns per invocation of the subgroup kernels with 32-column blocks (4 x `DIRECT_N`): the rows
+/// kernels `_rows32` / `_rows8_32` and the weight gradient's taps kernel, for GEMMs whose columns
+/// divide by 32 (every WideResNet-28-2 layer but the first block's 16-channel side).
 const SG_WIDE_COLUMNS: usize = 32;
 
 fn subgroups_of_8(ctx: &GpuContext) -> bool {
@@ -302,16 +302,34 @@ fn taps_of_3x3(s: &Conv2dShape) -> bool {
     s.kernel == 3 && s.stride <= 2 && s.out_c.is_multiple_of(SG_WIDE_COLUMNS)
 }
 
-/// Workgroups of the subgroup kernels for an `m x n` output, `times` times over: 16 x 16 blocks,
-/// row blocks in whole subgroups.
-fn subgroup_grid(m: usize, n: usize, times: usize) -> [u32; 3] {
-    subgroup_grid_cols(m, n, times, 2 * DIRECT_N)
-}
-
-/// [`subgroup_grid`] for blocks `block_columns` wide.
-fn subgroup_grid_cols(m: usize, n: usize, times: usize, block_columns: usize) -> [u32; 3] {
+/// Workgroups of the subgroup kernels for an `m x n` output, `times` times over: blocks of 16 rows
+/// x `block_columns`, row blocks in whole subgroups.
+fn subgroup_grid(m: usize, n: usize, times: usize, block_columns: usize) -> [u32; 3] {
     let row_blocks = m.div_ceil(DIRECT_M).next_multiple_of(SG_LANES);
     grid_1d(row_blocks * n.div_ceil(block_columns) * times, DIRECT_WG)
+}
+
+/// Entry points of one pass (forward or backward data) on the subgroup path, one per kind of
+/// layer: 3x3 stride-1 rows 16 wide (`rows`) or 8 wide (`rows8`), each with 32- and 16-column
+/// blocks, and any other convolution (`other`, 16 columns).
+struct SubgroupKernels {
+    rows32: &'static str,
+    rows: &'static str,
+    rows8_32: &'static str,
+    rows8: &'static str,
+    other: &'static str,
+}
+
+/// The kernel of `k` for a pass over `s` whose GEMM has `columns` columns, and its block width.
+fn subgroup_kernel(k: &SubgroupKernels, s: &Conv2dShape, columns: usize) -> (&'static str, usize) {
+    let wide = columns.is_multiple_of(SG_WIDE_COLUMNS);
+    match (rows_of_16(s), rows_of_8(s), wide) {
+        (true, _, true) => (k.rows32, SG_WIDE_COLUMNS),
+        (true, _, false) => (k.rows, 2 * DIRECT_N),
+        (false, true, true) => (k.rows8_32, SG_WIDE_COLUMNS),
+        (false, true, false) => (k.rows8, 2 * DIRECT_N),
+        (false, false, _) => (k.other, 2 * DIRECT_N),
+    }
 }
 
 /// The direct path's 16-column blocks (`_wide` entry points) need vec4 loads and a column count
@@ -367,29 +385,24 @@ pub fn conv2d_forward_with(
     let p = params(s, gemm, residual.is_some());
     let op = match path {
         _ if use_subgroup(ctx, path, s, s.out_c) => {
-            let wide32 = s.out_c.is_multiple_of(SG_WIDE_COLUMNS);
+            let (entry, block_columns) = subgroup_kernel(
+                &SubgroupKernels {
+                    rows32: "conv2d_forward_rows32_subgroup",
+                    rows: "conv2d_forward_rows_subgroup",
+                    rows8_32: "conv2d_forward_rows8_32_subgroup",
+                    rows8: "conv2d_forward_rows8_subgroup",
+                    other: "conv2d_forward_subgroup",
+                },
+                s,
+                s.out_c,
+            );
             Op::new(
                 ctx,
                 Shader::Conv2dSubgroup,
-                match (rows_of_16(s), rows_of_8(s), wide32) {
-                    (true, _, true) => "conv2d_forward_rows32_subgroup",
-                    (true, _, false) => "conv2d_forward_rows_subgroup",
-                    (false, true, true) => "conv2d_forward_rows8_32_subgroup",
-                    (false, true, false) => "conv2d_forward_rows8_subgroup",
-                    (false, false, _) => "conv2d_forward_subgroup",
-                },
+                entry,
                 Some(bytemuck::bytes_of(&p)),
                 &[(2, x), (4, w), (7, y), (8, res), (13, y), (14, res)],
-                subgroup_grid_cols(
-                    m,
-                    s.out_c,
-                    1,
-                    if wide32 && (rows_of_16(s) || rows_of_8(s)) {
-                        SG_WIDE_COLUMNS
-                    } else {
-                        2 * DIRECT_N
-                    },
-                ),
+                subgroup_grid(m, s.out_c, 1, block_columns),
             )
         }
         ConvPath::Tiled => Op::new(
@@ -468,19 +481,22 @@ pub fn conv2d_backward_data_with(
             // Row blocks per phase, whole subgroups of them (a subgroup stays in one phase).
             let phase_blocks = phase_rows.div_ceil(DIRECT_M).next_multiple_of(SG_LANES);
             p.phase_tiles = phase_blocks as u32;
-            let wide32 = s.in_c.is_multiple_of(SG_WIDE_COLUMNS) && (rows_of_16(s) || rows_of_8(s));
-            let block_columns = if wide32 { SG_WIDE_COLUMNS } else { 2 * DIRECT_N };
+            // The rows kernels: stride 1, one phase, the input rows themselves.
+            let (entry, block_columns) = subgroup_kernel(
+                &SubgroupKernels {
+                    rows32: "conv2d_backward_data_rows32_subgroup",
+                    rows: "conv2d_backward_data_rows_subgroup",
+                    rows8_32: "conv2d_backward_data_rows8_32_subgroup",
+                    rows8: "conv2d_backward_data_rows8_subgroup",
+                    other: "conv2d_backward_data_subgroup",
+                },
+                s,
+                s.in_c,
+            );
             Op::new(
                 ctx,
                 Shader::Conv2dSubgroup,
-                // Stride 1: one phase, the input rows themselves.
-                match (rows_of_16(s), rows_of_8(s), wide32) {
-                    (true, _, true) => "conv2d_backward_data_rows32_subgroup",
-                    (true, _, false) => "conv2d_backward_data_rows_subgroup",
-                    (false, true, true) => "conv2d_backward_data_rows8_32_subgroup",
-                    (false, true, false) => "conv2d_backward_data_rows8_subgroup",
-                    (false, false, _) => "conv2d_backward_data_subgroup",
-                },
+                entry,
                 Some(bytemuck::bytes_of(&p)),
                 &[(4, w), (6, dy), (9, dx), (15, dx)],
                 grid_1d(phases * phase_blocks * s.in_c / block_columns, DIRECT_WG),
@@ -596,7 +612,7 @@ pub fn conv2d_backward_weights_with(
             "conv2d_backward_weights_subgroup",
             Some(bytemuck::bytes_of(&p)),
             &[(2, x), (6, dy), (10, &partials), (16, &partials)],
-            subgroup_grid(m, n, splits),
+            subgroup_grid(m, n, splits, 2 * DIRECT_N),
         ),
         ConvPath::Tiled => {
             let tiles_m = m.div_ceil(TILE_M);

@@ -515,29 +515,39 @@ fn backward_matches_reference() {
     }
 }
 
-/// Every output of stats, apply and backward, as bits, for one run on fresh buffers.
-fn run_all_bits(rows: usize, channels: usize) -> Vec<Vec<u32>> {
-    let ctx = ctx();
-    let inp = Inputs::new(1234 + channels as u64, rows, channels, 3.0);
-    let s = inp.s;
-    let n = rows * channels;
-    let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp.x);
-    let dy = Tensor::from_f32(ctx, "dy", &[rows, channels], &inp.dy);
-    let gamma = Tensor::from_f32(ctx, "gamma", &[channels], &inp.gamma);
-    let beta = Tensor::from_f32(ctx, "beta", &[channels], &inp.beta);
+/// Stats (updating running statistics), apply with slope 0.1 and the training-mode backward of
+/// one layer, on fresh buffers: the ops, not yet run, and the buffers they write.
+struct FullPass {
+    ops: Vec<Op>,
+    mean: Tensor,
+    var: Tensor,
+    rmean: Tensor,
+    rvar: Tensor,
+    y: Tensor,
+    dx: Tensor,
+    dgamma: Tensor,
+    dbeta: Tensor,
+}
+
+fn full_pass(ctx: &GpuContext, s: &BatchNormShape, x: &[f32], dy: &[f32], gamma: &[f32], beta: &[f32]) -> FullPass {
+    let (rows, channels) = (s.rows, s.channels);
+    let x = Tensor::from_f32(ctx, "x", &[rows, channels], x);
+    let dy = Tensor::from_f32(ctx, "dy", &[rows, channels], dy);
+    let gamma = Tensor::from_f32(ctx, "gamma", &[channels], gamma);
+    let beta = Tensor::from_f32(ctx, "beta", &[channels], beta);
     let mean = Tensor::zeros(ctx, "mean", &[channels]);
     let var = Tensor::zeros(ctx, "var", &[channels]);
     let rmean = Tensor::zeros(ctx, "running mean", &[channels]);
     let rvar = Tensor::from_f32(ctx, "running var", &[channels], &vec![1.0; channels]);
     let y = Tensor::zeros(ctx, "y", &[rows, channels]);
-    let dx = Tensor::zeros(ctx, "dx", &[n]);
+    let dx = Tensor::zeros(ctx, "dx", &[rows, channels]);
     let dgamma = Tensor::zeros(ctx, "dgamma", &[channels]);
     let dbeta = Tensor::zeros(ctx, "dbeta", &[channels]);
-    let mut ops = batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, true);
-    ops.push(batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, 0.1));
+    let mut ops = batchnorm_stats(ctx, s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, true);
+    ops.push(batchnorm_apply(ctx, s, &x, &mean, &var, &gamma, &beta, &y, EPS, 0.1));
     ops.extend(batchnorm_backward(
         ctx,
-        &s,
+        s,
         &BatchNormBackward {
             x: &x,
             dy: &dy,
@@ -555,8 +565,26 @@ fn run_all_bits(rows: usize, channels: usize) -> Vec<Vec<u32>> {
             accumulate_params: false,
         },
     ));
-    run(ctx, &ops);
-    [&mean, &var, &rmean, &rvar, &y, &dx, &dgamma, &dbeta]
+    FullPass {
+        ops,
+        mean,
+        var,
+        rmean,
+        rvar,
+        y,
+        dx,
+        dgamma,
+        dbeta,
+    }
+}
+
+/// Every output of stats, apply and backward, as bits, for one run on fresh buffers.
+fn run_all_bits(rows: usize, channels: usize) -> Vec<Vec<u32>> {
+    let ctx = ctx();
+    let inp = Inputs::new(1234 + channels as u64, rows, channels, 3.0);
+    let f = full_pass(ctx, &inp.s, &inp.x, &inp.dy, &inp.gamma, &inp.beta);
+    run(ctx, &f.ops);
+    [&f.mean, &f.var, &f.rmean, &f.rvar, &f.y, &f.dx, &f.dgamma, &f.dbeta]
         .iter()
         .map(|t| read(ctx, t).iter().map(|v| v.to_bits()).collect())
         .collect()
@@ -594,46 +622,23 @@ fn large_batch_forward_and_backward_stay_within_dispatch_limits() {
     let gamma_v = data(78, channels, 0.5, 1.0);
     let beta_v = data(79, channels, 0.5, 0.0);
     let s = BatchNormShape { rows, channels };
-    let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp_x);
-    let gamma = Tensor::from_f32(ctx, "gamma", &[channels], &gamma_v);
-    let beta = Tensor::from_f32(ctx, "beta", &[channels], &beta_v);
-    let mean = Tensor::zeros(ctx, "mean", &[channels]);
-    let var = Tensor::zeros(ctx, "var", &[channels]);
-    let rmean = Tensor::zeros(ctx, "running mean", &[channels]);
-    let rvar = Tensor::from_f32(ctx, "running var", &[channels], &vec![1.0; channels]);
-    let y = Tensor::zeros(ctx, "y", &[rows, channels]);
     let dy_v = data(80, rows * channels, 1.0, 0.0);
-    let dy = Tensor::from_f32(ctx, "dy", &[rows, channels], &dy_v);
-    let dx = Tensor::zeros(ctx, "dx", &[rows, channels]);
-    let dgamma = Tensor::zeros(ctx, "dgamma", &[channels]);
-    let dbeta = Tensor::zeros(ctx, "dbeta", &[channels]);
-    let mut ops = batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, true);
     let partials = batchnorm_reduction_partials(ctx, &s);
     assert!(
         (65..=MAX_PARTIALS).contains(&partials),
         "expected 65..={MAX_PARTIALS} partials per channel, got {partials}"
     );
-    ops.push(batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, 0.1));
-    ops.extend(batchnorm_backward(
-        ctx,
-        &s,
-        &BatchNormBackward {
-            x: &x,
-            dy: &dy,
-            mean: &mean,
-            var: &var,
-            gamma: &gamma,
-            beta: &beta,
-            dx: &dx,
-            dgamma: &dgamma,
-            dbeta: &dbeta,
-            addend: None,
-            eps: EPS,
-            slope: 0.1,
-            batch_stats: true,
-            accumulate_params: false,
-        },
-    ));
+    let FullPass {
+        ops,
+        mean,
+        var,
+        rvar,
+        y,
+        dx,
+        dgamma,
+        dbeta,
+        ..
+    } = full_pass(ctx, &s, &inp_x, &dy_v, &gamma_v, &beta_v);
     for op in &ops {
         assert!(
             op.workgroups.iter().all(|&g| (1..=65_535).contains(&g)),
