@@ -62,6 +62,24 @@ impl Activation {
     }
 }
 
+/// What each block's shortcut (1x1 projection or identity) reads. The two rules have the same
+/// tensors but compute different functions; a weights file names its rule in its config.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShortcutInput {
+    /// The Keras example (keras.io `examples/vision/adamatch.py`, `wide_basic`): every 1x1
+    /// projection reads the block's first BN-activation output; identity shortcuts add the raw
+    /// block input. The default, so weight files from before this option load unchanged.
+    #[default]
+    Activated,
+    /// The official AdaMatch code (google-research/adamatch, `shared/zoo/wideresnet.py`,
+    /// `activate_before_residual` on the first block of stage 1 only): that block's shortcut reads
+    /// its first BN-activation output (through the projection when the channels change, as an
+    /// identity when they do not, i.e. at width 1); every other block's shortcut, projection or
+    /// identity, reads the raw block input.
+    Official,
+}
+
 /// WideResNet hyperparameters. `depth = 6n + 4` gives n blocks per stage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WideResNetConfig {
@@ -74,10 +92,14 @@ pub struct WideResNetConfig {
     pub num_classes: usize,
     /// Square input images of this size with 3 channels.
     pub image_size: usize,
+    /// What the shortcuts read; absent in older files, which are [`ShortcutInput::Activated`].
+    #[serde(default)]
+    pub shortcut: ShortcutInput,
 }
 
 impl WideResNetConfig {
-    /// WRN-28-2 as the paper trains it (leaky ReLU 0.1, BN momentum 0.999).
+    /// WRN-28-2 as the paper trains it (leaky ReLU 0.1, BN momentum 0.999, the official code's
+    /// shortcuts).
     pub fn paper() -> Self {
         WideResNetConfig {
             depth: 28,
@@ -87,14 +109,17 @@ impl WideResNetConfig {
             bn_eps: 1e-3,
             num_classes: 10,
             image_size: 32,
+            shortcut: ShortcutInput::Official,
         }
     }
 
-    /// WRN-28-2 as the Keras example builds it (ReLU, BN momentum 0.99).
+    /// WRN-28-2 as the Keras example builds it (ReLU, BN momentum 0.99, shortcuts from the
+    /// activated input).
     pub fn keras() -> Self {
         WideResNetConfig {
             activation: Activation::Relu,
             bn_momentum: 0.99,
+            shortcut: ShortcutInput::Activated,
             ..Self::paper()
         }
     }
@@ -197,6 +222,9 @@ struct Block {
     conv2: ConvLayer,
     /// 1x1 projection when the shape changes; identity otherwise.
     shortcut: Option<ConvLayer>,
+    /// The shortcut (projection or identity) reads the first BN-act output `u1` rather than the
+    /// raw block input (see [`ShortcutInput`]).
+    shortcut_activated: bool,
     in_hw: usize,
     out_hw: usize,
 }
@@ -255,12 +283,17 @@ impl Architecture {
                 let conv2 = conv(&mut p, &format!("{name}.conv2"), 3, 1, out_c, out_c);
                 let shortcut = (in_c != out_c || stride != 1)
                     .then(|| conv(&mut p, &format!("{name}.shortcut"), 1, stride, in_c, out_c));
+                let shortcut_activated = match config.shortcut {
+                    ShortcutInput::Activated => shortcut.is_some(),
+                    ShortcutInput::Official => stage == 1 && b == 0,
+                };
                 blocks.push(Block {
                     bn1,
                     conv1,
                     bn2,
                     conv2,
                     shortcut,
+                    shortcut_activated,
                     in_hw: hw,
                     out_hw,
                 });
@@ -741,17 +774,12 @@ impl Workspace {
         for (i, b) in net.blocks.iter().enumerate() {
             let x = &self.acts[i];
             self.bn_forward(ctx, net, &b.bn1, b.in_hw, x, &self.u1[i], update_running, &mut ops);
+            // What the shortcut (projection or identity) reads.
+            let sc_in = if b.shortcut_activated { &self.u1[i] } else { x };
             if let (Some(sc), Some(sc_out)) = (&b.shortcut, &self.sc[i]) {
                 let shape = self.conv_shape(sc, b.in_hw);
                 ops.extend(tagged(
-                    [conv2d_forward(
-                        ctx,
-                        &shape,
-                        &self.u1[i],
-                        &net.param(sc.weight),
-                        sc_out,
-                        None,
-                    )],
+                    [conv2d_forward(ctx, &shape, sc_in, &net.param(sc.weight), sc_out, None)],
                     &shape,
                 ));
             }
@@ -779,7 +807,7 @@ impl Workspace {
             );
             let shape2 = self.conv_shape(&b.conv2, b.out_hw);
             // The residual add is fused into conv2's epilogue.
-            let residual = self.sc[i].as_ref().unwrap_or(x);
+            let residual = self.sc[i].as_ref().unwrap_or(sc_in);
             ops.extend(tagged(
                 [conv2d_forward(
                     ctx,
@@ -957,7 +985,11 @@ impl Workspace {
             );
 
             let shape1 = self.conv_shape(&b.conv1, b.in_hw);
-            let du1 = &in_pool[2];
+            // An identity shortcut from u1 (official rule, stage 1 block 0 at width 1) sends d_out
+            // to u1: conv1's data gradient is added onto d_out in place (no longer needed as
+            // itself), which is then u1's whole gradient. Otherwise u1's gradient has its own buffer.
+            let identity_from_u1 = b.shortcut.is_none() && b.shortcut_activated;
+            let du1 = if identity_from_u1 { &d_out } else { &in_pool[2] };
             ops.extend(tagged(
                 conv2d_backward_weights(ctx, &shape1, &self.u1[i], dh1, &net.grad(b.conv1.weight), accumulate),
                 &shape1,
@@ -969,27 +1001,34 @@ impl Workspace {
                     dh1,
                     &net.param(b.conv1.weight),
                     du1,
-                    false,
+                    identity_from_u1,
                 )],
                 &shape1,
             ));
-            if let Some(sc) = &b.shortcut {
-                let shape = self.conv_shape(sc, b.in_hw);
+            let sc_in = if b.shortcut_activated {
+                &self.u1[i]
+            } else {
+                &self.acts[i]
+            };
+            let projection = b.shortcut.map(|sc| (sc, self.conv_shape(&sc, b.in_hw)));
+            if let Some((sc, shape)) = &projection {
                 ops.extend(tagged(
-                    conv2d_backward_weights(ctx, &shape, &self.u1[i], &d_out, &net.grad(sc.weight), accumulate),
-                    &shape,
+                    conv2d_backward_weights(ctx, shape, sc_in, &d_out, &net.grad(sc.weight), accumulate),
+                    shape,
                 ));
-                ops.extend(tagged(
-                    [conv2d_backward_data(
-                        ctx,
-                        &shape,
-                        &d_out,
-                        &net.param(sc.weight),
-                        du1,
-                        true,
-                    )],
-                    &shape,
-                ));
+                if b.shortcut_activated {
+                    ops.extend(tagged(
+                        [conv2d_backward_data(
+                            ctx,
+                            shape,
+                            &d_out,
+                            &net.param(sc.weight),
+                            du1,
+                            true,
+                        )],
+                        shape,
+                    ));
+                }
             }
             // The block input's gradient goes to whichever dx buffer of its shape d_out is not.
             let d_in = if in_pool[0].buffer == d_out.buffer {
@@ -997,7 +1036,8 @@ impl Workspace {
             } else {
                 in_pool[0].clone()
             };
-            let addend = b.shortcut.is_none().then_some(&d_out);
+            // An identity shortcut from the raw input adds d_out to its gradient.
+            let addend = (b.shortcut.is_none() && !b.shortcut_activated).then_some(&d_out);
             self.bn_backward(
                 ctx,
                 net,
@@ -1011,6 +1051,21 @@ impl Workspace {
                 accumulate,
                 &mut ops,
             );
+            // A projection from the raw input adds its data gradient after batch norm 1's
+            // backward has written the block input's gradient.
+            if let Some((sc, shape)) = projection.as_ref().filter(|_| !b.shortcut_activated) {
+                ops.extend(tagged(
+                    [conv2d_backward_data(
+                        ctx,
+                        shape,
+                        &d_out,
+                        &net.param(sc.weight),
+                        &d_in,
+                        true,
+                    )],
+                    shape,
+                ));
+            }
             d_out = d_in;
         }
 

@@ -1,6 +1,6 @@
 //! The whole WideResNet on the GPU against the f64 CPU reference network: forward in both BN
 //! modes, every parameter's gradient and the input gradient, finite differences, determinism,
-//! and the safetensors weight format.
+//! and the safetensors weight format, for both shortcut rules ([`ShortcutInput`]).
 
 #[path = "../reference/mod.rs"]
 mod reference;
@@ -12,9 +12,9 @@ use std::sync::OnceLock;
 
 use adamatch_wgpu::gpu::{AdapterChoice, GpuContext, Op, Tensor};
 use adamatch_wgpu::kernels::softmax_ce::{softmax_ce_backward, softmax_ce_forward, Targets};
-use adamatch_wgpu::network::{Activation, Pass, WideResNet, WideResNetConfig, Workspace};
+use adamatch_wgpu::network::{Activation, Pass, ShortcutInput, WideResNet, WideResNetConfig, Workspace};
 
-use reference::network::{Params, RefConfig};
+use reference::network::{Params, RefConfig, RefShortcut};
 
 pub fn ctx() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
@@ -24,8 +24,9 @@ pub fn ctx() -> &'static GpuContext {
 }
 
 /// A small WideResNet: depth 10 (one block per stage), odd image size so stride-2 stages see
-/// odd spatial sizes (11 -> 6 -> 3).
-pub fn small_config(activation: Activation, width: usize) -> WideResNetConfig {
+/// odd spatial sizes (11 -> 6 -> 3). At width 1 stage 1's block is 16 -> 16 channels (identity
+/// shortcut); at width 2 it is 16 -> 32 (projection).
+pub fn small_config(activation: Activation, width: usize, shortcut: ShortcutInput) -> WideResNetConfig {
     WideResNetConfig {
         depth: 10,
         width,
@@ -34,6 +35,7 @@ pub fn small_config(activation: Activation, width: usize) -> WideResNetConfig {
         bn_eps: 1e-3,
         num_classes: 10,
         image_size: 11,
+        shortcut,
     }
 }
 
@@ -46,6 +48,10 @@ pub fn ref_config(c: &WideResNetConfig) -> RefConfig {
         momentum: c.bn_momentum as f64,
         classes: c.num_classes,
         image_size: c.image_size,
+        shortcut: match c.shortcut {
+            ShortcutInput::Activated => RefShortcut::Activated,
+            ShortcutInput::Official => RefShortcut::Official,
+        },
     }
 }
 
@@ -164,12 +170,13 @@ impl GpuLoss {
 pub fn small_setup(
     activation: Activation,
     width: usize,
+    shortcut: ShortcutInput,
     batch: usize,
     seed: u64,
     input_grad: bool,
 ) -> (WideResNetConfig, WideResNet, Workspace, GpuLoss) {
     let ctx = ctx();
-    let cfg = small_config(activation, width);
+    let cfg = small_config(activation, width, shortcut);
     let net = perturbed_net(ctx, cfg.clone(), seed);
     let ws = Workspace::new(ctx, &net, batch, input_grad);
     ws.input.write_f32(ctx, &input(&cfg, batch, seed));

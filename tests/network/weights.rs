@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use adamatch_wgpu::input::InputScale;
-use adamatch_wgpu::network::{Activation, WideResNet};
+use adamatch_wgpu::network::{Activation, ShortcutInput, WideResNet};
 use adamatch_wgpu::weights;
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -16,7 +16,7 @@ fn tmp_path(name: &str) -> std::path::PathBuf {
 #[test]
 fn safetensors_round_trip_restores_every_tensor() {
     let ctx = ctx();
-    let cfg = small_config(Activation::Leaky(0.1), 2);
+    let cfg = small_config(Activation::Leaky(0.1), 2, ShortcutInput::Official);
     let net = perturbed_net(ctx, cfg.clone(), 21);
     let path = tmp_path("round_trip.safetensors");
     let mut extra = BTreeMap::new();
@@ -25,6 +25,7 @@ fn safetensors_round_trip_restores_every_tensor() {
 
     let loaded = weights::load(&path).unwrap();
     assert_eq!(loaded.config, cfg);
+    assert_eq!(loaded.config.shortcut, ShortcutInput::Official);
     assert_eq!(loaded.input_scale, InputScale::Paper);
     assert_eq!(loaded.extra.get("step").map(String::as_str), Some("42"));
     let other = WideResNet::new(ctx, loaded.config.clone(), 999).unwrap();
@@ -45,7 +46,7 @@ fn safetensors_round_trip_restores_every_tensor() {
 /// `name` keeps each test's file apart: the tests run in parallel.
 fn load_error_after(name: &str, edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) -> String {
     let ctx = ctx();
-    let net = perturbed_net(ctx, small_config(Activation::Relu, 1), 22);
+    let net = perturbed_net(ctx, small_config(Activation::Relu, 1, ShortcutInput::Activated), 22);
     let good = weights::to_bytes(
         &net,
         &net.read_params(ctx).unwrap(),
@@ -116,4 +117,73 @@ fn garbage_and_missing_files_give_clear_errors() {
     let missing = tmp_path("does-not-exist.safetensors");
     let err = format!("{:#}", weights::load(&missing).err().unwrap());
     assert!(err.contains("does-not-exist.safetensors"), "{err}");
+}
+
+/// The metadata's `config` JSON of a weights file.
+fn config_json(bytes: &[u8]) -> serde_json::Map<String, serde_json::Value> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let config = &meta.metadata().as_ref().unwrap()["config"];
+    serde_json::from_str(config).unwrap()
+}
+
+/// The shortcut rule is stored in the metadata's config as `shortcut` (`activated` or
+/// `official`) and read back; a config without the entry (every file written before the option
+/// existed, the web demo's `web/model.safetensors` among them) loads as `Activated`.
+#[test]
+fn shortcut_rule_is_stored_and_defaults_to_activated() {
+    let ctx = ctx();
+    let net = perturbed_net(ctx, small_config(Activation::Relu, 1, ShortcutInput::Official), 23);
+    let (params, running) = (net.read_params(ctx).unwrap(), net.read_running(ctx).unwrap());
+    let bytes =
+        |net: &WideResNet| weights::to_bytes(net, &params, &running, InputScale::Keras, &BTreeMap::new()).unwrap();
+    let official = bytes(&net);
+    assert_eq!(config_json(&official)["shortcut"], "official");
+    assert_eq!(
+        weights::from_bytes(&official).unwrap().config.shortcut,
+        ShortcutInput::Official
+    );
+    let activated_cfg = small_config(Activation::Relu, 1, ShortcutInput::Activated);
+    let activated = bytes(&WideResNet::new(ctx, activated_cfg, 0).unwrap());
+    assert_eq!(config_json(&activated)["shortcut"], "activated");
+    assert_eq!(
+        weights::from_bytes(&activated).unwrap().config.shortcut,
+        ShortcutInput::Activated
+    );
+
+    // The official file with the entry removed from its config: an older file.
+    let st = safetensors::SafeTensors::deserialize(&official).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&official).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    let mut config = config_json(&official);
+    config.remove("shortcut");
+    meta.insert("config".into(), serde_json::to_string(&config).unwrap());
+    let older = safetensors::serialize(st.tensors(), Some(meta)).unwrap();
+    let loaded = weights::from_bytes(&older).unwrap();
+    assert_eq!(loaded.config.shortcut, ShortcutInput::Activated);
+    assert_eq!(
+        loaded.config,
+        small_config(Activation::Relu, 1, ShortcutInput::Activated)
+    );
+    assert_eq!(loaded.params, params);
+
+    // An unknown rule is refused, naming it.
+    let mut meta = header.metadata().clone().unwrap();
+    let mut config = config_json(&official);
+    config.insert("shortcut".into(), "sideways".into());
+    meta.insert("config".into(), serde_json::to_string(&config).unwrap());
+    let bad = safetensors::serialize(st.tensors(), Some(meta)).unwrap();
+    let err = format!(
+        "{:#}",
+        weights::from_bytes(&bad)
+            .err()
+            .expect("an unknown shortcut rule must not load")
+    );
+    assert!(err.contains("sideways"), "{err}");
+
+    let demo = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/web/model.safetensors")).unwrap();
+    assert!(!config_json(&demo).contains_key("shortcut"));
+    assert_eq!(
+        weights::from_bytes(&demo).unwrap().config.shortcut,
+        ShortcutInput::Activated
+    );
 }

@@ -1,5 +1,6 @@
 //! CPU reference WideResNet in f64, composed from the per-layer references. It rebuilds the
-//! architecture from REFERENCE.md on its own (stage widths, strides, shortcut rule) and only
+//! architecture from REFERENCE.md on its own (stage widths, strides, shortcut rules: the Keras
+//! example's and the official AdaMatch code's `shared/zoo/wideresnet.py`) and only
 //! borrows the parameter *names* from the library, so a wrong structure on the GPU side shows up
 //! as a missing name or a mismatch.
 
@@ -11,6 +12,17 @@ use super::{batchnorm as bn, conv2d as conv, dense, pool, softmax_ce};
 
 pub type Params = HashMap<String, Vec<f64>>;
 
+/// What a block's shortcut reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefShortcut {
+    /// Keras example: projections read the first BN-act output, identities the raw input.
+    Activated,
+    /// Official `WideResNetBlock`: `y = act(bn(x)); if activate_before_residual: x = y;
+    /// if passthrough: x = passthrough(x); return x + residual(y)`, with
+    /// `activate_before_residual` on the first block of stage 1 only.
+    Official,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct RefConfig {
     pub depth: usize,
@@ -20,6 +32,7 @@ pub struct RefConfig {
     pub momentum: f64,
     pub classes: usize,
     pub image_size: usize,
+    pub shortcut: RefShortcut,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -51,6 +64,8 @@ struct BlockDesc {
     in_hw: usize,
     out_hw: usize,
     projection: bool,
+    /// The shortcut (projection or identity) reads the first BN-act output, not the block input.
+    activated: bool,
 }
 
 fn blocks(cfg: &RefConfig) -> Vec<BlockDesc> {
@@ -63,6 +78,7 @@ fn blocks(cfg: &RefConfig) -> Vec<BlockDesc> {
             let in_c = if b == 0 { widths[stage - 1] } else { widths[stage] };
             let stride = if b == 0 && stage > 1 { 2 } else { 1 };
             let out_hw = hw.div_ceil(stride);
+            let projection = in_c != widths[stage] || stride != 1;
             out.push(BlockDesc {
                 name: format!("stage{stage}.block{b}"),
                 in_c,
@@ -70,7 +86,11 @@ fn blocks(cfg: &RefConfig) -> Vec<BlockDesc> {
                 stride,
                 in_hw: hw,
                 out_hw,
-                projection: in_c != widths[stage] || stride != 1,
+                projection,
+                activated: match cfg.shortcut {
+                    RefShortcut::Activated => projection,
+                    RefShortcut::Official => stage == 1 && b == 0,
+                },
             });
             hw = out_hw;
         }
@@ -172,14 +192,15 @@ pub fn forward(
             get(p, &format!("{}.conv2", b.name)),
             &shape(batch, b.out_hw, b.out_c, b.out_c, 3, 1),
         );
+        let source = if b.activated { &u1 } else { &act };
         let short = if b.projection {
             conv::conv2d_forward(
-                &u1,
+                source,
                 get(p, &format!("{}.shortcut", b.name)),
                 &shape(batch, b.in_hw, b.in_c, b.out_c, 1, b.stride),
             )
         } else {
-            act.clone()
+            source.clone()
         };
         for (o, s) in out.iter_mut().zip(&short) {
             *o += s;
@@ -293,17 +314,20 @@ pub fn backward(cfg: &RefConfig, p: &Params, running: &Params, cache: &Cache, d_
             conv::conv2d_backward_weights(&cache.u1[i], &dh1, &s1),
         );
         let mut du1 = conv::conv2d_backward_data(&dh1, get(p, &format!("{}.conv1", b.name)), &s1);
-        if b.projection {
+        // The gradient arriving at whatever the shortcut read.
+        let d_short = if b.projection {
             let ss = shape(batch, b.in_hw, b.in_c, b.out_c, 1, b.stride);
+            let source = if b.activated { &cache.u1[i] } else { &cache.acts[i] };
             grads.insert(
                 format!("{}.shortcut", b.name),
-                conv::conv2d_backward_weights(&cache.u1[i], &d_out, &ss),
+                conv::conv2d_backward_weights(source, &d_out, &ss),
             );
-            for (a, v) in du1.iter_mut().zip(conv::conv2d_backward_data(
-                &d_out,
-                get(p, &format!("{}.shortcut", b.name)),
-                &ss,
-            )) {
+            conv::conv2d_backward_data(&d_out, get(p, &format!("{}.shortcut", b.name)), &ss)
+        } else {
+            d_out.clone()
+        };
+        if b.activated {
+            for (a, v) in du1.iter_mut().zip(&d_short) {
                 *a += v;
             }
         }
@@ -319,8 +343,8 @@ pub fn backward(cfg: &RefConfig, p: &Params, running: &Params, cache: &Cache, d_
             b.in_c,
             cache.mode,
         );
-        if !b.projection {
-            for (a, v) in d_in.iter_mut().zip(&d_out) {
+        if !b.activated {
+            for (a, v) in d_in.iter_mut().zip(&d_short) {
                 *a += v;
             }
         }

@@ -19,14 +19,14 @@ use std::path::Path;
 
 use adamatch_wgpu::data::spec::{load, DatasetSpec, Split};
 use adamatch_wgpu::data::{Preprocess, Source};
-use adamatch_wgpu::network::TensorSpec;
+use adamatch_wgpu::network::{ShortcutInput, TensorSpec};
 use adamatch_wgpu::train::config::{
     Algorithm, AlignmentKind, AugmentStyle, LrSchedule, Optimizer, PseudoLabels, SourcePassBn, TrainConfig,
 };
 use adamatch_wgpu::train::trainer::Trainer;
 
 use crate::reference::adamatch::{RefAlignment, RefConfig as LossConfig};
-use crate::reference::network::{Params, RefConfig as NetConfig};
+use crate::reference::network::{Params, RefConfig as NetConfig, RefShortcut};
 use crate::reference::train_step::{
     train_step, RefLr, RefOptState, RefOptimizer, RefStepOut, RefTrainConfig, RefTrainState,
 };
@@ -72,6 +72,10 @@ fn reference_config(cfg: &TrainConfig) -> RefTrainConfig {
         momentum: dec(n.bn_momentum),
         classes: n.num_classes,
         image_size: n.image_size,
+        shortcut: match n.shortcut {
+            ShortcutInput::Activated => RefShortcut::Activated,
+            ShortcutInput::Official => RefShortcut::Official,
+        },
     };
     let adamatch = (cfg.algorithm == Algorithm::Adamatch).then(|| LossConfig {
         batch: cfg.batch,
