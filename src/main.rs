@@ -145,6 +145,13 @@ struct TrainArgs {
     /// Augmentations: paper or keras.
     #[arg(long, value_parser = ["paper", "keras"])]
     augment: Option<String>,
+    /// Random horizontal flips in the weak and strong views (true or false).
+    #[arg(long)]
+    hflip: Option<bool>,
+    /// Batch-norm recalibration: training-mode passes over N batches of weak views set the
+    /// evaluation weights' statistics before each evaluation and the export (0: off).
+    #[arg(long)]
+    bn_calibration: Option<usize>,
     /// Learning-rate schedule: paper, keras (cosine to 0.25x) or constant.
     #[arg(long, value_parser = ["paper", "keras", "constant"])]
     lr_schedule: Option<String>,
@@ -192,7 +199,8 @@ struct EvalArgs {
     /// How 28x28 MNIST images become 32x32 [default: pad for paper-scaled weights, resize for keras].
     #[arg(long, value_enum)]
     preprocess: Option<Preprocess>,
-    /// Evaluate only the first N images.
+    /// Evaluate at most N images: a seeded sample keeping each class's share (the same one
+    /// `train --eval-limit` uses).
     #[arg(long)]
     limit: Option<usize>,
     #[arg(long)]
@@ -508,6 +516,8 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         };
     }
     set!(source_scale <- a.source_scale);
+    set!(hflip <- a.hflip);
+    set!(bn_calibration <- a.bn_calibration);
     if let Some(v) = &a.source_pass_bn {
         c.source_pass_bn = if v == "inference" {
             SourcePassBn::Inference
@@ -598,7 +608,10 @@ fn eval_cmd(gpu: &GpuArgs, a: &EvalArgs) -> Result<()> {
         InputScale::Paper => Preprocess::Pad,
         InputScale::Keras => Preprocess::Resize,
     });
-    let data = load(&spec, a.split, pre, &resolve_data_dir(a.data_dir.as_deref()))?.take(a.limit.unwrap_or(usize::MAX));
+    let data = load(&spec, a.split, pre, &resolve_data_dir(a.data_dir.as_deref()))?.sample(
+        a.limit.unwrap_or(usize::MAX),
+        adamatch_wgpu::train::run::EVAL_SAMPLE_SEED,
+    );
     let ctx = gpu.context()?;
     let clf = Classifier::new(&ctx, &w, w.input_scale, 1)?;
     let mut ev = Evaluator::new(&ctx, &clf.net, 256);

@@ -261,6 +261,67 @@ impl Source {
             Source::Synthetic(s) => s.materialize(0, max),
         }
     }
+
+    /// At most `max` images for evaluation: a whole finite dataset when it fits; otherwise a
+    /// seeded sample that keeps each class's share (largest remainders; uniform for unlabeled
+    /// data), in the dataset's order. Never the first `max` files: folders list their images
+    /// class by class. A synthetic stream gives its first `max` images (i.i.d. already).
+    pub fn sample(&self, max: usize, seed: u64) -> Dataset {
+        let d = match self {
+            Source::Finite(d) if Dataset::len(d) > max => d,
+            _ => return self.take(max),
+        };
+        let mut rng = synth::Rng::new(seed);
+        let mut shuffled = |mut idx: Vec<usize>| {
+            for i in (1..idx.len()).rev() {
+                idx.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+            }
+            idx
+        };
+        let n = Dataset::len(d);
+        let mut keep: Vec<usize> = match &d.labels {
+            None => shuffled((0..n).collect()).into_iter().take(max).collect(),
+            Some(labels) => {
+                let mut by_class = vec![Vec::new(); NUM_CLASSES];
+                for (i, &l) in labels.iter().enumerate() {
+                    by_class[l as usize].push(i);
+                }
+                // Quotas proportional to the class counts, the remainder to the largest fractions.
+                let exact: Vec<f64> = by_class
+                    .iter()
+                    .map(|c| c.len() as f64 * max as f64 / n as f64)
+                    .collect();
+                let mut quota: Vec<usize> = exact.iter().map(|q| q.floor() as usize).collect();
+                let mut order: Vec<usize> = (0..NUM_CLASSES).collect();
+                order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())));
+                let mut left = max - quota.iter().sum::<usize>();
+                for c in order {
+                    if left == 0 {
+                        break;
+                    }
+                    if quota[c] < by_class[c].len() {
+                        quota[c] += 1;
+                        left -= 1;
+                    }
+                }
+                by_class
+                    .into_iter()
+                    .zip(quota)
+                    .flat_map(|(c, q)| shuffled(c).into_iter().take(q))
+                    .collect()
+            }
+        };
+        keep.sort_unstable();
+        let mut images = Vec::with_capacity(keep.len() * IMAGE_BYTES);
+        for &i in &keep {
+            images.extend_from_slice(d.image(i));
+        }
+        Dataset {
+            images,
+            labels: d.labels.as_ref().map(|l| keep.iter().map(|&i| l[i]).collect()),
+            name: d.name.clone(),
+        }
+    }
 }
 
 impl ImageSource for Source {

@@ -47,6 +47,9 @@ pub struct RunSummary {
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const MODEL: &str = "model.safetensors";
 
+/// Seed of the evaluation subsets (`--eval-limit`): the same images for every run and seed.
+pub const EVAL_SAMPLE_SEED: u64 = 0;
+
 fn preprocess_for(cfg: &TrainConfig) -> Preprocess {
     match cfg.augment {
         AugmentStyle::Paper => Preprocess::Pad,
@@ -71,10 +74,10 @@ pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
         .with_context(|| format!("loading the target domain {}", opts.target))?;
     let source_test = load(&opts.source, Split::Test, pre, &opts.data_dir)
         .with_context(|| format!("loading the source test set {}", opts.source))?
-        .take(limit);
+        .sample(limit, EVAL_SAMPLE_SEED);
     let target_test = load(&opts.target, Split::Test, pre, &opts.data_dir)
         .with_context(|| format!("loading the target test set {}", opts.target))?
-        .take(limit);
+        .sample(limit, EVAL_SAMPLE_SEED);
     Ok(RunData {
         source_train,
         target_train,
@@ -192,8 +195,8 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     let mut last_log = (Instant::now(), trainer.step);
     let mut last_eval = None;
     let mut history: Vec<StepMetrics> = Vec::new();
-    let evaluate = |trainer: &Trainer, evaluator: &mut Evaluator| -> Result<(EvalResult, EvalResult)> {
-        let net = trainer.eval_net();
+    let evaluate = |trainer: &mut Trainer, evaluator: &mut Evaluator| -> Result<(EvalResult, EvalResult)> {
+        let net = trainer.calibrated_eval_net(ctx, &data.source_train, &data.target_train)?;
         let s = evaluator.run(ctx, net, &data.source_test, cfg.input_scale, cfg.eval_limit)?;
         let t = evaluator.run(ctx, net, &data.target_test, cfg.input_scale, cfg.eval_limit)?;
         Ok((s, t))
@@ -225,15 +228,20 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
             )?;
             if let Some(b) = &bar {
                 b.set_position(step);
+                // Pseudo-label accuracy only where the target training set has labels.
+                let pseudo = m
+                    .masked_pseudo_label_acc
+                    .map(|a| format!(" (right {:.0}%)", 100.0 * a))
+                    .unwrap_or_default();
                 b.set_message(format!(
-                    "{ips:.0} img/s loss {:.4} (src {:.4} tgt {:.4}) mask {:.2} lr {:.5} mu {:.2}",
+                    "{ips:.0} img/s loss {:.4} (src {:.4} tgt {:.4}) mask {:.2}{pseudo} lr {:.5} mu {:.2}",
                     m.total_loss, m.source_loss, m.target_loss, m.mask_rate, m.lr, m.mu
                 ));
             }
             history.push(m);
         }
         if step % cfg.eval_every == 0 || step == cfg.steps {
-            let (s, t) = evaluate(&trainer, &mut evaluator)?;
+            let (s, t) = evaluate(&mut trainer, &mut evaluator)?;
             say(format!(
                 "step {step}: source test accuracy {:.2}%, target test accuracy {:.2}%",
                 100.0 * s.accuracy,
@@ -268,7 +276,11 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
             "weights".to_string(),
             if cfg.ema.is_some() { "ema" } else { "raw" }.to_string(),
         );
-        weights::save(ctx, trainer.eval_net(), &dir.join(MODEL), cfg.input_scale, &extra)?;
+        if cfg.bn_calibration > 0 {
+            extra.insert("bn_calibration".to_string(), cfg.bn_calibration.to_string());
+        }
+        let net = trainer.calibrated_eval_net(ctx, &data.source_train, &data.target_train)?;
+        weights::save(ctx, net, &dir.join(MODEL), cfg.input_scale, &extra)?;
         if let Err(e) = plots::write_plots(dir, &metrics_path, last_eval.as_ref().map(|(_, t)| t)) {
             eprintln!("warning: could not draw the plots: {e:#}");
         }

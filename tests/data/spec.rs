@@ -168,3 +168,46 @@ fn load_every_kind() {
     let t = load(&spec, Split::Test, Preprocess::Pad, &cache).unwrap();
     assert_eq!(t.len(), Some(TEST_SIZE));
 }
+
+#[test]
+fn evaluation_samples_keep_class_shares_and_are_seeded() {
+    use adamatch_wgpu::data::{Dataset, IMAGE_BYTES};
+    // 1,000 images sorted by class as folders list them: 300 of class 0, 100 each of 1..7.
+    let labels: Vec<u8> = (0..8u8)
+        .flat_map(|c| std::iter::repeat_n(c, if c == 0 { 300 } else { 100 }))
+        .collect();
+    // Image i holds i in its first two bytes, so each image says where it came from.
+    let images: Vec<u8> = (0..labels.len())
+        .flat_map(|i| {
+            let mut img = vec![0u8; IMAGE_BYTES];
+            img[..2].copy_from_slice(&(i as u16).to_le_bytes());
+            img
+        })
+        .collect();
+    let src = Source::Finite(Dataset::new(images, Some(labels.clone()), "sorted").unwrap());
+    let s = src.sample(100, 0);
+    assert_eq!(s.len(), 100);
+    let h = s.histogram().unwrap();
+    assert_eq!(&h[..8], &[30, 10, 10, 10, 10, 10, 10, 10], "class shares of the sample");
+    // Every sampled image is an image of the set with its own label, in the set's order.
+    let mut last = None;
+    for i in 0..s.len() {
+        let idx = u16::from_le_bytes([s.image(i)[0], s.image(i)[1]]) as usize;
+        assert_eq!(src.as_dataset().unwrap().image(idx), s.image(i));
+        assert_eq!(
+            labels[idx],
+            s.labels.as_ref().unwrap()[i],
+            "a sampled image keeps its label"
+        );
+        assert!(last.is_none_or(|l| idx > l), "sample keeps the set's order");
+        last = Some(idx);
+    }
+    assert_eq!(s, src.sample(100, 0), "same seed, same sample");
+    assert_ne!(s, src.sample(100, 1), "another seed, another sample");
+    // Not the first 100 (all class 0), and the whole set when it fits.
+    assert_ne!(s, src.take(100));
+    assert_eq!(src.sample(5000, 0), src.take(5000));
+    // Unlabeled sets: a uniform seeded sample of the requested size.
+    let unl = Source::Finite(Dataset::new(vec![7; 50 * IMAGE_BYTES], None, "unlabeled").unwrap());
+    assert_eq!(unl.sample(20, 0).len(), 20);
+}
