@@ -219,3 +219,100 @@ fn an_existing_run_is_not_overwritten() {
     );
     assert_eq!(std::fs::read(dir.join(CHECKPOINT)).unwrap(), before);
 }
+
+#[test]
+fn bn_calibration_leaves_the_training_state_untouched() {
+    // Calibration draws from its own RNG and writes only its own copy of the evaluation weights:
+    // the checkpoint (weights, optimizer, EMA, alignment state, RNG position) is bitwise the same
+    // with and without it, and the exported model differs only in its running statistics.
+    let ctx = ctx();
+    let mut off = small("tiny");
+    off.bn_calibration = 0;
+    let mut on = off.clone();
+    on.bn_calibration = 3;
+    let (a, b) = (out_dir("calibration-off"), out_dir("calibration-on"));
+    train(ctx, off, &options(&a, false, None)).unwrap();
+    train(ctx, on, &options(&b, false, None)).unwrap();
+    assert_same_checkpoint(&a.join(CHECKPOINT), &b.join(CHECKPOINT));
+    let (wa, wb) = (
+        weights::load(&a.join(MODEL)).unwrap(),
+        weights::load(&b.join(MODEL)).unwrap(),
+    );
+    assert!(wa.params == wb.params, "calibration changed the exported weights");
+    assert!(
+        wa.running != wb.running,
+        "calibration did not change the running statistics"
+    );
+    assert_eq!(wb.extra.get("bn_calibration").map(String::as_str), Some("3"));
+}
+
+#[test]
+fn bn_calibration_sets_the_batch_statistics_of_the_training_mix() {
+    // Constant images make every calibration batch the same, so the first batch norm's statistics
+    // have a closed form: the stem convolution (SAME zero padding) of a constant source image and
+    // a constant target image, mixed B : uB as in a training batch.
+    use adamatch_wgpu::data::{Dataset, IMAGE_BYTES};
+    use adamatch_wgpu::train::trainer::Trainer;
+    let ctx = ctx();
+    let mut cfg = small("tiny");
+    cfg.batch = 3;
+    cfg.uratio = 2;
+    cfg.bn_calibration = 4;
+    let (vs, vt) = (200u8, 31u8);
+    let constant = |v: u8, n: usize| Dataset::new(vec![v; n * IMAGE_BYTES], Some(vec![0; n]), "constant").unwrap();
+    let (source, target) = (constant(vs, 5), constant(vt, 7));
+    let mut trainer = Trainer::new(ctx, cfg.clone()).unwrap();
+    let net = trainer.calibrated_eval_net(ctx, &source, &target).unwrap();
+    let params = net.read_params(ctx).unwrap();
+    let running = net.read_running(ctx).unwrap();
+    let find = |specs: &[adamatch_wgpu::network::TensorSpec], name: &str| {
+        specs.iter().find(|s| s.name == name).unwrap().offset
+    };
+    let arch = &net.arch;
+    let k = find(arch.param_specs(), "stem.conv");
+    let rm = find(arch.running_specs(), "stage1.block0.bn1.running_mean");
+    let rv = find(arch.running_specs(), "stage1.block0.bn1.running_var");
+    let (b, ub, out_c) = (cfg.batch as f64, cfg.target_batch() as f64, 16);
+    let stem = |v: u8| -> Vec<Vec<f64>> {
+        let x = (v as f64 - 127.5) / 128.0;
+        (0..out_c)
+            .map(|o| {
+                let mut px = Vec::new();
+                for y in 0..32i32 {
+                    for xx in 0..32i32 {
+                        let mut s = 0.0;
+                        for dy in -1..=1 {
+                            for dx in -1..=1 {
+                                if (0..32).contains(&(y + dy)) && (0..32).contains(&(xx + dx)) {
+                                    for ci in 0..3 {
+                                        let w = params[k + (((dy + 1) * 3 + dx + 1) as usize * 3 + ci) * out_c + o];
+                                        s += x * w as f64;
+                                    }
+                                }
+                            }
+                        }
+                        px.push(s);
+                    }
+                }
+                px
+            })
+            .collect()
+    };
+    let (s, t) = (stem(vs), stem(vt));
+    for o in 0..out_c {
+        let n = (b + ub) * 1024.0;
+        let mean = (b * s[o].iter().sum::<f64>() + ub * t[o].iter().sum::<f64>()) / n;
+        let var = (b * s[o].iter().map(|v| (v - mean).powi(2)).sum::<f64>()
+            + ub * t[o].iter().map(|v| (v - mean).powi(2)).sum::<f64>())
+            / n;
+        let (gm, gv) = (running[rm + o] as f64, running[rv + o] as f64);
+        assert!(
+            (gm - mean).abs() <= 1e-4 * (1.0 + mean.abs()),
+            "channel {o}: mean {gm} vs {mean}"
+        );
+        assert!(
+            (gv - var).abs() <= 1e-4 * (1.0 + var.abs()),
+            "channel {o}: var {gv} vs {var}"
+        );
+    }
+}

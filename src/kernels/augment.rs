@@ -576,8 +576,10 @@ pub enum StrongKind {
     Keras,
 }
 
-fn draw_weak_slot(rng: &mut impl Rng, kind: WeakKind) -> OpSlot {
-    let flip = rng.random_bool(0.5);
+/// `hflip` false never mirrors (digits are not mirror images of themselves); the flip is still
+/// drawn so that the rest of the stream is the same either way.
+fn draw_weak_slot(rng: &mut impl Rng, kind: WeakKind, hflip: bool) -> OpSlot {
+    let flip = rng.random_bool(0.5) && hflip;
     match kind {
         WeakKind::Paper => {
             let x = rng.random_range(0..=8);
@@ -593,15 +595,15 @@ fn draw_weak_slot(rng: &mut impl Rng, kind: WeakKind) -> OpSlot {
 }
 
 /// Draws one image's weak view.
-pub fn draw_weak(rng: &mut impl Rng, kind: WeakKind) -> AugParams {
-    AugParams::identity().with_slot(0, draw_weak_slot(rng, kind))
+pub fn draw_weak(rng: &mut impl Rng, kind: WeakKind, hflip: bool) -> AugParams {
+    AugParams::identity().with_slot(0, draw_weak_slot(rng, kind, hflip))
 }
 
 /// Draws one image's strong view.
-pub fn draw_strong(rng: &mut impl Rng, kind: StrongKind) -> AugParams {
+pub fn draw_strong(rng: &mut impl Rng, kind: StrongKind, hflip: bool) -> AugParams {
     match kind {
         StrongKind::Paper => {
-            let mut p = AugParams::identity().with_slot(0, draw_weak_slot(rng, WeakKind::Paper));
+            let mut p = AugParams::identity().with_slot(0, draw_weak_slot(rng, WeakKind::Paper, hflip));
             for i in 1..SLOTS {
                 let op = RandOp::ALL[rng.random_range(0..RandOp::ALL.len())];
                 let magnitude = op.draw_paper_magnitude(rng);

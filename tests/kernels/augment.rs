@@ -459,10 +459,10 @@ fn preset_params(seed: u64, n: usize) -> Vec<(AugParams, InputScale)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n)
         .map(|i| match i % 4 {
-            0 => (draw_weak(&mut rng, WeakKind::Paper), InputScale::Paper),
-            1 => (draw_strong(&mut rng, StrongKind::Paper), InputScale::Paper),
-            2 => (draw_weak(&mut rng, WeakKind::Keras), InputScale::Keras),
-            _ => (draw_strong(&mut rng, StrongKind::Keras), InputScale::Keras),
+            0 => (draw_weak(&mut rng, WeakKind::Paper, true), InputScale::Paper),
+            1 => (draw_strong(&mut rng, StrongKind::Paper, true), InputScale::Paper),
+            2 => (draw_weak(&mut rng, WeakKind::Keras, true), InputScale::Keras),
+            _ => (draw_strong(&mut rng, StrongKind::Keras, true), InputScale::Keras),
         })
         .collect()
 }
@@ -506,9 +506,9 @@ fn fixed_seed_gives_bitwise_same_views_and_another_seed_different_ones() {
         let params: Vec<AugParams> = (0..n)
             .map(|i| {
                 if i % 2 == 0 {
-                    draw_strong(&mut rng, StrongKind::Paper)
+                    draw_strong(&mut rng, StrongKind::Paper, true)
                 } else {
-                    draw_strong(&mut rng, StrongKind::Keras)
+                    draw_strong(&mut rng, StrongKind::Keras, true)
                 }
             })
             .collect();
@@ -540,7 +540,7 @@ fn writes_only_its_rows_of_a_larger_input() {
     let view = Tensor::view(&input.buffer, row0 * IMAGE_FLOATS, &[n, N, N, 3]);
     let images = preset_images(n);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let params: Vec<AugParams> = (0..n).map(|_| draw_strong(&mut rng, StrongKind::Paper)).collect();
+    let params: Vec<AugParams> = (0..n).map(|_| draw_strong(&mut rng, StrongKind::Paper, true)).collect();
     let src = image_tensor(ctx, "src", n);
     write_images(ctx, &src, &images.concat());
     let p = params_tensor(ctx, "p", n);
@@ -570,7 +570,7 @@ fn draws_cover_their_documented_ranges() {
     let (mut centre_x, mut centre_y) = (HashSet::new(), HashSet::new());
     let draws = 4000;
     for _ in 0..draws {
-        let p = draw_strong(&mut rng, StrongKind::Paper);
+        let p = draw_strong(&mut rng, StrongKind::Paper, true);
         let w = p.slots[0];
         assert_eq!((w.kind, w.mode), (1, 2 << 2), "paper weak: nearest, reflect-101");
         let flip = w.m[0] < 0;
@@ -613,7 +613,7 @@ fn draws_cover_their_documented_ranges() {
 
     let mut keras_ops = HashSet::new();
     for _ in 0..draws {
-        let p = draw_strong(&mut rng, StrongKind::Keras);
+        let p = draw_strong(&mut rng, StrongKind::Keras, true);
         assert_eq!(p.slots[0], OpSlot::identity(), "keras strong has no weak view");
         assert_eq!(p.cutout_size, 0, "keras strong has no cutout");
         let ops = p.rand_ops();
@@ -621,7 +621,7 @@ fn draws_cover_their_documented_ranges() {
         assert_ne!(p.slots[1], p.slots[2]);
         assert_ne!(ops[0], ops[1], "two distinct Keras layers");
         keras_ops.extend(ops);
-        let w = draw_weak(&mut rng, WeakKind::Keras).slots[0];
+        let w = draw_weak(&mut rng, WeakKind::Keras, true).slots[0];
         let flip = w.m[0] < 0;
         let dx = if flip {
             w.m[2] as f64 / 65536.0 - 32.0
@@ -663,10 +663,10 @@ fn preview_png() {
         for col in 0..cols {
             let (p, s) = match col {
                 0 => (AugParams::identity(), InputScale::Paper),
-                1 => (draw_weak(&mut rng, WeakKind::Paper), InputScale::Paper),
-                2..=4 => (draw_strong(&mut rng, StrongKind::Paper), InputScale::Paper),
-                5 => (draw_weak(&mut rng, WeakKind::Keras), InputScale::Keras),
-                _ => (draw_strong(&mut rng, StrongKind::Keras), InputScale::Keras),
+                1 => (draw_weak(&mut rng, WeakKind::Paper, true), InputScale::Paper),
+                2..=4 => (draw_strong(&mut rng, StrongKind::Paper, true), InputScale::Paper),
+                5 => (draw_weak(&mut rng, WeakKind::Keras, true), InputScale::Keras),
+                _ => (draw_strong(&mut rng, StrongKind::Keras, true), InputScale::Keras),
             };
             images.push(img.clone());
             params.push(p);
@@ -712,4 +712,35 @@ fn preview_png() {
         &paper[2 * IMAGE_FLOATS..][..IMAGE_FLOATS],
         &cpu::augment(&rows[0], &params[2], InputScale::Paper),
     );
+}
+
+#[test]
+fn hflip_off_never_mirrors_and_keeps_the_stream() {
+    // With flips off the views are the flip-on views with the flip removed: the same crops,
+    // translations and RandAugment ops, drawn from the same stream position.
+    for (weak, strong) in [
+        (WeakKind::Paper, StrongKind::Paper),
+        (WeakKind::Keras, StrongKind::Keras),
+    ] {
+        let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(5), ChaCha8Rng::seed_from_u64(5));
+        let mut flipped = 0;
+        for i in 0..200 {
+            let (on, off) = if i % 2 == 0 {
+                (draw_weak(&mut a, weak, true), draw_weak(&mut b, weak, false))
+            } else {
+                (draw_strong(&mut a, strong, true), draw_strong(&mut b, strong, false))
+            };
+            // Slot 0 holds the weak view (crop or translation, and the flip: a negative x scale).
+            let mirrored = |p: &AugParams| p.slots[0].m[0] < 0;
+            assert!(!mirrored(&off), "view {i} mirrors with hflip off: {off:?}");
+            flipped += mirrored(&on) as usize;
+            // The translation part of the slot that mirrors differs; everything else is equal.
+            assert_eq!(on.cutout_x, off.cutout_x);
+            assert_eq!(on.cutout_y, off.cutout_y);
+            for (s_on, s_off) in on.slots.iter().zip(&off.slots).skip(1) {
+                assert_eq!(s_on, s_off);
+            }
+        }
+        assert!(flipped > 25, "flips on: {flipped} of 200 views mirrored");
+    }
 }
