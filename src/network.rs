@@ -1011,23 +1011,27 @@ impl Workspace {
                 &self.acts[i]
             };
             let projection = b.shortcut.map(|sc| (sc, self.conv_shape(&sc, b.in_hw)));
+            // The projection's data gradient, added into the gradient of what it read.
+            let projection_data_grad = |sc: &ConvLayer, shape: &Conv2dShape, into: &Tensor| {
+                tagged(
+                    [conv2d_backward_data(
+                        ctx,
+                        shape,
+                        &d_out,
+                        &net.param(sc.weight),
+                        into,
+                        true,
+                    )],
+                    shape,
+                )
+            };
             if let Some((sc, shape)) = &projection {
                 ops.extend(tagged(
                     conv2d_backward_weights(ctx, shape, sc_in, &d_out, &net.grad(sc.weight), accumulate),
                     shape,
                 ));
                 if b.shortcut_activated {
-                    ops.extend(tagged(
-                        [conv2d_backward_data(
-                            ctx,
-                            shape,
-                            &d_out,
-                            &net.param(sc.weight),
-                            du1,
-                            true,
-                        )],
-                        shape,
-                    ));
+                    ops.extend(projection_data_grad(sc, shape, du1));
                 }
             }
             // The block input's gradient goes to whichever dx buffer of its shape d_out is not.
@@ -1054,17 +1058,7 @@ impl Workspace {
             // A projection from the raw input adds its data gradient after batch norm 1's
             // backward has written the block input's gradient.
             if let Some((sc, shape)) = projection.as_ref().filter(|_| !b.shortcut_activated) {
-                ops.extend(tagged(
-                    [conv2d_backward_data(
-                        ctx,
-                        shape,
-                        &d_out,
-                        &net.param(sc.weight),
-                        &d_in,
-                        true,
-                    )],
-                    shape,
-                ));
+                ops.extend(projection_data_grad(sc, shape, &d_in));
             }
             d_out = d_in;
         }
