@@ -154,6 +154,35 @@ struct BnCalibration {
     batches: usize,
 }
 
+/// Indices of a batch: uniform with replacement over a finite source, any u64 for a stream.
+fn draw_indices(rng: &mut ChaCha8Rng, source: &dyn ImageSource, n: usize) -> Vec<u64> {
+    let len = source.len();
+    (0..n)
+        .map(|_| match len {
+            Some(len) => rng.random_range(0..len as u64),
+            None => rng.random::<u64>() >> 1,
+        })
+        .collect()
+}
+
+/// The augmentation op writing the views of `n` images into rows `start..start + n` of `input`.
+fn augment_rows(
+    ctx: &GpuContext,
+    input: &Tensor,
+    start: usize,
+    n: usize,
+    pixels: &Tensor,
+    params: &Tensor,
+    scale: crate::input::InputScale,
+) -> Op {
+    let rows = Tensor::view(
+        &input.buffer,
+        input.offset as usize / 4 + start * IMAGE_BYTES,
+        &[n * IMAGE_BYTES],
+    );
+    augment::augment_images(ctx, n, pixels, params, &rows, scale)
+}
+
 impl Trainer {
     pub fn new(ctx: &GpuContext, cfg: TrainConfig) -> Result<Trainer> {
         cfg.validate()?;
@@ -169,8 +198,6 @@ impl Trainer {
 
         let main_rows = if adamatch { cfg.joint_batch() } else { 2 * b };
         let main = Workspace::new(ctx, &net, main_rows, false);
-        // Row ranges of the main input; one image is IMAGE_BYTES f32 values (256-byte aligned).
-        let rows = |start: usize, n: usize| Tensor::view(&main.input.buffer, start * IMAGE_BYTES, &[n * IMAGE_BYTES]);
         let src_pixels = augment::image_tensor(ctx, "source pixels", b);
         let tgt_pixels = augment::image_tensor(ctx, "target pixels", ub);
         let aug_params = [
@@ -180,25 +207,28 @@ impl Trainer {
             augment::params_tensor(ctx, "target strong params", ub),
         ];
         let scale = cfg.input_scale;
+        // The views go to rows [src weak, src strong, tgt weak, tgt strong] of the main input.
         let mut aug_ops = vec![
-            augment::augment_images(ctx, b, &src_pixels, &aug_params[0], &rows(0, b), scale),
-            augment::augment_images(ctx, b, &src_pixels, &aug_params[1], &rows(b, b), scale),
+            augment_rows(ctx, &main.input, 0, b, &src_pixels, &aug_params[0], scale),
+            augment_rows(ctx, &main.input, b, b, &src_pixels, &aug_params[1], scale),
         ];
         if adamatch {
-            aug_ops.push(augment::augment_images(
+            aug_ops.push(augment_rows(
                 ctx,
+                &main.input,
+                2 * b,
                 ub,
                 &tgt_pixels,
                 &aug_params[2],
-                &rows(2 * b, ub),
                 scale,
             ));
-            aug_ops.push(augment::augment_images(
+            aug_ops.push(augment_rows(
                 ctx,
+                &main.input,
+                2 * b + ub,
                 ub,
                 &tgt_pixels,
                 &aug_params[3],
-                &rows(2 * b + ub, ub),
                 scale,
             ));
         }
@@ -318,25 +348,9 @@ impl Trainer {
                 let mut ws = Workspace::new(ctx, &calib_net, rows, false);
                 ws.ops(ctx, &calib_net, Pass::ForwardTrain { update_running: true });
                 calib_net.config.bn_momentum = cfg.network.bn_momentum;
-                let input =
-                    |start: usize, n: usize| Tensor::view(&ws.input.buffer, start * IMAGE_BYTES, &[n * IMAGE_BYTES]);
-                let mut ops = vec![augment::augment_images(
-                    ctx,
-                    b,
-                    &src_pixels,
-                    &aug_params[0],
-                    &input(0, b),
-                    scale,
-                )];
+                let mut ops = vec![augment_rows(ctx, &ws.input, 0, b, &src_pixels, &aug_params[0], scale)];
                 if adamatch {
-                    ops.push(augment::augment_images(
-                        ctx,
-                        ub,
-                        &tgt_pixels,
-                        &aug_params[2],
-                        &input(b, ub),
-                        scale,
-                    ));
+                    ops.push(augment_rows(ctx, &ws.input, b, ub, &tgt_pixels, &aug_params[2], scale));
                 }
                 Some(BnCalibration {
                     net: calib_net,
@@ -409,26 +423,15 @@ impl Trainer {
         }
     }
 
-    /// Indices of a batch: uniform with replacement over a finite source, any u64 for a stream.
-    fn draw_indices(&mut self, source: &dyn ImageSource, n: usize) -> Vec<u64> {
-        let len = source.len();
-        (0..n)
-            .map(|_| match len {
-                Some(len) => self.rng.random_range(0..len as u64),
-                None => self.rng.random::<u64>() >> 1,
-            })
-            .collect()
-    }
-
     /// Draws the next step's batch and random parameters from the host RNG, in a fixed order:
     /// source indices, target indices, the four views' augmentation parameters, the lambdas.
     pub fn draw_batch(&mut self, source: &dyn ImageSource, target: &dyn ImageSource) -> Result<HostBatch> {
         let b = self.cfg.batch;
         let ub = self.cfg.target_batch();
         let adamatch = self.cfg.algorithm == Algorithm::Adamatch;
-        let src_idx = self.draw_indices(source, b);
+        let src_idx = draw_indices(&mut self.rng, source, b);
         let tgt_idx = if adamatch {
-            self.draw_indices(target, ub)
+            draw_indices(&mut self.rng, target, ub)
         } else {
             Vec::new()
         };
@@ -692,22 +695,14 @@ impl Trainer {
         let running = Tensor::view(&cal.net.running, 0, &[cal.net.running_len()]);
         let mut sum = vec![0f64; running.len()];
         for _ in 0..cal.batches {
-            let draw = |rng: &mut ChaCha8Rng, src: &dyn ImageSource, n: usize| -> Vec<u64> {
-                (0..n)
-                    .map(|_| match src.len() {
-                        Some(len) => rng.random_range(0..len as u64),
-                        None => rng.random::<u64>() >> 1,
-                    })
-                    .collect()
-            };
             let (mut images, mut labels) = (Vec::new(), Vec::new());
-            source.gather(&draw(&mut rng, source, b), &mut images, &mut labels);
+            source.gather(&draw_indices(&mut rng, source, b), &mut images, &mut labels);
             augment::write_images(ctx, &self.src_pixels, &images);
             let params: Vec<AugParams> = (0..b).map(|_| augment::draw_weak(&mut rng, weak, hflip)).collect();
             augment::write_params(ctx, &self.aug_params[0], &params);
             if ub > 0 {
                 images.clear();
-                target.gather(&draw(&mut rng, target, ub), &mut images, &mut labels);
+                target.gather(&draw_indices(&mut rng, target, ub), &mut images, &mut labels);
                 augment::write_images(ctx, &self.tgt_pixels, &images);
                 let params: Vec<AugParams> = (0..ub).map(|_| augment::draw_weak(&mut rng, weak, hflip)).collect();
                 augment::write_params(ctx, &self.aug_params[2], &params);
