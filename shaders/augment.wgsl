@@ -33,8 +33,9 @@ struct AugParams {
     cutout_size: u32,
     cutout_x: i32,
     cutout_y: i32,
+    // 1: invert every level of the input image before the slots.
+    invert: u32,
     _pad0: u32,
-    _pad1: u32,
     slots: array<OpSlot, 3>,
 }
 
@@ -255,7 +256,9 @@ fn augment_images(
         return;
     }
 
-    // Unpack the image's bytes (768 words) into one RGB pixel per u32.
+    // Unpack the image's bytes (768 words) into one RGB pixel per u32, inverted (255 - v is
+    // v ^ 255 on each channel) when the view asks for it.
+    let flip_levels = select(0u, 0xffffffu, params[image].invert != 0u);
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let p = lid + k * WG;
         var px = 0u;
@@ -263,7 +266,7 @@ fn augment_images(
             let byte = image * 3072u + p * 3u + c;
             px = px | (((src[byte >> 2u] >> (8u * (byte & 3u))) & 255u) << (8u * c));
         }
-        img[p] = px;
+        img[p] = px ^ flip_levels;
     }
     workgroupBarrier();
 

@@ -19,7 +19,7 @@ use adamatch_wgpu::input::InputScale;
 use adamatch_wgpu::network::{Activation, WideResNetConfig};
 use adamatch_wgpu::serve::{self, ServeOptions, WebServer};
 use adamatch_wgpu::train::config::{
-    Algorithm, AlignmentKind, AugmentStyle, LrSchedule, Optimizer, PseudoLabels, SourcePassBn, TrainConfig,
+    Algorithm, AlignmentKind, AugmentStyle, InvertViews, LrSchedule, Optimizer, PseudoLabels, SourcePassBn, TrainConfig,
 };
 use adamatch_wgpu::train::eval::Evaluator;
 use adamatch_wgpu::train::run::{train, RunOptions};
@@ -148,6 +148,10 @@ struct TrainArgs {
     /// Random horizontal flips in the weak and strong views (true or false).
     #[arg(long)]
     hflip: Option<bool>,
+    /// Which training views invert the levels of their image (p = 0.5): none, strong or all.
+    /// For digits and text, which read the same light on dark and dark on light.
+    #[arg(long, value_enum)]
+    invert: Option<InvertViews>,
     /// Batch-norm recalibration: training-mode passes over N batches of weak views set the
     /// evaluation weights' statistics before each evaluation and the export (0: off).
     #[arg(long)]
@@ -517,6 +521,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     }
     set!(source_scale <- a.source_scale);
     set!(hflip <- a.hflip);
+    set!(invert <- a.invert);
     set!(bn_calibration <- a.bn_calibration);
     if let Some(v) = &a.source_pass_bn {
         c.source_pass_bn = if v == "inference" {

@@ -26,6 +26,9 @@
 //! | strong, paper | the paper weak view, then 2 ops drawn uniformly with replacement from the 14 below with uniform magnitudes (FixMatch's RandAugment), then a 16x16 cutout |
 //! | strong, keras-example | Keras 3 `RandAugment(value_range=(0, 255), num_ops=2, factor=0.5)` on the raw image: 2 distinct ops of Keras' 11, no weak view, no cutout |
 //!
+//! With the polarity symmetry on ([`Symmetries::invert`], `train --invert true`), every view first
+//! inverts the whole image (255 - v per level) with p = 0.5, before slot 0.
+//!
 //! # Paper RandAugment ops (PIL semantics, FixMatch's ranges; [`RANDAUGMENT_OPS`], id = index)
 //! Ranges are the FixMatch paper's (Sohn et al. 2020, Table 12) as in its RandAugment code; a
 //! magnitude is drawn uniformly from the range for every image and op.
@@ -527,7 +530,10 @@ pub struct AugParams {
     /// Centre of the cutout square: it covers [x - size/2, x + size/2) x [y - size/2, y + size/2).
     pub cutout_x: i32,
     pub cutout_y: i32,
-    pub _pad: [u32; 2],
+    /// 1: invert every level (255 - v) of the input image before the slots (the polarity
+    /// symmetry, [`Symmetries::invert`]); 0: keep it.
+    pub invert: u32,
+    pub _pad: u32,
     /// Slot 0: the weak view (or identity); slots 1-2: RandAugment ops (or identity).
     pub slots: [OpSlot; SLOTS],
 }
@@ -542,6 +548,11 @@ impl AugParams {
 
     pub fn with_slot(mut self, i: usize, slot: OpSlot) -> AugParams {
         self.slots[i] = slot;
+        self
+    }
+
+    pub fn with_invert(mut self, invert: bool) -> AugParams {
+        self.invert = invert as u32;
         self
     }
 
@@ -576,8 +587,29 @@ pub enum StrongKind {
     Keras,
 }
 
-/// `hflip` false never mirrors (digits are not mirror images of themselves); the flip is still
-/// drawn so that the rest of the stream is the same either way.
+/// The label-preserving symmetries a view may apply: which transformations leave an image's
+/// class unchanged in the user's domains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Symmetries {
+    /// Mirror left-right (p = 0.5). True of natural photos; digits are not mirror images of
+    /// themselves. The flip is drawn even when off, so the rest of the stream is the same.
+    pub hflip: bool,
+    /// Invert the levels of the whole image (p = 0.5) before the other ops: light on dark reads
+    /// as dark on light, true of digits and text (house numbers come in both polarities, MNIST
+    /// in one). CTAugment, the paper's strong augmentation, has a (blended) invert op; this is
+    /// the full inversion in every view. Drawn only when on, so streams without it are unchanged.
+    pub invert: bool,
+}
+
+impl Symmetries {
+    /// The paper's views: flips, no inversion.
+    pub const PAPER: Symmetries = Symmetries {
+        hflip: true,
+        invert: false,
+    };
+}
+
+/// `hflip` false never mirrors; the flip is still drawn (see [`Symmetries::hflip`]).
 fn draw_weak_slot(rng: &mut impl Rng, kind: WeakKind, hflip: bool) -> OpSlot {
     let flip = rng.random_bool(0.5) && hflip;
     match kind {
@@ -594,16 +626,27 @@ fn draw_weak_slot(rng: &mut impl Rng, kind: WeakKind, hflip: bool) -> OpSlot {
     }
 }
 
+/// The inversion bit of one view: drawn (p = 0.5) only when the symmetry is on.
+fn draw_invert(rng: &mut impl Rng, sym: Symmetries) -> bool {
+    sym.invert && rng.random_bool(0.5)
+}
+
 /// Draws one image's weak view.
-pub fn draw_weak(rng: &mut impl Rng, kind: WeakKind, hflip: bool) -> AugParams {
-    AugParams::identity().with_slot(0, draw_weak_slot(rng, kind, hflip))
+pub fn draw_weak(rng: &mut impl Rng, kind: WeakKind, sym: Symmetries) -> AugParams {
+    let slot = draw_weak_slot(rng, kind, sym.hflip);
+    AugParams::identity()
+        .with_slot(0, slot)
+        .with_invert(draw_invert(rng, sym))
 }
 
 /// Draws one image's strong view.
-pub fn draw_strong(rng: &mut impl Rng, kind: StrongKind, hflip: bool) -> AugParams {
+pub fn draw_strong(rng: &mut impl Rng, kind: StrongKind, sym: Symmetries) -> AugParams {
     match kind {
         StrongKind::Paper => {
-            let mut p = AugParams::identity().with_slot(0, draw_weak_slot(rng, WeakKind::Paper, hflip));
+            let weak = draw_weak_slot(rng, WeakKind::Paper, sym.hflip);
+            let mut p = AugParams::identity()
+                .with_slot(0, weak)
+                .with_invert(draw_invert(rng, sym));
             for i in 1..SLOTS {
                 let op = RandOp::ALL[rng.random_range(0..RandOp::ALL.len())];
                 let magnitude = op.draw_paper_magnitude(rng);
@@ -614,6 +657,9 @@ pub fn draw_strong(rng: &mut impl Rng, kind: StrongKind, hflip: bool) -> AugPara
             p.with_cutout(x, y, CUTOUT)
         }
         StrongKind::Keras => {
+            // The Keras example draws flips in its weak pipeline only; its strong view mirrors
+            // nothing, so `hflip` does not apply here.
+            let invert = draw_invert(rng, sym);
             // Two distinct layers, as Keras' shuffle-and-take-two.
             let n = KerasOp::ALL.len();
             let first = rng.random_range(0..n);
@@ -623,7 +669,10 @@ pub fn draw_strong(rng: &mut impl Rng, kind: StrongKind, hflip: bool) -> AugPara
             }
             let a = KerasOp::ALL[first].draw(rng);
             let b = KerasOp::ALL[second].draw(rng);
-            AugParams::identity().with_slot(1, a).with_slot(2, b)
+            AugParams::identity()
+                .with_slot(1, a)
+                .with_slot(2, b)
+                .with_invert(invert)
         }
     }
 }

@@ -72,6 +72,22 @@ pub enum AugmentStyle {
     Keras,
 }
 
+/// Which training views invert the levels of their image with p = 0.5 (the polarity symmetry of
+/// digits and text, [`crate::kernels::augment::Symmetries::invert`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum InvertViews {
+    /// No view is inverted (the paper).
+    #[default]
+    None,
+    /// Strong views only: the weak views (and so the pseudo-labels and half of the source loss)
+    /// keep the images as they are, the strong views teach the symmetry.
+    Strong,
+    /// Weak and strong views alike.
+    All,
+}
+
 /// Everything that defines a training run; written to `config.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -102,6 +118,10 @@ pub struct TrainConfig {
     /// images of themselves; the official code chooses per run (`s` shift, `sm` shift+mirror).
     #[serde(default = "default_hflip")]
     pub hflip: bool,
+    /// Which views invert the levels (p = 0.5): digits and text read the same in either polarity,
+    /// and house numbers come in both while MNIST has one.
+    #[serde(default)]
+    pub invert: InvertViews,
     /// Batch-norm recalibration before each evaluation and the export: training-mode passes over
     /// this many fresh batches of weak views set the evaluation weights' statistics (0: off, the
     /// running statistics as trained).
@@ -144,6 +164,7 @@ impl TrainConfig {
             source_pass_bn: SourcePassBn::Train,
             augment: AugmentStyle::Paper,
             hflip: true,
+            invert: InvertViews::None,
             bn_calibration: 0,
             seed: 0,
             log_every: 50,

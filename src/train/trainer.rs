@@ -15,13 +15,13 @@ use crate::kernels::adamatch::{
     AdaMatchLoss, AdaMatchLossConfig, Alignment, PseudoLabel, METRIC_C_TAU, METRIC_MASK_RATE, METRIC_MU,
     METRIC_SOURCE_LOSS, METRIC_TARGET_LOSS, METRIC_TOTAL_LOSS,
 };
-use crate::kernels::augment::{self, AugParams, StrongKind, WeakKind};
+use crate::kernels::augment::{self, AugParams, StrongKind, Symmetries, WeakKind};
 use crate::kernels::optimizer::{self, StepScalars};
 use crate::kernels::softmax_ce::{softmax_ce_backward, softmax_ce_forward, Targets};
 use crate::network::{Pass, WideResNet, Workspace};
 
 use super::config::{
-    Algorithm, AlignmentKind, AugmentStyle, LrSchedule, Optimizer, PseudoLabels, SourcePassBn, TrainConfig,
+    Algorithm, AlignmentKind, AugmentStyle, InvertViews, LrSchedule, Optimizer, PseudoLabels, SourcePassBn, TrainConfig,
 };
 
 /// Loss values and health of one step, read at the logging interval.
@@ -416,6 +416,18 @@ impl Trainer {
         }
     }
 
+    /// The symmetries of the weak (`strong` false) or strong views.
+    fn symmetries(&self, strong: bool) -> Symmetries {
+        Symmetries {
+            hflip: self.cfg.hflip,
+            invert: match self.cfg.invert {
+                InvertViews::None => false,
+                InvertViews::Strong => strong,
+                InvertViews::All => true,
+            },
+        }
+    }
+
     fn strong_kind(&self) -> StrongKind {
         match self.cfg.augment {
             AugmentStyle::Paper => StrongKind::Paper,
@@ -445,7 +457,8 @@ impl Trainer {
         if adamatch {
             target.gather(&tgt_idx, &mut batch.target_images, &mut batch.target_labels);
         }
-        let (weak, strong, hflip) = (self.weak_kind(), self.strong_kind(), self.cfg.hflip);
+        let (weak, strong) = (self.weak_kind(), self.strong_kind());
+        let (weak_sym, strong_sym) = (self.symmetries(false), self.symmetries(true));
         let views: [(usize, bool); 4] = [(b, false), (b, true), (ub, false), (ub, true)];
         for (i, (n, is_strong)) in views.into_iter().enumerate() {
             if i >= 2 && !adamatch {
@@ -454,9 +467,9 @@ impl Trainer {
             batch.aug[i] = (0..n)
                 .map(|_| {
                     if is_strong {
-                        augment::draw_strong(&mut self.rng, strong, hflip)
+                        augment::draw_strong(&mut self.rng, strong, strong_sym)
                     } else {
-                        augment::draw_weak(&mut self.rng, weak, hflip)
+                        augment::draw_weak(&mut self.rng, weak, weak_sym)
                     }
                 })
                 .collect();
@@ -678,7 +691,7 @@ impl Trainer {
         source: &dyn ImageSource,
         target: &dyn ImageSource,
     ) -> Result<&WideResNet> {
-        let (weak, hflip, b) = (self.weak_kind(), self.cfg.hflip, self.cfg.batch);
+        let (weak, sym, b) = (self.weak_kind(), self.symmetries(false), self.cfg.batch);
         let ub = if self.second.is_some() {
             self.cfg.target_batch()
         } else {
@@ -698,13 +711,13 @@ impl Trainer {
             let (mut images, mut labels) = (Vec::new(), Vec::new());
             source.gather(&draw_indices(&mut rng, source, b), &mut images, &mut labels);
             augment::write_images(ctx, &self.src_pixels, &images);
-            let params: Vec<AugParams> = (0..b).map(|_| augment::draw_weak(&mut rng, weak, hflip)).collect();
+            let params: Vec<AugParams> = (0..b).map(|_| augment::draw_weak(&mut rng, weak, sym)).collect();
             augment::write_params(ctx, &self.aug_params[0], &params);
             if ub > 0 {
                 images.clear();
                 target.gather(&draw_indices(&mut rng, target, ub), &mut images, &mut labels);
                 augment::write_images(ctx, &self.tgt_pixels, &images);
-                let params: Vec<AugParams> = (0..ub).map(|_| augment::draw_weak(&mut rng, weak, hflip)).collect();
+                let params: Vec<AugParams> = (0..ub).map(|_| augment::draw_weak(&mut rng, weak, sym)).collect();
                 augment::write_params(ctx, &self.aug_params[2], &params);
             }
             let mut ops: Vec<&Op> = cal.aug_ops.iter().collect();

@@ -8,8 +8,8 @@ use adamatch_wgpu::gpu::{GpuContext, Tensor};
 use adamatch_wgpu::input::InputScale;
 use adamatch_wgpu::kernels::augment::{
     augment_images, cutout_value, draw_strong, draw_weak, image_tensor, pack_u8, params_tensor, scale_images,
-    write_images, write_params, AugParams, Border, Interp, KerasOp, OpSlot, RandOp, StrongKind, WeakKind, IMAGE_BYTES,
-    IMAGE_FLOATS, KERAS_RANDAUGMENT_OPS, RANDAUGMENT_OPS, SIZE,
+    write_images, write_params, AugParams, Border, Interp, KerasOp, OpSlot, RandOp, StrongKind, Symmetries, WeakKind,
+    IMAGE_BYTES, IMAGE_FLOATS, KERAS_RANDAUGMENT_OPS, RANDAUGMENT_OPS, SIZE,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -455,14 +455,22 @@ fn cutout_matches_reference_and_is_clipped() {
     assert_eq!(cutout_value(InputScale::Keras), 0.5);
 }
 
+/// Every view kind, with the polarity symmetry on for every other group of four (so some views
+/// of each kind are inverted).
 fn preset_params(seed: u64, n: usize) -> Vec<(AugParams, InputScale)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n)
-        .map(|i| match i % 4 {
-            0 => (draw_weak(&mut rng, WeakKind::Paper, true), InputScale::Paper),
-            1 => (draw_strong(&mut rng, StrongKind::Paper, true), InputScale::Paper),
-            2 => (draw_weak(&mut rng, WeakKind::Keras, true), InputScale::Keras),
-            _ => (draw_strong(&mut rng, StrongKind::Keras, true), InputScale::Keras),
+        .map(|i| {
+            let sym = Symmetries {
+                hflip: true,
+                invert: i % 8 >= 4,
+            };
+            match i % 4 {
+                0 => (draw_weak(&mut rng, WeakKind::Paper, sym), InputScale::Paper),
+                1 => (draw_strong(&mut rng, StrongKind::Paper, sym), InputScale::Paper),
+                2 => (draw_weak(&mut rng, WeakKind::Keras, sym), InputScale::Keras),
+                _ => (draw_strong(&mut rng, StrongKind::Keras, sym), InputScale::Keras),
+            }
         })
         .collect()
 }
@@ -484,6 +492,11 @@ fn preset_views_match_reference() {
     let n = 83;
     let draws = preset_params(77, n);
     let images = preset_images(n);
+    let inverted = draws.iter().filter(|(p, _)| p.invert == 1).count();
+    assert!(
+        inverted >= 10,
+        "only {inverted} of {n} views inverted: the inversion is barely exercised"
+    );
     for scale in [InputScale::Paper, InputScale::Keras] {
         let cases: Vec<_> = draws
             .iter()
@@ -506,9 +519,9 @@ fn fixed_seed_gives_bitwise_same_views_and_another_seed_different_ones() {
         let params: Vec<AugParams> = (0..n)
             .map(|i| {
                 if i % 2 == 0 {
-                    draw_strong(&mut rng, StrongKind::Paper, true)
+                    draw_strong(&mut rng, StrongKind::Paper, Symmetries::PAPER)
                 } else {
-                    draw_strong(&mut rng, StrongKind::Keras, true)
+                    draw_strong(&mut rng, StrongKind::Keras, Symmetries::PAPER)
                 }
             })
             .collect();
@@ -540,7 +553,9 @@ fn writes_only_its_rows_of_a_larger_input() {
     let view = Tensor::view(&input.buffer, row0 * IMAGE_FLOATS, &[n, N, N, 3]);
     let images = preset_images(n);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let params: Vec<AugParams> = (0..n).map(|_| draw_strong(&mut rng, StrongKind::Paper, true)).collect();
+    let params: Vec<AugParams> = (0..n)
+        .map(|_| draw_strong(&mut rng, StrongKind::Paper, Symmetries::PAPER))
+        .collect();
     let src = image_tensor(ctx, "src", n);
     write_images(ctx, &src, &images.concat());
     let p = params_tensor(ctx, "p", n);
@@ -570,7 +585,7 @@ fn draws_cover_their_documented_ranges() {
     let (mut centre_x, mut centre_y) = (HashSet::new(), HashSet::new());
     let draws = 4000;
     for _ in 0..draws {
-        let p = draw_strong(&mut rng, StrongKind::Paper, true);
+        let p = draw_strong(&mut rng, StrongKind::Paper, Symmetries::PAPER);
         let w = p.slots[0];
         assert_eq!((w.kind, w.mode), (1, 2 << 2), "paper weak: nearest, reflect-101");
         let flip = w.m[0] < 0;
@@ -613,7 +628,7 @@ fn draws_cover_their_documented_ranges() {
 
     let mut keras_ops = HashSet::new();
     for _ in 0..draws {
-        let p = draw_strong(&mut rng, StrongKind::Keras, true);
+        let p = draw_strong(&mut rng, StrongKind::Keras, Symmetries::PAPER);
         assert_eq!(p.slots[0], OpSlot::identity(), "keras strong has no weak view");
         assert_eq!(p.cutout_size, 0, "keras strong has no cutout");
         let ops = p.rand_ops();
@@ -621,7 +636,7 @@ fn draws_cover_their_documented_ranges() {
         assert_ne!(p.slots[1], p.slots[2]);
         assert_ne!(ops[0], ops[1], "two distinct Keras layers");
         keras_ops.extend(ops);
-        let w = draw_weak(&mut rng, WeakKind::Keras, true).slots[0];
+        let w = draw_weak(&mut rng, WeakKind::Keras, Symmetries::PAPER).slots[0];
         let flip = w.m[0] < 0;
         let dx = if flip {
             w.m[2] as f64 / 65536.0 - 32.0
@@ -663,10 +678,22 @@ fn preview_png() {
         for col in 0..cols {
             let (p, s) = match col {
                 0 => (AugParams::identity(), InputScale::Paper),
-                1 => (draw_weak(&mut rng, WeakKind::Paper, true), InputScale::Paper),
-                2..=4 => (draw_strong(&mut rng, StrongKind::Paper, true), InputScale::Paper),
-                5 => (draw_weak(&mut rng, WeakKind::Keras, true), InputScale::Keras),
-                _ => (draw_strong(&mut rng, StrongKind::Keras, true), InputScale::Keras),
+                1 => (
+                    draw_weak(&mut rng, WeakKind::Paper, Symmetries::PAPER),
+                    InputScale::Paper,
+                ),
+                2..=4 => (
+                    draw_strong(&mut rng, StrongKind::Paper, Symmetries::PAPER),
+                    InputScale::Paper,
+                ),
+                5 => (
+                    draw_weak(&mut rng, WeakKind::Keras, Symmetries::PAPER),
+                    InputScale::Keras,
+                ),
+                _ => (
+                    draw_strong(&mut rng, StrongKind::Keras, Symmetries::PAPER),
+                    InputScale::Keras,
+                ),
             };
             images.push(img.clone());
             params.push(p);
@@ -714,6 +741,11 @@ fn preview_png() {
     );
 }
 
+const NO_FLIP: Symmetries = Symmetries {
+    hflip: false,
+    invert: false,
+};
+
 #[test]
 fn hflip_off_never_mirrors_and_keeps_the_stream() {
     // With flips off the views are the flip-on views with the flip removed: the same crops,
@@ -726,9 +758,15 @@ fn hflip_off_never_mirrors_and_keeps_the_stream() {
         let mut flipped = 0;
         for i in 0..200 {
             let (on, off) = if i % 2 == 0 {
-                (draw_weak(&mut a, weak, true), draw_weak(&mut b, weak, false))
+                (
+                    draw_weak(&mut a, weak, Symmetries::PAPER),
+                    draw_weak(&mut b, weak, NO_FLIP),
+                )
             } else {
-                (draw_strong(&mut a, strong, true), draw_strong(&mut b, strong, false))
+                (
+                    draw_strong(&mut a, strong, Symmetries::PAPER),
+                    draw_strong(&mut b, strong, NO_FLIP),
+                )
             };
             // Slot 0 holds the weak view (crop or translation, and the flip: a negative x scale).
             let mirrored = |p: &AugParams| p.slots[0].m[0] < 0;
@@ -743,4 +781,46 @@ fn hflip_off_never_mirrors_and_keeps_the_stream() {
         }
         assert!(flipped > 25, "flips on: {flipped} of 200 views mirrored");
     }
+}
+
+#[test]
+fn invert_turns_every_level_over_and_is_drawn_only_when_on() {
+    // The kernel against the definition itself (255 - v, then the scaling), not the reference.
+    let ctx = ctx();
+    let images = preset_images(5);
+    let params: Vec<AugParams> = (0..5).map(|i| AugParams::identity().with_invert(i % 2 == 0)).collect();
+    let out = run_augment(ctx, &images, &params, InputScale::Paper);
+    for (i, img) in images.iter().enumerate() {
+        let want: Vec<f32> = img
+            .iter()
+            .map(|&v| InputScale::Paper.apply(if i % 2 == 0 { 255 - v } else { v }))
+            .collect();
+        assert_same(&format!("image {i}"), &out[i * IMAGE_FLOATS..][..IMAGE_FLOATS], &want);
+    }
+    // Off: never inverted, and the stream is the one without the symmetry. On: about half.
+    let on = Symmetries {
+        hflip: false,
+        invert: true,
+    };
+    let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(9), ChaCha8Rng::seed_from_u64(9));
+    let mut inverted = 0;
+    for i in 0..400 {
+        let (off_view, on_view) = if i % 2 == 0 {
+            (
+                draw_weak(&mut a, WeakKind::Paper, NO_FLIP),
+                draw_weak(&mut b, WeakKind::Paper, on),
+            )
+        } else {
+            (
+                draw_strong(&mut a, StrongKind::Paper, NO_FLIP),
+                draw_strong(&mut b, StrongKind::Paper, on),
+            )
+        };
+        assert_eq!(off_view.invert, 0, "view {i} inverted with the symmetry off");
+        inverted += on_view.invert as usize;
+    }
+    assert!(
+        (150..=250).contains(&inverted),
+        "{inverted} of 400 views inverted, expected about half"
+    );
 }

@@ -201,9 +201,13 @@ pub fn apply_slot(img: &[u8], s: &OpSlot) -> Vec<u8> {
     }
 }
 
-/// The three slots in order (u8 levels, before cutout and scaling).
+/// The inversion (when asked), then the three slots in order (u8 levels, before cutout and scaling).
 pub fn augment_levels(img: &[u8], p: &AugParams) -> Vec<u8> {
-    p.slots.iter().fold(img.to_vec(), |acc, s| apply_slot(&acc, s))
+    let input: Vec<u8> = match p.invert {
+        0 => img.to_vec(),
+        _ => img.iter().map(|&v| 255 - v).collect(),
+    };
+    p.slots.iter().fold(input, |acc, s| apply_slot(&acc, s))
 }
 
 /// Whether pixel (x, y) is inside the cutout square.
