@@ -5,8 +5,8 @@
 //!   shear, scale, aspect, position) and stroke width; about 20 px tall, centred like MNIST
 //!   padded to 32x32.
 //! - `synth-house` (target, SVHN-like): colour digits from three printed-font families (sans,
-//!   block, serif) that differ from the handwriting, lit plates (a light colour digit on a dark
-//!   colour ground), gradient and value-noise textured backgrounds, partial distractor digits at
+//!   block, serif) that differ from the handwriting, plates of both polarities (a light colour
+//!   digit on a dark colour ground, or its negative), gradient and value-noise textured backgrounds, partial distractor digits at
 //!   the left and right edges, blur, pixel noise, contrast and brightness changes.
 //!
 //! Every image is a pure function of (domain, seed, split, index): the training split is an
@@ -728,10 +728,9 @@ fn gen_house(rng: &mut Rng, label: usize, out: &mut [u8]) {
         let target = if bg_l > 128.0 { 20.0 } else { 235.0 };
         fg = fg.map(|v| v + (target - fg_l));
     }
-    // Lit plates: the lighter colour is the digit, the ground is darkened and the digit
-    // brightened. Fonts, colour, texture, neighbours, blur and noise still separate the domains,
-    // but a source-only model is no longer at chance, so adaptation shows in a CPU-sized run
-    // (README, Data: the built-in synthetic pair).
+    // Plates of both polarities, as house numbers come: a lit plate (the lighter colour is the
+    // digit, the ground is darkened and the digit brightened) or its negative, a painted plate
+    // (a dark digit on a light ground, the complementary colours).
     if fg_l < bg_l {
         std::mem::swap(&mut fg, &mut bg);
         std::mem::swap(&mut fg_l, &mut bg_l);
@@ -740,7 +739,12 @@ fn gen_house(rng: &mut Rng, label: usize, out: &mut [u8]) {
     let lift = (255.0 - fg_l) * 0.6;
     bg = bg.map(|v| v * GROUND);
     fg = fg.map(|v| (v + lift).min(255.0));
-    let (bg_l, fg_l) = (bg_l * GROUND, fg_l + lift);
+    let (mut bg_l, mut fg_l) = (bg_l * GROUND, fg_l + lift);
+    if rng.chance(0.5) {
+        bg = bg.map(|v| 255.0 - v);
+        fg = fg.map(|v| 255.0 - v);
+        (bg_l, fg_l) = (255.0 - bg_l, 255.0 - fg_l);
+    }
 
     // Glyph coverage: the centre digit plus partial neighbours at the edges.
     let h = rng.range(15.0, 22.0);
