@@ -102,6 +102,10 @@ struct TrainArgs {
     /// Continue the run in --out from its checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Start from these weights (a model.safetensors of the same network, e.g. a source-only
+    /// run's) instead of a random initialisation.
+    #[arg(long, value_name = "WEIGHTS")]
+    init: Option<PathBuf>,
     /// adamatch or source-only (the baseline).
     #[arg(long, value_parser = ["adamatch", "source-only"])]
     algorithm: Option<String>,
@@ -579,6 +583,7 @@ fn train_cmd(gpu: &GpuArgs, a: &TrainArgs) -> Result<()> {
         target: parse_dataset_spec(&a.target)?,
         data_dir: resolve_data_dir(a.data_dir.as_deref()),
         resume: a.resume,
+        init: a.init.clone(),
         stop_after: a.stop_after,
         progress: !a.no_progress,
         interrupted,

@@ -98,6 +98,22 @@ pub struct WideResNetConfig {
 }
 
 impl WideResNetConfig {
+    /// Every field in one line, for messages that compare two configs.
+    pub fn describe(&self) -> String {
+        format!(
+            "WRN-{}-{} ({}, BN momentum {}, eps {}, {} classes, {}x{} input, {:?} shortcuts)",
+            self.depth,
+            self.width,
+            self.activation.name(),
+            self.bn_momentum,
+            self.bn_eps,
+            self.num_classes,
+            self.image_size,
+            self.image_size,
+            self.shortcut
+        )
+    }
+
     /// WRN-28-2 as the paper trains it (leaky ReLU 0.1, BN momentum 0.999, the official code's
     /// shortcuts).
     pub fn paper() -> Self {

@@ -63,6 +63,7 @@ fn run(ctx: &GpuContext, data: &Path, algorithm: Algorithm) -> (f64, f64) {
         target: DatasetSpec::Dir(data.join("handwritten-uci")),
         data_dir: std::env::temp_dir(),
         resume: false,
+        init: None,
         stop_after: None,
         progress: false,
         interrupted: Arc::new(AtomicBool::new(false)),

@@ -11,6 +11,7 @@ use adamatch_wgpu::gpu::{AdapterChoice, GpuContext};
 use adamatch_wgpu::network::WideResNetConfig;
 use adamatch_wgpu::train::config::TrainConfig;
 use adamatch_wgpu::train::run::{train, RunOptions, CHECKPOINT, MODEL};
+use adamatch_wgpu::train::trainer::Trainer;
 use adamatch_wgpu::weights;
 use safetensors::SafeTensors;
 
@@ -32,6 +33,7 @@ fn options(dir: &Path, resume: bool, stop_after: Option<u64>) -> RunOptions {
         target: DatasetSpec::default_target(),
         data_dir: std::env::temp_dir(),
         resume,
+        init: None,
         stop_after,
         progress: false,
         interrupted: Arc::new(AtomicBool::new(false)),
@@ -315,4 +317,60 @@ fn bn_calibration_sets_the_batch_statistics_of_the_training_mix() {
             "channel {o}: var {gv} vs {var}"
         );
     }
+}
+
+#[test]
+fn init_starts_from_the_given_weights_and_refuses_another_network() {
+    let ctx = ctx();
+    let mut cfg = small("tiny");
+    cfg.bn_calibration = 0;
+    let a = out_dir("init-source");
+    train(ctx, cfg.clone(), &options(&a, false, None)).unwrap();
+    let w = weights::load(&a.join(MODEL)).unwrap();
+
+    // The trainer's raw and EMA weights are the file's, bit for bit, before the first step.
+    let trainer = Trainer::new(ctx, cfg.clone()).unwrap();
+    assert!(
+        trainer.net.read_params(ctx).unwrap() != w.params,
+        "a fresh network already equals the file"
+    );
+    trainer.load_weights(ctx, &w).unwrap();
+    trainer.init_ema(ctx);
+    assert!(trainer.net.read_params(ctx).unwrap() == w.params);
+    assert!(trainer.net.read_running(ctx).unwrap() == w.running);
+    let ema = trainer.ema_net.as_ref().expect("the tiny preset has an EMA");
+    assert!(ema.read_params(ctx).unwrap() == w.params);
+
+    // A run started from it records where it started, and trains on from there.
+    let b = out_dir("init-run");
+    let mut opts = options(&b, false, None);
+    opts.init = Some(a.join(MODEL));
+    train(ctx, cfg.clone(), &opts).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["init"], a.join(MODEL).display().to_string());
+    let plain = out_dir("init-none");
+    train(ctx, cfg.clone(), &options(&plain, false, None)).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plain.join("config.json")).unwrap()).unwrap();
+    assert!(config["init"].is_null());
+    assert!(
+        weights::load(&b.join(MODEL)).unwrap().params != weights::load(&plain.join(MODEL)).unwrap().params,
+        "the initial weights made no difference"
+    );
+
+    // Another architecture is refused, naming the flag, the file and both networks.
+    let mut deeper = cfg.clone();
+    deeper.network.depth = 16;
+    let c = out_dir("init-mismatch");
+    let mut opts = options(&c, false, None);
+    opts.init = Some(a.join(MODEL));
+    let err = format!(
+        "{:#}",
+        train(ctx, deeper, &opts)
+            .err()
+            .expect("a deeper network must refuse the weights")
+    );
+    assert!(err.contains("--init") && err.contains("model.safetensors"), "{err}");
+    assert!(err.contains("WRN-10-1") && err.contains("WRN-16-1"), "{err}");
 }

@@ -28,6 +28,10 @@ pub struct RunOptions {
     pub data_dir: PathBuf,
     /// Continue from `out_dir/checkpoint.safetensors`.
     pub resume: bool,
+    /// Start from these weights (a `model.safetensors` of the same network) instead of a random
+    /// initialisation, e.g. adaptation from a source-only model (the official code's
+    /// `ablation/adamatch_pretrain.py`). Ignored by `resume`, which restores its checkpoint.
+    pub init: Option<PathBuf>,
     /// Stop (with a checkpoint) after this many steps in this invocation, as an interruption
     /// would; used by tests.
     pub stop_after: Option<u64>,
@@ -122,6 +126,13 @@ fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+/// The `init` entry of an existing run's config.json (None when absent or unreadable).
+fn read_init_entry(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value.get("init")?.as_str().map(str::to_string)
+}
+
 pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     let dir = &opts.out_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating the run directory {}", dir.display()))?;
@@ -157,11 +168,24 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         checkpoint::restore(ctx, &mut trainer, &ckpt)?;
         truncate_metrics(&metrics_path, trainer.step)?;
     } else {
+        if let Some(path) = &opts.init {
+            let w = weights::load(path)?;
+            trainer
+                .load_weights(ctx, &w)
+                .with_context(|| format!("--init {}", path.display()))?;
+        }
         trainer.init_ema(ctx);
         let _ = std::fs::remove_file(&metrics_path);
     }
+    let init = if opts.resume {
+        // The checkpoint's own config.json entry stays true: read it back.
+        read_init_entry(&dir.join("config.json"))
+    } else {
+        opts.init.as_ref().map(|p| p.display().to_string())
+    };
     let config_json = json!({
         "config": cfg,
+        "init": init,
         "source": opts.source.to_string(),
         "target": opts.target.to_string(),
         "adapter": ctx.adapter_summary(),

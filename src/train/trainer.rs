@@ -19,6 +19,7 @@ use crate::kernels::augment::{self, AugParams, StrongKind, Symmetries, WeakKind}
 use crate::kernels::optimizer::{self, StepScalars};
 use crate::kernels::softmax_ce::{softmax_ce_backward, softmax_ce_forward, Targets};
 use crate::network::{Pass, WideResNet, Workspace};
+use crate::weights::Weights;
 
 use super::config::{
     Algorithm, AlignmentKind, AugmentStyle, InvertViews, LrSchedule, Optimizer, PseudoLabels, SourcePassBn, TrainConfig,
@@ -512,6 +513,31 @@ impl Trainer {
         self.last_lr = scalars.lr;
         self.last_target_labels.clone_from(&batch.target_labels);
         optimizer::write_step_scalars(ctx, &self.scalars, &scalars);
+        Ok(())
+    }
+
+    /// Replaces the (fresh) network's parameters and running statistics with `w`'s, which must
+    /// describe the same network and input scaling. Call before [`Trainer::init_ema`].
+    pub fn load_weights(&self, ctx: &GpuContext, w: &Weights) -> Result<()> {
+        if w.config != self.cfg.network {
+            bail!(
+                "the weights are a {} network, this run trains a {}: give the weights' architecture \
+                 (--depth, --width, ...) or the preset it was trained with",
+                w.config.describe(),
+                self.cfg.network.describe()
+            );
+        }
+        if w.input_scale != self.cfg.input_scale {
+            bail!(
+                "the weights expect input scaling '{}', this run uses '{}'",
+                w.input_scale.name(),
+                self.cfg.input_scale.name()
+            );
+        }
+        ctx.queue
+            .write_buffer(&self.net.params, 0, bytemuck::cast_slice(&w.params));
+        ctx.queue
+            .write_buffer(&self.net.running, 0, bytemuck::cast_slice(&w.running));
         Ok(())
     }
 
