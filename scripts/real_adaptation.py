@@ -5,7 +5,11 @@ seeds). Domains come from scripts/real-data.sh.
 
   scripts/real_adaptation.py [--data target/real-data] [--targets photo-digits,printed-digits,handwritten-uci]
                              [--seeds 1,2,3] [--algorithms source-only,adamatch] [--runs runs/real]
-                             [--bin target/release/adamatch-wgpu] [-- extra train flags]
+                             [--bin target/release/adamatch-wgpu] [--init-tag=-cal] [-- extra train flags]
+
+--init-tag=T starts every run from the model of the source-only run of the same target and seed
+whose folder ends in T (train --init), e.g. adaptation after a source-only phase; with it,
+source-only is that model trained on for the same steps, the fair baseline.
 
 A finished run is not trained again (its results.json is reused), so an interrupted sweep resumes.
 Results: RUNS/NAME/results.json per run, RUNS/summary.json and the table on stdout.
@@ -43,6 +47,8 @@ def main():
     ap.add_argument("--bin", default="target/release/adamatch-wgpu")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--tag", default="", help="suffix of the run folder names (for variants)")
+    ap.add_argument("--init-tag", default=None,
+                    help="start from RUNS/TARGET-source-only-sSEED<INIT_TAG>/model.safetensors")
     args = ap.parse_args(argv)
     source = f"idx:{args.data}/mnist"
     rows = []
@@ -60,6 +66,12 @@ def main():
                     cmd = [args.bin, "train", "--preset", args.preset, "--source", source,
                            "--target", f"dir:{args.data}/{target}", "--algorithm", alg,
                            "--seed", str(seed), "--out", run, "--no-progress", *extra]
+                    if args.init_tag is not None:
+                        init = os.path.join(args.runs, f"{target}-source-only-s{seed}{args.init_tag}",
+                                            "model.safetensors")
+                        if not os.path.exists(init):
+                            sys.exit(f"{name}: --init-tag: no source-only model at {init}")
+                        cmd += ["--init", init]
                     t0 = time.time()
                     log = subprocess.run(cmd, capture_output=True, text=True)
                     wall = time.time() - t0
