@@ -6,8 +6,9 @@
 //!   padded to 32x32.
 //! - `synth-house` (target, SVHN-like): colour digits from three printed-font families (sans,
 //!   block, serif) that differ from the handwriting, plates of both polarities (a light colour
-//!   digit on a dark colour ground, or its negative), gradient and value-noise textured backgrounds, partial distractor digits at
-//!   the left and right edges, blur, pixel noise, contrast and brightness changes.
+//!   digit on a dark colour ground, or its negative), gradient and value-noise textured
+//!   backgrounds, partial distractor digits at the left and right edges, blur, pixel noise,
+//!   contrast and brightness changes.
 //!
 //! Every image is a pure function of (domain, seed, split, index): the training split is an
 //! infinite stream, the test split a fixed set of [`TEST_SIZE`] images drawn from a disjoint

@@ -26,8 +26,9 @@
 //! | strong, paper | the paper weak view, then 2 ops drawn uniformly with replacement from the 14 below with uniform magnitudes (FixMatch's RandAugment), then a 16x16 cutout |
 //! | strong, keras-example | Keras 3 `RandAugment(value_range=(0, 255), num_ops=2, factor=0.5)` on the raw image: 2 distinct ops of Keras' 11, no weak view, no cutout |
 //!
-//! With the polarity symmetry on ([`Symmetries::invert`], `train --invert true`), every view first
-//! inverts the whole image (255 - v per level) with p = 0.5, before slot 0.
+//! With the polarity symmetry on ([`Symmetries::invert`]; `train --invert strong` for the strong
+//! views, `--invert all` for every view), a view first inverts the whole image (255 - v per
+//! level) with p = 0.5, before slot 0.
 //!
 //! # Paper RandAugment ops (PIL semantics, FixMatch's ranges; [`RANDAUGMENT_OPS`], id = index)
 //! Ranges are the FixMatch paper's (Sohn et al. 2020, Table 12) as in its RandAugment code; a
