@@ -93,9 +93,16 @@ struct TrainArgs {
     /// mat:PATH, dir:PATH or a path.
     #[arg(long, default_value = "synth-digits")]
     source: String,
-    /// Unlabeled target domain (its test split is used for evaluation).
+    /// Target domain; its labels, if any, are never used for training.
     #[arg(long, default_value = "synth-house")]
     target: String,
+    /// Labeled source test set [default: the source's test split].
+    #[arg(long, value_name = "DATASET")]
+    source_test: Option<String>,
+    /// Labeled target test set [default: the target's test split; when that is unlabeled,
+    /// evaluation reports the predicted classes, mean confidence and mask rate instead].
+    #[arg(long, value_name = "DATASET")]
+    target_test: Option<String>,
     /// Run directory (config.json, metrics.jsonl, checkpoint, model.safetensors, plots).
     #[arg(long, default_value = "runs/default")]
     out: PathBuf,
@@ -199,7 +206,8 @@ struct TrainArgs {
 struct EvalArgs {
     #[arg(long)]
     weights: PathBuf,
-    /// Labeled dataset (its test split unless --split train).
+    /// Dataset (its test split unless --split train). Labeled: accuracy, per-class accuracy
+    /// and confusion matrix; always: predicted classes, mean confidence and mask rate.
     #[arg(long)]
     data: String,
     #[arg(long, value_enum, default_value_t = Split::Test)]
@@ -211,10 +219,23 @@ struct EvalArgs {
     /// `train --eval-limit` uses).
     #[arg(long)]
     limit: Option<usize>,
+    /// Top-1 probability an image must reach to count in the mask rate (FixMatch's fixed
+    /// threshold by default).
+    #[arg(long, default_value_t = 0.95, value_parser = parse_probability)]
+    threshold: f64,
     #[arg(long)]
     json: bool,
     #[arg(long, env = "ADAMATCH_DATA")]
     data_dir: Option<PathBuf>,
+}
+
+/// A probability in [0, 1] (refuses NaN).
+fn parse_probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!("{v} is not a probability in [0, 1]")),
+        Err(e) => Err(format!("'{s}': {e}")),
+    }
 }
 
 #[derive(Args)]
@@ -581,6 +602,18 @@ fn train_cmd(gpu: &GpuArgs, a: &TrainArgs) -> Result<()> {
         out_dir: a.out.clone(),
         source: parse_dataset_spec(&a.source)?,
         target: parse_dataset_spec(&a.target)?,
+        source_test: a
+            .source_test
+            .as_deref()
+            .map(parse_dataset_spec)
+            .transpose()
+            .context("--source-test")?,
+        target_test: a
+            .target_test
+            .as_deref()
+            .map(parse_dataset_spec)
+            .transpose()
+            .context("--target-test")?,
         data_dir: resolve_data_dir(a.data_dir.as_deref()),
         resume: a.resume,
         init: a.init.clone(),
@@ -599,8 +632,8 @@ fn train_cmd(gpu: &GpuArgs, a: &TrainArgs) -> Result<()> {
     );
     let summary = train(&ctx, cfg, &opts)?;
     if let Some((s, t)) = &summary.last_eval {
-        println!("source test accuracy: {:.2}%", 100.0 * s.accuracy);
-        println!("target test accuracy: {:.2}%", 100.0 * t.accuracy);
+        println!("source test: {}", s.summary());
+        println!("target test: {}", t.summary());
     }
     println!(
         "{} steps in {:.1} s; run directory {}",
@@ -625,11 +658,11 @@ fn eval_cmd(gpu: &GpuArgs, a: &EvalArgs) -> Result<()> {
     let ctx = gpu.context()?;
     let clf = Classifier::new(&ctx, &w, w.input_scale, 1)?;
     let mut ev = Evaluator::new(&ctx, &clf.net, 256);
-    let r = ev.run(&ctx, &clf.net, &data, w.input_scale, None)?;
+    let r = ev.run(&ctx, &clf.net, &data, w.input_scale, None, Some(a.threshold))?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        println!("{} ({} images): accuracy {:.2}%", spec, r.images, 100.0 * r.accuracy);
+        println!("{} ({} images): {}", spec, r.images, r.summary());
         print!("{}", r.confusion_table());
     }
     Ok(())

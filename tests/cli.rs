@@ -229,3 +229,68 @@ fn bench_step_json_reports_a_sane_step() {
     assert!(engine_gflop > 0.5 * gflop && engine_gflop < gflop, "{e}");
     assert!(e["pass_ms"].as_f64().unwrap() > 0.0 && e["throughput_ratio"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn eval_of_an_unlabeled_folder_reports_predicted_classes_and_confidence() {
+    let dir = tmp_dir("eval-unlabeled");
+    let w = small_weights(&dir);
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for i in 0..5u8 {
+        image::RgbImage::from_fn(20, 24, |x, y| image::Rgb([x as u8 * 9, y as u8 * 7, 40 * i]))
+            .save(photos.join(format!("p{i}.png")))
+            .unwrap();
+    }
+    let out = bin()
+        .args(["eval", "--weights"])
+        .arg(&w)
+        .arg("--data")
+        .arg(format!("dir:{}", photos.display()))
+        .args(["--json", "--threshold", "0.5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["labeled"], false);
+    assert!(v.get("accuracy").is_none());
+    assert_eq!(v["images"], 5);
+    assert_eq!(
+        v["predicted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .sum::<u64>(),
+        5
+    );
+    assert_eq!(v["threshold"], 0.5);
+    let c = v["mean_confidence"].as_f64().unwrap();
+    assert!((0.1..=1.0).contains(&c), "{c}");
+
+    let out = bin()
+        .args(["eval", "--weights"])
+        .arg(&w)
+        .arg("--data")
+        .arg(format!("dir:{}", photos.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("unlabeled: mean confidence"), "{stdout}");
+
+    let out = bin()
+        .args(["eval", "--weights"])
+        .arg(&w)
+        .arg("--data")
+        .arg(format!("dir:{}", photos.display()))
+        .args(["--threshold", "1.5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--threshold") && stderr.contains("probability"),
+        "{stderr}"
+    );
+}

@@ -61,6 +61,8 @@ fn run(ctx: &GpuContext, data: &Path, algorithm: Algorithm) -> (f64, f64) {
         out_dir: dir.clone(),
         source: DatasetSpec::Idx(data.join("mnist")),
         target: DatasetSpec::Dir(data.join("handwritten-uci")),
+        source_test: None,
+        target_test: None,
         data_dir: std::env::temp_dir(),
         resume: false,
         init: None,
@@ -73,15 +75,19 @@ fn run(ctx: &GpuContext, data: &Path, algorithm: Algorithm) -> (f64, f64) {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(summary.finished && summary.steps_done == steps);
     let (source, target) = summary.last_eval.expect("a final evaluation");
+    let (source_acc, target_acc) = (
+        source.accuracy.expect("a labeled source test set"),
+        target.accuracy.expect("a labeled target test set"),
+    );
     println!(
         "{algorithm:?}: source {:.1}% ({} images), target {:.1}% ({} images) after {steps} steps in {:.0} s",
-        100.0 * source.accuracy,
+        100.0 * source_acc,
         source.images,
-        100.0 * target.accuracy,
+        100.0 * target_acc,
         target.images,
         summary.wall_s
     );
-    (source.accuracy, target.accuracy)
+    (source_acc, target_acc)
 }
 
 #[test]

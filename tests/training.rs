@@ -31,6 +31,8 @@ fn options(dir: &Path, resume: bool, stop_after: Option<u64>) -> RunOptions {
         out_dir: dir.to_path_buf(),
         source: DatasetSpec::default(),
         target: DatasetSpec::default_target(),
+        source_test: None,
+        target_test: None,
         data_dir: std::env::temp_dir(),
         resume,
         init: None,
@@ -157,7 +159,12 @@ fn run_directory_holds_config_metrics_model_and_plots() {
     let summary = train(ctx, cfg.clone(), &options(&dir, false, None)).unwrap();
     let (src, tgt) = summary.last_eval.expect("a final evaluation");
     assert_eq!(src.images, 16);
-    assert_eq!(tgt.confusion.iter().flatten().sum::<u64>(), 16);
+    let confusion = tgt.confusion.as_ref().expect("synth-house's test split is labeled");
+    assert_eq!(confusion.iter().flatten().sum::<u64>(), 16);
+    // The predicted-class counts are the confusion matrix's column sums.
+    let columns: Vec<u64> = (0..10).map(|p| confusion.iter().map(|r| r[p]).sum()).collect();
+    assert_eq!(tgt.predicted, columns);
+    assert!(tgt.mean_confidence > 0.1 && tgt.mean_confidence <= 1.0);
     for f in [
         "config.json",
         "metrics.jsonl",
@@ -373,4 +380,124 @@ fn init_starts_from_the_given_weights_and_refuses_another_network() {
     );
     assert!(err.contains("--init") && err.contains("model.safetensors"), "{err}");
     assert!(err.contains("WRN-10-1") && err.contains("WRN-16-1"), "{err}");
+}
+
+/// Writes the first `n` synth-house test images as PNGs: into `dir/<label>/` when `labeled`,
+/// else straight into `dir` (no class folders: an unlabeled folder).
+fn write_png_folder(dir: &Path, n: usize, labeled: bool) {
+    use adamatch_wgpu::data::synth::{SynthDomain, SynthStream};
+    let d = SynthStream::test(SynthDomain::House, 3, n).materialize(0, n);
+    for i in 0..n {
+        let sub = if labeled {
+            dir.join(d.label(i).unwrap().to_string())
+        } else {
+            dir.to_path_buf()
+        };
+        std::fs::create_dir_all(&sub).unwrap();
+        image::RgbImage::from_raw(32, 32, d.image(i).to_vec())
+            .unwrap()
+            .save(sub.join(format!("img{i:03}.png")))
+            .unwrap();
+    }
+}
+
+#[test]
+fn an_unlabeled_target_trains_and_reports_what_is_known_without_labels() {
+    use adamatch_wgpu::inference::Classifier;
+    let ctx = ctx();
+    let photos = out_dir("unlabeled-photos");
+    write_png_folder(&photos, 12, false);
+    let dir = out_dir("unlabeled-run");
+    let cfg = small("tiny");
+    let mut opts = options(&dir, false, None);
+    opts.target = DatasetSpec::Dir(photos.clone());
+    let summary = train(ctx, cfg.clone(), &opts).expect("an unlabeled target trains");
+    let (src, tgt) = summary.last_eval.expect("a final evaluation");
+    assert!(src.labeled && src.accuracy.is_some());
+    assert!(!tgt.labeled && tgt.accuracy.is_none() && tgt.confusion.is_none());
+    assert_eq!(tgt.images, 12);
+    assert_eq!(tgt.predicted.iter().sum::<u64>(), 12);
+    let threshold = tgt.threshold.expect("a mask-rate threshold");
+    assert!((threshold - cfg.tau as f64 * src.mean_confidence).abs() < 1e-12);
+
+    // The numbers are the exported model's own on the folder's images.
+    let w = weights::load(&dir.join(MODEL)).unwrap();
+    let images = adamatch_wgpu::data::folder::load_dir(&photos).unwrap();
+    let mut clf = Classifier::new(ctx, &w, w.input_scale, 4).unwrap();
+    let preds = clf.classify(ctx, &images.images).unwrap();
+    let mut predicted = vec![0u64; 10];
+    let (mut confidence, mut kept) = (0f64, 0usize);
+    for p in &preds {
+        predicted[p.class] += 1;
+        confidence += p.probs[p.class] as f64;
+        kept += (p.probs[p.class] as f64 >= threshold) as usize;
+    }
+    assert_eq!(tgt.predicted, predicted);
+    assert!(
+        (tgt.mean_confidence - confidence / 12.0).abs() < 1e-4,
+        "{} vs {}",
+        tgt.mean_confidence,
+        confidence / 12.0
+    );
+    assert_eq!(tgt.mask_rate, Some(kept as f64 / 12.0));
+
+    // metrics.jsonl, config.json and the plots say which case applies.
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let evals: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "eval")
+        .collect();
+    assert_eq!(evals.len(), 2);
+    for v in &evals {
+        assert_eq!(v["target"]["labeled"], false, "{v}");
+        assert!(v["target"].get("accuracy").is_none(), "{v}");
+        assert!(v["target"]["mask_rate"]
+            .as_f64()
+            .is_some_and(|r| (0.0..=1.0).contains(&r)));
+        assert_eq!(v["source"]["labeled"], true);
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["target_test_labeled"], false);
+    assert!(dir.join("predicted.png").is_file() && !dir.join("confusion.png").exists());
+}
+
+#[test]
+fn target_test_names_a_labeled_test_set_and_refuses_an_unlabeled_one() {
+    let ctx = ctx();
+    let (photos, labeled) = (out_dir("tt-photos"), out_dir("tt-labeled"));
+    write_png_folder(&photos, 8, false);
+    write_png_folder(&labeled, 10, true);
+    let dir = out_dir("tt-run");
+    let mut cfg = small("tiny");
+    cfg.steps = 3;
+    let mut opts = options(&dir, false, None);
+    opts.target = DatasetSpec::Dir(photos.clone());
+    opts.target_test = Some(DatasetSpec::Dir(labeled.clone()));
+    let summary = train(ctx, cfg.clone(), &opts).unwrap();
+    let (_, tgt) = summary.last_eval.unwrap();
+    assert!(tgt.labeled && tgt.accuracy.is_some());
+    assert_eq!(tgt.images, 10);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["target_test"], format!("dir:{}", labeled.display()));
+
+    let dir = out_dir("tt-refused");
+    let mut opts = options(&dir, false, None);
+    opts.target_test = Some(DatasetSpec::Dir(photos.clone()));
+    let err = format!(
+        "{:#}",
+        train(ctx, cfg.clone(), &opts)
+            .err()
+            .expect("an unlabeled --target-test is refused")
+    );
+    assert!(err.contains("--target-test") && err.contains("no labels"), "{err}");
+    let mut opts = options(&dir, false, None);
+    opts.source = DatasetSpec::Dir(photos);
+    let err = format!(
+        "{:#}",
+        train(ctx, cfg, &opts).err().expect("an unlabeled source is refused")
+    );
+    assert!(err.contains("source") && err.contains("no labels"), "{err}");
 }

@@ -132,15 +132,26 @@ pub fn line_chart(title: &str, x_label: &str, series: &[(&str, Vec<(f64, f64)>)]
     img
 }
 
-/// The confusion matrix as a heat map with counts (rows: true class, columns: predicted).
+/// The confusion matrix as a heat map with counts (rows: true class, columns: predicted); for
+/// an unlabeled evaluation, one row of predicted-class counts.
 pub fn confusion_chart(title: &str, eval: &EvalResult) -> RgbImage {
-    let k = eval.confusion.len().max(1) as u32;
+    let unlabeled = [eval.predicted.clone()];
+    let (confusion, per_class): (&[Vec<u64>], Option<&Vec<f64>>) = match (&eval.confusion, &eval.per_class) {
+        (Some(c), Some(p)) => (c, Some(p)),
+        _ => (&unlabeled, None),
+    };
+    let k = eval.predicted.len().max(1) as u32;
+    let rows = confusion.len() as u32;
     let cell = 44u32;
     let (ox, oy) = (60u32, 50u32);
-    let mut img = RgbImage::from_pixel(ox + k * cell + 80, oy + k * cell + 40, Rgb([255, 255, 255]));
+    let mut img = RgbImage::from_pixel(
+        (ox + k * cell + 80).max(8 * title.len() as u32 + 16),
+        oy + rows * cell + 40,
+        Rgb([255, 255, 255]),
+    );
     let black = Rgb([0, 0, 0]);
     text(&mut img, 8, 12, title, black);
-    for (t, row) in eval.confusion.iter().enumerate() {
+    for (t, row) in confusion.iter().enumerate() {
         let total: u64 = row.iter().sum::<u64>().max(1);
         for (p, &v) in row.iter().enumerate() {
             let frac = v as f64 / total as f64;
@@ -156,6 +167,9 @@ pub fn confusion_chart(title: &str, eval: &EvalResult) -> RgbImage {
             let tx = (ox + p as u32 * cell + cell / 2) as i64 - 4 * s.len() as i64;
             text(&mut img, tx, (oy + t as u32 * cell + cell / 2) as i64 - 4, &s, fg);
         }
+        let Some(per_class) = per_class else {
+            continue;
+        };
         text(
             &mut img,
             ox as i64 - 20,
@@ -163,7 +177,7 @@ pub fn confusion_chart(title: &str, eval: &EvalResult) -> RgbImage {
             &t.to_string(),
             black,
         );
-        let acc = format!("{:.0}%", 100.0 * eval.per_class[t]);
+        let acc = format!("{:.0}%", 100.0 * per_class[t]);
         text(
             &mut img,
             (ox + k * cell + 8) as i64,
@@ -181,18 +195,19 @@ pub fn confusion_chart(title: &str, eval: &EvalResult) -> RgbImage {
             black,
         );
     }
-    text(
-        &mut img,
-        ox as i64,
-        (oy + k * cell + 14) as i64,
-        "rows: true class, columns: predicted",
-        black,
-    );
+    let legend = if per_class.is_some() {
+        "rows: true class, columns: predicted"
+    } else {
+        "images predicted as each class (no labels)"
+    };
+    text(&mut img, ox as i64, (oy + rows * cell + 14) as i64, legend, black);
     img
 }
 
 /// Writes `loss.png`, `accuracy.png` and (with a final evaluation) `confusion.png` into `dir`
-/// from the run's `metrics.jsonl`.
+/// from the run's `metrics.jsonl`. With an unlabeled target test set, `accuracy.png` draws the
+/// target's mean confidence and mask rate instead of its accuracy, and `predicted.png` replaces
+/// `confusion.png`.
 pub fn write_plots(dir: &Path, metrics: &Path, final_target: Option<&EvalResult>) -> Result<()> {
     let text_in = std::fs::read_to_string(metrics).with_context(|| format!("reading {}", metrics.display()))?;
     let mut total = Vec::new();
@@ -200,6 +215,8 @@ pub fn write_plots(dir: &Path, metrics: &Path, final_target: Option<&EvalResult>
     let mut target = Vec::new();
     let mut src_acc = Vec::new();
     let mut tgt_acc = Vec::new();
+    let mut tgt_confidence = Vec::new();
+    let mut tgt_mask = Vec::new();
     for l in text_in.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
             continue;
@@ -214,7 +231,13 @@ pub fn write_plots(dir: &Path, metrics: &Path, final_target: Option<&EvalResult>
             }
             Some("eval") => {
                 src_acc.push((step, 100.0 * v["source"]["accuracy"].as_f64().unwrap_or(f64::NAN)));
-                tgt_acc.push((step, 100.0 * v["target"]["accuracy"].as_f64().unwrap_or(f64::NAN)));
+                let t = &v["target"];
+                if t["labeled"].as_bool() == Some(false) {
+                    tgt_confidence.push((step, 100.0 * t["mean_confidence"].as_f64().unwrap_or(f64::NAN)));
+                    tgt_mask.push((step, 100.0 * t["mask_rate"].as_f64().unwrap_or(f64::NAN)));
+                } else {
+                    tgt_acc.push((step, 100.0 * t["accuracy"].as_f64().unwrap_or(f64::NAN)));
+                }
             }
             _ => {}
         }
@@ -231,16 +254,29 @@ pub fn write_plots(dir: &Path, metrics: &Path, final_target: Option<&EvalResult>
         ),
         "loss.png",
     )?;
-    save(
-        line_chart(
+    let (title, series) = if tgt_acc.is_empty() && !tgt_confidence.is_empty() {
+        (
+            "source test accuracy; target unlabeled (%)",
+            vec![
+                ("source test", src_acc),
+                ("target confidence", tgt_confidence),
+                ("target mask rate", tgt_mask),
+            ],
+        )
+    } else {
+        (
             "test accuracy (%)",
-            "step",
-            &[("source test", src_acc), ("target test", tgt_acc)],
-        ),
-        "accuracy.png",
-    )?;
-    if let Some(e) = final_target {
-        save(confusion_chart("target test confusion matrix", e), "confusion.png")?;
+            vec![("source test", src_acc), ("target test", tgt_acc)],
+        )
+    };
+    save(line_chart(title, "step", &series), "accuracy.png")?;
+    match final_target {
+        Some(e) if e.labeled => save(confusion_chart("target test confusion matrix", e), "confusion.png")?,
+        Some(e) => save(
+            confusion_chart("target test (unlabeled): predicted classes", e),
+            "predicted.png",
+        )?,
+        None => {}
     }
     Ok(())
 }

@@ -25,6 +25,11 @@ pub struct RunOptions {
     pub out_dir: PathBuf,
     pub source: DatasetSpec,
     pub target: DatasetSpec,
+    /// The labeled source test set (default: the source's own test split).
+    pub source_test: Option<DatasetSpec>,
+    /// The labeled target test set (default: the target's own test split, which may be
+    /// unlabeled: evaluation then reports what can be known without labels).
+    pub target_test: Option<DatasetSpec>,
     pub data_dir: PathBuf,
     /// Continue from `out_dir/checkpoint.safetensors`.
     pub resume: bool,
@@ -61,7 +66,8 @@ fn preprocess_for(cfg: &TrainConfig) -> Preprocess {
     }
 }
 
-/// The run's data: training sources and labeled test sets.
+/// The run's data: training sources and test sets (the source's labeled; the target's labeled
+/// or not, see [`RunOptions::target_test`]).
 pub struct RunData {
     pub source_train: Source,
     pub target_train: Source,
@@ -74,14 +80,48 @@ pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
     let limit = cfg.eval_limit.unwrap_or(usize::MAX);
     let source_train = load(&opts.source, Split::Train, pre, &opts.data_dir)
         .with_context(|| format!("loading the source domain {}", opts.source))?;
+    if !crate::data::ImageSource::has_labels(&source_train) {
+        bail!(
+            "the source domain {} has no labels: the source must be a labeled dataset (for an image \
+             folder, one subfolder per class)",
+            opts.source
+        );
+    }
     let target_train = load(&opts.target, Split::Train, pre, &opts.data_dir)
         .with_context(|| format!("loading the target domain {}", opts.target))?;
-    let source_test = load(&opts.source, Split::Test, pre, &opts.data_dir)
-        .with_context(|| format!("loading the source test set {}", opts.source))?
-        .sample(limit, EVAL_SAMPLE_SEED);
-    let target_test = load(&opts.target, Split::Test, pre, &opts.data_dir)
-        .with_context(|| format!("loading the target test set {}", opts.target))?
-        .sample(limit, EVAL_SAMPLE_SEED);
+    let source_test = match &opts.source_test {
+        Some(spec) => {
+            load(spec, Split::Test, pre, &opts.data_dir).with_context(|| format!("loading --source-test {spec}"))?
+        }
+        None => load(&opts.source, Split::Test, pre, &opts.data_dir)
+            .with_context(|| format!("loading the source test set {}", opts.source))?,
+    };
+    if !crate::data::ImageSource::has_labels(&source_test) {
+        match &opts.source_test {
+            Some(spec) => bail!("--source-test {spec} has no labels: name a labeled test set"),
+            None => bail!(
+                "the test split of the source domain {} has no labels: name a labeled one with --source-test",
+                opts.source
+            ),
+        }
+    }
+    let target_test = match &opts.target_test {
+        Some(spec) => {
+            let t = load(spec, Split::Test, pre, &opts.data_dir)
+                .with_context(|| format!("loading --target-test {spec}"))?;
+            if !crate::data::ImageSource::has_labels(&t) {
+                bail!(
+                    "--target-test {spec} has no labels: name a labeled test set, or leave the flag \
+                     out to evaluate the target's own images without labels"
+                );
+            }
+            t
+        }
+        None => load(&opts.target, Split::Test, pre, &opts.data_dir)
+            .with_context(|| format!("loading the target test set {}", opts.target))?,
+    };
+    let source_test = source_test.sample(limit, EVAL_SAMPLE_SEED);
+    let target_test = target_test.sample(limit, EVAL_SAMPLE_SEED);
     Ok(RunData {
         source_train,
         target_train,
@@ -159,8 +199,12 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     };
     cfg.validate()?;
     let data = load_data(&cfg, opts)?;
-    if !crate::data::ImageSource::has_labels(&data.source_train) {
-        bail!("the source domain {} has no labels", opts.source);
+    if data.target_test.labels.is_none() {
+        eprintln!(
+            "note: the target test set {} is unlabeled: evaluation reports the predicted classes, the mean \
+             confidence and the mask rate on it, not an accuracy (--target-test names a labeled one)",
+            data.target_test.name
+        );
     }
 
     let mut trainer = Trainer::new(ctx, cfg.clone())?;
@@ -188,6 +232,9 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         "init": init,
         "source": opts.source.to_string(),
         "target": opts.target.to_string(),
+        "source_test": opts.source_test.as_ref().unwrap_or(&opts.source).to_string(),
+        "target_test": opts.target_test.as_ref().unwrap_or(&opts.target).to_string(),
+        "target_test_labeled": data.target_test.labels.is_some(),
         "adapter": ctx.adapter_summary(),
         "git_revision": git_revision(),
         "version": env!("CARGO_PKG_VERSION"),
@@ -221,8 +268,10 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     let mut history: Vec<StepMetrics> = Vec::new();
     let evaluate = |trainer: &mut Trainer, evaluator: &mut Evaluator| -> Result<(EvalResult, EvalResult)> {
         let net = trainer.calibrated_eval_net(ctx, &data.source_train, &data.target_train)?;
-        let s = evaluator.run(ctx, net, &data.source_test, cfg.input_scale, cfg.eval_limit)?;
-        let t = evaluator.run(ctx, net, &data.target_test, cfg.input_scale, cfg.eval_limit)?;
+        let s = evaluator.run(ctx, net, &data.source_test, cfg.input_scale, cfg.eval_limit, None)?;
+        // AdaMatch's relative threshold: tau times the mean confidence on the source.
+        let threshold = Some(cfg.tau as f64 * s.mean_confidence);
+        let t = evaluator.run(ctx, net, &data.target_test, cfg.input_scale, cfg.eval_limit, threshold)?;
         Ok((s, t))
     };
     let mut finished = true;
@@ -267,9 +316,9 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         if step % cfg.eval_every == 0 || step == cfg.steps {
             let (s, t) = evaluate(&mut trainer, &mut evaluator)?;
             say(format!(
-                "step {step}: source test accuracy {:.2}%, target test accuracy {:.2}%",
-                100.0 * s.accuracy,
-                100.0 * t.accuracy
+                "step {step}: source test {}; target test {}",
+                s.summary(),
+                t.summary()
             ));
             append_line(
                 &metrics_path,
