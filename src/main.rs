@@ -367,18 +367,34 @@ fn predict(gpu: &GpuArgs, args: &PredictArgs) -> Result<()> {
             let obj = serde_json::json!({
                 "file": path.display().to_string(),
                 "class": p.class,
+                "class_name": w.classes[p.class],
                 "probs": p.probs,
                 "logits": p.logits,
             });
             println!("{obj}");
-        } else {
+        } else if p.probs.len() <= 10 {
             let probs: Vec<String> = p.probs.iter().map(|v| format!("{v:.4}")).collect();
             println!(
                 "{}: class {} (p = {:.4})  probs [{}]",
                 path.display(),
-                p.class,
+                w.classes[p.class],
                 p.probs[p.class],
                 probs.join(", ")
+            );
+        } else {
+            let mut order: Vec<usize> = (0..p.probs.len()).collect();
+            order.sort_by(|&a, &b| p.probs[b].total_cmp(&p.probs[a]).then(a.cmp(&b)));
+            let top: Vec<String> = order[..5]
+                .iter()
+                .map(|&c| format!("{} {:.4}", w.classes[c], p.probs[c]))
+                .collect();
+            println!(
+                "{}: class {} (p = {:.4})  top 5 of {}: {}",
+                path.display(),
+                w.classes[p.class],
+                p.probs[p.class],
+                p.probs.len(),
+                top.join(", ")
             );
         }
     }
@@ -657,7 +673,7 @@ fn eval_cmd(gpu: &GpuArgs, a: &EvalArgs) -> Result<()> {
     );
     let ctx = gpu.context()?;
     let clf = Classifier::new(&ctx, &w, w.input_scale, 1)?;
-    let mut ev = Evaluator::new(&ctx, &clf.net, 256);
+    let mut ev = Evaluator::new(&ctx, &clf.net, 256, w.classes.clone())?;
     let r = ev.run(&ctx, &clf.net, &data, w.input_scale, None, Some(a.threshold))?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);

@@ -13,6 +13,7 @@
 //! const about = await clf.loadWeights(bytes);        // Uint8Array of a .safetensors file
 //! const r = await clf.classifyRgba(rgba, w, h);      // ImageData.data, any size
 //! r.probs; r.logits; r.predicted; r.input;           // Float32Array x2, number, 32x32x3 Uint8Array
+//! r.className; clf.classes;                          // the predicted class's name; every name
 //! ```
 
 use std::cell::RefCell;
@@ -93,6 +94,7 @@ fn check_rgba(rgba: &[u8], width: u32, height: u32) -> Result<()> {
 #[wasm_bindgen]
 pub struct Classification {
     predicted: usize,
+    class_name: String,
     probs: Vec<f32>,
     logits: Vec<f32>,
     input: Vec<u8>,
@@ -104,6 +106,12 @@ impl Classification {
     #[wasm_bindgen(getter)]
     pub fn predicted(&self) -> usize {
         self.predicted
+    }
+
+    /// The name of the most probable class (the weights' `classes`; `"0"`..`"9"` for digits).
+    #[wasm_bindgen(getter, js_name = className)]
+    pub fn class_name(&self) -> String {
+        self.class_name.clone()
     }
 
     /// Softmax probabilities, one per class.
@@ -126,6 +134,7 @@ impl Classification {
 
 struct Model {
     classifier: Classifier,
+    classes: Vec<String>,
     about: String,
 }
 
@@ -187,6 +196,7 @@ impl WebClassifier {
             classifier.classify_async(ctx, &black).await?;
             Ok(Model {
                 classifier,
+                classes: w.classes.clone(),
                 about: about.clone(),
             })
         })
@@ -200,6 +210,15 @@ impl WebClassifier {
     #[wasm_bindgen(getter)]
     pub fn loaded(&self) -> bool {
         self.model.try_borrow().map(|m| m.is_some()).unwrap_or(true)
+    }
+
+    /// The class names of the loaded weights, in output order (empty before a load).
+    #[wasm_bindgen(getter)]
+    pub fn classes(&self) -> Vec<String> {
+        match self.model.try_borrow() {
+            Ok(m) => m.as_ref().map(|m| m.classes.clone()).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// The description [`WebClassifier::load_weights`] returned, or an empty string.
@@ -239,6 +258,7 @@ impl WebClassifier {
             .ok_or_else(|| JsError::new("the network returned no result"))?;
         Ok(Classification {
             predicted: p.class,
+            class_name: model.classes[p.class].clone(),
             probs: p.probs,
             logits: p.logits,
             input,
@@ -253,11 +273,12 @@ fn busy() -> JsError {
 fn describe(w: &Weights, bytes: usize) -> String {
     let c = &w.config;
     format!(
-        "WRN-{}-{}, {}, input scale {}, {} parameters ({:.1} MB)",
+        "WRN-{}-{}, {}, input scale {}, {} classes, {} parameters ({:.1} MB)",
         c.depth,
         c.width,
         c.activation.name(),
         w.input_scale.name(),
+        w.classes.len(),
         w.params.len(),
         bytes as f64 / 1e6
     )

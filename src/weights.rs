@@ -25,6 +25,9 @@ pub const LAYOUT: &str = "activations NHWC; conv kernels HWIO [KH,KW,Cin,Cout]; 
 pub struct Weights {
     pub config: WideResNetConfig,
     pub input_scale: InputScale,
+    /// The class names, one per output (metadata `classes`, a JSON array; `"0"`, `"1"`, ... in
+    /// files written before class names existed).
+    pub classes: Vec<String>,
     /// Flat parameters in the layout of a `WideResNet::new(config)`.
     pub params: Vec<f32>,
     /// Flat running statistics in that layout.
@@ -129,6 +132,26 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Weights> {
             .ok_or_else(|| anyhow!("metadata has no 'input_scale' entry"))?,
     )?;
     meta.remove("layout");
+    let classes = match meta.remove("classes") {
+        None => (0..config.num_classes).map(|c| c.to_string()).collect(),
+        Some(json) => {
+            let classes: Vec<String> = serde_json::from_str(&json)
+                .map_err(|e| anyhow!("metadata 'classes' is not a JSON array of names: {e}"))?;
+            if classes.len() != config.num_classes {
+                bail!(
+                    "metadata 'classes' names {} classes but the network has {} outputs",
+                    classes.len(),
+                    config.num_classes
+                );
+            }
+            let mut sorted = classes.clone();
+            sorted.sort();
+            if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+                bail!("metadata 'classes' names class '{}' twice", w[0]);
+            }
+            classes
+        }
+    };
 
     let arch = Architecture::new(&config)?;
     let mut params = vec![0.0f32; arch.params_len()];
@@ -177,6 +200,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Weights> {
     Ok(Weights {
         config,
         input_scale,
+        classes,
         params,
         running,
         extra: meta,

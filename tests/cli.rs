@@ -294,3 +294,57 @@ fn eval_of_an_unlabeled_folder_reports_predicted_classes_and_confidence() {
         "{stderr}"
     );
 }
+
+#[test]
+fn predict_prints_the_class_names_of_the_weights() {
+    let dir = tmp_dir("predict-names");
+    let ctx = GpuContext::new_blocking(&AdapterChoice::default()).unwrap();
+    let cfg = WideResNetConfig {
+        depth: 10,
+        width: 1,
+        num_classes: 3,
+        activation: Activation::Leaky(0.1),
+        ..WideResNetConfig::paper()
+    };
+    let net = WideResNet::new(&ctx, cfg, 3).unwrap();
+    let names = ["bird", "cat", "dog"];
+    let extra = BTreeMap::from([("classes".to_string(), serde_json::to_string(&names).unwrap())]);
+    let w = dir.join("animals.safetensors");
+    weights::save(&ctx, &net, &w, InputScale::Paper, &extra).unwrap();
+    let img = dir.join("x.png");
+    image::RgbImage::from_fn(30, 30, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 90]))
+        .save(&img)
+        .unwrap();
+
+    let out = bin()
+        .args(["predict", "--json", "--weights"])
+        .arg(&w)
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let class = v["class"].as_u64().unwrap() as usize;
+    assert_eq!(v["class_name"], names[class]);
+    assert_eq!(v["probs"].as_array().unwrap().len(), 3);
+    let out = bin().args(["predict", "--weights"]).arg(&w).arg(&img).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("class {} (p = ", names[class])), "{text}");
+
+    // A names entry that does not fit the network is a clear error, never a wrong name.
+    let extra = BTreeMap::from([("classes".to_string(), r#"["a","b"]"#.to_string())]);
+    let bad = dir.join("bad-names.safetensors");
+    weights::save(&ctx, &net, &bad, InputScale::Paper, &extra).unwrap();
+    let out = bin()
+        .args(["predict", "--weights"])
+        .arg(&bad)
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad-names.safetensors") && err.contains("names 2 classes but the network has 3"),
+        "{err}"
+    );
+}

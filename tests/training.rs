@@ -382,21 +382,16 @@ fn init_starts_from_the_given_weights_and_refuses_another_network() {
     assert!(err.contains("WRN-10-1") && err.contains("WRN-16-1"), "{err}");
 }
 
-/// Writes the first `n` synth-house test images as PNGs: into `dir/<label>/` when `labeled`,
-/// else straight into `dir` (no class folders: an unlabeled folder).
-fn write_png_folder(dir: &Path, n: usize, labeled: bool) {
+/// Writes the first `n` synth-house test images as PNGs straight into `dir` (no class folders:
+/// an unlabeled folder, as a user's photos are).
+fn write_png_folder(dir: &Path, n: usize) {
     use adamatch_wgpu::data::synth::{SynthDomain, SynthStream};
     let d = SynthStream::test(SynthDomain::House, 3, n).materialize(0, n);
+    std::fs::create_dir_all(dir).unwrap();
     for i in 0..n {
-        let sub = if labeled {
-            dir.join(d.label(i).unwrap().to_string())
-        } else {
-            dir.to_path_buf()
-        };
-        std::fs::create_dir_all(&sub).unwrap();
         image::RgbImage::from_raw(32, 32, d.image(i).to_vec())
             .unwrap()
-            .save(sub.join(format!("img{i:03}.png")))
+            .save(dir.join(format!("img{i:03}.png")))
             .unwrap();
     }
 }
@@ -406,7 +401,7 @@ fn an_unlabeled_target_trains_and_reports_what_is_known_without_labels() {
     use adamatch_wgpu::inference::Classifier;
     let ctx = ctx();
     let photos = out_dir("unlabeled-photos");
-    write_png_folder(&photos, 12, false);
+    write_png_folder(&photos, 12);
     let dir = out_dir("unlabeled-run");
     let cfg = small("tiny");
     let mut opts = options(&dir, false, None);
@@ -467,8 +462,9 @@ fn an_unlabeled_target_trains_and_reports_what_is_known_without_labels() {
 fn target_test_names_a_labeled_test_set_and_refuses_an_unlabeled_one() {
     let ctx = ctx();
     let (photos, labeled) = (out_dir("tt-photos"), out_dir("tt-labeled"));
-    write_png_folder(&photos, 8, false);
-    write_png_folder(&labeled, 10, true);
+    write_png_folder(&photos, 8);
+    let digits: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    write_class_folders(&labeled, &digits.iter().map(String::as_str).collect::<Vec<_>>(), 1);
     let dir = out_dir("tt-run");
     let mut cfg = small("tiny");
     cfg.steps = 3;
@@ -500,4 +496,124 @@ fn target_test_names_a_labeled_test_set_and_refuses_an_unlabeled_one() {
         train(ctx, cfg, &opts).err().expect("an unlabeled source is refused")
     );
     assert!(err.contains("source") && err.contains("no labels"), "{err}");
+}
+
+/// Writes `per_class` synth-digits test images per class into `dir/<name>/` (image k of class c
+/// is a digit c, so the classes are learnable).
+fn write_class_folders(dir: &Path, names: &[&str], per_class: usize) {
+    use adamatch_wgpu::data::synth::{SynthDomain, SynthStream};
+    let d = SynthStream::test(SynthDomain::Digits, 5, 400).materialize(0, 400);
+    let mut written = vec![0usize; names.len()];
+    for i in 0..d.len() {
+        let c = d.label(i).unwrap() as usize;
+        if c >= names.len() || written[c] == per_class {
+            continue;
+        }
+        let sub = dir.join(names[c]);
+        std::fs::create_dir_all(&sub).unwrap();
+        image::RgbImage::from_raw(32, 32, d.image(i).to_vec())
+            .unwrap()
+            .save(sub.join(format!("{i:03}.png")))
+            .unwrap();
+        written[c] += 1;
+    }
+    assert!(written.iter().all(|&w| w == per_class), "{written:?}");
+}
+
+#[test]
+fn named_classes_set_the_head_and_reach_config_weights_and_eval() {
+    use adamatch_wgpu::data::spec::{load, Split};
+    use adamatch_wgpu::data::Preprocess;
+    use adamatch_wgpu::inference::Classifier;
+    use adamatch_wgpu::train::eval::Evaluator;
+    let ctx = ctx();
+    let animals = out_dir("animals");
+    write_class_folders(&animals, &["cat", "dog", "bird"], 6);
+    let photos = out_dir("animal-photos");
+    write_png_folder(&photos, 8);
+    let dir = out_dir("animals-run");
+    let mut cfg = small("tiny");
+    cfg.steps = 3;
+    let mut opts = options(&dir, false, None);
+    opts.source = DatasetSpec::Dir(animals.clone());
+    opts.target = DatasetSpec::Dir(photos.clone());
+    let summary = train(ctx, cfg.clone(), &opts).unwrap();
+    let (src, tgt) = summary.last_eval.unwrap();
+    // Classes sort lexicographically; the head has one output per class.
+    let names = ["bird", "cat", "dog"];
+    assert_eq!(src.classes, names);
+    assert_eq!(src.confusion.as_ref().unwrap().len(), 3);
+    assert_eq!(tgt.predicted.len(), 3);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["classes"], serde_json::json!(names));
+    assert_eq!(config["config"]["network"]["num_classes"], 3);
+    let w = weights::load(&dir.join(MODEL)).unwrap();
+    assert_eq!(
+        (w.config.num_classes, w.classes.clone()),
+        (3, names.map(String::from).to_vec())
+    );
+
+    // eval of the exported model on the same folder: the run's own numbers.
+    let data = load(
+        &DatasetSpec::Dir(animals.clone()),
+        Split::Test,
+        Preprocess::Pad,
+        &std::env::temp_dir(),
+    )
+    .unwrap()
+    .sample(16, 0);
+    let clf = Classifier::new(ctx, &w, w.input_scale, 1).unwrap();
+    let mut ev = Evaluator::new(ctx, &clf.net, 8, w.classes.clone()).unwrap();
+    let r = ev.run(ctx, &clf.net, &data, w.input_scale, None, None).unwrap();
+    assert_eq!(r.accuracy, src.accuracy);
+    assert!(r.confusion_table().contains("bird"), "{}", r.confusion_table());
+
+    // A labeled set with other classes is refused with the differences listed, by train and eval.
+    let pets = out_dir("pets");
+    write_class_folders(&pets, &["cat", "dog", "fish", "hamster"], 2);
+    let mut opts = options(&out_dir("animals-mismatch"), false, None);
+    opts.source = DatasetSpec::Dir(animals.clone());
+    opts.target = DatasetSpec::Dir(photos.clone());
+    opts.target_test = Some(DatasetSpec::Dir(pets.clone()));
+    let err = format!("{:#}", train(ctx, cfg.clone(), &opts).err().expect("a class mismatch"));
+    for want in [
+        "--target-test",
+        "lacks 'bird'",
+        "'fish', 'hamster'",
+        "4 classes against 3",
+    ] {
+        assert!(err.contains(want), "'{want}' missing from: {err}");
+    }
+    let pets_data = load(
+        &DatasetSpec::Dir(pets),
+        Split::Test,
+        Preprocess::Pad,
+        &std::env::temp_dir(),
+    )
+    .unwrap();
+    let err = format!(
+        "{:#}",
+        ev.run(
+            ctx,
+            &clf.net,
+            pets_data.as_dataset().unwrap(),
+            w.input_scale,
+            None,
+            None
+        )
+        .err()
+        .unwrap()
+    );
+    assert!(err.contains("lacks 'bird'"), "{err}");
+
+    // --init refuses weights of other classes even with the same head size.
+    let renamed = out_dir("animals-renamed");
+    write_class_folders(&renamed, &["ant", "bee", "cow"], 6);
+    let mut opts = options(&out_dir("animals-init"), false, None);
+    opts.source = DatasetSpec::Dir(renamed);
+    opts.target = DatasetSpec::Dir(photos);
+    opts.init = Some(dir.join(MODEL));
+    let err = format!("{:#}", train(ctx, cfg, &opts).err().expect("other classes"));
+    assert!(err.contains("--init") && err.contains("'ant'"), "{err}");
 }

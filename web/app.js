@@ -377,7 +377,8 @@ function showResult(r, ms, source) {
   const probs = Array.from(r.probs);
   const logits = Array.from(r.logits);
   drawInput(r.input);
-  $("digit").textContent = String(r.predicted);
+  const names = state.clf.classes;
+  $("digit").textContent = r.className;
   $("confidence").textContent = (100 * probs[r.predicted]).toFixed(1) + "% · " + source;
 
   const order = probs.map((p, i) => [p, i]).sort((a, b) => b[0] - a[0]);
@@ -386,15 +387,17 @@ function showResult(r, ms, source) {
     ...order.slice(0, 3).map(([p, i]) => {
       const li = document.createElement("li");
       li.innerHTML =
-        `<span class="cls">${i}</span><span class="bar"><span style="width:${(100 * p).toFixed(2)}%">` +
+        `<span class="cls"></span><span class="bar"><span style="width:${(100 * p).toFixed(2)}%">` +
         `</span></span><span class="pct">${(100 * p).toFixed(1)}%</span>`;
+      li.querySelector(".cls").textContent = names[i]; // class names come from folder names
       return li;
     }),
   );
   $("all-probs").tBodies[0].replaceChildren(
     ...probs.map((p, i) => {
       const tr = document.createElement("tr");
-      tr.innerHTML = `<td>${i}</td><td>${p.toFixed(6)}</td><td>${logits[i].toFixed(4)}</td>`;
+      tr.innerHTML = `<td></td><td>${p.toFixed(6)}</td><td>${logits[i].toFixed(4)}</td>`;
+      tr.cells[0].textContent = names[i];
       return tr;
     }),
   );
@@ -404,6 +407,7 @@ function showResult(r, ms, source) {
   const res = $("result");
   state.runs += 1;
   res.dataset.source = source;
+  res.dataset.className = r.className;
   res.dataset.probs = JSON.stringify(probs);
   res.dataset.logits = JSON.stringify(logits);
   res.dataset.ms = ms.toFixed(3);

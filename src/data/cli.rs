@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use super::download::{check_file, dataset_files, download_dataset, resolve_data_dir, DownloadOptions, FileStatus};
 use super::preview::{render_grid, GridLayout};
-use super::{channel_means, ImageSource, Preprocess, Source, Split, IMAGE_BYTES, NUM_CLASSES};
+use super::{channel_means, ImageSource, Preprocess, Source, Split, IMAGE_BYTES};
 
 /// Re-exported so that the training command finds everything it needs here.
 pub use super::spec::{load, parse_dataset_spec, DatasetSpec};
@@ -246,11 +246,18 @@ fn info(spec: &DatasetSpec, split: Split, preprocess: Preprocess, stream_samples
         Some(h) => {
             let total: usize = h.iter().sum();
             let max = h.iter().copied().max().unwrap_or(1).max(1);
-            writeln!(o, "  labels:")?;
-            for (d, &c) in h.iter().enumerate().take(NUM_CLASSES) {
+            let classes = &ds.classes;
+            let wide = classes.iter().map(|c| c.chars().count()).max().unwrap_or(1);
+            writeln!(o, "  labels: {} classes", classes.len())?;
+            for (d, &c) in h.iter().enumerate() {
                 let pct = 100.0 * c as f64 / total.max(1) as f64;
                 let bar = "#".repeat((c * 40).div_ceil(max));
-                writeln!(o, "    {d}: {c:>7} {pct:5.1}% {bar}")?;
+                let name = &classes[d];
+                if *name == d.to_string() {
+                    writeln!(o, "    {name:>wide$}: {c:>7} {pct:5.1}% {bar}")?;
+                } else {
+                    writeln!(o, "    {name:>wide$} ({d}): {c:>7} {pct:5.1}% {bar}")?;
+                }
             }
         }
     }

@@ -1,5 +1,5 @@
-//! Image folders: labeled (`DIR/0/*.png ... DIR/9/*.jpg`) and unlabeled (any PNG/JPEG under
-//! `DIR`). Any size is accepted; every image goes through [`super::image::resize_and_pad`].
+//! Image folders: labeled (`DIR/<class>/*.png`, one subfolder per class, any names) and
+//! unlabeled (PNG/JPEG files directly in `DIR`, or anywhere under it for `images:DIR`). Any size is accepted; every image goes through [`super::image::resize_and_pad`].
 //! The format is detected from the content, so a misnamed file still loads; files are decoded
 //! in parallel, in a deterministic (sorted) order.
 
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::image::resize_and_pad;
-use super::{Dataset, IMAGE_BYTES, NUM_CLASSES};
+use super::{Dataset, Label, IMAGE_BYTES};
 
 /// Deepest folder nesting searched (guards against pathological trees).
 const MAX_DEPTH: usize = 32;
@@ -76,35 +76,115 @@ fn decode_all(paths: &[PathBuf]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Whether `dir` has at least one label sub-folder `0`..`9`.
-pub fn is_labeled_dir(dir: &Path) -> bool {
-    (0..NUM_CLASSES).any(|d| dir.join(d.to_string()).is_dir())
+/// What a folder holds: images in class subfolders (labeled), or images anywhere under it with no
+/// class subfolders (unlabeled).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FolderLayout {
+    /// `DIR/<class>/...`: the subfolder names, sorted as [`super::sort_class_names`] does.
+    Labeled(Vec<String>),
+    /// Images directly in `DIR` (and maybe deeper).
+    Unlabeled,
 }
 
-/// Loads `DIR/0/..` to `DIR/9/..` (PNG/JPEG files, searched recursively in each label folder)
-/// with the folder name as label. Missing label folders are allowed (a class may be absent);
-/// other entries of `DIR` are ignored. Errors on an empty result or an unreadable image.
+/// Reads a folder's layout: labeled when every image lies in a subfolder and there is one, the
+/// subfolders then being the classes; unlabeled when images lie directly in it and it has no
+/// subfolder holding images. Images both directly in it and in subfolders are ambiguous: an error
+/// that says how to read the folder either way. A class subfolder without images is an error
+/// naming it (never a silently absent class).
+pub fn layout(dir: &Path) -> Result<FolderLayout> {
+    let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot read folder", dir.display()))?;
+    let (mut subfolders, mut top_images) = (Vec::new(), Vec::new());
+    for entry in rd {
+        let entry = entry.with_context(|| format!("{}: cannot read folder", dir.display()))?;
+        let ft = entry
+            .file_type()
+            .with_context(|| format!("{}: cannot stat", entry.path().display()))?;
+        let name = entry.file_name();
+        if ft.is_dir() {
+            let Some(name) = name.to_str() else {
+                bail!("{}: a class folder name is not valid UTF-8", entry.path().display());
+            };
+            if !name.starts_with('.') {
+                subfolders.push(name.to_string());
+            }
+        } else if is_image_name(&entry.path()) {
+            top_images.push(entry.path());
+        }
+    }
+    if subfolders.is_empty() {
+        return Ok(FolderLayout::Unlabeled);
+    }
+    let mut with_images = Vec::new();
+    let mut empty = Vec::new();
+    for name in &subfolders {
+        if list_images(&dir.join(name))?.is_empty() {
+            empty.push(name.clone());
+        } else {
+            with_images.push(name.clone());
+        }
+    }
+    if with_images.is_empty() {
+        return Ok(FolderLayout::Unlabeled);
+    }
+    if let Some(image) = top_images.first() {
+        bail!(
+            "{}: images both directly in the folder ({}) and in subfolders ('{}'): a labeled folder \
+             keeps each image in its class's subfolder; to use every image without labels, move them \
+             into one folder or name the folder as images:{}",
+            dir.display(),
+            image.display(),
+            with_images[0],
+            dir.display()
+        );
+    }
+    if let Some(name) = empty.first() {
+        bail!(
+            "{}: class folder '{name}' holds no PNG/JPEG image (every subfolder of a labeled folder is a class)",
+            dir.display()
+        );
+    }
+    if with_images.len() > super::MAX_CLASSES {
+        bail!(
+            "{}: {} class folders; at most {} classes are supported",
+            dir.display(),
+            with_images.len(),
+            super::MAX_CLASSES
+        );
+    }
+    super::sort_class_names(&mut with_images);
+    Ok(FolderLayout::Labeled(with_images))
+}
+
+/// Whether `dir` is a labeled folder (class subfolders holding images).
+pub fn is_labeled_dir(dir: &Path) -> bool {
+    matches!(layout(dir), Ok(FolderLayout::Labeled(_)))
+}
+
+/// Loads a labeled folder `DIR/<class>/...` (PNG/JPEG files, searched recursively in each class
+/// folder) with the subfolder names as classes (see [`layout`]). Errors on an unlabeled or
+/// ambiguous folder, an empty class folder, fewer than 2 or more than 1000 classes, or an
+/// unreadable image.
 pub fn load_labeled_dir(dir: &Path) -> Result<Dataset> {
+    let classes = match layout(dir)? {
+        FolderLayout::Labeled(c) => c,
+        FolderLayout::Unlabeled => bail!("{}: no class subfolders holding PNG/JPEG images", dir.display()),
+    };
     let mut paths = Vec::new();
     let mut labels = Vec::new();
-    for d in 0..NUM_CLASSES {
-        let sub = dir.join(d.to_string());
-        if !sub.is_dir() {
-            continue;
-        }
-        let files = list_images(&sub)?;
-        labels.extend(std::iter::repeat_n(d as u8, files.len()));
+    for (k, class) in classes.iter().enumerate() {
+        let files = list_images(&dir.join(class))?;
+        labels.extend(std::iter::repeat_n(k as Label, files.len()));
         paths.extend(files);
     }
-    if paths.is_empty() {
-        bail!("{}: no PNG/JPEG images in label folders 0..9", dir.display());
-    }
     let images = decode_all(&paths)?;
-    Dataset::new(images, Some(labels), dir.display().to_string())
+    Dataset::with_classes(images, Some(labels), classes, dir.display().to_string())
 }
 
 /// Loads every PNG/JPEG under `dir` (recursively, sorted by path) without labels.
 pub fn load_unlabeled_dir(dir: &Path) -> Result<Dataset> {
+    if !dir.is_dir() {
+        bail!("{}: not a folder", dir.display());
+    }
     let paths = list_images(dir)?;
     if paths.is_empty() {
         bail!("{}: no PNG/JPEG images found", dir.display());
@@ -113,14 +193,13 @@ pub fn load_unlabeled_dir(dir: &Path) -> Result<Dataset> {
     Dataset::new(images, None, dir.display().to_string())
 }
 
-/// Loads a folder: labeled when it has label sub-folders `0`..`9`, unlabeled otherwise.
+/// Loads a folder: labeled when it has class subfolders, unlabeled otherwise (see [`layout`]).
 pub fn load_dir(dir: &Path) -> Result<Dataset> {
     if !dir.is_dir() {
         bail!("{}: not a folder", dir.display());
     }
-    if is_labeled_dir(dir) {
-        load_labeled_dir(dir)
-    } else {
-        load_unlabeled_dir(dir)
+    match layout(dir)? {
+        FolderLayout::Labeled(_) => load_labeled_dir(dir),
+        FolderLayout::Unlabeled => load_unlabeled_dir(dir),
     }
 }

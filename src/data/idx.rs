@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::image::{pad_center, Resizer};
-use super::{Dataset, Preprocess, IMAGE_BYTES, IMAGE_SIZE, NUM_CLASSES};
+use super::{Dataset, Label, Preprocess, IMAGE_BYTES, IMAGE_SIZE, NUM_CLASSES};
 
 /// Largest decompressed IDX payload accepted (guards against gzip bombs; MNIST train is 47 MB).
 pub const MAX_IDX_BYTES: u64 = 2 << 30;
@@ -190,7 +190,7 @@ pub fn load_idx(images: &Path, labels: Option<&Path>, preprocess: Preprocess) ->
                     arr.dims[0]
                 );
             }
-            Some(l.data)
+            Some(l.data.iter().map(|&v| v as Label).collect())
         }
     };
     Dataset::new(px, labels, images.display().to_string())

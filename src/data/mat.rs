@@ -597,6 +597,7 @@ pub fn load_svhn_mat(path: &Path) -> Result<Dataset> {
     let len = f.metadata().ok().map(|m| m.len());
     let mut r = BufReader::with_capacity(1 << 20, f);
     let (images, labels) = read_svhn(&mut r, len).with_context(|| format!("{}", path.display()))?;
+    let labels = labels.iter().map(|&v| v as super::Label).collect();
     Dataset::new(images, Some(labels), path.display().to_string())
 }
 

@@ -1,7 +1,8 @@
 //! The data layer: loaders, the built-in synthetic domain pair, downloads and the `data` CLI.
 //!
 //! Everything here works on the host in `u8`: a [`Dataset`] holds N images of 32x32x3 bytes in
-//! NHWC order (RGB interleaved) plus optional labels `0..=9`. Float conversion and normalisation
+//! NHWC order (RGB interleaved) plus optional labels, indices into its class list (`0`..`9` for
+//! the digit datasets; a labeled image folder's subfolder names). Float conversion and normalisation
 //! happen on the GPU. Training draws samples through [`ImageSource`], which covers both finite
 //! datasets and the infinite procedural streams of [`synth`].
 //!
@@ -9,7 +10,7 @@
 //! - [`image`]: Pillow-compatible resize-and-pad to 32x32 (shared with `predict` and the web build).
 //! - [`idx`]: MNIST IDX files (gzipped or raw).
 //! - [`mat`]: a minimal MATLAB v5 reader for the SVHN `.mat` files.
-//! - [`folder`]: labeled (`DIR/0..9/`) and unlabeled image folders.
+//! - [`folder`]: labeled (`DIR/<class>/`) and unlabeled image folders.
 //! - [`synth`]: `synth-digits` / `synth-house`, generated from (seed, index).
 //! - [`spec`]: dataset names and paths, splits, [`spec::load`].
 //! - [`preview`]: sample grids with labels.
@@ -38,8 +39,82 @@ pub const IMAGE_SIZE: usize = 32;
 pub const CHANNELS: usize = 3;
 /// Bytes of one 32x32x3 image.
 pub const IMAGE_BYTES: usize = IMAGE_SIZE * IMAGE_SIZE * CHANNELS;
-/// Number of classes (digits 0..=9).
+/// Number of classes of the digit datasets (MNIST, SVHN, the built-in pair): `0`..`9`.
 pub const NUM_CLASSES: usize = 10;
+/// The fewest classes a labeled dataset may have.
+pub const MIN_CLASSES: usize = 2;
+/// The most classes a labeled dataset may have.
+pub const MAX_CLASSES: usize = 1000;
+
+/// A class index into a dataset's class list.
+pub type Label = u16;
+
+/// The class names of the digit datasets: `"0"` to `"9"`.
+pub fn digit_classes() -> Vec<String> {
+    (0..NUM_CLASSES).map(|d| d.to_string()).collect()
+}
+
+/// Class names in the order their indices take: numerically when every name is a number
+/// (`2 < 10`), otherwise lexicographically (by bytes).
+pub fn sort_class_names(names: &mut [String]) {
+    let numeric = |s: &str| !s.is_empty() && s.len() <= 30 && s.bytes().all(|b| b.is_ascii_digit());
+    if names.iter().all(|n| numeric(n)) {
+        names.sort_by(|a, b| {
+            let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+            a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+        });
+    } else {
+        names.sort();
+    }
+}
+
+/// An error listing how two class lists differ, or Ok when they are the same (names and order).
+pub fn check_same_classes(what: &str, classes: &[String], reference_name: &str, reference: &[String]) -> Result<()> {
+    if classes == reference {
+        return Ok(());
+    }
+    let missing: Vec<&str> = reference
+        .iter()
+        .filter(|c| !classes.contains(c))
+        .map(String::as_str)
+        .collect();
+    let extra: Vec<&str> = classes
+        .iter()
+        .filter(|c| !reference.contains(c))
+        .map(String::as_str)
+        .collect();
+    let mut why = Vec::new();
+    if !missing.is_empty() {
+        why.push(format!("lacks {}", list_names(&missing)));
+    }
+    if !extra.is_empty() {
+        why.push(format!("has {} that {reference_name} has not", list_names(&extra)));
+    }
+    if why.is_empty() {
+        why.push(format!(
+            "orders them differently ({} against {})",
+            list_names(&classes.iter().map(String::as_str).collect::<Vec<_>>()),
+            list_names(&reference.iter().map(String::as_str).collect::<Vec<_>>())
+        ));
+    }
+    bail!(
+        "{what} does not have the classes of {reference_name}: it {} ({} classes against {})",
+        why.join(" and "),
+        classes.len(),
+        reference.len()
+    )
+}
+
+/// Up to 12 names quoted, then a count of the rest.
+fn list_names(names: &[&str]) -> String {
+    let shown: Vec<String> = names.iter().take(12).map(|n| format!("'{n}'")).collect();
+    let more = names.len().saturating_sub(12);
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
 
 /// How 28x28 MNIST digits become 32x32 network inputs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -57,30 +132,67 @@ pub enum Preprocess {
 pub struct Dataset {
     /// `len() * 3072` bytes: image i is `images[i*3072..(i+1)*3072]`, rows, then columns, then RGB.
     pub images: Vec<u8>,
-    /// One label `0..=9` per image, or None for unlabeled data.
-    pub labels: Option<Vec<u8>>,
+    /// One class index per image, or None for unlabeled data.
+    pub labels: Option<Vec<Label>>,
+    /// The class names the labels index (empty for unlabeled data).
+    pub classes: Vec<String>,
     /// Where the data came from (file, folder or generator), for messages.
     pub name: String,
 }
 
 impl Dataset {
+    /// Builds a dataset of the digit classes `0`..`9` (see [`Dataset::with_classes`]).
+    pub fn new(images: Vec<u8>, labels: Option<Vec<Label>>, name: impl Into<String>) -> Result<Self> {
+        let classes = if labels.is_some() { digit_classes() } else { Vec::new() };
+        Dataset::with_classes(images, labels, classes, name)
+    }
+
     /// Builds a dataset, checking that `images` holds a whole number of 32x32x3 images, that the
-    /// labels (if any) match the image count and that every label is in `0..=9`.
-    pub fn new(images: Vec<u8>, labels: Option<Vec<u8>>, name: impl Into<String>) -> Result<Self> {
+    /// labels (if any) match the image count and index `classes`, and that a labeled dataset has
+    /// [`MIN_CLASSES`] to [`MAX_CLASSES`] distinct classes.
+    pub fn with_classes(
+        images: Vec<u8>,
+        labels: Option<Vec<Label>>,
+        classes: Vec<String>,
+        name: impl Into<String>,
+    ) -> Result<Self> {
         let name = name.into();
         if !images.len().is_multiple_of(IMAGE_BYTES) {
             bail!("{name}: {} image bytes is not a multiple of 32*32*3", images.len());
         }
         let n = images.len() / IMAGE_BYTES;
-        if let Some(l) = &labels {
-            if l.len() != n {
-                bail!("{name}: {n} images but {} labels", l.len());
+        match &labels {
+            Some(l) => {
+                if l.len() != n {
+                    bail!("{name}: {n} images but {} labels", l.len());
+                }
+                if !(MIN_CLASSES..=MAX_CLASSES).contains(&classes.len()) {
+                    bail!(
+                        "{name}: {} classes; a labeled dataset has {MIN_CLASSES} to {MAX_CLASSES}",
+                        classes.len()
+                    );
+                }
+                let mut sorted = classes.clone();
+                sorted.sort();
+                if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+                    bail!("{name}: class '{}' appears twice", w[0]);
+                }
+                if let Some((i, &v)) = l.iter().enumerate().find(|(_, &v)| v as usize >= classes.len()) {
+                    bail!(
+                        "{name}: label {v} at index {i} is out of range 0..={}",
+                        classes.len() - 1
+                    );
+                }
             }
-            if let Some((i, &v)) = l.iter().enumerate().find(|(_, &v)| v as usize >= NUM_CLASSES) {
-                bail!("{name}: label {v} at index {i} is out of range 0..=9");
-            }
+            None if !classes.is_empty() => bail!("{name}: class names without labels"),
+            None => {}
         }
-        Ok(Dataset { images, labels, name })
+        Ok(Dataset {
+            images,
+            labels,
+            classes,
+            name,
+        })
     }
 
     /// Number of images.
@@ -99,14 +211,14 @@ impl Dataset {
     }
 
     /// The label of image `i`, or None for unlabeled data. Panics if `i >= len()`.
-    pub fn label(&self, i: usize) -> Option<u8> {
+    pub fn label(&self, i: usize) -> Option<Label> {
         self.labels.as_ref().map(|l| l[i])
     }
 
-    /// Count of each label `0..=9`, or None for unlabeled data.
-    pub fn histogram(&self) -> Option<[usize; NUM_CLASSES]> {
+    /// Count of each class (in the order of `classes`), or None for unlabeled data.
+    pub fn histogram(&self) -> Option<Vec<usize>> {
         self.labels.as_ref().map(|l| {
-            let mut h = [0usize; NUM_CLASSES];
+            let mut h = vec![0usize; self.classes.len()];
             for &v in l {
                 h[v as usize] += 1;
             }
@@ -181,10 +293,13 @@ pub trait ImageSource: Send + Sync {
     /// Whether [`ImageSource::fill`] returns labels.
     fn has_labels(&self) -> bool;
 
+    /// The class names the labels index (empty when unlabeled).
+    fn classes(&self) -> Vec<String>;
+
     /// Writes image `index` (3072 bytes, NHWC) into `out` and returns its label (None when
     /// unlabeled). Finite sources take `index` modulo their length, so a training loop can draw
     /// indices from any range. Panics if `out.len() != 3072` or the source is empty.
-    fn fill(&self, index: u64, out: &mut [u8]) -> Option<u8>;
+    fn fill(&self, index: u64, out: &mut [u8]) -> Option<Label>;
 
     /// A short description for messages.
     fn describe(&self) -> String;
@@ -196,7 +311,7 @@ pub trait ImageSource: Send + Sync {
 
     /// Gathers a batch: appends the images of `indices` to `images` (3072 bytes each) and, when
     /// the source is labeled, their labels to `labels`.
-    fn gather(&self, indices: &[u64], images: &mut Vec<u8>, labels: &mut Vec<u8>) {
+    fn gather(&self, indices: &[u64], images: &mut Vec<u8>, labels: &mut Vec<Label>) {
         let start = images.len();
         images.resize(start + indices.len() * IMAGE_BYTES, 0);
         for (k, &i) in indices.iter().enumerate() {
@@ -217,7 +332,11 @@ impl ImageSource for Dataset {
         self.labels.is_some()
     }
 
-    fn fill(&self, index: u64, out: &mut [u8]) -> Option<u8> {
+    fn classes(&self) -> Vec<String> {
+        self.classes.clone()
+    }
+
+    fn fill(&self, index: u64, out: &mut [u8]) -> Option<Label> {
         let i = (index % Dataset::len(self) as u64) as usize;
         out.copy_from_slice(self.image(i));
         self.label(i)
@@ -255,6 +374,7 @@ impl Source {
                 Dataset {
                     images: d.images[..n * IMAGE_BYTES].to_vec(),
                     labels: d.labels.as_ref().map(|l| l[..n].to_vec()),
+                    classes: d.classes.clone(),
                     name: d.name.clone(),
                 }
             }
@@ -282,7 +402,8 @@ impl Source {
         let mut keep: Vec<usize> = match &d.labels {
             None => shuffled((0..n).collect()).into_iter().take(max).collect(),
             Some(labels) => {
-                let mut by_class = vec![Vec::new(); NUM_CLASSES];
+                let k = d.classes.len();
+                let mut by_class = vec![Vec::new(); k];
                 for (i, &l) in labels.iter().enumerate() {
                     by_class[l as usize].push(i);
                 }
@@ -292,7 +413,7 @@ impl Source {
                     .map(|c| c.len() as f64 * max as f64 / n as f64)
                     .collect();
                 let mut quota: Vec<usize> = exact.iter().map(|q| q.floor() as usize).collect();
-                let mut order: Vec<usize> = (0..NUM_CLASSES).collect();
+                let mut order: Vec<usize> = (0..k).collect();
                 order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())));
                 let mut left = max - quota.iter().sum::<usize>();
                 for c in order {
@@ -319,6 +440,7 @@ impl Source {
         Dataset {
             images,
             labels: d.labels.as_ref().map(|l| keep.iter().map(|&i| l[i]).collect()),
+            classes: d.classes.clone(),
             name: d.name.clone(),
         }
     }
@@ -339,7 +461,14 @@ impl ImageSource for Source {
         }
     }
 
-    fn fill(&self, index: u64, out: &mut [u8]) -> Option<u8> {
+    fn classes(&self) -> Vec<String> {
+        match self {
+            Source::Finite(d) => d.classes.clone(),
+            Source::Synthetic(s) => s.classes(),
+        }
+    }
+
+    fn fill(&self, index: u64, out: &mut [u8]) -> Option<Label> {
         match self {
             Source::Finite(d) => d.fill(index, out),
             Source::Synthetic(s) => s.fill(index, out),

@@ -1,7 +1,8 @@
-//! Sample grids: tiles of 32x32 images, enlarged, each with its label drawn underneath in a
-//! built-in 3x5 pixel font (no font files).
+//! Sample grids: tiles of 32x32 images, enlarged, each with its class index drawn underneath in
+//! a built-in 3x5 pixel font (no font files). For the digit datasets the index is the digit;
+//! `data info` lists which name each index stands for.
 
-use super::{IMAGE_BYTES, IMAGE_SIZE};
+use super::{Label, IMAGE_BYTES, IMAGE_SIZE};
 
 /// 3x5 bitmaps of the digits 0..=9, one row per byte (3 low bits, MSB = left).
 const FONT: [[u8; 5]; 10] = [
@@ -33,9 +34,9 @@ impl Default for GridLayout {
 }
 
 /// Renders `images` (NHWC, 3072 bytes each) into an RGB grid. With labels, each tile gets a
-/// strip underneath showing its label (`labels[i]`, drawn in white on dark gray). Returns
-/// (width, height, RGB bytes).
-pub fn render_grid(images: &[u8], labels: Option<&[u8]>, layout: GridLayout) -> (u32, u32, Vec<u8>) {
+/// strip underneath showing its class index (`labels[i]` in decimal, drawn in white on dark
+/// gray). Returns (width, height, RGB bytes).
+pub fn render_grid(images: &[u8], labels: Option<&[Label]>, layout: GridLayout) -> (u32, u32, Vec<u8>) {
     let n = images.len() / IMAGE_BYTES;
     let cols = layout.cols.max(1).min(n.max(1));
     let rows = n.div_ceil(cols).max(1);
@@ -59,17 +60,24 @@ pub fn render_grid(images: &[u8], labels: Option<&[u8]>, layout: GridLayout) -> 
             }
         }
         if let Some(l) = labels {
-            let digit = (l[i] as usize).min(9);
+            let text = l[i].to_string();
             let fs = s.clamp(1, 3);
-            let gx = ox + tile / 2 - 3 * fs / 2;
+            // Glyphs 3 wide with 1 blank column between; at most what fits under the tile.
+            let fit = (tile / (4 * fs)).max(1);
+            let digits: Vec<usize> = text.bytes().take(fit).map(|b| (b - b'0') as usize).collect();
+            let width = digits.len() * 4 * fs - fs;
+            let gx0 = ox + (tile / 2).saturating_sub(width / 2);
             let gy = oy + tile + fs;
-            for (row, bits) in FONT[digit].iter().enumerate() {
-                for col in 0..3 {
-                    if bits >> (2 - col) & 1 == 1 {
-                        for dy in 0..fs {
-                            for dx in 0..fs {
-                                let p = ((gy + row * fs + dy) * w + gx + col * fs + dx) * 3;
-                                buf[p..p + 3].fill(255);
+            for (k, &digit) in digits.iter().enumerate() {
+                let gx = gx0 + k * 4 * fs;
+                for (row, bits) in FONT[digit].iter().enumerate() {
+                    for col in 0..3 {
+                        if bits >> (2 - col) & 1 == 1 {
+                            for dy in 0..fs {
+                                for dx in 0..fs {
+                                    let p = ((gy + row * fs + dy) * w + gx + col * fs + dx) * 3;
+                                    buf[p..p + 3].fill(255);
+                                }
                             }
                         }
                     }

@@ -50,8 +50,11 @@ pub enum DatasetSpec {
     /// SVHN-layout MAT-file: a folder with `train_32x32.mat`/`test_32x32.mat`, or one file.
     Mat(PathBuf),
     /// An image folder: `DIR/train` and `DIR/test` if both exist, else `DIR` itself; labeled
-    /// when it has sub-folders `0`..`9`.
+    /// when its images lie in class subfolders (see [`folder::layout`]).
     Dir(PathBuf),
+    /// Every PNG/JPEG under a folder, recursively, without labels (split as for `dir:`): for
+    /// unlabeled photos kept in subfolders, which `dir:` would read as classes.
+    Images(PathBuf),
 }
 
 impl Default for DatasetSpec {
@@ -74,6 +77,7 @@ impl fmt::Display for DatasetSpec {
             DatasetSpec::Idx(p) => write!(f, "idx:{}", p.display()),
             DatasetSpec::Mat(p) => write!(f, "mat:{}", p.display()),
             DatasetSpec::Dir(p) => write!(f, "dir:{}", p.display()),
+            DatasetSpec::Images(p) => write!(f, "images:{}", p.display()),
         }
     }
 }
@@ -96,10 +100,10 @@ impl DatasetSpec {
 }
 
 const SPEC_HELP: &str = "expected mnist, svhn, synth-digits[:SEED], synth-house[:SEED], \
-    idx:PATH, mat:PATH, dir:PATH, or an existing file or folder";
+    idx:PATH, mat:PATH, dir:PATH, images:PATH, or an existing file or folder";
 
 /// Parses a dataset argument: `mnist`, `svhn`, `synth-digits`, `synth-house` (optionally
-/// `:SEED`), `idx:PATH`, `mat:PATH`, `dir:PATH`, or a bare path whose kind is detected from its
+/// `:SEED`), `idx:PATH`, `mat:PATH`, `dir:PATH`, `images:PATH`, or a bare path whose kind is detected from its
 /// content (gzip/IDX magic or a MAT-file header for files; for folders, `.mat` files, IDX files,
 /// or else an image folder). Names are case-insensitive.
 pub fn parse_dataset_spec(s: &str) -> Result<DatasetSpec> {
@@ -126,6 +130,7 @@ pub fn parse_dataset_spec(s: &str) -> Result<DatasetSpec> {
         ("idx:", DatasetSpec::Idx as fn(PathBuf) -> DatasetSpec),
         ("mat:", DatasetSpec::Mat),
         ("dir:", DatasetSpec::Dir),
+        ("images:", DatasetSpec::Images),
     ] {
         if lower.starts_with(prefix) {
             let path = &s[prefix.len()..];
@@ -259,6 +264,15 @@ fn idx_labels_for(images: &Path) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// `DIR/train` or `DIR/test` when both exist, else `DIR` itself (the same images for both splits).
+fn split_folder(dir: &Path, split: Split) -> PathBuf {
+    if dir.join("train").is_dir() && dir.join("test").is_dir() {
+        dir.join(split.name())
+    } else {
+        dir.to_path_buf()
+    }
+}
+
 /// Loads a split of a dataset.
 ///
 /// `mnist`/`svhn` come from `data_dir` (the download cache; an error says how to fill it);
@@ -322,14 +336,8 @@ pub fn load(spec: &DatasetSpec, split: Split, preprocess: Preprocess, data_dir: 
                 mat::load_svhn_mat(p)?
             }
         }
-        DatasetSpec::Dir(p) => {
-            let sub = p.join(split.name());
-            if p.join("train").is_dir() && p.join("test").is_dir() {
-                folder::load_dir(&sub)?
-            } else {
-                folder::load_dir(p)?
-            }
-        }
+        DatasetSpec::Dir(p) => folder::load_dir(&split_folder(p, split))?,
+        DatasetSpec::Images(p) => folder::load_unlabeled_dir(&split_folder(p, split))?,
     };
     Ok(Source::Finite(ds))
 }

@@ -17,7 +17,7 @@
 
 use std::sync::OnceLock;
 
-use super::{Dataset, ImageSource, Split, IMAGE_BYTES, IMAGE_SIZE, NUM_CLASSES};
+use super::{Dataset, ImageSource, Label, Split, IMAGE_BYTES, IMAGE_SIZE, NUM_CLASSES};
 
 /// Size of a synthetic test split.
 pub const TEST_SIZE: usize = 10_000;
@@ -851,16 +851,17 @@ pub fn generate(domain: SynthDomain, seed: u64, split: Split, index: u64, out: &
 pub fn generate_range(domain: SynthDomain, seed: u64, split: Split, start: u64, n: usize) -> Dataset {
     let mut images = vec![0u8; n * IMAGE_BYTES];
     let per = n.div_ceil(super::worker_count(n, 256)).max(1);
-    let labels: Vec<u8> = super::par_chunks_mut(&mut images, per * IMAGE_BYTES, |c, imgs| {
+    let labels: Vec<Label> = super::par_chunks_mut(&mut images, per * IMAGE_BYTES, |c, imgs| {
         imgs.chunks_exact_mut(IMAGE_BYTES)
             .enumerate()
-            .map(|(k, img)| generate(domain, seed, split, start + (c * per + k) as u64, img))
-            .collect::<Vec<u8>>()
+            .map(|(k, img)| generate(domain, seed, split, start + (c * per + k) as u64, img) as Label)
+            .collect::<Vec<Label>>()
     })
     .concat();
     Dataset {
         images,
         labels: Some(labels),
+        classes: super::digit_classes(),
         name: format!("{} seed {seed} {} split", domain.name(), split.name()),
     }
 }
@@ -918,12 +919,16 @@ impl ImageSource for SynthStream {
         true
     }
 
-    fn fill(&self, index: u64, out: &mut [u8]) -> Option<u8> {
+    fn classes(&self) -> Vec<String> {
+        super::digit_classes()
+    }
+
+    fn fill(&self, index: u64, out: &mut [u8]) -> Option<Label> {
         let index = match self.len {
             Some(n) => index % n as u64,
             None => index,
         };
-        Some(generate(self.domain, self.seed, self.split, index, out))
+        Some(generate(self.domain, self.seed, self.split, index, out) as Label)
     }
 
     fn describe(&self) -> String {

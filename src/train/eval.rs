@@ -6,7 +6,7 @@
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::data::{Dataset, IMAGE_BYTES};
+use crate::data::{check_same_classes, Dataset, IMAGE_BYTES};
 use crate::gpu::GpuContext;
 use crate::input::InputScale;
 use crate::network::{Pass, WideResNet, Workspace};
@@ -14,6 +14,8 @@ use crate::network::{Pass, WideResNet, Workspace};
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalResult {
     pub images: usize,
+    /// The class names the network's outputs stand for (indices of `predicted` and `confusion`).
+    pub classes: Vec<String>,
     /// Whether the dataset has labels; `accuracy`, `per_class` and `confusion` exist only then.
     pub labeled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,13 +42,23 @@ pub struct EvalResult {
 /// An inference-mode workspace for evaluating one network repeatedly.
 pub struct Evaluator {
     ws: Workspace,
+    classes: Vec<String>,
 }
 
 impl Evaluator {
-    pub fn new(ctx: &GpuContext, net: &WideResNet, batch: usize) -> Evaluator {
-        Evaluator {
-            ws: Workspace::new(ctx, net, batch.max(1), false),
+    /// An evaluator for `net`, whose outputs stand for `classes` (one name per output).
+    pub fn new(ctx: &GpuContext, net: &WideResNet, batch: usize, classes: Vec<String>) -> Result<Evaluator> {
+        if classes.len() != net.config.num_classes {
+            bail!(
+                "{} class names for a network with {} outputs",
+                classes.len(),
+                net.config.num_classes
+            );
         }
+        Ok(Evaluator {
+            ws: Workspace::new(ctx, net, batch.max(1), false),
+            classes,
+        })
     }
 
     /// Evaluates `net` (which must have the architecture the evaluator was built for) on the
@@ -61,9 +73,15 @@ impl Evaluator {
         threshold: Option<f64>,
     ) -> Result<EvalResult> {
         let classes = net.config.num_classes;
+        if classes != self.classes.len() {
+            bail!("the evaluator was built for another network");
+        }
         let n = limit.unwrap_or(usize::MAX).min(data.len());
         if n == 0 {
             bail!("{}: no image to evaluate", data.name);
+        }
+        if data.labels.is_some() {
+            check_same_classes(&data.name, &data.classes, "the network", &self.classes)?;
         }
         let labels = data.labels.as_deref();
         let mut confusion = vec![vec![0u64; classes]; classes];
@@ -119,6 +137,7 @@ impl Evaluator {
         };
         Ok(EvalResult {
             images: n,
+            classes: self.classes.clone(),
             labeled: labels.is_some(),
             accuracy,
             per_class,
@@ -146,51 +165,78 @@ impl EvalResult {
             return format!("accuracy {:.2}%", 100.0 * a);
         }
         let n = self.images.max(1) as f64;
-        let shares: Vec<String> = self
-            .predicted
+        let mut order: Vec<usize> = (0..self.predicted.len()).collect();
+        let shown = if order.len() > SUMMARY_CLASSES {
+            // The most predicted classes first (ties by index).
+            order.sort_by_key(|&c| (std::cmp::Reverse(self.predicted[c]), c));
+            order.truncate(SUMMARY_CLASSES);
+            format!("predicted (top {SUMMARY_CLASSES} of {})", self.predicted.len())
+        } else {
+            "predicted".to_string()
+        };
+        let shares: Vec<String> = order
             .iter()
-            .enumerate()
-            .map(|(c, &k)| format!("{c}:{:.0}%", 100.0 * k as f64 / n))
+            .map(|&c| format!("{}:{:.0}%", self.classes[c], 100.0 * self.predicted[c] as f64 / n))
             .collect();
         let mask = match (self.mask_rate, self.threshold) {
             (Some(r), Some(t)) => format!(", {:.1}% at least {t:.2} sure", 100.0 * r),
             _ => String::new(),
         };
         format!(
-            "unlabeled: mean confidence {:.3}{mask}; predicted {}",
+            "unlabeled: mean confidence {:.3}{mask}; {shown} {}",
             self.mean_confidence,
             shares.join(" ")
         )
     }
 
-    /// A printable confusion matrix (rows: true class, columns: predicted), or the predicted
-    /// counts for unlabeled data.
+    /// A printable table: with labels, the confusion matrix (rows: true class, columns:
+    /// predicted, by index; up to 20 classes) or else one line per class, each with its name and
+    /// accuracy; without labels, the count of images predicted as each class.
     pub fn confusion_table(&self) -> String {
+        let name_width = self
+            .classes
+            .iter()
+            .map(|c| c.chars().count())
+            .max()
+            .unwrap_or(1)
+            .clamp(5, 24);
+        let name = |c: usize| {
+            let n: String = self.classes[c].chars().take(name_width).collect();
+            format!("{n:>name_width$} {:>4}", format!("({c})"))
+        };
         let (Some(confusion), Some(per_class)) = (&self.confusion, &self.per_class) else {
-            let mut s = String::from("predicted");
-            for c in 0..self.predicted.len() {
-                s += &format!("{c:>7}");
+            let mut s = format!("{:>w$}  images\n", "predicted", w = name_width + 5);
+            for (c, v) in self.predicted.iter().enumerate() {
+                s += &format!("{}  {v:>6}\n", name(c));
             }
-            s += "\n   images";
-            for v in &self.predicted {
-                s += &format!("{v:>7}");
-            }
-            s.push('\n');
             return s;
         };
         let k = confusion.len();
-        let mut s = String::from("true\\pred");
-        for c in 0..k {
-            s += &format!("{c:>7}");
+        let mut s = format!("{:>w$}", "true \\ predicted", w = name_width + 5);
+        if k <= TABLE_CLASSES {
+            for c in 0..k {
+                s += &format!("{c:>6}");
+            }
+        } else {
+            s += "  images  correct";
         }
-        s += "   acc\n";
+        s += "     acc\n";
         for (t, row) in confusion.iter().enumerate() {
-            s += &format!("{t:>9}");
-            for v in row {
-                s += &format!("{v:>7}");
+            s += &name(t);
+            if k <= TABLE_CLASSES {
+                for v in row {
+                    s += &format!("{v:>6}");
+                }
+            } else {
+                s += &format!("  {:>6}  {:>7}", row.iter().sum::<u64>(), row[t]);
             }
             s += &format!("  {:>5.1}%\n", 100.0 * per_class[t]);
         }
         s
     }
 }
+
+/// Classes listed in a log line's predicted shares (the most predicted ones beyond this).
+const SUMMARY_CLASSES: usize = 10;
+/// Largest class count printed as a full confusion matrix.
+const TABLE_CLASSES: usize = 20;

@@ -142,7 +142,9 @@ pub fn confusion_chart(title: &str, eval: &EvalResult) -> RgbImage {
     };
     let k = eval.predicted.len().max(1) as u32;
     let rows = confusion.len() as u32;
-    let cell = 44u32;
+    // 44-pixel cells with counts up to 20 classes; smaller cells, shade only, beyond.
+    let cell = (880 / k).clamp(2, 44);
+    let numbers = cell >= 30;
     let (ox, oy) = (60u32, 50u32);
     let mut img = RgbImage::from_pixel(
         (ox + k * cell + 80).max(8 * title.len() as u32 + 16),
@@ -162,12 +164,14 @@ pub fn confusion_chart(title: &str, eval: &EvalResult) -> RgbImage {
                     img.put_pixel(ox + p as u32 * cell + x, oy + t as u32 * cell + y, color);
                 }
             }
-            let fg = if frac > 0.5 { Rgb([255, 255, 255]) } else { black };
-            let s = v.to_string();
-            let tx = (ox + p as u32 * cell + cell / 2) as i64 - 4 * s.len() as i64;
-            text(&mut img, tx, (oy + t as u32 * cell + cell / 2) as i64 - 4, &s, fg);
+            if numbers {
+                let fg = if frac > 0.5 { Rgb([255, 255, 255]) } else { black };
+                let s = v.to_string();
+                let tx = (ox + p as u32 * cell + cell / 2) as i64 - 4 * s.len() as i64;
+                text(&mut img, tx, (oy + t as u32 * cell + cell / 2) as i64 - 4, &s, fg);
+            }
         }
-        let Some(per_class) = per_class else {
+        let Some(per_class) = per_class.filter(|_| numbers) else {
             continue;
         };
         text(
@@ -186,7 +190,7 @@ pub fn confusion_chart(title: &str, eval: &EvalResult) -> RgbImage {
             black,
         );
     }
-    for p in 0..k {
+    for p in (0..k).filter(|_| numbers) {
         text(
             &mut img,
             (ox + p * cell + cell / 2) as i64 - 4,

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::data::spec::{load, DatasetSpec, Split};
-use crate::data::{Dataset, Preprocess, Source};
+use crate::data::{check_same_classes, Dataset, ImageSource, Preprocess, Source};
 use crate::gpu::GpuContext;
 use crate::weights;
 
@@ -69,6 +69,8 @@ fn preprocess_for(cfg: &TrainConfig) -> Preprocess {
 /// The run's data: training sources and test sets (the source's labeled; the target's labeled
 /// or not, see [`RunOptions::target_test`]).
 pub struct RunData {
+    /// The class names: the source's, which every labeled set of the run shares.
+    pub classes: Vec<String>,
     pub source_train: Source,
     pub target_train: Source,
     pub source_test: Dataset,
@@ -80,7 +82,7 @@ pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
     let limit = cfg.eval_limit.unwrap_or(usize::MAX);
     let source_train = load(&opts.source, Split::Train, pre, &opts.data_dir)
         .with_context(|| format!("loading the source domain {}", opts.source))?;
-    if !crate::data::ImageSource::has_labels(&source_train) {
+    if !ImageSource::has_labels(&source_train) {
         bail!(
             "the source domain {} has no labels: the source must be a labeled dataset (for an image \
              folder, one subfolder per class)",
@@ -96,7 +98,7 @@ pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
         None => load(&opts.source, Split::Test, pre, &opts.data_dir)
             .with_context(|| format!("loading the source test set {}", opts.source))?,
     };
-    if !crate::data::ImageSource::has_labels(&source_test) {
+    if !ImageSource::has_labels(&source_test) {
         match &opts.source_test {
             Some(spec) => bail!("--source-test {spec} has no labels: name a labeled test set"),
             None => bail!(
@@ -109,7 +111,7 @@ pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
         Some(spec) => {
             let t = load(spec, Split::Test, pre, &opts.data_dir)
                 .with_context(|| format!("loading --target-test {spec}"))?;
-            if !crate::data::ImageSource::has_labels(&t) {
+            if !ImageSource::has_labels(&t) {
                 bail!(
                     "--target-test {spec} has no labels: name a labeled test set, or leave the flag \
                      out to evaluate the target's own images without labels"
@@ -120,9 +122,38 @@ pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
         None => load(&opts.target, Split::Test, pre, &opts.data_dir)
             .with_context(|| format!("loading the target test set {}", opts.target))?,
     };
+    let classes = source_train.classes();
+    let source_name = format!("the source domain {}", opts.source);
+    let test_name = |flag: &Option<DatasetSpec>, flag_name: &str, domain: &DatasetSpec| match flag {
+        Some(spec) => format!("{flag_name} {spec}"),
+        None => format!("the test split of {domain}"),
+    };
+    check_same_classes(
+        &test_name(&opts.source_test, "--source-test", &opts.source),
+        &source_test.classes(),
+        &source_name,
+        &classes,
+    )?;
+    if ImageSource::has_labels(&target_train) {
+        check_same_classes(
+            &format!("the target domain {} (labeled)", opts.target),
+            &target_train.classes(),
+            &source_name,
+            &classes,
+        )?;
+    }
+    if ImageSource::has_labels(&target_test) {
+        check_same_classes(
+            &test_name(&opts.target_test, "--target-test", &opts.target),
+            &target_test.classes(),
+            &source_name,
+            &classes,
+        )?;
+    }
     let source_test = source_test.sample(limit, EVAL_SAMPLE_SEED);
     let target_test = target_test.sample(limit, EVAL_SAMPLE_SEED);
     Ok(RunData {
+        classes,
         source_train,
         target_train,
         source_test,
@@ -173,12 +204,19 @@ fn read_init_entry(path: &Path) -> Option<String> {
     value.get("init")?.as_str().map(str::to_string)
 }
 
+/// The `classes` entry of an existing run's config.json (None when absent or unreadable).
+fn read_classes_entry(path: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    serde_json::from_value(value.get("classes")?.clone()).ok()
+}
+
 pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     let dir = &opts.out_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating the run directory {}", dir.display()))?;
     let ckpt = dir.join(CHECKPOINT);
     let metrics_path = dir.join("metrics.jsonl");
-    let cfg = if opts.resume {
+    let mut cfg = if opts.resume {
         if !ckpt.exists() {
             bail!("--resume: no checkpoint at {}", ckpt.display());
         }
@@ -199,6 +237,27 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     };
     cfg.validate()?;
     let data = load_data(&cfg, opts)?;
+    // The network's head has one output per class of the source.
+    if opts.resume {
+        if cfg.network.num_classes != data.classes.len() {
+            bail!(
+                "--resume: the checkpoint's network has {} classes but the source {} now has {}",
+                cfg.network.num_classes,
+                opts.source,
+                data.classes.len()
+            );
+        }
+        if let Some(saved) = read_classes_entry(&dir.join("config.json")) {
+            check_same_classes(
+                &format!("the source domain {}", opts.source),
+                &data.classes,
+                "the run being resumed",
+                &saved,
+            )?;
+        }
+    } else {
+        cfg.network.num_classes = data.classes.len();
+    }
     if data.target_test.labels.is_none() {
         eprintln!(
             "note: the target test set {} is unlabeled: evaluation reports the predicted classes, the mean \
@@ -214,6 +273,12 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     } else {
         if let Some(path) = &opts.init {
             let w = weights::load(path)?;
+            check_same_classes(
+                &format!("--init {}", path.display()),
+                &w.classes,
+                &format!("the source domain {}", opts.source),
+                &data.classes,
+            )?;
             trainer
                 .load_weights(ctx, &w)
                 .with_context(|| format!("--init {}", path.display()))?;
@@ -230,6 +295,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     let config_json = json!({
         "config": cfg,
         "init": init,
+        "classes": &data.classes,
         "source": opts.source.to_string(),
         "target": opts.target.to_string(),
         "source_test": opts.source_test.as_ref().unwrap_or(&opts.source).to_string(),
@@ -244,7 +310,12 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         serde_json::to_string_pretty(&config_json)?.as_bytes(),
     )?;
 
-    let mut evaluator = Evaluator::new(ctx, trainer.eval_net(), 256.min(cfg.eval_limit.unwrap_or(256)).max(1));
+    let mut evaluator = Evaluator::new(
+        ctx,
+        trainer.eval_net(),
+        256.min(cfg.eval_limit.unwrap_or(256)).max(1),
+        data.classes.clone(),
+    )?;
     let bar = if opts.progress {
         let bar = indicatif::ProgressBar::new(cfg.steps);
         bar.set_style(
@@ -352,6 +423,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         if cfg.bn_calibration > 0 {
             extra.insert("bn_calibration".to_string(), cfg.bn_calibration.to_string());
         }
+        extra.insert("classes".to_string(), serde_json::to_string(&data.classes)?);
         let net = trainer.calibrated_eval_net(ctx, &data.source_train, &data.target_train)?;
         weights::save(ctx, net, &dir.join(MODEL), cfg.input_scale, &extra)?;
         if let Err(e) = plots::write_plots(dir, &metrics_path, last_eval.as_ref().map(|(_, t)| t)) {

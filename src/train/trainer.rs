@@ -63,7 +63,7 @@ pub struct HostBatch {
     /// uB target images (empty for source-only).
     pub target_images: Vec<u8>,
     /// Their labels when the target set has them: for diagnostics only, never uploaded.
-    pub target_labels: Vec<u8>,
+    pub target_labels: Vec<crate::data::Label>,
     /// Source weak, source strong, target weak, target strong.
     pub aug: [Vec<AugParams>; 4],
     /// [2B, classes] interpolation weights (AdaMatch only).
@@ -133,7 +133,7 @@ pub struct Trainer {
     pub step: u64,
     last_lr: f32,
     /// The last step's target labels (diagnostics, see [`StepMetrics::pseudo_label_acc`]).
-    last_target_labels: Vec<u8>,
+    last_target_labels: Vec<crate::data::Label>,
     /// Batch-norm recalibration of the evaluation weights (`bn_calibration` batches), if on.
     calibration: Option<BnCalibration>,
 }

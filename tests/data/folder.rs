@@ -24,13 +24,19 @@ fn labeled_folder_with_mixed_sizes_and_formats() {
     save_rgb(&root.join("7/c.jpg"), 50, 80, 3);
     save_rgb(&root.join("7/nested/d.jpeg"), 10, 10, 4);
     std::fs::write(root.join("7/readme.txt"), "not an image").unwrap();
-    std::fs::create_dir_all(root.join("other")).unwrap();
     let gray = image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(x + y) as u8 * 4]));
     std::fs::create_dir_all(root.join("0")).unwrap();
     gray.save(root.join("0/g.png")).unwrap();
+    // A subfolder without images is a class without examples: an error naming it.
+    std::fs::create_dir_all(root.join("other")).unwrap();
+    let msg = err_text(load_dir(root));
+    assert!(msg.contains("'other'") && msg.contains("no PNG/JPEG"), "{msg}");
+    std::fs::remove_dir(root.join("other")).unwrap();
     let d = load_dir(root).unwrap();
     assert_eq!(d.len(), 5);
-    assert_eq!(d.labels.as_ref().unwrap(), &[0, 3, 3, 7, 7]);
+    // The classes are the subfolder names; labels index them.
+    assert_eq!(d.classes, ["0", "3", "7"]);
+    assert_eq!(d.labels.as_ref().unwrap(), &[0, 1, 1, 2, 2]);
     // A 32x32 PNG is loaded unchanged.
     let a = image::open(root.join("3/a.png")).unwrap().to_rgb8();
     assert_eq!(d.image(1), a.as_raw().as_slice());
@@ -69,7 +75,7 @@ fn empty_and_corrupt_folders_fail_with_the_path() {
     let labeled_empty = root.join("le");
     std::fs::create_dir_all(labeled_empty.join("4")).unwrap();
     let msg = err_text(load_dir(&labeled_empty));
-    assert!(msg.contains("label folders"), "{msg}");
+    assert!(msg.contains("le") && msg.contains("no PNG/JPEG"), "{msg}");
 
     let bad = root.join("bad");
     save_rgb(&bad.join("ok.png"), 20, 20, 1);
@@ -86,4 +92,54 @@ fn empty_and_corrupt_folders_fail_with_the_path() {
 
     let msg = err_text(load_dir(&root.join("missing")));
     assert!(msg.contains("missing") && msg.contains("not a folder"), "{msg}");
+}
+
+#[test]
+fn class_folders_take_any_names_sorted_numerically_or_lexicographically() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for (k, class) in ["dog", "cat", "Bird", "cat"].iter().enumerate() {
+        save_rgb(&root.join(format!("{class}/{k}.png")), 12, 9, k as u8);
+    }
+    let d = load_dir(root).unwrap();
+    // Byte order: upper case first.
+    assert_eq!(d.classes, ["Bird", "cat", "dog"]);
+    assert_eq!(d.labels.as_ref().unwrap(), &[0, 1, 1, 2]);
+    assert_eq!(d.histogram().unwrap(), [1, 2, 1]);
+
+    // All-digit names sort as numbers (leading zeros aside).
+    let num = root.join("num");
+    for class in ["10", "2", "007", "1"] {
+        save_rgb(&num.join(format!("{class}/a.png")), 8, 8, 1);
+    }
+    assert_eq!(load_dir(&num).unwrap().classes, ["1", "2", "007", "10"]);
+
+    // A folder {0, 1, 12}: 12 is a class, never dropped (issue 13's probe).
+    let twelve = root.join("twelve");
+    for class in ["0", "1", "12"] {
+        for k in 0..4 {
+            save_rgb(&twelve.join(format!("{class}/{k}.png")), 8, 8, k);
+        }
+    }
+    let d = load_dir(&twelve).unwrap();
+    assert_eq!(
+        (d.len(), d.classes.clone()),
+        (12, vec!["0".to_string(), "1".into(), "12".into()])
+    );
+
+    // One class is not a classification problem.
+    let one = root.join("one");
+    save_rgb(&one.join("only/a.png"), 8, 8, 1);
+    let msg = err_text(load_dir(&one));
+    assert!(msg.contains("1 classes") && msg.contains("2 to 1000"), "{msg}");
+
+    // Images both at the top and in subfolders: ambiguous, and the message says what to do.
+    let mixed = root.join("mixed");
+    save_rgb(&mixed.join("top.png"), 8, 8, 1);
+    save_rgb(&mixed.join("2024/a.png"), 8, 8, 2);
+    let msg = err_text(load_dir(&mixed));
+    assert!(msg.contains("top.png") && msg.contains("images:"), "{msg}");
+    // images: reads every image without labels.
+    let d = load_unlabeled_dir(&mixed).unwrap();
+    assert_eq!((d.len(), d.labels.is_none(), d.classes.len()), (2, true, 0));
 }

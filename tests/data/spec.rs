@@ -36,7 +36,12 @@ fn names_and_prefixes_parse() {
         DatasetSpec::Mat("x.mat".into())
     );
     assert_eq!(parse_dataset_spec("dir:imgs").unwrap(), DatasetSpec::Dir("imgs".into()));
+    assert_eq!(
+        parse_dataset_spec("images:photos").unwrap(),
+        DatasetSpec::Images("photos".into())
+    );
     for s in [
+        "images:w",
         "mnist",
         "svhn",
         "synth-house",
@@ -145,15 +150,20 @@ fn load_every_kind() {
     // dir: train/test sub-folders.
     let d = root.join("imgs");
     for (split, n) in [("train", 3), ("test", 1)] {
-        for k in 0..n {
-            let p = d.join(split).join("5").join(format!("{k}.png"));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            image::RgbImage::new(20, 10).save(&p).unwrap();
+        for class in ["5", "6"] {
+            for k in 0..n {
+                let p = d.join(split).join(class).join(format!("{k}.png"));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                image::RgbImage::new(20, 10).save(&p).unwrap();
+            }
         }
     }
     let tr = load(&DatasetSpec::Dir(d.clone()), Split::Train, Preprocess::Pad, &cache).unwrap();
     let te = load(&DatasetSpec::Dir(d.clone()), Split::Test, Preprocess::Pad, &cache).unwrap();
-    assert_eq!((tr.len(), te.len()), (Some(3), Some(1)));
+    assert_eq!((tr.len(), te.len()), (Some(6), Some(2)));
+    // images: the same split, every image unlabeled.
+    let ti = load(&DatasetSpec::Images(d.clone()), Split::Train, Preprocess::Pad, &cache).unwrap();
+    assert_eq!((ti.len(), ti.has_labels()), (Some(6), false));
 
     // Synthetic: infinite train stream, fixed test set.
     let spec = DatasetSpec::Synth {
@@ -173,7 +183,7 @@ fn load_every_kind() {
 fn evaluation_samples_keep_class_shares_and_are_seeded() {
     use adamatch_wgpu::data::{Dataset, IMAGE_BYTES};
     // 1,000 images sorted by class as folders list them: 300 of class 0, 100 each of 1..7.
-    let labels: Vec<u8> = (0..8u8)
+    let labels: Vec<u16> = (0..8u16)
         .flat_map(|c| std::iter::repeat_n(c, if c == 0 { 300 } else { 100 }))
         .collect();
     // Image i holds i in its first two bytes, so each image says where it came from.

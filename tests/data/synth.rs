@@ -11,7 +11,7 @@ fn deterministic_for_a_seed_and_distinct_across_seeds_and_splits() {
         assert_eq!(a, b, "{domain:?}");
         // Parallel generation equals one-by-one generation.
         let mut one = vec![0u8; IMAGE_BYTES];
-        let l = generate(domain, 7, Split::Train, 163, &mut one);
+        let l = generate(domain, 7, Split::Train, 163, &mut one) as u16;
         assert_eq!(one, a.image(63));
         assert_eq!(Some(l), a.label(63));
         let c = generate_range(domain, 8, Split::Train, 100, 64);

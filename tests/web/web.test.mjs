@@ -85,6 +85,8 @@ async function nextResult(previousRun) {
     return {
       run: Number(d.run),
       source: d.source,
+      className: d.className,
+      shown: document.getElementById("digit").textContent,
       probs: JSON.parse(d.probs),
       logits: JSON.parse(d.logits),
       ms: Number(d.ms),
@@ -106,6 +108,34 @@ function compare(name, browserResult, native) {
   report.maxLogitDiff = Math.max(report.maxLogitDiff, dl);
   assert.ok(dp <= PROB_TOL, `${name}: probabilities differ from native by ${dp} (> ${PROB_TOL})`);
   assert.ok(dl <= LOGIT_TOL, `${name}: logits differ from native by ${dl} (> ${LOGIT_TOL})`);
+  assert.equal(browserResult.className, native.class_name, `${name}: class name`);
+  assert.equal(browserResult.shown, native.class_name, `${name}: the class name the page shows`);
+}
+
+/// A copy of `file` whose safetensors metadata entry `key` is `value` (the header rewritten).
+function withMetadata(file, out, key, value) {
+  const bytes = fs.readFileSync(file);
+  const n = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + n).toString("utf8"));
+  header.__metadata__[key] = value;
+  // Offsets are relative to the end of the header, so only its length changes.
+  let text = JSON.stringify(header);
+  text += " ".repeat((8 - (text.length % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(Buffer.byteLength(text)));
+  fs.writeFileSync(out, Buffer.concat([len, Buffer.from(text, "utf8"), bytes.subarray(8 + n)]));
+}
+
+/// Loads a weights file through the page's file input and waits for the model line and for the
+/// page's automatic reclassification of the current image with the new weights (so that no stale
+/// result reaches a later test).
+async function loadWeightsFile(file, modelLine) {
+  const run = await currentRun();
+  await page.setInputFiles("#weights-file", file);
+  await page.waitForFunction((re) => new RegExp(re).test(document.getElementById("model").textContent), modelLine.source, {
+    timeout: 60_000,
+  });
+  return nextResult(run);
 }
 
 async function clickSample(file) {
@@ -267,10 +297,29 @@ test("a corrupt weights file shows its message and the page keeps working", asyn
   assert.equal(await messageText(), "");
 
   // Loading good weights again works too.
-  await page.setInputFiles("#weights-file", userWeights);
-  await page.waitForFunction(() => /^user\.safetensors: WRN/.test(document.getElementById("model").textContent), null, {
-    timeout: 60_000,
-  });
+  await loadWeightsFile(userWeights, /^user\.safetensors: WRN/);
+});
+
+test("class names from the weights reach the page, as predict prints them", async () => {
+  const names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "<b>nine</b>"];
+  const named = path.join(tmp, "named.safetensors");
+  withMetadata(userWeights, named, "classes", JSON.stringify(names));
+  await loadWeightsFile(named, /^named\.safetensors: WRN.*10 classes/);
+  const file = path.join(WEB, "samples/digit-7.png");
+  const r = await clickSample("digit-7.png");
+  const spawned = spawnSync(BIN, ["predict", "--json", "--weights", named, file], { env, encoding: "utf8" });
+  assert.equal(spawned.status, 0, spawned.stderr);
+  const native = JSON.parse(spawned.stdout.trim());
+  assert.ok(names.includes(native.class_name), native.class_name);
+  compare("named classes", r, native);
+  // Names are text, never markup; the probability table lists every one.
+  const cells = await page.evaluate(() =>
+    Array.from(document.querySelectorAll("#all-probs tbody tr td:first-child"), (td) => td.textContent),
+  );
+  assert.deepEqual(cells, names);
+  assert.equal(await page.evaluate(() => document.querySelectorAll("#all-probs b").length), 0);
+
+  await loadWeightsFile(userWeights, /^user\.safetensors: WRN/);
 });
 
 test("an undecodable image shows its message and the page keeps working", async () => {
