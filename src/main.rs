@@ -71,7 +71,7 @@ enum Command {
     Predict(PredictArgs),
     /// Time each kernel at WRN-28-2 shapes and the whole training-mode forward+backward.
     Bench(BenchArgs),
-    /// Train with AdaMatch (or the source-only baseline) on a source and a target domain.
+    /// Train with AdaMatch (or the FixMatch or source-only baseline) on a source and a target domain.
     Train(Box<TrainArgs>),
     /// Accuracy, per-class accuracy and confusion matrix of trained weights on a dataset.
     Eval(EvalArgs),
@@ -113,8 +113,8 @@ struct TrainArgs {
     /// run's) instead of a random initialisation.
     #[arg(long, value_name = "WEIGHTS")]
     init: Option<PathBuf>,
-    /// adamatch or source-only (the baseline).
-    #[arg(long, value_parser = ["adamatch", "source-only"])]
+    /// adamatch, or a baseline: fixmatch or source-only.
+    #[arg(long, value_parser = ["adamatch", "fixmatch", "source-only"])]
     algorithm: Option<String>,
     #[arg(long)]
     steps: Option<u64>,
@@ -138,9 +138,12 @@ struct TrainArgs {
     /// EMA momentum of the evaluation weights, or "none".
     #[arg(long)]
     ema: Option<String>,
-    /// Relative confidence threshold.
+    /// AdaMatch's relative confidence threshold factor.
     #[arg(long)]
     tau: Option<f32>,
+    /// FixMatch's fixed confidence threshold [default: 0.95].
+    #[arg(long)]
+    confidence: Option<f32>,
     /// Distribution alignment: paper (EMA / 128-batch history) or keras (per batch, clipped).
     #[arg(long, value_parser = ["paper", "keras"])]
     alignment: Option<String>,
@@ -488,10 +491,10 @@ fn bench_cmd(gpu: &GpuArgs, args: &BenchArgs) -> Result<()> {
 fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     let mut c = TrainConfig::preset(&a.preset)?;
     if let Some(v) = &a.algorithm {
-        c.algorithm = if v == "source-only" {
-            Algorithm::SourceOnly
-        } else {
-            Algorithm::Adamatch
+        c.algorithm = match v.as_str() {
+            "source-only" => Algorithm::SourceOnly,
+            "fixmatch" => Algorithm::Fixmatch,
+            _ => Algorithm::Adamatch,
         };
     }
     macro_rules! set {
@@ -508,6 +511,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     set!(lr <- a.lr);
     set!(weight_decay <- a.weight_decay);
     set!(tau <- a.tau);
+    set!(confidence <- a.confidence);
     set!(network.depth <- a.depth);
     set!(network.width <- a.width);
     set!(network.bn_momentum <- a.bn_momentum);

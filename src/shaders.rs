@@ -23,6 +23,8 @@ pub enum Shader {
     Optimizer,
     /// AdaMatch loss: logit interpolation, distribution alignment, pseudo-labels, gradients.
     AdaMatch,
+    /// FixMatch loss (the baseline): fixed-threshold hard pseudo-labels, gradients.
+    FixMatch,
     /// Weak/strong data augmentation of u8 images into the scaled f32 input, and plain scaling.
     Augment,
 }
@@ -38,6 +40,7 @@ impl Shader {
         Shader::SoftmaxCe,
         Shader::Optimizer,
         Shader::AdaMatch,
+        Shader::FixMatch,
         Shader::Augment,
     ];
 
@@ -52,6 +55,7 @@ impl Shader {
             Shader::SoftmaxCe => "softmax_ce.wgsl",
             Shader::Optimizer => "optimizer.wgsl",
             Shader::AdaMatch => "adamatch.wgsl",
+            Shader::FixMatch => "fixmatch.wgsl",
             Shader::Augment => "augment.wgsl",
         }
     }
@@ -70,6 +74,7 @@ impl Shader {
             Shader::SoftmaxCe => include_str!("../shaders/softmax_ce.wgsl"),
             Shader::Optimizer => include_str!("../shaders/optimizer.wgsl"),
             Shader::AdaMatch => include_str!("../shaders/adamatch.wgsl"),
+            Shader::FixMatch => include_str!("../shaders/fixmatch.wgsl"),
             Shader::Augment => include_str!("../shaders/augment.wgsl"),
         }
     }

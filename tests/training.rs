@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use adamatch_wgpu::data::spec::DatasetSpec;
 use adamatch_wgpu::gpu::{AdapterChoice, GpuContext};
 use adamatch_wgpu::network::WideResNetConfig;
-use adamatch_wgpu::train::config::TrainConfig;
+use adamatch_wgpu::train::config::{Algorithm, TrainConfig};
 use adamatch_wgpu::train::run::{train, RunOptions, CHECKPOINT, MODEL};
 use adamatch_wgpu::train::trainer::Trainer;
 use adamatch_wgpu::weights;
@@ -20,8 +20,12 @@ fn ctx() -> &'static GpuContext {
     CTX.get_or_init(|| GpuContext::new_blocking(&AdapterChoice::default()).expect("a GPU adapter"))
 }
 
+fn out_dir_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("adamatch-training-{}-{name}", std::process::id()))
+}
+
 fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("adamatch-training-{}-{name}", std::process::id()));
+    let d = out_dir_path(name);
     let _ = std::fs::remove_dir_all(&d);
     d
 }
@@ -85,9 +89,9 @@ fn assert_same_checkpoint(a: &Path, b: &Path) {
     assert_eq!(ma["rng"], mb["rng"], "the host RNG position differs");
 }
 
-fn resume_equals_straight(preset: &str, expected_state: &[&str]) {
+fn resume_equals_straight(cfg: TrainConfig, expected_state: &[&str]) {
     let ctx = ctx();
-    let cfg = small(preset);
+    let preset = format!("{}-{:?}", cfg.preset, cfg.algorithm);
     let straight = out_dir(&format!("{preset}-straight"));
     let s = train(ctx, cfg.clone(), &options(&straight, false, None)).unwrap();
     assert!(s.finished && s.steps_done == cfg.steps);
@@ -142,13 +146,33 @@ fn paper_run_resumed_midway_equals_the_straight_run() {
         "adamatch.p_target_history",
         "adamatch.history_state",
     ];
-    resume_equals_straight("paper", &state);
+    resume_equals_straight(small("paper"), &state);
 }
 
 #[test]
 fn keras_run_resumed_midway_equals_the_straight_run() {
     // Adam state, no EMA, Keras alignment and soft pseudo-labels.
-    resume_equals_straight("keras-example", &["opt.m", "opt.v"]);
+    resume_equals_straight(small("keras-example"), &["opt.m", "opt.v"]);
+}
+
+#[test]
+fn fixmatch_run_resumed_midway_equals_the_straight_run_and_logs_its_threshold() {
+    let mut cfg = small("tiny");
+    cfg.algorithm = Algorithm::Fixmatch;
+    resume_equals_straight(cfg.clone(), &["opt.velocity", "ema.params"]);
+    let metrics = std::fs::read_to_string(
+        out_dir_path(&format!("{}-{:?}-straight", cfg.preset, cfg.algorithm)).join("metrics.jsonl"),
+    )
+    .unwrap();
+    for l in metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")) {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["metrics"]["c_tau"].as_f64(), Some(cfg.confidence as f64), "{l}");
+        assert_eq!(v["metrics"]["mu"].as_f64(), Some(1.0), "{l}");
+        assert!(
+            v["metrics"].get("align_ratio_min").is_none(),
+            "FixMatch has no alignment: {l}"
+        );
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod augment;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;
+pub mod fixmatch;
 pub mod optimizer;
 pub mod pool;
 pub mod softmax_ce;

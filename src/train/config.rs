@@ -14,6 +14,16 @@ pub enum Algorithm {
     Adamatch,
     /// The baseline: supervised loss on the source's weak and strong views only.
     SourceOnly,
+    /// The semi-supervised baseline FixMatch: supervised loss on the source's weak views and
+    /// hard pseudo-labels of confident target views (a fixed threshold, `confidence`).
+    Fixmatch,
+}
+
+impl Algorithm {
+    /// Whether the step trains on target images (everything but source-only).
+    pub fn uses_target(self) -> bool {
+        self != Algorithm::SourceOnly
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,7 +117,11 @@ pub struct TrainConfig {
     pub weight_decay: f32,
     /// EMA momentum of the evaluation weights; None evaluates the raw weights.
     pub ema: Option<f32>,
+    /// AdaMatch's relative confidence threshold factor.
     pub tau: f32,
+    /// FixMatch's fixed confidence threshold.
+    #[serde(default = "default_confidence")]
+    pub confidence: f32,
     pub alignment: AlignmentKind,
     pub pseudo_labels: PseudoLabels,
     /// Source loss = source_scale * (CE_weak + CE_strong).
@@ -139,6 +153,10 @@ fn default_hflip() -> bool {
     true
 }
 
+fn default_confidence() -> f32 {
+    crate::kernels::fixmatch::DEFAULT_THRESHOLD
+}
+
 impl TrainConfig {
     pub fn preset(name: &str) -> Result<TrainConfig> {
         let paper = TrainConfig {
@@ -158,6 +176,7 @@ impl TrainConfig {
             weight_decay: 0.001,
             ema: Some(0.999),
             tau: 0.9,
+            confidence: default_confidence(),
             alignment: AlignmentKind::Paper,
             pseudo_labels: PseudoLabels::Hard,
             source_scale: 0.5,
@@ -247,6 +266,12 @@ impl TrainConfig {
         }
         if !(0.0..=1.0).contains(&self.tau) {
             bail!("tau must be in [0, 1], got {}", self.tau);
+        }
+        if !(0.0..=1.0).contains(&self.confidence) {
+            bail!(
+                "the FixMatch confidence threshold must be in [0, 1], got {}",
+                self.confidence
+            );
         }
         if let Some(m) = self.ema {
             if !(0.0..1.0).contains(&m) {

@@ -340,8 +340,12 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     let evaluate = |trainer: &mut Trainer, evaluator: &mut Evaluator| -> Result<(EvalResult, EvalResult)> {
         let net = trainer.calibrated_eval_net(ctx, &data.source_train, &data.target_train)?;
         let s = evaluator.run(ctx, net, &data.source_test, cfg.input_scale, cfg.eval_limit, None)?;
-        // AdaMatch's relative threshold: tau times the mean confidence on the source.
-        let threshold = Some(cfg.tau as f64 * s.mean_confidence);
+        // The threshold of the run's own pseudo-labels: FixMatch's fixed one, else AdaMatch's
+        // relative one, tau times the mean confidence on the source.
+        let threshold = Some(match cfg.algorithm {
+            crate::train::config::Algorithm::Fixmatch => cfg.confidence as f64,
+            _ => cfg.tau as f64 * s.mean_confidence,
+        });
         let t = evaluator.run(ctx, net, &data.target_test, cfg.input_scale, cfg.eval_limit, threshold)?;
         Ok((s, t))
     };

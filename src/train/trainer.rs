@@ -1,4 +1,4 @@
-//! One AdaMatch (or source-only) optimizer step, entirely on the GPU.
+//! One AdaMatch (or FixMatch, or source-only) optimizer step, entirely on the GPU.
 //!
 //! Per step the host uploads the u8 batches, each image's augmentation parameters, the
 //! interpolation lambdas and the step's scalars (lr, mu, ...): small writes, no readback. The whole
@@ -16,6 +16,7 @@ use crate::kernels::adamatch::{
     METRIC_SOURCE_LOSS, METRIC_TARGET_LOSS, METRIC_TOTAL_LOSS,
 };
 use crate::kernels::augment::{self, AugParams, StrongKind, Symmetries, WeakKind};
+use crate::kernels::fixmatch::{FixMatchLoss, FixMatchLossConfig};
 use crate::kernels::optimizer::{self, StepScalars};
 use crate::kernels::softmax_ce::{softmax_ce_backward, softmax_ce_forward, Targets};
 use crate::network::{Pass, WideResNet, Workspace};
@@ -72,6 +73,8 @@ pub struct HostBatch {
 
 enum Loss {
     AdaMatch(Box<AdaMatchLoss>),
+    /// FixMatch on the joint pass alone.
+    FixMatch(Box<FixMatchLoss>),
     /// Mean CE over the 2B source rows (labels repeated for both views).
     SourceOnly {
         ops: Vec<Op>,
@@ -196,8 +199,9 @@ impl Trainer {
         let ub = cfg.target_batch();
         let classes = cfg.network.num_classes;
         let adamatch = cfg.algorithm == Algorithm::Adamatch;
+        let uses_target = cfg.algorithm.uses_target();
 
-        let main_rows = if adamatch { cfg.joint_batch() } else { 2 * b };
+        let main_rows = if uses_target { cfg.joint_batch() } else { 2 * b };
         let main = Workspace::new(ctx, &net, main_rows, false);
         let src_pixels = augment::image_tensor(ctx, "source pixels", b);
         let tgt_pixels = augment::image_tensor(ctx, "target pixels", ub);
@@ -213,7 +217,7 @@ impl Trainer {
             augment_rows(ctx, &main.input, 0, b, &src_pixels, &aug_params[0], scale),
             augment_rows(ctx, &main.input, b, b, &src_pixels, &aug_params[1], scale),
         ];
-        if adamatch {
+        if uses_target {
             aug_ops.push(augment_rows(
                 ctx,
                 &main.input,
@@ -272,6 +276,15 @@ impl Trainer {
                 &second.d_logits,
             );
             (Some(second), Loss::AdaMatch(Box::new(loss)))
+        } else if uses_target {
+            let lcfg = FixMatchLossConfig {
+                batch: b,
+                uratio: cfg.uratio,
+                classes,
+                threshold: cfg.confidence,
+            };
+            let loss = FixMatchLoss::new(ctx, &lcfg, &main.logits, &labels, &main.d_logits);
+            (None, Loss::FixMatch(Box::new(loss)))
         } else {
             let labels2 = Tensor::zeros(ctx, "labels x2", &[2 * b]);
             let weights = Tensor::from_f32(ctx, "row weights", &[2 * b], &vec![1.0; 2 * b]);
@@ -345,12 +358,12 @@ impl Trainer {
                 let mut net_cfg = cfg.network.clone();
                 net_cfg.bn_momentum = 0.0;
                 let mut calib_net = WideResNet::new(ctx, net_cfg, cfg.seed)?;
-                let rows = if adamatch { b + ub } else { b };
+                let rows = if uses_target { b + ub } else { b };
                 let mut ws = Workspace::new(ctx, &calib_net, rows, false);
                 ws.ops(ctx, &calib_net, Pass::ForwardTrain { update_running: true });
                 calib_net.config.bn_momentum = cfg.network.bn_momentum;
                 let mut ops = vec![augment_rows(ctx, &ws.input, 0, b, &src_pixels, &aug_params[0], scale)];
-                if adamatch {
+                if uses_target {
                     ops.push(augment_rows(ctx, &ws.input, b, ub, &tgt_pixels, &aug_params[2], scale));
                 }
                 Some(BnCalibration {
@@ -441,9 +454,9 @@ impl Trainer {
     pub fn draw_batch(&mut self, source: &dyn ImageSource, target: &dyn ImageSource) -> Result<HostBatch> {
         let b = self.cfg.batch;
         let ub = self.cfg.target_batch();
-        let adamatch = self.cfg.algorithm == Algorithm::Adamatch;
+        let uses_target = self.cfg.algorithm.uses_target();
         let src_idx = draw_indices(&mut self.rng, source, b);
-        let tgt_idx = if adamatch {
+        let tgt_idx = if uses_target {
             draw_indices(&mut self.rng, target, ub)
         } else {
             Vec::new()
@@ -455,14 +468,14 @@ impl Trainer {
             bail!("the source domain {} has no labels", source.describe());
         }
         batch.labels = labels.iter().map(|&l| l as u32).collect();
-        if adamatch {
+        if uses_target {
             target.gather(&tgt_idx, &mut batch.target_images, &mut batch.target_labels);
         }
         let (weak, strong) = (self.weak_kind(), self.strong_kind());
         let (weak_sym, strong_sym) = (self.symmetries(false), self.symmetries(true));
         let views: [(usize, bool); 4] = [(b, false), (b, true), (ub, false), (ub, true)];
         for (i, (n, is_strong)) in views.into_iter().enumerate() {
-            if i >= 2 && !adamatch {
+            if i >= 2 && !uses_target {
                 break;
             }
             batch.aug[i] = (0..n)
@@ -503,6 +516,7 @@ impl Trainer {
                 augment::write_images(ctx, &self.tgt_pixels, &batch.target_images);
                 loss.lambdas.write_f32(ctx, &batch.lambdas);
             }
+            Loss::FixMatch(_) => augment::write_images(ctx, &self.tgt_pixels, &batch.target_images),
             Loss::SourceOnly { labels2, .. } => {
                 let both: Vec<u32> = batch.labels.iter().chain(&batch.labels).copied().collect();
                 ctx.queue
@@ -595,15 +609,11 @@ impl Trainer {
         fn phase<'a>(name: &'static str, main_pass: bool, ops: Vec<&'a Op>) -> StepPhase<'a> {
             StepPhase { name, main_pass, ops }
         }
-        let adamatch = self.second.is_some();
+        let joint = self.cfg.algorithm.uses_target();
         let mut phases = vec![
             phase("augment", false, self.aug_ops.iter().collect()),
             phase(
-                if adamatch {
-                    "forward (joint)"
-                } else {
-                    "forward (source)"
-                },
+                if joint { "forward (joint)" } else { "forward (source)" },
                 true,
                 built(&self.main, main_fwd),
             ),
@@ -613,15 +623,12 @@ impl Trainer {
         }
         let loss_ops = match &self.loss {
             Loss::AdaMatch(l) => l.ops(),
+            Loss::FixMatch(l) => l.ops(),
             Loss::SourceOnly { ops, .. } => ops.as_slice(),
         };
         phases.push(phase("loss", false, loss_ops.iter().collect()));
         phases.push(phase(
-            if adamatch {
-                "backward (joint)"
-            } else {
-                "backward (source)"
-            },
+            if joint { "backward (joint)" } else { "backward (source)" },
             true,
             built(&self.main, main_bwd),
         ));
@@ -659,44 +666,45 @@ impl Trainer {
             non_finite: g[1] != 0.0,
             ..Default::default()
         };
-        match &self.loss {
+        let (metrics, pseudo_mask) = match &self.loss {
             Loss::AdaMatch(l) => {
-                let v = l.metrics.read_f32(ctx)?;
-                m.total_loss = v[METRIC_TOTAL_LOSS];
-                m.source_loss = v[METRIC_SOURCE_LOSS];
-                m.target_loss = v[METRIC_TARGET_LOSS];
-                m.mask_rate = v[METRIC_MASK_RATE];
-                m.c_tau = v[METRIC_C_TAU];
-                m.mu = v[METRIC_MU];
                 let align = l.align.read_f32(ctx)?;
                 let ratio = &align[..l.config.classes];
                 m.align_ratio_min = Some(ratio.iter().copied().fold(f32::INFINITY, f32::min));
                 m.align_ratio_max = Some(ratio.iter().copied().fold(f32::NEG_INFINITY, f32::max));
-                let truth = &self.last_target_labels;
-                if !truth.is_empty() {
-                    let pseudo: Vec<u32> = bytemuck::pod_collect_to_vec(&ctx.read_bytes(
-                        &l.pseudo.buffer,
-                        l.pseudo.offset,
-                        l.pseudo.bytes(),
-                    )?);
-                    let mask = l.mask.read_f32(ctx)?;
-                    let right = |masked_only: bool| {
-                        let rows = truth.iter().zip(&pseudo).zip(&mask);
-                        let rows: Vec<bool> = rows
-                            .filter(|(_, &w)| !masked_only || w > 0.0)
-                            .map(|((&t, &p), _)| t as u32 == p)
-                            .collect();
-                        (!rows.is_empty()).then(|| rows.iter().filter(|&&r| r).count() as f32 / rows.len() as f32)
-                    };
-                    m.pseudo_label_acc = right(false);
-                    m.masked_pseudo_label_acc = right(true);
-                }
+                (&l.metrics, Some((&l.pseudo, &l.mask)))
             }
-            Loss::SourceOnly { loss, .. } => {
-                let v = loss.read_f32(ctx)?[0];
-                m.total_loss = v;
-                m.source_loss = v;
-            }
+            Loss::FixMatch(l) => (&l.metrics, Some((&l.pseudo, &l.mask))),
+            Loss::SourceOnly { loss, .. } => (loss, None),
+        };
+        let v = metrics.read_f32(ctx)?;
+        let Some((pseudo, mask)) = pseudo_mask else {
+            m.total_loss = v[0];
+            m.source_loss = v[0];
+            m.non_finite |= !m.total_loss.is_finite();
+            return Ok(m);
+        };
+        m.total_loss = v[METRIC_TOTAL_LOSS];
+        m.source_loss = v[METRIC_SOURCE_LOSS];
+        m.target_loss = v[METRIC_TARGET_LOSS];
+        m.mask_rate = v[METRIC_MASK_RATE];
+        m.c_tau = v[METRIC_C_TAU];
+        m.mu = v[METRIC_MU];
+        let truth = &self.last_target_labels;
+        if !truth.is_empty() {
+            let pseudo: Vec<u32> =
+                bytemuck::pod_collect_to_vec(&ctx.read_bytes(&pseudo.buffer, pseudo.offset, pseudo.bytes())?);
+            let mask = mask.read_f32(ctx)?;
+            let right = |masked_only: bool| {
+                let rows = truth.iter().zip(&pseudo).zip(&mask);
+                let rows: Vec<bool> = rows
+                    .filter(|(_, &w)| !masked_only || w > 0.0)
+                    .map(|((&t, &p), _)| t as u32 == p)
+                    .collect();
+                (!rows.is_empty()).then(|| rows.iter().filter(|&&r| r).count() as f32 / rows.len() as f32)
+            };
+            m.pseudo_label_acc = right(false);
+            m.masked_pseudo_label_acc = right(true);
         }
         m.non_finite |= !m.total_loss.is_finite();
         Ok(m)
@@ -718,7 +726,7 @@ impl Trainer {
         target: &dyn ImageSource,
     ) -> Result<&WideResNet> {
         let (weak, sym, b) = (self.weak_kind(), self.symmetries(false), self.cfg.batch);
-        let ub = if self.second.is_some() {
+        let ub = if self.cfg.algorithm.uses_target() {
             self.cfg.target_batch()
         } else {
             0

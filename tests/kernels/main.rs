@@ -10,6 +10,7 @@ mod augment;
 mod batchnorm;
 mod conv2d;
 mod dense;
+mod fixmatch;
 mod optimizer;
 mod pool;
 mod softmax_ce;

@@ -9,6 +9,7 @@ pub mod augment;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;
+pub mod fixmatch;
 pub mod network;
 pub mod optimizer;
 pub mod pool;

@@ -1,7 +1,8 @@
 //! One training step in f64 (REFERENCE.md, "The AdaMatch step" and "Optimisation"), composed
 //! from the other references: augmentation of the u8 images ([`augment`]), the WideResNet
-//! forward/backward ([`network`]), the AdaMatch loss with its alignment state ([`adamatch`]) or
-//! the source-only cross-entropy ([`softmax_ce`]), SGD / Adam and the EMA ([`optimizer`]).
+//! forward/backward ([`network`]), the AdaMatch loss with its alignment state ([`adamatch`]), the
+//! FixMatch loss ([`fixmatch`]) or the source-only cross-entropy ([`softmax_ce`]), SGD / Adam and
+//! the EMA ([`optimizer`]).
 //!
 //! The step, in order:
 //! 1. the views `[src_weak(B), src_strong(B), tgt_weak(uB), tgt_strong(uB)]` (source-only: the
@@ -19,6 +20,7 @@ use adamatch_wgpu::kernels::augment::{AugParams, IMAGE_BYTES};
 use adamatch_wgpu::train::trainer::HostBatch;
 
 use super::adamatch::{self as am, RefState, RefTargets};
+use super::fixmatch as fm;
 use super::network::{self as net, Mode, Params};
 use super::{augment, optimizer, softmax_ce, to_f64};
 
@@ -44,8 +46,11 @@ pub enum RefLr {
 #[derive(Clone, Copy, Debug)]
 pub struct RefTrainConfig {
     pub net: net::RefConfig,
-    /// The AdaMatch loss; None trains on the source views alone (mean CE of both views).
+    /// The AdaMatch loss; None trains on the source views alone (mean CE of both views), or
+    /// with `fixmatch`.
     pub adamatch: Option<am::RefConfig>,
+    /// The FixMatch loss (on the joint pass alone); exclusive with `adamatch`.
+    pub fixmatch: Option<fm::RefConfig>,
     /// B.
     pub batch: usize,
     /// Source-only loss = source_scale / B * sum of the 2B rows' CE.
@@ -151,6 +156,8 @@ pub struct RefStepOut {
     pub grad_norm: f64,
     /// AdaMatch step constants (mask and argmax margins).
     pub targets: Option<RefTargets>,
+    /// The FixMatch loss's step (pseudo-labels, mask and their margins).
+    pub fixmatch: Option<fm::RefStep>,
     /// The smallest activation-kink margin of the step's forward passes, and where
     /// ([`net::activation_margin`]).
     pub activation_margin: (f64, String),
@@ -189,7 +196,7 @@ pub fn train_step(cfg: &RefTrainConfig, state: &mut RefTrainState, batch: &HostB
     // 1. Views.
     let mut x = views(&batch.source_images, &batch.aug[0], scale);
     x.extend(views(&batch.source_images, &batch.aug[1], scale));
-    if cfg.adamatch.is_some() {
+    if cfg.adamatch.is_some() || cfg.fixmatch.is_some() {
         x.extend(views(&batch.target_images, &batch.aug[2], scale));
         x.extend(views(&batch.target_images, &batch.aug[3], scale));
     }
@@ -210,13 +217,29 @@ pub fn train_step(cfg: &RefTrainConfig, state: &mut RefTrainState, batch: &HostB
         grads: Params::new(),
         grad_norm: 0.0,
         targets: None,
+        fixmatch: None,
         activation_margin: {
             let (m, at) = net::activation_margin(&cfg.net, &state.params, &state.running, &cache);
             (m, format!("first pass, {at}"))
         },
     };
-    let mut grads = match &cfg.adamatch {
-        Some(acfg) => {
+    let mut grads = match (&cfg.adamatch, &cfg.fixmatch) {
+        (Some(_), Some(_)) => panic!("AdaMatch and FixMatch at once"),
+        (None, Some(fcfg)) => {
+            assert_eq!(fcfg.batch, b);
+            assert_eq!(rows, fcfg.joint_rows());
+            let step = fm::fixmatch_step(fcfg, &logits, &batch.labels);
+            let (g, _) = net::backward(&cfg.net, &state.params, &state.running, &cache, &step.d_joint);
+            out.total_loss = step.total_loss;
+            out.source_loss = step.source_loss;
+            out.target_loss = step.target_loss;
+            out.mask_rate = step.mask_rate;
+            out.c_tau = fcfg.threshold;
+            out.mu = 1.0;
+            out.fixmatch = Some(step);
+            g
+        }
+        (Some(acfg), None) => {
             assert_eq!(acfg.batch, b);
             assert_eq!(rows, acfg.joint_rows());
             // 3. Source pass on the first 2B rows.
@@ -250,7 +273,7 @@ pub fn train_step(cfg: &RefTrainConfig, state: &mut RefTrainState, batch: &HostB
             out.targets = Some(step.targets);
             g
         }
-        None => {
+        (None, None) => {
             assert_eq!(rows, 2 * b);
             let labels2: Vec<u32> = batch.labels.iter().chain(&batch.labels).copied().collect();
             let targets = softmax_ce::RefTargets::Hard(&labels2);

@@ -26,6 +26,7 @@ use adamatch_wgpu::train::config::{
 use adamatch_wgpu::train::trainer::Trainer;
 
 use crate::reference::adamatch::{RefAlignment, RefConfig as LossConfig};
+use crate::reference::fixmatch::RefConfig as FixConfig;
 use crate::reference::network::{Params, RefConfig as NetConfig, RefShortcut};
 use crate::reference::train_step::{
     train_step, RefLr, RefOptState, RefOptimizer, RefStepOut, RefTrainConfig, RefTrainState,
@@ -94,9 +95,16 @@ fn reference_config(cfg: &TrainConfig) -> RefTrainConfig {
         hard_pseudo: cfg.pseudo_labels == PseudoLabels::Hard,
         source_scale: dec(cfg.source_scale),
     });
+    let fixmatch = (cfg.algorithm == Algorithm::Fixmatch).then(|| FixConfig {
+        batch: cfg.batch,
+        uratio: cfg.uratio,
+        classes: n.num_classes,
+        threshold: dec(cfg.confidence),
+    });
     RefTrainConfig {
         net,
         adamatch,
+        fixmatch,
         batch: cfg.batch,
         source_scale: dec(cfg.source_scale),
         source_pass_batch_stats: cfg.source_pass_bn == SourcePassBn::Train,
@@ -338,6 +346,21 @@ fn check_training(cfg: TrainConfig, steps: &[u64]) -> Vec<RefStepOut> {
             }
             check_scalar(&what, &mut worst, "c_tau", got.c_tau, want.c_tau, LOSS_RTOL, 0.0);
         }
+        if let Some(step) = &want.fixmatch {
+            let m = step
+                .mask_margin
+                .iter()
+                .chain(&step.argmax_margin)
+                .cloned()
+                .fold(f64::INFINITY, f64::min);
+            assert!(
+                m > MIN_MARGIN,
+                "{what}: a mask or pseudo-label is {m:.2e} from flipping: pick other data"
+            );
+            worst.note_margin("min decision margin", m);
+            assert_eq!(got.c_tau, cfg.confidence, "{what}: the threshold");
+            assert_eq!(got.mu, 1.0, "{what}: FixMatch's target weight");
+        }
         assert_eq!(got.mask_rate as f64, want.mask_rate, "{what}: mask rate");
         check_scalar(
             &what,
@@ -502,6 +525,18 @@ fn paper_adamatch_steps_match_reference() {
 fn keras_example_adamatch_steps_match_reference() {
     let outs = check_training(small_config("keras-example", Algorithm::Adamatch, 1), &[0, 2, 7]);
     assert_target_loss_used(&outs);
+}
+
+#[test]
+fn paper_fixmatch_steps_match_reference() {
+    let mut cfg = small_config("paper", Algorithm::Fixmatch, 3);
+    // A threshold small networks reach in the first steps, so the pseudo-label path is used.
+    cfg.confidence = 0.2;
+    let outs = check_training(cfg, &[0, 2, 7]);
+    assert!(
+        outs.iter().any(|o| o.mask_rate > 0.0 && o.target_loss > 0.0),
+        "no step trained on pseudo-labels: pick other data"
+    );
 }
 
 #[test]

@@ -1,0 +1,139 @@
+// The FixMatch loss (Sohn et al. 2020) on AdaMatch's joint pass, the baseline the official
+// AdaMatch code compares against, around the softmax cross-entropy kernels (softmax_ce.wgsl).
+// B = batch, uB = target_rows, C = classes.
+//
+//   joint logits [2B + 2uB, C]: src_weak(B), src_strong(B), tgt_weak(uB), tgt_strong(uB)
+//
+//   loss = mean_B CE(src_weak, y) + mean_uB mask * CE(tgt_strong, argmax softmax(tgt_weak)),
+//   mask = max softmax(tgt_weak) >= threshold (a fixed confidence, 0.95 by default).
+//
+// No logit interpolation, no distribution alignment, no warm-up of the target weight, and the
+// source-strong rows carry no loss (they are in the pass, as in the official code's FixMatch,
+// so batch norm sees the same images as AdaMatch's). Order of the dispatches
+// (src/kernels/fixmatch.rs):
+//   fixmatch_pseudo_labels   per target row: the weak row's softmax, its argmax (first maximum)
+//                            and mask; the strong row copied out contiguously (storage views
+//                            must start at 256-byte offsets, rows need not).
+//   softmax_ce_* (other file) source CE on the src_weak rows, target CE on the strong copy.
+//   fixmatch_assemble_grads  d_joint from the two cross-entropy gradients.
+//   fixmatch_metrics         one workgroup: losses and mask rate.
+// The pseudo-labels and the mask are constants of the step (stop-gradient); everything reduces
+// in a fixed order, so results are bitwise reproducible.
+
+struct Params {
+    batch: u32,
+    target_rows: u32,
+    classes: u32,
+    threshold: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> joint: array<f32>;
+@group(0) @binding(2) var<storage, read_write> target_strong: array<f32>;
+@group(0) @binding(3) var<storage, read_write> pseudo: array<u32>;
+@group(0) @binding(4) var<storage, read_write> mask: array<f32>;
+@group(0) @binding(5) var<storage, read> d_source_weak: array<f32>;
+@group(0) @binding(6) var<storage, read> d_target_strong: array<f32>;
+@group(0) @binding(7) var<storage, read_write> d_joint: array<f32>;
+@group(0) @binding(8) var<storage, read> source_loss: array<f32>;
+@group(0) @binding(9) var<storage, read> target_loss: array<f32>;
+@group(0) @binding(10) var<storage, read_write> metrics: array<f32>;
+
+const WG: u32 = 64u;
+const REDUCE_WG: u32 = 256u;
+
+// Dispatches wider than 65,535 workgroups are split into 2D (see gpu::grid_1d).
+fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid;
+}
+
+// One invocation per target row j.
+@compute @workgroup_size(WG)
+fn fixmatch_pseudo_labels(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let j = linear_index(wid, nwg, lid);
+    let ub = p.target_rows;
+    if (j >= ub) {
+        return;
+    }
+    let c = p.classes;
+    let weak = (2u * p.batch + j) * c;
+    // The argmax of the softmax is the argmax of the logits (first maximum), and its
+    // probability is 1 / sum_k exp(z_k - max).
+    var best = 0u;
+    var m = joint[weak];
+    for (var k = 1u; k < c; k++) {
+        if (joint[weak + k] > m) {
+            m = joint[weak + k];
+            best = k;
+        }
+    }
+    var s = 0.0;
+    for (var k = 0u; k < c; k++) {
+        s += exp(joint[weak + k] - m);
+    }
+    pseudo[j] = best;
+    mask[j] = select(0.0, 1.0, 1.0 / s >= p.threshold);
+    let strong = (2u * p.batch + ub + j) * c;
+    for (var k = 0u; k < c; k++) {
+        target_strong[j * c + k] = joint[strong + k];
+    }
+}
+
+// One invocation per element of the joint logits: the source-weak rows take the source CE
+// gradient, the target-strong rows the target CE gradient, every other row exactly 0.
+@compute @workgroup_size(WG)
+fn fixmatch_assemble_grads(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = linear_index(wid, nwg, lid);
+    let c = p.classes;
+    let b = p.batch;
+    let ub = p.target_rows;
+    if (i >= (2u * b + 2u * ub) * c) {
+        return;
+    }
+    let r = i / c;
+    if (r < b) {
+        d_joint[i] = d_source_weak[i];
+    } else if (r >= 2u * b + ub) {
+        d_joint[i] = d_target_strong[i - (2u * b + ub) * c];
+    } else {
+        d_joint[i] = 0.0;
+    }
+}
+
+var<workgroup> partial: array<f32, REDUCE_WG>;
+
+// metrics = [total, source, target, mask rate, threshold, target weight (1)]: the layout of
+// adamatch_metrics, so both losses report through the same code.
+@compute @workgroup_size(REDUCE_WG)
+fn fixmatch_metrics(@builtin(local_invocation_index) lid: u32) {
+    var acc = 0.0;
+    for (var j = lid; j < p.target_rows; j += REDUCE_WG) {
+        acc += mask[j];
+    }
+    partial[lid] = acc;
+    workgroupBarrier();
+    for (var stride = REDUCE_WG / 2u; stride > 0u; stride /= 2u) {
+        if (lid < stride) {
+            partial[lid] += partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        let src = source_loss[0];
+        let tgt = target_loss[0];
+        metrics[0] = src + tgt;
+        metrics[1] = src;
+        metrics[2] = tgt;
+        metrics[3] = partial[0] / f32(p.target_rows);
+        metrics[4] = p.threshold;
+        metrics[5] = 1.0;
+    }
+}
