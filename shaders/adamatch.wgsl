@@ -1,13 +1,19 @@
 // The AdaMatch loss around the softmax cross-entropy kernels (softmax_ce.wgsl), REFERENCE.md
-// "The AdaMatch step", steps 3-7. B = batch, uB = target_rows, C = classes.
+// "The AdaMatch step", steps 3-7. B = batch (source images), L = labeled_rows (B, or B + T with
+// T labeled target images in semi-supervised domain adaptation), uB = target_rows, C = classes.
 //
-//   joint logits   [2B + 2uB, C]: src_weak(B), src_strong(B), tgt_weak(uB), tgt_strong(uB)
-//   source logits  [2B, C]:       src_weak(B), src_strong(B)  (the second forward pass)
+//   joint logits   [2L + 2uB, C]: labeled_weak(L), labeled_strong(L), tgt_weak(uB), tgt_strong(uB)
+//   source logits  [2L, C]:       labeled_weak(L), labeled_strong(L)  (the second forward pass)
+//
+// The labeled rows of each view are the B source images, then the T labeled target images. They
+// all enter the logit interpolation and the supervised loss; the alignment's source distribution
+// and c_tau come from the B source rows alone (the official SSDA code's p_labeled and
+// confidence ratio).
 //
 // Order of the dispatches (src/kernels/adamatch.rs):
-//   adamatch_prepare_rows    z = lambda * joint[:2B] + (1 - lambda) * source; softmax of the
-//                            source-weak rows of z and of the target-weak rows; labels repeated
-//                            for both source views; target-strong rows copied out contiguously
+//   adamatch_prepare_rows    z = lambda * joint[:2L] + (1 - lambda) * source; softmax of the
+//                            labeled-weak rows of z and of the target-weak rows; labels repeated
+//                            for both labeled views; target-strong rows copied out contiguously
 //                            (storage views must start at 256-byte offsets, rows need not).
 //   adamatch_align           one workgroup: batch means, alignment state update, ratio, c_tau.
 //   adamatch_pseudo_labels   per target row: y_tilde, its argmax, the confidence mask.
@@ -29,7 +35,8 @@ struct Params {
     ema_momentum: f32,
     // 0: paper alignment (EMA / history state); 1: Keras per-batch alignment with clipping.
     keras_alignment: u32,
-    _pad: u32,
+    // L: the labeled rows of each view (B, plus the labeled target images).
+    labeled_rows: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -41,7 +48,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> scalars: array<f32>;
 @group(0) @binding(6) var<storage, read_write> z: array<f32>;
 @group(0) @binding(7) var<storage, read_write> source_labels: array<u32>;
-// Softmax rows: [0, B) source-weak rows of z, [B, B + uB) target-weak rows of joint.
+// Softmax rows: [0, L) labeled-weak rows of z, [L, L + uB) target-weak rows of joint.
 @group(0) @binding(8) var<storage, read_write> probs: array<f32>;
 @group(0) @binding(9) var<storage, read_write> target_strong: array<f32>;
 // Paper alignment state: EMA of the source means [C], ring of target means [history, C],
@@ -113,10 +120,10 @@ fn adamatch_prepare_rows(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let r = linear_index(wid, nwg, lid);
-    let b = p.batch;
+    let l = p.labeled_rows;
     let ub = p.target_rows;
     let c = p.classes;
-    let source_rows = 2u * b;
+    let source_rows = 2u * l;
     if (r >= source_rows + 2u * ub) {
         return;
     }
@@ -127,13 +134,13 @@ fn adamatch_prepare_rows(
             let lam = lambdas[base + k];
             z[base + k] = lam * joint[base + k] + (1.0 - lam) * source[base + k];
         }
-        // Both source views share the batch's labels.
-        source_labels[r] = labels[r % b];
-        if (r < b) {
+        // Both labeled views share the batch's labels.
+        source_labels[r] = labels[r % l];
+        if (r < l) {
             softmax_of_z(r, r);
         }
     } else if (r < source_rows + ub) {
-        softmax_of_joint(r, b + (r - source_rows));
+        softmax_of_joint(r, l + (r - source_rows));
     } else {
         let dst = (r - source_rows - ub) * c;
         for (var k = 0u; k < c; k++) {
@@ -152,6 +159,7 @@ var<workgroup> ring: vec2<u32>;
 @compute @workgroup_size(REDUCE_WG)
 fn adamatch_align(@builtin(local_invocation_index) lid: u32) {
     let b = p.batch;
+    let l = p.labeled_rows;
     let ub = p.target_rows;
     let c = p.classes;
     let keras = p.keras_alignment != 0u;
@@ -190,7 +198,7 @@ fn adamatch_align(@builtin(local_invocation_index) lid: u32) {
         ps /= f32(b);
         var pt = 0.0;
         for (var j = 0u; j < ub; j++) {
-            pt += probs[(b + j) * c + k];
+            pt += probs[(l + j) * c + k];
         }
         pt /= f32(ub);
         var ratio: f32;
@@ -231,7 +239,7 @@ fn adamatch_pseudo_labels(
         return;
     }
     let c = p.classes;
-    let base = (p.batch + j) * c;
+    let base = (p.labeled_rows + j) * c;
     var s = 0.0;
     for (var k = 0u; k < c; k++) {
         s += probs[base + k] * align[k];
@@ -250,7 +258,7 @@ fn adamatch_pseudo_labels(
     mask[j] = select(0.0, 1.0, best_value >= align[c]);
 }
 
-// One invocation per element of the joint logits. Source rows: dz splits by lambda between
+// One invocation per element of the joint logits. Labeled rows: dz splits by lambda between
 // the two passes. Target-weak rows: exactly 0 (pseudo-labels carry no gradient).
 // Target-strong rows: mu times the target cross-entropy gradient.
 @compute @workgroup_size(WG)
@@ -261,7 +269,7 @@ fn adamatch_assemble_grads(
 ) {
     let i = linear_index(wid, nwg, lid);
     let c = p.classes;
-    let source_rows = 2u * p.batch;
+    let source_rows = 2u * p.labeled_rows;
     let ub = p.target_rows;
     if (i >= (source_rows + 2u * ub) * c) {
         return;

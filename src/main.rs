@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use adamatch_wgpu::bench::{self, BenchOptions};
 use adamatch_wgpu::data::cli::DataCommand;
 use adamatch_wgpu::data::download::resolve_data_dir;
-use adamatch_wgpu::data::spec::{load, parse_dataset_spec, Split};
+use adamatch_wgpu::data::spec::{load, parse_dataset_spec, DatasetSpec, Split};
 use adamatch_wgpu::data::Preprocess;
 use adamatch_wgpu::gpu::{self, AdapterChoice, GpuContext};
 use adamatch_wgpu::inference::Classifier;
@@ -22,7 +22,7 @@ use adamatch_wgpu::train::config::{
     Algorithm, AlignmentKind, AugmentStyle, InvertViews, LrSchedule, Optimizer, PseudoLabels, SourcePassBn, TrainConfig,
 };
 use adamatch_wgpu::train::eval::Evaluator;
-use adamatch_wgpu::train::run::{train, RunOptions};
+use adamatch_wgpu::train::run::{train, RunOptions, Setting};
 use adamatch_wgpu::weights;
 
 #[derive(Parser)]
@@ -84,6 +84,14 @@ enum Command {
     },
 }
 
+/// The paper's three settings (see `train --setting`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SettingArg {
+    Uda,
+    Ssda,
+    Ssl,
+}
+
 #[derive(Args)]
 struct TrainArgs {
     /// paper (default), keras-example or tiny; every value can be overridden below.
@@ -93,9 +101,26 @@ struct TrainArgs {
     /// mat:PATH, dir:PATH or a path.
     #[arg(long, default_value = "synth-digits")]
     source: String,
-    /// Target domain; its labels, if any, are never used for training.
-    #[arg(long, default_value = "synth-house")]
-    target: String,
+    /// Target domain; its labels, if any, are never used for training [default: synth-house].
+    #[arg(long)]
+    target: Option<String>,
+    /// uda (labeled source, unlabeled target), ssda (also --target-labeled images) or ssl (one
+    /// dataset, --source: --labels-per-class labeled images of each class, the rest unlabeled)
+    /// [default: ssda with --target-labeled, else uda].
+    #[arg(long, value_enum)]
+    setting: Option<SettingArg>,
+    /// SSDA: labeled target images (a dataset of the target domain; its training split).
+    #[arg(long, value_name = "DATASET")]
+    target_labeled: Option<String>,
+    /// SSDA: use this many of --target-labeled's images per class (a seeded pick) [default: all].
+    #[arg(long, value_name = "N")]
+    target_labels_per_class: Option<usize>,
+    /// SSL: labeled images per class picked from the source's training split.
+    #[arg(long, value_name = "N")]
+    labels_per_class: Option<usize>,
+    /// Seed of the labeled picks (SSDA, SSL), apart from the training seed.
+    #[arg(long, default_value_t = 0)]
+    labels_seed: u64,
     /// Labeled source test set [default: the source's test split].
     #[arg(long, value_name = "DATASET")]
     source_test: Option<String>,
@@ -603,6 +628,53 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     Ok(c)
 }
 
+/// The run's setting from --setting and the flags that go with it; a flag of another setting is
+/// an error naming both.
+fn setting(a: &TrainArgs) -> Result<Setting> {
+    let chosen = a.setting.unwrap_or(if a.target_labeled.is_some() {
+        SettingArg::Ssda
+    } else {
+        SettingArg::Uda
+    });
+    let refuse = |flag: &str, given: bool| -> Result<()> {
+        if given {
+            bail!(
+                "{flag} does not apply to --setting {}",
+                format!("{chosen:?}").to_lowercase()
+            );
+        }
+        Ok(())
+    };
+    Ok(match chosen {
+        SettingArg::Uda => {
+            refuse("--labels-per-class", a.labels_per_class.is_some())?;
+            refuse("--target-labels-per-class", a.target_labels_per_class.is_some())?;
+            Setting::Uda
+        }
+        SettingArg::Ssda => {
+            refuse("--labels-per-class", a.labels_per_class.is_some())?;
+            let labeled = a
+                .target_labeled
+                .as_deref()
+                .context("--setting ssda needs --target-labeled DATASET (labeled target images)")?;
+            Setting::Ssda {
+                labeled: parse_dataset_spec(labeled).context("--target-labeled")?,
+                per_class: a.target_labels_per_class,
+            }
+        }
+        SettingArg::Ssl => {
+            refuse("--target", a.target.is_some())?;
+            refuse("--target-labeled", a.target_labeled.is_some())?;
+            refuse("--target-labels-per-class", a.target_labels_per_class.is_some())?;
+            Setting::Ssl {
+                per_class: a
+                    .labels_per_class
+                    .context("--setting ssl needs --labels-per-class N (labeled images per class of --source)")?,
+            }
+        }
+    })
+}
+
 fn train_cmd(gpu: &GpuArgs, a: &TrainArgs) -> Result<()> {
     let cfg = train_config(a)?;
     let ctx = gpu.context()?;
@@ -620,8 +692,13 @@ fn train_cmd(gpu: &GpuArgs, a: &TrainArgs) -> Result<()> {
     }
     let opts = RunOptions {
         out_dir: a.out.clone(),
+        setting: setting(a)?,
+        labels_seed: a.labels_seed,
         source: parse_dataset_spec(&a.source)?,
-        target: parse_dataset_spec(&a.target)?,
+        target: match &a.target {
+            Some(t) => parse_dataset_spec(t)?,
+            None => DatasetSpec::default_target(),
+        },
         source_test: a
             .source_test
             .as_deref()
@@ -641,13 +718,25 @@ fn train_cmd(gpu: &GpuArgs, a: &TrainArgs) -> Result<()> {
         progress: !a.no_progress,
         interrupted,
     };
+    let data = match &opts.setting {
+        Setting::Uda => format!("source {} -> target {}", opts.source, opts.target),
+        Setting::Ssda { labeled, per_class } => format!(
+            "source {} -> target {} with labeled target images from {labeled}{}",
+            opts.source,
+            opts.target,
+            per_class.map(|n| format!(" ({n} per class)")).unwrap_or_default()
+        ),
+        Setting::Ssl { per_class } => format!(
+            "{}: {per_class} labeled images per class, the rest unlabeled",
+            opts.source
+        ),
+    };
     eprintln!(
-        "preset {} ({:?}), {} steps, source {} -> target {}, run directory {}",
+        "preset {} ({:?}, {}), {} steps, {data}, run directory {}",
         cfg.preset,
         cfg.algorithm,
+        opts.setting.name(),
         cfg.steps,
-        opts.source,
-        opts.target,
         a.out.display()
     );
     let summary = train(&ctx, cfg, &opts)?;

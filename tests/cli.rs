@@ -348,3 +348,35 @@ fn predict_prints_the_class_names_of_the_weights() {
         "{err}"
     );
 }
+
+#[test]
+fn train_setting_flags_are_checked_before_anything_runs() {
+    let dir = tmp_dir("settings");
+    for (args, want) in [
+        (vec!["--setting", "ssl"], "--setting ssl needs --labels-per-class"),
+        (vec!["--setting", "ssda"], "--setting ssda needs --target-labeled"),
+        (
+            vec!["--labels-per-class", "3"],
+            "--labels-per-class does not apply to --setting uda",
+        ),
+        (
+            vec!["--setting", "ssl", "--labels-per-class", "3", "--target", "synth-house"],
+            "--target does not apply to --setting ssl",
+        ),
+        (
+            vec!["--target-labeled", "synth-house", "--labels-per-class", "3"],
+            "--labels-per-class does not apply to --setting ssda",
+        ),
+    ] {
+        let out = bin()
+            .args(["train", "--preset", "tiny", "--out"])
+            .arg(dir.join("run"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!dir.join("run").exists(), "{args:?}: a run directory was made");
+    }
+}

@@ -61,6 +61,8 @@ fn run(ctx: &GpuContext, data: &Path, algorithm: Algorithm) -> (f64, f64) {
         out_dir: dir.clone(),
         source: DatasetSpec::Idx(data.join("mnist")),
         target: DatasetSpec::Dir(data.join("handwritten-uci")),
+        setting: Default::default(),
+        labels_seed: 0,
         source_test: None,
         target_test: None,
         data_dir: std::env::temp_dir(),

@@ -35,6 +35,8 @@ fn options(dir: &Path, resume: bool, stop_after: Option<u64>) -> RunOptions {
         out_dir: dir.to_path_buf(),
         source: DatasetSpec::default(),
         target: DatasetSpec::default_target(),
+        setting: Default::default(),
+        labels_seed: 0,
         source_test: None,
         target_test: None,
         data_dir: std::env::temp_dir(),
@@ -640,4 +642,76 @@ fn named_classes_set_the_head_and_reach_config_weights_and_eval() {
     opts.init = Some(dir.join(MODEL));
     let err = format!("{:#}", train(ctx, cfg, &opts).err().expect("other classes"));
     assert!(err.contains("--init") && err.contains("'ant'"), "{err}");
+}
+
+#[test]
+fn ssda_and_ssl_runs_train_and_record_their_setting() {
+    use adamatch_wgpu::data::synth::SynthDomain;
+    use adamatch_wgpu::train::run::Setting;
+    let ctx = ctx();
+    let mut cfg = small("tiny");
+    cfg.steps = 3;
+
+    // SSDA: one labeled image per class of the target domain (picked from its stream's pool).
+    let dir = out_dir("ssda");
+    let mut opts = options(&dir, false, None);
+    opts.setting = Setting::Ssda {
+        labeled: DatasetSpec::Synth {
+            domain: SynthDomain::House,
+            seed: 0,
+        },
+        per_class: Some(1),
+    };
+    let s = train(ctx, cfg.clone(), &opts).unwrap();
+    assert!(s.finished);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["setting"], "ssda");
+    assert_eq!(config["labeled_target_images"], 10);
+    assert_eq!(config["config"]["labeled_target_batch"], cfg.batch);
+    // Resuming without the labeled target images is refused.
+    let mut again = options(&dir, true, None);
+    again.setting = Setting::Uda;
+    let err = format!("{:#}", train(ctx, cfg.clone(), &again).err().unwrap());
+    assert!(err.contains("--target-labeled"), "{err}");
+
+    // SSL: one dataset; 2 labeled images per class, all 30 as the unlabeled part, one test set.
+    let digits = out_dir("ssl-digits");
+    let names: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    write_class_folders(&digits, &names.iter().map(String::as_str).collect::<Vec<_>>(), 3);
+    let dir = out_dir("ssl");
+    let mut opts = options(&dir, false, None);
+    opts.source = DatasetSpec::Dir(digits.clone());
+    opts.setting = Setting::Ssl { per_class: 2 };
+    let s = train(ctx, cfg.clone(), &opts).unwrap();
+    let (src, tgt) = s.last_eval.unwrap();
+    assert_eq!((src.images, tgt.images), (16, 16), "the same (sampled) test set");
+    assert_eq!(src.accuracy, tgt.accuracy);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (config["setting"].as_str(), config["labels_per_class"].as_u64()),
+        (Some("ssl"), Some(2))
+    );
+
+    // A pick larger than a class is an error naming the class and the flag.
+    let mut opts = options(&out_dir("ssl-too-many"), false, None);
+    opts.source = DatasetSpec::Dir(digits);
+    opts.setting = Setting::Ssl { per_class: 4 };
+    let err = format!("{:#}", train(ctx, cfg.clone(), &opts).err().unwrap());
+    assert!(
+        err.contains("--labels-per-class 4") && err.contains("class '0' has 3 images"),
+        "{err}"
+    );
+
+    // SSDA labeled images of other classes are refused with the differences.
+    let pets = out_dir("ssda-pets");
+    write_class_folders(&pets, &["cat", "dog"], 2);
+    let mut opts = options(&out_dir("ssda-mismatch"), false, None);
+    opts.setting = Setting::Ssda {
+        labeled: DatasetSpec::Dir(pets),
+        per_class: None,
+    };
+    let err = format!("{:#}", train(ctx, cfg, &opts).err().unwrap());
+    assert!(err.contains("--target-labeled") && err.contains("lacks '0'"), "{err}");
 }

@@ -226,6 +226,51 @@ impl Dataset {
         })
     }
 
+    /// A seeded pick of `per_class` images of every class (the labeled part of a semi-supervised
+    /// setting), in the dataset's order. Errors on unlabeled data and name any class with fewer
+    /// images than asked.
+    pub fn labeled_subset(&self, per_class: usize, seed: u64) -> Result<Dataset> {
+        let Some(labels) = &self.labels else {
+            bail!("{}: has no labels to pick labeled images from", self.name);
+        };
+        if per_class == 0 {
+            bail!("{}: at least one labeled image per class is needed", self.name);
+        }
+        let mut by_class = vec![Vec::new(); self.classes.len()];
+        for (i, &l) in labels.iter().enumerate() {
+            by_class[l as usize].push(i);
+        }
+        let mut rng = synth::Rng::new(seed ^ 0x6c61_6265_6c73);
+        let mut keep = Vec::with_capacity(per_class * by_class.len());
+        for (c, mut idx) in by_class.into_iter().enumerate() {
+            if idx.len() < per_class {
+                bail!(
+                    "{}: class '{}' has {} images, fewer than the {per_class} labeled per class asked for",
+                    self.name,
+                    self.classes[c],
+                    idx.len()
+                );
+            }
+            // A partial Fisher-Yates shuffle: the first per_class entries are the pick.
+            for i in 0..per_class {
+                let j = i + (rng.next_u64() % (idx.len() - i) as u64) as usize;
+                idx.swap(i, j);
+            }
+            keep.extend_from_slice(&idx[..per_class]);
+        }
+        keep.sort_unstable();
+        let mut images = Vec::with_capacity(keep.len() * IMAGE_BYTES);
+        for &i in &keep {
+            images.extend_from_slice(self.image(i));
+        }
+        Dataset::with_classes(
+            images,
+            Some(keep.iter().map(|&i| labels[i]).collect()),
+            self.classes.clone(),
+            format!("{} ({per_class} labeled per class, seed {seed})", self.name),
+        )
+    }
+
     /// Mean of each RGB channel over all pixels (0..255), for `data info` and domain statistics.
     pub fn channel_means(&self) -> [f64; 3] {
         channel_means(&self.images)

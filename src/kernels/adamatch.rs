@@ -2,11 +2,17 @@
 //! AdaMatch step", steps 3-7) for the `paper` and `keras-example` presets, built on the softmax
 //! cross-entropy kernels of [`softmax_ce`](crate::kernels::softmax_ce).
 //!
-//! Inputs each step: the joint logits `[2B + 2uB, C]` (rows src_weak, src_strong, tgt_weak,
-//! tgt_strong), the source-pass logits `[2B, C]`, the labels `[B]`, the interpolation weights
-//! [`AdaMatchLoss::lambdas`] `[2B, C]` (written by the host) and the per-step scalars (index
+//! Inputs each step: the joint logits `[2L + 2uB, C]` (rows labeled_weak, labeled_strong,
+//! tgt_weak, tgt_strong), the source-pass logits `[2L, C]`, the labels `[L]`, the interpolation
+//! weights [`AdaMatchLoss::lambdas`] `[2L, C]` (written by the host) and the per-step scalars (index
 //! [`SCALAR_MU_INDEX`] is mu). Outputs: the gradients of the total loss w.r.t. both logit
 //! tensors and [`AdaMatchLoss::metrics`] (see [`METRIC_NAMES`]), all on the device.
+//!
+//! L = B labeled rows per view in domain adaptation; in semi-supervised domain adaptation
+//! (`labeled_target` = T > 0) the B source rows are followed by T labeled target rows, which join
+//! the interpolation and the supervised loss (each labeled row weighs `source_scale / B`, so with
+//! T = B the loss is the official SSDA code's `xe + xet`), while the alignment's source
+//! distribution and c_tau come from the B source rows alone.
 //!
 //! Decisions beyond the reference text (the paper preset follows google-research/adamatch):
 //! - The source EMA starts at the uniform distribution 1/C (objax `ExponentialMovingAverage`
@@ -81,6 +87,9 @@ pub struct AdaMatchLossConfig {
     pub pseudo: PseudoLabel,
     /// Source loss = source_scale * (CE_weak + CE_strong), each a mean over B: 0.5 paper, 1 keras.
     pub source_scale: f32,
+    /// Labeled target images per step (T), after the B source images in each labeled view; 0
+    /// outside semi-supervised domain adaptation.
+    pub labeled_target: usize,
 }
 
 impl AdaMatchLossConfig {
@@ -99,6 +108,7 @@ impl AdaMatchLossConfig {
             },
             pseudo: PseudoLabel::Hard,
             source_scale: 0.5,
+            labeled_target: 0,
         }
     }
 
@@ -113,6 +123,7 @@ impl AdaMatchLossConfig {
             alignment: Alignment::Keras,
             pseudo: PseudoLabel::Soft,
             source_scale: 1.0,
+            labeled_target: 0,
         }
     }
 
@@ -121,9 +132,14 @@ impl AdaMatchLossConfig {
         self.batch * self.uratio
     }
 
-    /// Rows of the joint logits: 2B + 2uB.
+    /// Labeled rows per view (L): the B source images and the T labeled target images.
+    pub fn labeled_rows(&self) -> usize {
+        self.batch + self.labeled_target
+    }
+
+    /// Rows of the joint logits: 2L + 2uB.
     pub fn joint_rows(&self) -> usize {
-        2 * self.batch + 2 * self.target_rows()
+        2 * self.labeled_rows() + 2 * self.target_rows()
     }
 
     /// Slots of the target history ring (1 for Keras, whose state is unused).
@@ -145,13 +161,13 @@ struct Params {
     tau: f32,
     ema_momentum: f32,
     keras_alignment: u32,
-    _pad: u32,
+    labeled_rows: u32,
 }
 
 /// The loss of one AdaMatch step, its ops built once for fixed tensors.
 pub struct AdaMatchLoss {
     pub config: AdaMatchLossConfig,
-    /// Interpolation weights lambda `[2B, C]` in [0, 1): the host writes them before each step.
+    /// Interpolation weights lambda `[2L, C]` in [0, 1): the host writes them before each step.
     pub lambdas: Tensor,
     /// `[METRIC_NAMES.len()]`, rewritten by every step.
     pub metrics: Tensor,
@@ -163,7 +179,7 @@ pub struct AdaMatchLoss {
     pub p_target_history: Tensor,
     /// `[2]`: next slot to write, slots filled (f32 holding small integers).
     pub history_state: Tensor,
-    /// Intermediates, for inspection: interpolated source logits `[2B, C]`.
+    /// Intermediates, for inspection: interpolated labeled logits `[2L, C]`.
     pub z: Tensor,
     /// `[C + 1]`: the alignment ratio per class, then c_tau.
     pub align: Tensor,
@@ -173,14 +189,14 @@ pub struct AdaMatchLoss {
     pub pseudo: Tensor,
     /// Confidence mask `[uB]` (0 or 1).
     pub mask: Tensor,
-    /// Gradient of the total loss w.r.t. z `[2B, C]`.
+    /// Gradient of the total loss w.r.t. z `[2L, C]`.
     pub dz: Tensor,
     ops: Vec<Op>,
 }
 
 impl AdaMatchLoss {
-    /// Builds the step's ops. `joint_logits` `[2B + 2uB, C]`, `source_logits` `[2B, C]`, `labels`
-    /// `[B]` (u32), `scalars` the per-step scalars (mu at [`SCALAR_MU_INDEX`]); the ops write
+    /// Builds the step's ops. `joint_logits` `[2L + 2uB, C]`, `source_logits` `[2L, C]`, `labels`
+    /// `[L]` (u32), `scalars` the per-step scalars (mu at [`SCALAR_MU_INDEX`]); the ops write
     /// `d_joint` (same shape as `joint_logits`) and `d_source` (same shape as `source_logits`),
     /// overwriting them. The alignment state starts reset.
     #[allow(clippy::too_many_arguments)]
@@ -195,6 +211,7 @@ impl AdaMatchLoss {
         d_source: &Tensor,
     ) -> AdaMatchLoss {
         let (b, ub, c) = (cfg.batch, cfg.target_rows(), cfg.classes);
+        let l = cfg.labeled_rows();
         assert!(
             b > 0 && ub > 0 && c > 0,
             "adamatch loss: batch, uratio and classes must be positive"
@@ -211,34 +228,34 @@ impl AdaMatchLoss {
         assert!(joint_len <= u32::MAX as usize, "adamatch loss: joint logits too large");
         assert_eq!(joint_logits.len(), joint_len, "adamatch loss: joint_logits size");
         assert_eq!(d_joint.len(), joint_len, "adamatch loss: d_joint size");
-        assert_eq!(source_logits.len(), 2 * b * c, "adamatch loss: source_logits size");
-        assert_eq!(d_source.len(), 2 * b * c, "adamatch loss: d_source size");
-        assert_eq!(labels.len(), b, "adamatch loss: labels size");
+        assert_eq!(source_logits.len(), 2 * l * c, "adamatch loss: source_logits size");
+        assert_eq!(d_source.len(), 2 * l * c, "adamatch loss: d_source size");
+        assert_eq!(labels.len(), l, "adamatch loss: labels size");
         assert!(
             scalars.len() > SCALAR_MU_INDEX,
             "adamatch loss: scalars must hold mu at index 4"
         );
 
         let t = |name: &str, shape: &[usize]| Tensor::zeros(ctx, name, shape);
-        let lambdas = t("adamatch lambdas", &[2 * b, c]);
+        let lambdas = t("adamatch lambdas", &[2 * l, c]);
         let metrics = t("adamatch metrics", &[METRIC_NAMES.len()]);
         let p_source_ema = t("adamatch p_source_ema", &[c]);
         let p_target_history = t("adamatch p_target_history", &[history, c]);
         let history_state = t("adamatch history_state", &[2]);
-        let z = t("adamatch z", &[2 * b, c]);
-        let source_labels = t("adamatch source labels", &[2 * b]);
-        let probs = t("adamatch weak probs", &[b + ub, c]);
+        let z = t("adamatch z", &[2 * l, c]);
+        let source_labels = t("adamatch source labels", &[2 * l]);
+        let probs = t("adamatch weak probs", &[l + ub, c]);
         let target_strong = t("adamatch target strong logits", &[ub, c]);
         let align = t("adamatch align", &[c + 1]);
         let y_tilde = t("adamatch y_tilde", &[ub, c]);
         let pseudo = t("adamatch pseudo", &[ub]);
         let mask = t("adamatch mask", &[ub]);
-        let source_weights = Tensor::from_f32(ctx, "adamatch source weights", &[2 * b], &vec![1.0; 2 * b]);
-        let source_row_loss = t("adamatch source row loss", &[2 * b]);
+        let source_weights = Tensor::from_f32(ctx, "adamatch source weights", &[2 * l], &vec![1.0; 2 * l]);
+        let source_row_loss = t("adamatch source row loss", &[2 * l]);
         let source_loss = t("adamatch source loss", &[1]);
         let target_row_loss = t("adamatch target row loss", &[ub]);
         let target_loss = t("adamatch target loss", &[1]);
-        let dz = t("adamatch dz", &[2 * b, c]);
+        let dz = t("adamatch dz", &[2 * l, c]);
         let d_target_strong = t("adamatch d target strong", &[ub, c]);
 
         let (ema_momentum, keras) = match cfg.alignment {
@@ -253,11 +270,15 @@ impl AdaMatchLoss {
             tau: cfg.tau,
             ema_momentum,
             keras_alignment: keras,
-            _pad: 0,
+            labeled_rows: l as u32,
         };
         let u = Some(bytemuck::bytes_of(&params));
         let shader = Shader::AdaMatch;
-        let detail = format!("B={b} uB={ub} C={c}");
+        let detail = if l == b {
+            format!("B={b} uB={ub} C={c}")
+        } else {
+            format!("B={b} T={} uB={ub} C={c}", l - b)
+        };
 
         let mut ops = vec![
             Op::new(
@@ -301,12 +322,13 @@ impl AdaMatchLoss {
             ),
         ];
 
-        // Source: source_scale * (mean_B CE(z_weak, y) + mean_B CE(z_strong, y)).
+        // Source: source_scale * (mean_B CE(z_weak, y) + mean_B CE(z_strong, y)), plus the same
+        // weight per row for labeled target rows.
         let source_scale = cfg.source_scale / b as f32;
         let source_targets = Targets::Hard(&source_labels);
         ops.extend(softmax_ce_forward(
             ctx,
-            2 * b,
+            2 * l,
             c,
             &z,
             source_targets,
@@ -317,7 +339,7 @@ impl AdaMatchLoss {
         ));
         ops.push(softmax_ce_backward(
             ctx,
-            2 * b,
+            2 * l,
             c,
             &z,
             source_targets,

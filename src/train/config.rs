@@ -107,6 +107,11 @@ pub struct TrainConfig {
     pub input_scale: InputScale,
     /// Source images per step (B).
     pub batch: usize,
+    /// Labeled target images per step (T) in semi-supervised domain adaptation, after the B
+    /// source images in each labeled view; 0 otherwise (set by `--target-labeled`, T = B as in
+    /// the official code).
+    #[serde(default)]
+    pub labeled_target_batch: usize,
     /// Target images per source image (uratio).
     pub uratio: usize,
     pub steps: u64,
@@ -165,6 +170,7 @@ impl TrainConfig {
             network: WideResNetConfig::paper(),
             input_scale: InputScale::Paper,
             batch: 64,
+            labeled_target_batch: 0,
             uratio: 3,
             steps: 131_072,
             optimizer: Optimizer::Sgd {
@@ -254,9 +260,14 @@ impl TrainConfig {
         self.batch * self.uratio
     }
 
-    /// Images in the joint pass: both views of the source and the target batch.
+    /// Labeled images per step (L): the source batch and any labeled target images.
+    pub fn labeled_batch(&self) -> usize {
+        self.batch + self.labeled_target_batch
+    }
+
+    /// Images in the joint pass: both views of the labeled and of the target batch.
     pub fn joint_batch(&self) -> usize {
-        2 * self.batch + 2 * self.target_batch()
+        2 * self.labeled_batch() + 2 * self.target_batch()
     }
 
     pub fn validate(&self) -> Result<()> {

@@ -21,8 +21,42 @@ use super::eval::{EvalResult, Evaluator};
 use super::plots;
 use super::trainer::{StepMetrics, Trainer};
 
+/// Which of the paper's three settings a run trains in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Setting {
+    /// Unsupervised domain adaptation: a labeled source, an unlabeled target.
+    #[default]
+    Uda,
+    /// Semi-supervised domain adaptation: also a few labeled target images (`per_class` of
+    /// each class picked with the labels seed, or all of `labeled`'s images).
+    Ssda {
+        labeled: DatasetSpec,
+        per_class: Option<usize>,
+    },
+    /// Semi-supervised learning: one dataset (the source), `per_class` labeled images of each
+    /// class as the labeled part and its whole training split as the unlabeled part.
+    Ssl { per_class: usize },
+}
+
+impl Setting {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Setting::Uda => "uda",
+            Setting::Ssda { .. } => "ssda",
+            Setting::Ssl { .. } => "ssl",
+        }
+    }
+}
+
+/// Images a stream (the built-in training domains) offers to a labeled pick.
+pub const STREAM_POOL: usize = 10_000;
+
 pub struct RunOptions {
     pub out_dir: PathBuf,
+    /// UDA, SSDA or SSL.
+    pub setting: Setting,
+    /// Seed of the labeled picks of SSDA and SSL (independent of the training seed).
+    pub labels_seed: u64,
     pub source: DatasetSpec,
     pub target: DatasetSpec,
     /// The labeled source test set (default: the source's own test split).
@@ -67,8 +101,10 @@ fn preprocess_for(cfg: &TrainConfig) -> Preprocess {
 }
 
 /// The run's data: training sources and test sets (the source's labeled; the target's labeled
-/// or not, see [`RunOptions::target_test`]).
+/// or not, see [`RunOptions::target_test`]), and SSDA's labeled target images.
 pub struct RunData {
+    /// SSDA: the labeled target images (the pick).
+    pub labeled_target: Option<Dataset>,
     /// The class names: the source's, which every labeled set of the run shares.
     pub classes: Vec<String>,
     pub source_train: Source,
@@ -77,10 +113,18 @@ pub struct RunData {
     pub target_test: Dataset,
 }
 
+/// A finite labeled set to pick from: a dataset as it is, a stream's first [`STREAM_POOL`] images.
+fn pickable(source: Source) -> Dataset {
+    match source {
+        Source::Finite(d) => d,
+        s @ Source::Synthetic(_) => s.take(STREAM_POOL),
+    }
+}
+
 pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
     let pre = preprocess_for(cfg);
     let limit = cfg.eval_limit.unwrap_or(usize::MAX);
-    let source_train = load(&opts.source, Split::Train, pre, &opts.data_dir)
+    let mut source_train = load(&opts.source, Split::Train, pre, &opts.data_dir)
         .with_context(|| format!("loading the source domain {}", opts.source))?;
     if !ImageSource::has_labels(&source_train) {
         bail!(
@@ -89,8 +133,45 @@ pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
             opts.source
         );
     }
-    let target_train = load(&opts.target, Split::Train, pre, &opts.data_dir)
-        .with_context(|| format!("loading the target domain {}", opts.target))?;
+    let target_train = match &opts.setting {
+        // One domain: its whole training split is the unlabeled part (its labels, if read at
+        // all, only score the pseudo-labels in the log), a seeded pick the labeled part.
+        Setting::Ssl { per_class } => {
+            let all = pickable(source_train);
+            source_train = Source::Finite(
+                all.labeled_subset(*per_class, opts.labels_seed)
+                    .with_context(|| format!("--labels-per-class {per_class} of {}", opts.source))?,
+            );
+            Source::Finite(all)
+        }
+        _ => load(&opts.target, Split::Train, pre, &opts.data_dir)
+            .with_context(|| format!("loading the target domain {}", opts.target))?,
+    };
+    let labeled_target = match &opts.setting {
+        Setting::Ssda { labeled, per_class } => {
+            let all = pickable(
+                load(labeled, Split::Train, pre, &opts.data_dir)
+                    .with_context(|| format!("loading --target-labeled {labeled}"))?,
+            );
+            if all.labels.is_none() {
+                bail!("--target-labeled {labeled} has no labels");
+            }
+            let pick = match per_class {
+                Some(n) => all
+                    .labeled_subset(*n, opts.labels_seed)
+                    .with_context(|| format!("--target-labels-per-class {n} of {labeled}"))?,
+                None => all,
+            };
+            check_same_classes(
+                &format!("--target-labeled {labeled}"),
+                &pick.classes,
+                &format!("the source domain {}", opts.source),
+                &source_train.classes(),
+            )?;
+            Some(pick)
+        }
+        _ => None,
+    };
     let source_test = match &opts.source_test {
         Some(spec) => {
             load(spec, Split::Test, pre, &opts.data_dir).with_context(|| format!("loading --source-test {spec}"))?
@@ -108,6 +189,8 @@ pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
         }
     }
     let target_test = match &opts.target_test {
+        // SSL: one domain, one test set.
+        None if matches!(opts.setting, Setting::Ssl { .. }) => source_test.clone(),
         Some(spec) => {
             let t = load(spec, Split::Test, pre, &opts.data_dir)
                 .with_context(|| format!("loading --target-test {spec}"))?;
@@ -153,6 +236,7 @@ pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
     let source_test = source_test.sample(limit, EVAL_SAMPLE_SEED);
     let target_test = target_test.sample(limit, EVAL_SAMPLE_SEED);
     Ok(RunData {
+        labeled_target,
         classes,
         source_train,
         target_train,
@@ -255,8 +339,18 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
                 &saved,
             )?;
         }
+        let ssda = data.labeled_target.is_some();
+        if ssda != (cfg.labeled_target_batch > 0) {
+            bail!(
+                "--resume: the run being resumed was {}trained with labeled target images; give the same \
+                 setting (--target-labeled) again",
+                if ssda { "not " } else { "" }
+            );
+        }
     } else {
         cfg.network.num_classes = data.classes.len();
+        // SSDA: a labeled target batch of the source batch's size, as in the official code.
+        cfg.labeled_target_batch = if data.labeled_target.is_some() { cfg.batch } else { 0 };
     }
     if data.target_test.labels.is_none() {
         eprintln!(
@@ -267,6 +361,9 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     }
 
     let mut trainer = Trainer::new(ctx, cfg.clone())?;
+    if let Some(d) = &data.labeled_target {
+        trainer.set_labeled_target(d.clone())?;
+    }
     if opts.resume {
         checkpoint::restore(ctx, &mut trainer, &ckpt)?;
         truncate_metrics(&metrics_path, trainer.step)?;
@@ -296,6 +393,18 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         "config": cfg,
         "init": init,
         "classes": &data.classes,
+        "setting": opts.setting.name(),
+        "labels_seed": opts.labels_seed,
+        "labels_per_class": match &opts.setting {
+            Setting::Ssl { per_class } => Some(*per_class),
+            Setting::Ssda { per_class, .. } => *per_class,
+            Setting::Uda => None,
+        },
+        "target_labeled": match &opts.setting {
+            Setting::Ssda { labeled, .. } => Some(labeled.to_string()),
+            _ => None,
+        },
+        "labeled_target_images": data.labeled_target.as_ref().map(Dataset::len),
         "source": opts.source.to_string(),
         "target": opts.target.to_string(),
         "source_test": opts.source_test.as_ref().unwrap_or(&opts.source).to_string(),

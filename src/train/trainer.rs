@@ -58,7 +58,7 @@ pub struct StepMetrics {
 /// augmentation parameters and the logit-interpolation lambdas.
 #[derive(Clone, Debug, Default)]
 pub struct HostBatch {
-    /// B source images, u8 NHWC.
+    /// The L labeled images, u8 NHWC: B source images, then any labeled target images.
     pub source_images: Vec<u8>,
     pub labels: Vec<u32>,
     /// uB target images (empty for source-only).
@@ -137,6 +137,9 @@ pub struct Trainer {
     last_lr: f32,
     /// The last step's target labels (diagnostics, see [`StepMetrics::pseudo_label_acc`]).
     last_target_labels: Vec<crate::data::Label>,
+    /// The labeled target images of semi-supervised domain adaptation
+    /// ([`Trainer::set_labeled_target`]).
+    labeled_target: Option<crate::data::Dataset>,
     /// Batch-norm recalibration of the evaluation weights (`bn_calibration` batches), if on.
     calibration: Option<BnCalibration>,
 }
@@ -153,6 +156,10 @@ pub struct Trainer {
 struct BnCalibration {
     net: WideResNet,
     ws: Workspace,
+    /// The first B rows of the trainer's labeled pixels and weak parameters (calibration draws
+    /// source images only).
+    source_pixels: Tensor,
+    source_params: Tensor,
     /// Weak views of the source then the target images into `ws`'s input.
     aug_ops: Vec<Op>,
     batches: usize,
@@ -167,6 +174,15 @@ fn draw_indices(rng: &mut ChaCha8Rng, source: &dyn ImageSource, n: usize) -> Vec
             None => rng.random::<u64>() >> 1,
         })
         .collect()
+}
+
+/// The first `n` of the `total` equal rows of `t`.
+fn leading_rows(t: &Tensor, n: usize, total: usize) -> Tensor {
+    Tensor {
+        buffer: t.buffer.clone(),
+        offset: t.offset,
+        shape: vec![t.len() / total * n],
+    }
 }
 
 /// The augmentation op writing the views of `n` images into rows `start..start + n` of `input`.
@@ -196,32 +212,35 @@ impl Trainer {
         }
         let net = WideResNet::new(ctx, cfg.network.clone(), cfg.seed)?;
         let b = cfg.batch;
+        // The labeled rows of each view: the B source images, then any labeled target images.
+        let l = cfg.labeled_batch();
         let ub = cfg.target_batch();
         let classes = cfg.network.num_classes;
         let adamatch = cfg.algorithm == Algorithm::Adamatch;
         let uses_target = cfg.algorithm.uses_target();
 
-        let main_rows = if uses_target { cfg.joint_batch() } else { 2 * b };
+        let main_rows = if uses_target { cfg.joint_batch() } else { 2 * l };
         let main = Workspace::new(ctx, &net, main_rows, false);
-        let src_pixels = augment::image_tensor(ctx, "source pixels", b);
+        let src_pixels = augment::image_tensor(ctx, "labeled pixels", l);
         let tgt_pixels = augment::image_tensor(ctx, "target pixels", ub);
         let aug_params = [
-            augment::params_tensor(ctx, "source weak params", b),
-            augment::params_tensor(ctx, "source strong params", b),
+            augment::params_tensor(ctx, "labeled weak params", l),
+            augment::params_tensor(ctx, "labeled strong params", l),
             augment::params_tensor(ctx, "target weak params", ub),
             augment::params_tensor(ctx, "target strong params", ub),
         ];
         let scale = cfg.input_scale;
-        // The views go to rows [src weak, src strong, tgt weak, tgt strong] of the main input.
+        // The views go to rows [labeled weak, labeled strong, tgt weak, tgt strong] of the main
+        // input.
         let mut aug_ops = vec![
-            augment_rows(ctx, &main.input, 0, b, &src_pixels, &aug_params[0], scale),
-            augment_rows(ctx, &main.input, b, b, &src_pixels, &aug_params[1], scale),
+            augment_rows(ctx, &main.input, 0, l, &src_pixels, &aug_params[0], scale),
+            augment_rows(ctx, &main.input, l, l, &src_pixels, &aug_params[1], scale),
         ];
         if uses_target {
             aug_ops.push(augment_rows(
                 ctx,
                 &main.input,
-                2 * b,
+                2 * l,
                 ub,
                 &tgt_pixels,
                 &aug_params[2],
@@ -230,18 +249,18 @@ impl Trainer {
             aug_ops.push(augment_rows(
                 ctx,
                 &main.input,
-                2 * b + ub,
+                2 * l + ub,
                 ub,
                 &tgt_pixels,
                 &aug_params[3],
                 scale,
             ));
         }
-        let labels = Tensor::zeros(ctx, "labels", &[b]);
+        let labels = Tensor::zeros(ctx, "labels", &[l]);
         let scalars = optimizer::step_scalars_tensor(ctx);
 
         let (second, loss) = if adamatch {
-            let input = Tensor::view(&main.input.buffer, 0, &[2 * b, s, s, 3]);
+            let input = Tensor::view(&main.input.buffer, 0, &[2 * l, s, s, 3]);
             let second = Workspace::with_input(ctx, &net, input, false);
             let alignment = match cfg.alignment {
                 // The official code starts both averages at uniform and always averages the full
@@ -264,6 +283,7 @@ impl Trainer {
                     PseudoLabels::Soft => PseudoLabel::Soft,
                 },
                 source_scale: cfg.source_scale,
+                labeled_target: cfg.labeled_target_batch,
             };
             let loss = AdaMatchLoss::new(
                 ctx,
@@ -278,7 +298,7 @@ impl Trainer {
             (Some(second), Loss::AdaMatch(Box::new(loss)))
         } else if uses_target {
             let lcfg = FixMatchLossConfig {
-                batch: b,
+                batch: l,
                 uratio: cfg.uratio,
                 classes,
                 threshold: cfg.confidence,
@@ -286,16 +306,16 @@ impl Trainer {
             let loss = FixMatchLoss::new(ctx, &lcfg, &main.logits, &labels, &main.d_logits);
             (None, Loss::FixMatch(Box::new(loss)))
         } else {
-            let labels2 = Tensor::zeros(ctx, "labels x2", &[2 * b]);
-            let weights = Tensor::from_f32(ctx, "row weights", &[2 * b], &vec![1.0; 2 * b]);
-            let row_loss = Tensor::zeros(ctx, "row loss", &[2 * b]);
+            let labels2 = Tensor::zeros(ctx, "labels x2", &[2 * l]);
+            let weights = Tensor::from_f32(ctx, "row weights", &[2 * l], &vec![1.0; 2 * l]);
+            let row_loss = Tensor::zeros(ctx, "row loss", &[2 * l]);
             let loss = Tensor::zeros(ctx, "loss", &[1]);
             let scale = cfg.source_scale / b as f32;
             let t = Targets::Hard(&labels2);
-            let mut ops = softmax_ce_forward(ctx, 2 * b, classes, &main.logits, t, &weights, scale, &row_loss, &loss);
+            let mut ops = softmax_ce_forward(ctx, 2 * l, classes, &main.logits, t, &weights, scale, &row_loss, &loss);
             ops.push(softmax_ce_backward(
                 ctx,
-                2 * b,
+                2 * l,
                 classes,
                 &main.logits,
                 t,
@@ -362,13 +382,25 @@ impl Trainer {
                 let mut ws = Workspace::new(ctx, &calib_net, rows, false);
                 ws.ops(ctx, &calib_net, Pass::ForwardTrain { update_running: true });
                 calib_net.config.bn_momentum = cfg.network.bn_momentum;
-                let mut ops = vec![augment_rows(ctx, &ws.input, 0, b, &src_pixels, &aug_params[0], scale)];
+                let source_pixels = leading_rows(&src_pixels, b, l);
+                let source_params = leading_rows(&aug_params[0], b, l);
+                let mut ops = vec![augment_rows(
+                    ctx,
+                    &ws.input,
+                    0,
+                    b,
+                    &source_pixels,
+                    &source_params,
+                    scale,
+                )];
                 if uses_target {
                     ops.push(augment_rows(ctx, &ws.input, b, ub, &tgt_pixels, &aug_params[2], scale));
                 }
                 Some(BnCalibration {
                     net: calib_net,
                     ws,
+                    source_pixels,
+                    source_params,
                     aug_ops: ops,
                     batches,
                 })
@@ -395,6 +427,7 @@ impl Trainer {
             step: 0,
             last_lr: 0.0,
             last_target_labels: Vec::new(),
+            labeled_target: None,
         })
     }
 
@@ -449,23 +482,44 @@ impl Trainer {
         }
     }
 
+    /// The labeled target images drawn from in semi-supervised domain adaptation (the config's
+    /// `labeled_target_batch` per step); required when that is positive.
+    pub fn set_labeled_target(&mut self, data: crate::data::Dataset) -> Result<()> {
+        if data.labels.is_none() || data.is_empty() {
+            bail!("{}: the labeled target set needs labeled images", data.name);
+        }
+        self.labeled_target = Some(data);
+        Ok(())
+    }
+
     /// Draws the next step's batch and random parameters from the host RNG, in a fixed order:
-    /// source indices, target indices, the four views' augmentation parameters, the lambdas.
+    /// source indices, labeled target indices (semi-supervised domain adaptation), target
+    /// indices, the four views' augmentation parameters, the lambdas.
     pub fn draw_batch(&mut self, source: &dyn ImageSource, target: &dyn ImageSource) -> Result<HostBatch> {
         let b = self.cfg.batch;
+        let t = self.cfg.labeled_target_batch;
+        let l = b + t;
         let ub = self.cfg.target_batch();
         let uses_target = self.cfg.algorithm.uses_target();
         let src_idx = draw_indices(&mut self.rng, source, b);
+        let labeled_idx = match (&self.labeled_target, t) {
+            (_, 0) => Vec::new(),
+            (Some(d), _) => draw_indices(&mut self.rng, d, t),
+            (None, _) => bail!("semi-supervised domain adaptation needs its labeled target images"),
+        };
         let tgt_idx = if uses_target {
             draw_indices(&mut self.rng, target, ub)
         } else {
             Vec::new()
         };
         let mut batch = HostBatch::default();
-        let mut labels = Vec::with_capacity(b);
+        let mut labels = Vec::with_capacity(l);
         source.gather(&src_idx, &mut batch.source_images, &mut labels);
         if labels.len() != b {
             bail!("the source domain {} has no labels", source.describe());
+        }
+        if let Some(d) = &self.labeled_target {
+            d.gather(&labeled_idx, &mut batch.source_images, &mut labels);
         }
         batch.labels = labels.iter().map(|&l| l as u32).collect();
         if uses_target {
@@ -473,7 +527,7 @@ impl Trainer {
         }
         let (weak, strong) = (self.weak_kind(), self.strong_kind());
         let (weak_sym, strong_sym) = (self.symmetries(false), self.symmetries(true));
-        let views: [(usize, bool); 4] = [(b, false), (b, true), (ub, false), (ub, true)];
+        let views: [(usize, bool); 4] = [(l, false), (l, true), (ub, false), (ub, true)];
         for (i, (n, is_strong)) in views.into_iter().enumerate() {
             if i >= 2 && !uses_target {
                 break;
@@ -744,9 +798,9 @@ impl Trainer {
         for _ in 0..cal.batches {
             let (mut images, mut labels) = (Vec::new(), Vec::new());
             source.gather(&draw_indices(&mut rng, source, b), &mut images, &mut labels);
-            augment::write_images(ctx, &self.src_pixels, &images);
+            augment::write_images(ctx, &cal.source_pixels, &images);
             let params: Vec<AugParams> = (0..b).map(|_| augment::draw_weak(&mut rng, weak, sym)).collect();
-            augment::write_params(ctx, &self.aug_params[0], &params);
+            augment::write_params(ctx, &cal.source_params, &params);
             if ub > 0 {
                 images.clear();
                 target.gather(&draw_indices(&mut rng, target, ub), &mut images, &mut labels);

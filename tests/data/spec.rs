@@ -221,3 +221,29 @@ fn evaluation_samples_keep_class_shares_and_are_seeded() {
     let unl = Source::Finite(Dataset::new(vec![7; 50 * IMAGE_BYTES], None, "unlabeled").unwrap());
     assert_eq!(unl.sample(20, 0).len(), 20);
 }
+
+#[test]
+fn labeled_subset_picks_per_class_by_seed() {
+    use adamatch_wgpu::data::synth::{SynthDomain, SynthStream};
+    let d = SynthStream::test(SynthDomain::Digits, 1, 300).materialize(0, 300);
+    let a = d.labeled_subset(4, 7).unwrap();
+    assert_eq!(a.len(), 40);
+    assert_eq!(a.histogram().unwrap(), vec![4; 10]);
+    assert_eq!(a.classes, d.classes);
+    // Deterministic for a seed, another pick for another seed, images with their own labels.
+    assert_eq!(a, d.labeled_subset(4, 7).unwrap());
+    assert_ne!(a.images, d.labeled_subset(4, 8).unwrap().images);
+    for i in 0..a.len() {
+        let j = (0..d.len())
+            .find(|&j| d.image(j) == a.image(i))
+            .expect("a picked image is the dataset's");
+        assert_eq!(d.label(j), a.label(i));
+    }
+    let err = err_text(d.labeled_subset(1000, 0));
+    assert!(
+        err.contains("class '0'") && err.contains("fewer than the 1000"),
+        "{err}"
+    );
+    let unlabeled = adamatch_wgpu::data::Dataset::new(d.images.clone(), None, "u").unwrap();
+    assert!(err_text(unlabeled.labeled_subset(1, 0)).contains("no labels"));
+}

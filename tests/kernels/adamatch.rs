@@ -54,6 +54,7 @@ fn ref_config(cfg: &AdaMatchLossConfig) -> RefConfig {
         },
         hard_pseudo: cfg.pseudo == PseudoLabel::Hard,
         source_scale: cfg.source_scale as f64,
+        labeled_target: cfg.labeled_target,
     }
 }
 
@@ -86,7 +87,7 @@ struct StepData {
 /// Joint logits in [-4, 4) with each row scaled by a factor in [0.2, 1.8) (so confidences vary),
 /// source-pass logits close to the joint ones, lambdas in [0, 1), labels in range.
 fn random_step(cfg: &RefConfig, seed: u64) -> StepData {
-    let (b, c) = (cfg.batch, cfg.classes);
+    let (b, c) = (cfg.labeled_rows(), cfg.classes);
     let rows = cfg.joint_rows();
     let row_scale = random_vec(seed * 7 + 1, rows);
     let joint: Vec<f32> = random_vec(seed * 7 + 2, rows * c)
@@ -186,7 +187,7 @@ impl Out {
 
 impl Rig {
     fn new(ctx: &GpuContext, cfg: AdaMatchLossConfig) -> Rig {
-        let (b, c) = (cfg.batch, cfg.classes);
+        let (b, c) = (cfg.labeled_rows(), cfg.classes);
         let jl = cfg.joint_rows() * c;
         let joint = Tensor::zeros(ctx, "joint", &[cfg.joint_rows(), c]);
         let source = Tensor::zeros(ctx, "source", &[2 * b, c]);
@@ -238,7 +239,7 @@ impl Rig {
 /// Compares one GPU step with the reference step (and, for the paper alignment, the state after
 /// it), and checks the target-weak rows of d_joint are exactly zero.
 fn check_step(what: &str, cfg: &AdaMatchLossConfig, got: &Out, want: &RefStep, state: &RefState, mu: f32) {
-    let (b, ub, c) = (cfg.batch, cfg.target_rows(), cfg.classes);
+    let (b, ub, c) = (cfg.labeled_rows(), cfg.target_rows(), cfg.classes);
     let t = &want.targets;
     assert_close(&format!("{what} z"), &got.z, &t.z, Z_RTOL, Z_ATOL);
     assert_close(
@@ -396,6 +397,37 @@ fn other_shapes_match_reference() {
         ..paper_with(2, 5, 3, 0.5, 2, false)
     };
     run_steps(paper_soft, 3, 100);
+}
+
+/// Semi-supervised domain adaptation: T labeled target rows after the B source rows of each
+/// labeled view (interpolated and supervised like them, out of the alignment and c_tau), T = B
+/// as the trainer uses it and T != B.
+#[test]
+fn labeled_target_rows_match_reference() {
+    run_steps(
+        AdaMatchLossConfig {
+            labeled_target: 5,
+            ..AdaMatchLossConfig::paper(5, 3, 10)
+        },
+        3,
+        110,
+    );
+    run_steps(
+        AdaMatchLossConfig {
+            labeled_target: 2,
+            ..paper_with(3, 2, 7, 0.8, 3, false)
+        },
+        4,
+        120,
+    );
+    run_steps(
+        AdaMatchLossConfig {
+            labeled_target: 3,
+            ..AdaMatchLossConfig::keras_example(3, 2, 7)
+        },
+        2,
+        130,
+    );
 }
 
 /// mu only scales the target terms: the source gradients and losses are bitwise unchanged, the
@@ -595,6 +627,10 @@ fn reference_gradient_matches_finite_differences() {
         paper_with(3, 2, 7, 0.9, 4, false),
         AdaMatchLossConfig::keras_example(3, 2, 7),
         AdaMatchLossConfig::paper(2, 3, 5),
+        AdaMatchLossConfig {
+            labeled_target: 2,
+            ..AdaMatchLossConfig::paper(2, 3, 5)
+        },
     ] {
         let rcfg = ref_config(&cfg);
         // A state that has seen a step already.
@@ -645,7 +681,7 @@ fn reference_gradient_matches_finite_differences() {
             check("full step", &full);
         }
         // The target-weak rows carry no gradient and y_tilde rows are distributions.
-        let (b, ub, c) = (cfg.batch, cfg.target_rows(), cfg.classes);
+        let (b, ub, c) = (cfg.labeled_rows(), cfg.target_rows(), cfg.classes);
         assert!(dj[2 * b * c..(2 * b + ub) * c].iter().all(|&g| g == 0.0));
         for j in 0..ub {
             let s: f64 = t.y_tilde[j * c..(j + 1) * c].iter().sum();

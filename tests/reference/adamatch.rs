@@ -5,8 +5,11 @@
 //! - [`adamatch_losses`] / [`adamatch_grads`]: the loss given those constants and its exact
 //!   gradient w.r.t. the joint and source logits (checked by finite differences in the tests).
 //!
-//! Rows: joint `[2B + 2uB, C]` = src_weak(B), src_strong(B), tgt_weak(uB), tgt_strong(uB);
-//! source `[2B, C]` = src_weak, src_strong.
+//! Rows: joint `[2L + 2uB, C]` = labeled_weak(L), labeled_strong(L), tgt_weak(uB), tgt_strong(uB);
+//! source `[2L, C]` = labeled_weak, labeled_strong. L = B source rows, then T labeled target rows
+//! (semi-supervised domain adaptation; T = 0 otherwise): every labeled row enters the
+//! interpolation and the supervised loss with weight source_scale / B; the alignment's source
+//! mean and c_tau use the B source rows only (the official SSDA code).
 
 use super::softmax_ce::log_softmax;
 
@@ -29,14 +32,20 @@ pub struct RefConfig {
     pub alignment: RefAlignment,
     pub hard_pseudo: bool,
     pub source_scale: f64,
+    /// T.
+    pub labeled_target: usize,
 }
 
 impl RefConfig {
     pub fn target_rows(&self) -> usize {
         self.batch * self.uratio
     }
+    /// L = B + T.
+    pub fn labeled_rows(&self) -> usize {
+        self.batch + self.labeled_target
+    }
     pub fn joint_rows(&self) -> usize {
-        2 * self.batch + 2 * self.target_rows()
+        2 * self.labeled_rows() + 2 * self.target_rows()
     }
 }
 
@@ -70,7 +79,7 @@ impl RefState {
 /// The step constants (no gradient flows through any of them).
 #[derive(Clone, Debug)]
 pub struct RefTargets {
-    /// Interpolated source logits `[2B, C]` (a function of the inputs, kept for comparison).
+    /// Interpolated labeled logits `[2L, C]` (a function of the inputs, kept for comparison).
     pub z: Vec<f64>,
     pub ratio: Vec<f64>,
     pub c_tau: f64,
@@ -89,9 +98,9 @@ fn softmax(z: &[f64]) -> Vec<f64> {
     log_softmax(z).iter().map(|v| v.exp()).collect()
 }
 
-/// z = lambda * joint[:2B] + (1 - lambda) * source.
+/// z = lambda * joint[:2L] + (1 - lambda) * source.
 pub fn interpolate(cfg: &RefConfig, joint: &[f64], source: &[f64], lambdas: &[f64]) -> Vec<f64> {
-    let n = 2 * cfg.batch * cfg.classes;
+    let n = 2 * cfg.labeled_rows() * cfg.classes;
     (0..n)
         .map(|i| lambdas[i] * joint[i] + (1.0 - lambdas[i]) * source[i])
         .collect()
@@ -106,14 +115,16 @@ pub fn adamatch_targets(
     lambdas: &[f64],
 ) -> (RefTargets, RefState) {
     let (b, ub, c) = (cfg.batch, cfg.target_rows(), cfg.classes);
+    let l = cfg.labeled_rows();
     assert_eq!(joint.len(), cfg.joint_rows() * c);
-    assert_eq!(source.len(), 2 * b * c);
-    assert_eq!(lambdas.len(), 2 * b * c);
+    assert_eq!(source.len(), 2 * l * c);
+    assert_eq!(lambdas.len(), 2 * l * c);
     let z = interpolate(cfg, joint, source, lambdas);
+    // The source-weak rows only: the labeled target rows stay out of the alignment and c_tau.
     let src_probs: Vec<Vec<f64>> = (0..b).map(|r| softmax(&z[r * c..(r + 1) * c])).collect();
     let tgt_probs: Vec<Vec<f64>> = (0..ub)
         .map(|j| {
-            let r = 2 * b + j;
+            let r = 2 * l + j;
             softmax(&joint[r * c..(r + 1) * c])
         })
         .collect();
@@ -210,16 +221,17 @@ pub fn adamatch_losses(
     mu: f64,
 ) -> (f64, f64, f64) {
     let (b, ub, c) = (cfg.batch, cfg.target_rows(), cfg.classes);
+    let l = cfg.labeled_rows();
     let z = interpolate(cfg, joint, source, lambdas);
     let mut src = 0.0;
-    for r in 0..2 * b {
-        let onehot: Vec<f64> = (0..c).map(|k| (k == labels[r % b] as usize) as u8 as f64).collect();
+    for r in 0..2 * l {
+        let onehot: Vec<f64> = (0..c).map(|k| (k == labels[r % l] as usize) as u8 as f64).collect();
         src += ce(&z[r * c..(r + 1) * c], &onehot);
     }
     let src = cfg.source_scale * src / b as f64;
     let mut tgt = 0.0;
     for j in 0..ub {
-        let r = 2 * b + ub + j;
+        let r = 2 * l + ub + j;
         tgt += t.mask[j] * ce(&joint[r * c..(r + 1) * c], &target_row(cfg, t, j));
     }
     let tgt = tgt / ub as f64;
@@ -238,6 +250,7 @@ pub fn adamatch_grads(
     mu: f64,
 ) -> (Vec<f64>, Vec<f64>) {
     let (b, ub, c) = (cfg.batch, cfg.target_rows(), cfg.classes);
+    let l = cfg.labeled_rows();
     let z = interpolate(cfg, joint, source, lambdas);
     let mut d_joint = vec![0.0; joint.len()];
     let mut d_source = vec![0.0; source.len()];
@@ -246,8 +259,8 @@ pub fn adamatch_grads(
         let s: f64 = target.iter().sum();
         softmax(x).iter().zip(target).map(|(p, t)| p * s - t).collect()
     };
-    for r in 0..2 * b {
-        let onehot: Vec<f64> = (0..c).map(|k| (k == labels[r % b] as usize) as u8 as f64).collect();
+    for r in 0..2 * l {
+        let onehot: Vec<f64> = (0..c).map(|k| (k == labels[r % l] as usize) as u8 as f64).collect();
         let g = ce_grad(&z[r * c..(r + 1) * c], &onehot);
         for (k, g) in g.iter().enumerate() {
             let i = r * c + k;
@@ -257,7 +270,7 @@ pub fn adamatch_grads(
         }
     }
     for j in 0..ub {
-        let r = 2 * b + ub + j;
+        let r = 2 * l + ub + j;
         let g = ce_grad(&joint[r * c..(r + 1) * c], &target_row(cfg, t, j));
         for (d, g) in d_joint[r * c..(r + 1) * c].iter_mut().zip(&g) {
             *d = mu * t.mask[j] / ub as f64 * g;

@@ -53,6 +53,8 @@ pub struct RefTrainConfig {
     pub fixmatch: Option<fm::RefConfig>,
     /// B.
     pub batch: usize,
+    /// T: labeled target images after the B source images (SSDA); 0 otherwise.
+    pub labeled_target: usize,
     /// Source-only loss = source_scale / B * sum of the 2B rows' CE.
     pub source_scale: f64,
     /// The AdaMatch source pass uses batch statistics (paper) or running statistics (keras).
@@ -189,7 +191,8 @@ fn add_into(acc: &mut Params, g: Params) {
 pub fn train_step(cfg: &RefTrainConfig, state: &mut RefTrainState, batch: &HostBatch) -> RefStepOut {
     let t = state.step;
     let (lr, mu) = (cfg.lr_at(t), cfg.mu_at(t));
-    let b = cfg.batch;
+    // The labeled rows of each view: B source images, then T labeled target images.
+    let b = cfg.batch + cfg.labeled_target;
     let classes = cfg.net.classes;
     let scale = cfg.input_scale;
 
@@ -240,7 +243,7 @@ pub fn train_step(cfg: &RefTrainConfig, state: &mut RefTrainState, batch: &HostB
             g
         }
         (Some(acfg), None) => {
-            assert_eq!(acfg.batch, b);
+            assert_eq!(acfg.labeled_rows(), b);
             assert_eq!(rows, acfg.joint_rows());
             // 3. Source pass on the first 2B rows.
             let src_x = &x[..2 * b * IMAGE_BYTES];
@@ -278,7 +281,7 @@ pub fn train_step(cfg: &RefTrainConfig, state: &mut RefTrainState, batch: &HostB
             let labels2: Vec<u32> = batch.labels.iter().chain(&batch.labels).copied().collect();
             let targets = softmax_ce::RefTargets::Hard(&labels2);
             let w = vec![1.0; 2 * b];
-            let s = cfg.source_scale / b as f64;
+            let s = cfg.source_scale / cfg.batch as f64;
             let (_, loss) = softmax_ce::softmax_ce_forward(&logits, 2 * b, classes, &targets, &w, s);
             let d = softmax_ce::softmax_ce_backward(&logits, 2 * b, classes, &targets, &w, s);
             out.total_loss = loss;

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use adamatch_wgpu::data::spec::{load, DatasetSpec, Split};
+use adamatch_wgpu::data::synth::{SynthDomain, SynthStream};
 use adamatch_wgpu::data::{Preprocess, Source};
 use adamatch_wgpu::network::{ShortcutInput, TensorSpec};
 use adamatch_wgpu::train::config::{
@@ -94,9 +95,10 @@ fn reference_config(cfg: &TrainConfig) -> RefTrainConfig {
         },
         hard_pseudo: cfg.pseudo_labels == PseudoLabels::Hard,
         source_scale: dec(cfg.source_scale),
+        labeled_target: cfg.labeled_target_batch,
     });
     let fixmatch = (cfg.algorithm == Algorithm::Fixmatch).then(|| FixConfig {
-        batch: cfg.batch,
+        batch: cfg.labeled_batch(),
         uratio: cfg.uratio,
         classes: n.num_classes,
         threshold: dec(cfg.confidence),
@@ -106,6 +108,7 @@ fn reference_config(cfg: &TrainConfig) -> RefTrainConfig {
         adamatch,
         fixmatch,
         batch: cfg.batch,
+        labeled_target: cfg.labeled_target_batch,
         source_scale: dec(cfg.source_scale),
         source_pass_batch_stats: cfg.source_pass_bn == SourcePassBn::Train,
         input_scale: cfg.input_scale,
@@ -298,6 +301,11 @@ fn check_training(cfg: TrainConfig, steps: &[u64]) -> Vec<RefStepOut> {
     let rcfg = reference_config(&cfg);
     let (source, target) = domains(&cfg);
     let mut trainer = Trainer::new(ctx, cfg.clone()).unwrap();
+    if cfg.labeled_target_batch > 0 {
+        // SSDA: labeled target images, as `train --target-labeled` gives them.
+        let labeled = SynthStream::test(SynthDomain::House, 4, 40).materialize(0, 40);
+        trainer.set_labeled_target(labeled).unwrap();
+    }
     trainer.init_ema(ctx);
     let pspecs = trainer.net.param_specs().to_vec();
     let rspecs = trainer.net.running_specs().to_vec();
@@ -313,6 +321,11 @@ fn check_training(cfg: TrainConfig, steps: &[u64]) -> Vec<RefStepOut> {
         trainer.step = t;
         state.step = t;
         let batch = trainer.draw_batch(&source, &target).unwrap();
+        assert_eq!(
+            batch.labels.len(),
+            cfg.labeled_batch(),
+            "{what}: labeled images in the batch"
+        );
         trainer.step_with(ctx, &batch).unwrap();
         let want = train_step(&rcfg, &mut state, &batch);
         let got = trainer.metrics(ctx).unwrap();
@@ -537,6 +550,14 @@ fn paper_fixmatch_steps_match_reference() {
         outs.iter().any(|o| o.mask_rate > 0.0 && o.target_loss > 0.0),
         "no step trained on pseudo-labels: pick other data"
     );
+}
+
+#[test]
+fn paper_ssda_adamatch_steps_match_reference() {
+    let mut cfg = small_config("paper", Algorithm::Adamatch, 4);
+    cfg.labeled_target_batch = cfg.batch;
+    let outs = check_training(cfg, &[0, 2, 7]);
+    assert_target_loss_used(&outs);
 }
 
 #[test]
