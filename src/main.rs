@@ -150,9 +150,9 @@ struct TrainArgs {
     batch: Option<usize>,
     #[arg(long)]
     uratio: Option<usize>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     weight_decay: Option<f32>,
     /// sgd or adam.
     #[arg(long, value_parser = ["sgd", "adam"])]
@@ -164,10 +164,10 @@ struct TrainArgs {
     #[arg(long)]
     ema: Option<String>,
     /// AdaMatch's relative confidence threshold factor.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     tau: Option<f32>,
     /// FixMatch's fixed confidence threshold [default: 0.95].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     confidence: Option<f32>,
     /// Distribution alignment: paper (EMA / 128-batch history) or keras (per batch, clipped).
     #[arg(long, value_parser = ["paper", "keras"])]
@@ -176,7 +176,7 @@ struct TrainArgs {
     #[arg(long, value_parser = ["hard", "soft"])]
     pseudo_labels: Option<String>,
     /// Source loss = SCALE * (CE_weak + CE_strong).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     source_scale: Option<f32>,
     /// Batch norm of the second (source-only) pass: train (batch statistics) or inference.
     #[arg(long, value_parser = ["train", "inference"])]
@@ -205,7 +205,7 @@ struct TrainArgs {
     /// relu, leaky (0.1) or leakyS.
     #[arg(long)]
     activation: Option<String>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     bn_momentum: Option<f32>,
     /// paper or keras.
     #[arg(long, value_parser = ["paper", "keras"])]
@@ -384,6 +384,13 @@ fn predict(gpu: &GpuArgs, args: &PredictArgs) -> Result<()> {
     };
     let mut pixels = Vec::new();
     for path in &args.images {
+        if path.is_dir() {
+            bail!(
+                "{} is a directory: predict takes image files (for a folder, `eval --data dir:{}`)",
+                path.display(),
+                path.display()
+            );
+        }
         let img = image::open(path).with_context(|| format!("cannot decode image {}", path.display()))?;
         pixels.extend_from_slice(&adamatch_wgpu::data::image::resize_and_pad(&img));
     }

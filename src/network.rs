@@ -150,9 +150,28 @@ impl WideResNetConfig {
         if self.width == 0 || self.num_classes == 0 || self.image_size == 0 {
             bail!("WideResNet width, classes and image size must be positive");
         }
+        // Sane maxima, checked before anything is sized by them (a weights file's metadata is
+        // untrusted input: depth 100 and width 100 asked for 61 GB).
+        for (what, value, max) in [
+            ("depth", self.depth, MAX_DEPTH),
+            ("width", self.width, MAX_WIDTH),
+            ("classes", self.num_classes, crate::data::MAX_CLASSES),
+            ("image size", self.image_size, MAX_IMAGE_SIZE),
+        ] {
+            if value > max {
+                bail!("WideResNet {what} {value} is beyond the supported maximum {max}");
+            }
+        }
         Ok((self.depth - 4) / 6)
     }
 }
+
+/// The deepest WideResNet accepted (the paper's largest is 28).
+pub const MAX_DEPTH: usize = 160;
+/// The widest WideResNet accepted (the paper's widest is 10).
+pub const MAX_WIDTH: usize = 32;
+/// The largest input side accepted.
+pub const MAX_IMAGE_SIZE: usize = 512;
 
 /// What a parameter tensor is; decides weight decay and documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -65,7 +65,44 @@ pub fn to_bytes(
     meta.insert("layout".into(), LAYOUT.into());
     meta.insert("config".into(), serde_json::to_string(&net.config)?);
     meta.insert("input_scale".into(), input_scale.name().into());
-    Ok(safetensors::serialize(views, Some(meta))?)
+    serialize_canonical(views, meta)
+}
+
+/// `safetensors::serialize` with its JSON header rewritten with the keys of every object sorted.
+/// The crate takes the metadata as a `HashMap`, whose order differs from process to process, so
+/// without this the same tensors and metadata gave different bytes in each run (and `cmp` or a
+/// checksum called identical models different).
+pub fn serialize_canonical(views: Vec<(String, TensorView<'_>)>, meta: HashMap<String, String>) -> Result<Vec<u8>> {
+    let bytes = safetensors::serialize(views, Some(meta))?;
+    let n = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])?;
+    let mut text = serde_json::to_string(&sorted_json(&header))?.into_bytes();
+    // The same entries in another order: the same length before the padding to 8 bytes.
+    if text.len() > n {
+        bail!(
+            "internal error: the sorted safetensors header grew ({} > {n} bytes)",
+            text.len()
+        );
+    }
+    text.resize(n, b' ');
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..8]);
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
+}
+
+/// `v` with every object's keys in sorted order (whatever map type serde_json was built with).
+fn sorted_json(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            serde_json::Value::Object(keys.into_iter().map(|k| (k.clone(), sorted_json(&map[k]))).collect())
+        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.iter().map(sorted_json).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves a
@@ -154,6 +191,20 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Weights> {
     };
 
     let arch = Architecture::new(&config)?;
+    // The tensors the config declares must be in the file before anything is allocated for them.
+    let declared = arch
+        .params_len()
+        .checked_add(arch.running_len())
+        .and_then(|n| n.checked_mul(4))
+        .ok_or_else(|| anyhow!("metadata 'config' declares a network too large to hold"))?;
+    if declared > bytes.len() {
+        bail!(
+            "metadata 'config' declares a {} network of {declared} bytes of tensors, more than the whole \
+             file ({} bytes)",
+            config.describe(),
+            bytes.len()
+        );
+    }
     let mut params = vec![0.0f32; arch.params_len()];
     let mut running = vec![0.0f32; arch.running_len()];
     let mut expected: HashMap<&str, ()> = HashMap::new();

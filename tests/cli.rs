@@ -126,6 +126,15 @@ fn predict_names_a_bad_image_and_a_bad_weights_file() {
         err.contains("weights.bin") && err.contains("not a safetensors file"),
         "{err}"
     );
+
+    // A folder is named as one (issue 13: "The image format could not be determined").
+    let out = bin().args(["predict", "--weights"]).arg(&w).arg(&dir).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is a directory") && err.contains("eval --data dir:"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -379,4 +388,76 @@ fn train_setting_flags_are_checked_before_anything_runs() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!dir.join("run").exists(), "{args:?}: a run directory was made");
     }
+}
+
+#[test]
+fn two_processes_write_byte_identical_weights_and_checkpoints() {
+    let dir = tmp_dir("bytes");
+    let run = |name: &str| {
+        let out = dir.join(name);
+        let _ = std::fs::remove_dir_all(&out);
+        let o = bin()
+            .args([
+                "train", "--preset", "tiny", "--steps", "2", "--depth", "10", "--width", "1", "--batch", "2",
+            ])
+            .args([
+                "--eval-every",
+                "2",
+                "--eval-limit",
+                "16",
+                "--bn-calibration",
+                "1",
+                "--no-progress",
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    };
+    let (a, b) = (run("a"), run("b"));
+    for f in ["model.safetensors", "checkpoint.safetensors"] {
+        let (x, y) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
+        assert!(x == y, "{f}: two processes with the same seed wrote different bytes");
+        // The header's keys come out sorted.
+        let n = u64::from_le_bytes(x[..8].try_into().unwrap()) as usize;
+        let header = String::from_utf8(x[8..8 + n].to_vec()).unwrap();
+        let meta_at = header.find("\"__metadata__\"").unwrap();
+        assert_eq!(meta_at, 1, "{f}: __metadata__ is not the first key: {}", &header[..80]);
+    }
+}
+
+#[test]
+fn a_negative_learning_rate_is_refused_in_either_spelling() {
+    for args in [["--lr", "-0.1"], ["--lr=-0.1", ""], ["--lr", "NaN"]] {
+        let out = bin()
+            .args(["train", "--preset", "tiny", "--out"])
+            .arg(tmp_dir("neg-lr").join("run"))
+            .args(args.iter().filter(|a| !a.is_empty()))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("learning rate (--lr) must be a positive finite number"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_batch_beyond_the_adapter_is_refused_with_the_flag_and_the_limit() {
+    let out = bin()
+        .args(["train", "--preset", "tiny", "--batch", "100000000", "--out"])
+        .arg(tmp_dir("huge-batch").join("run"))
+        .output()
+        .unwrap();
+    // Before: a panic inside wgpu-core (rc 101).
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--batch 100000000") && err.contains("per buffer (max_"),
+        "{err}"
+    );
 }

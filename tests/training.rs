@@ -128,6 +128,13 @@ fn resume_equals_straight(cfg: TrainConfig, expected_state: &[&str]) {
         wa.params == wb.params && wa.running == wb.running,
         "exported weights differ"
     );
+    // And the files byte for byte (sorted metadata): `cmp` and checksums call them equal.
+    for f in [MODEL, CHECKPOINT] {
+        assert!(
+            std::fs::read(straight.join(f)).unwrap() == std::fs::read(resumed.join(f)).unwrap(),
+            "{f} differs in its bytes between the straight and the resumed run"
+        );
+    }
     // The resumed run's log continues the first half's without duplicated steps.
     let lines = |d: &Path| {
         std::fs::read_to_string(d.join("metrics.jsonl"))
@@ -235,8 +242,48 @@ fn divergence_stops_with_a_clear_error_and_keeps_the_checkpoint() {
             .expect("the run must diverge")
     );
     assert!(err.contains("diverged") && err.contains("NaN"), "{err}");
-    assert!(err.contains(CHECKPOINT), "{err}");
+    assert!(err.contains(CHECKPOINT) && err.contains("(step "), "{err}");
     assert!(!dir.join(MODEL).exists());
+
+    // Before the first checkpoint, the message names none (issue 13: it named a missing file).
+    let dir = out_dir("diverge-early");
+    let mut cfg = small("tiny");
+    cfg.lr = 1e30;
+    cfg.checkpoint_every = 100;
+    let err = format!("{:#}", train(ctx, cfg, &options(&dir, false, None)).err().unwrap());
+    assert!(
+        err.contains("No checkpoint was written") && !err.contains(CHECKPOINT),
+        "{err}"
+    );
+    assert!(!dir.join(CHECKPOINT).exists());
+}
+
+#[test]
+fn nonsense_hyperparameters_are_refused_before_training() {
+    let ctx = ctx();
+    type Breaks = fn(&mut TrainConfig);
+    let cases: [(&str, Breaks); 9] = [
+        ("--lr", |c| c.lr = f32::NAN),
+        ("--lr", |c| c.lr = f32::INFINITY),
+        ("--lr", |c| c.lr = -0.1),
+        ("--weight-decay", |c| c.weight_decay = f32::NAN),
+        ("--tau", |c| c.tau = 0.0),
+        ("--tau", |c| c.tau = f32::NAN),
+        ("--confidence", |c| c.confidence = 1.5),
+        ("--ema", |c| c.ema = Some(1.0)),
+        ("--bn-momentum", |c| c.network.bn_momentum = -0.5),
+    ];
+    for (flag, break_it) in cases {
+        let mut cfg = small("tiny");
+        break_it(&mut cfg);
+        let dir = out_dir("nonsense");
+        let err = format!(
+            "{:#}",
+            train(ctx, cfg, &options(&dir, false, None)).err().expect("refused")
+        );
+        assert!(err.contains(flag), "{flag}: {err}");
+        assert!(!dir.join(CHECKPOINT).exists(), "{flag}: it trained");
+    }
 }
 
 #[test]

@@ -61,7 +61,7 @@ pub fn save(ctx: &GpuContext, trainer: &Trainer, path: &Path) -> Result<()> {
     meta.insert("config".to_string(), serde_json::to_string(&trainer.cfg)?);
     meta.insert("step".to_string(), trainer.step.to_string());
     meta.insert("rng".to_string(), rng_state(&trainer.rng));
-    let bytes = safetensors::serialize(views, Some(meta))?;
+    let bytes = crate::weights::serialize_canonical(views, meta)?;
     write_atomically(path, &bytes)
 }
 

@@ -275,19 +275,55 @@ impl TrainConfig {
         if self.batch == 0 || self.uratio == 0 || self.steps == 0 {
             bail!("batch, uratio and steps must be positive");
         }
-        if !(0.0..=1.0).contains(&self.tau) {
-            bail!("tau must be in [0, 1], got {}", self.tau);
-        }
-        if !(0.0..=1.0).contains(&self.confidence) {
+        // Every range check is written so that NaN fails it.
+        if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!(
-                "the FixMatch confidence threshold must be in [0, 1], got {}",
+                "the learning rate (--lr) must be a positive finite number, got {}",
+                self.lr
+            );
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            bail!(
+                "the weight decay (--weight-decay) must be a finite number >= 0, got {}",
+                self.weight_decay
+            );
+        }
+        if !(self.tau > 0.0 && self.tau <= 1.0) {
+            bail!("tau (--tau) must be in (0, 1], got {}", self.tau);
+        }
+        if !(self.confidence > 0.0 && self.confidence <= 1.0) {
+            bail!(
+                "the FixMatch confidence threshold (--confidence) must be in (0, 1], got {}",
                 self.confidence
+            );
+        }
+        if !(self.source_scale.is_finite() && self.source_scale > 0.0) {
+            bail!(
+                "--source-scale must be a positive finite number, got {}",
+                self.source_scale
             );
         }
         if let Some(m) = self.ema {
             if !(0.0..1.0).contains(&m) {
-                bail!("EMA momentum must be in [0, 1), got {m}");
+                bail!("the EMA momentum (--ema) must be in [0, 1), got {m}");
             }
+        }
+        if !(0.0..1.0).contains(&self.network.bn_momentum) {
+            bail!(
+                "the batch-norm momentum (--bn-momentum) must be in [0, 1), got {}",
+                self.network.bn_momentum
+            );
+        }
+        match self.optimizer {
+            Optimizer::Sgd { momentum, .. } if !(0.0..1.0).contains(&momentum) => {
+                bail!("the SGD momentum must be in [0, 1), got {momentum}")
+            }
+            Optimizer::Adam { beta1, beta2, eps }
+                if !((0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2) && eps > 0.0 && eps.is_finite()) =>
+            {
+                bail!("Adam needs beta1 and beta2 in [0, 1) and a positive eps, got {beta1}, {beta2}, {eps}")
+            }
+            _ => {}
         }
         if self.log_every == 0 || self.eval_every == 0 || self.checkpoint_every == 0 {
             bail!("log, eval and checkpoint intervals must be positive");

@@ -467,12 +467,19 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         if step % cfg.log_every == 0 || step == cfg.steps || stop_now {
             let m = trainer.metrics(ctx)?;
             if m.non_finite {
+                let last_good = if ckpt.exists() {
+                    let at = checkpoint::peek(&ckpt)
+                        .map(|(s, _)| format!(" (step {s})"))
+                        .unwrap_or_default();
+                    format!("The last good checkpoint is {}{at}; ", ckpt.display())
+                } else {
+                    "No checkpoint was written before it; ".to_string()
+                };
                 bail!(
                     "training diverged at step {step}: the loss or a gradient is NaN/Inf (loss {}, grad norm {}). \
-                     The last good checkpoint is {} ; try a lower --lr.",
+                     {last_good}try a lower --lr.",
                     m.total_loss,
                     m.grad_norm,
-                    ckpt.display()
                 );
             }
             let (t0, s0) = last_log;

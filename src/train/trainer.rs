@@ -165,6 +165,36 @@ struct BnCalibration {
     batches: usize,
 }
 
+/// Refuses a batch whose largest buffer (the first stage's activations of the main pass) the
+/// adapter cannot hold, naming the flags and the limit, instead of a panic inside wgpu.
+fn check_fits(ctx: &GpuContext, cfg: &TrainConfig) -> Result<()> {
+    let n = &cfg.network;
+    let rows = if cfg.algorithm.uses_target() {
+        cfg.joint_batch()
+    } else {
+        2 * cfg.labeled_batch()
+    };
+    let channels = 16 * n.width.max(1);
+    let bytes = rows as u128 * (n.image_size * n.image_size) as u128 * channels as u128 * 4;
+    let l = &ctx.limits;
+    let (limit, name) = if l.max_storage_buffer_binding_size < l.max_buffer_size {
+        (l.max_storage_buffer_binding_size, "max_storage_buffer_binding_size")
+    } else {
+        (l.max_buffer_size, "max_buffer_size")
+    };
+    if bytes > limit as u128 {
+        bail!(
+            "--batch {} with --uratio {} is {rows} images per step, whose first-stage activations need a \
+             {:.1} MB buffer; this adapter allows {:.1} MB per buffer ({name}). Lower --batch or --uratio.",
+            cfg.batch,
+            cfg.uratio,
+            bytes as f64 / 1e6,
+            limit as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
 /// Indices of a batch: uniform with replacement over a finite source, any u64 for a stream.
 fn draw_indices(rng: &mut ChaCha8Rng, source: &dyn ImageSource, n: usize) -> Vec<u64> {
     let len = source.len();
@@ -206,6 +236,7 @@ fn augment_rows(
 impl Trainer {
     pub fn new(ctx: &GpuContext, cfg: TrainConfig) -> Result<Trainer> {
         cfg.validate()?;
+        check_fits(ctx, &cfg)?;
         let s = cfg.network.image_size;
         if s != 32 {
             bail!("training uses 32x32 images; the network's image_size is {s}");

@@ -188,3 +188,39 @@ fn shortcut_rule_is_stored_and_defaults_to_activated() {
         ShortcutInput::Official
     );
 }
+
+/// A config in the metadata that declares a huge or overflowing network is refused before
+/// anything is allocated for it (issue 13: depth 100, width 100 aborted allocating 61 GB; width
+/// 2^62 overflowed into a shape with a 0).
+#[test]
+fn a_config_declaring_a_huge_network_is_refused_before_allocating() {
+    let ctx = ctx();
+    let net = perturbed_net(ctx, small_config(Activation::Relu, 1, ShortcutInput::Official), 5);
+    let (params, running) = (net.read_params(ctx).unwrap(), net.read_running(ctx).unwrap());
+    let good = weights::to_bytes(&net, &params, &running, InputScale::Paper, &BTreeMap::new()).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&good).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&good).unwrap();
+    for (edit, want) in [
+        (
+            vec![("depth", 100u64), ("width", 100)],
+            "beyond the supported maximum 32",
+        ),
+        (vec![("depth", 160), ("width", 32)], "more than the whole file"),
+        (vec![("width", 1 << 62)], "width 4611686018427387904 is beyond"),
+        (vec![("num_classes", 1 << 40)], "classes 1099511627776 is beyond"),
+        (
+            vec![("image_size", u64::MAX)],
+            "image size 18446744073709551615 is beyond",
+        ),
+    ] {
+        let mut meta = header.metadata().clone().unwrap();
+        let mut config = config_json(&good);
+        for (k, v) in &edit {
+            config.insert(k.to_string(), (*v).into());
+        }
+        meta.insert("config".into(), serde_json::to_string(&config).unwrap());
+        let bad = safetensors::serialize(st.tensors(), Some(meta)).unwrap();
+        let err = format!("{:#}", weights::from_bytes(&bad).err().expect("refused"));
+        assert!(err.contains(want), "{edit:?}: {err}");
+    }
+}
