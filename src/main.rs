@@ -297,6 +297,18 @@ struct ServeArgs {
     /// built from].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Seconds a client has to send its request head (the whole exchange gets twice this).
+    #[arg(long, default_value_t = serve::DEFAULT_DEADLINE.as_secs_f64(), value_parser = parse_deadline)]
+    deadline: f64,
+}
+
+/// A deadline in seconds: positive and finite, at most an hour.
+fn parse_deadline(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 3600.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not a deadline in (0, 3600] seconds")),
+        Err(e) => Err(format!("'{s}': {e}")),
+    }
 }
 
 #[derive(Args)]
@@ -442,6 +454,7 @@ fn serve_cmd(a: &ServeArgs) -> Result<()> {
         weights: a.weights.clone(),
         host: a.host.clone(),
         port: a.port,
+        deadline: std::time::Duration::from_secs_f64(a.deadline),
     };
     let server = WebServer::bind(&opts)?;
     // 127.0.0.1 is a secure context like localhost, so WebGPU works without https.

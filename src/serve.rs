@@ -1,19 +1,32 @@
 //! `adamatch-wgpu serve`: the web demo (`web/`) over HTTP on this machine, with the user's
 //! weights at the URL the page loads by default (`/model.safetensors`).
 //!
-//! A static GET server on `std::net` (one thread per connection, `Connection: close`): the page
-//! needs nothing more, and a dependency would bring far more than that. It binds to 127.0.0.1
-//! by default; browsers allow WebGPU on `localhost` without https.
+//! HTTP/1 from hyper on a small tokio runtime, one connection per request (`Connection: close`).
+//! It binds to 127.0.0.1 by default (browsers allow WebGPU on `localhost` without https) and is
+//! safe to leave running: it serves only regular files whose canonical path lies inside the
+//! served folder (no symbolic link out of it), gives each connection a deadline for its request
+//! head and for the whole exchange, holds at most [`MAX_CONNECTIONS`] at once, logs failed
+//! accepts at most once a second with a count, and cuts logged paths to [`LOGGED_PATH_BYTES`].
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
 
 use crate::weights;
+
+/// Connections served at once; further ones wait in the listen queue.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Bytes of a request path written to the log at most.
+pub const LOGGED_PATH_BYTES: usize = 200;
+/// Default deadline for a connection's request head, and twice it for the whole exchange.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The URL path the page loads its default weights from.
 pub const WEIGHTS_URL: &str = "/model.safetensors";
@@ -40,15 +53,19 @@ pub struct ServeOptions {
     pub host: String,
     /// 0 picks a free port (printed).
     pub port: u16,
+    /// Deadline for a request head; the whole exchange gets twice this.
+    pub deadline: Duration,
 }
 
 /// A bound server; [`WebServer::run`] answers requests until the process ends.
 pub struct WebServer {
     listener: TcpListener,
     site: Arc<Site>,
+    deadline: Duration,
 }
 
 struct Site {
+    /// Canonical, so that a file's canonical path can be checked to lie inside it.
     dir: PathBuf,
     weights: PathBuf,
 }
@@ -92,12 +109,13 @@ impl WebServer {
         };
         let listener = TcpListener::bind((opts.host.as_str(), opts.port))
             .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", dir.display()))?;
         Ok(WebServer {
             listener,
-            site: Arc::new(Site {
-                dir: dir.clone(),
-                weights,
-            }),
+            site: Arc::new(Site { dir, weights }),
+            deadline: opts.deadline,
         })
     }
 
@@ -110,85 +128,123 @@ impl WebServer {
         &self.site.weights
     }
 
-    /// Answers requests, one thread per connection, until the process ends.
+    /// Answers requests until the process ends.
     pub fn run(self) -> Result<()> {
-        for stream in self.listener.incoming() {
-            let stream = match stream {
-                Ok(s) => s,
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the server's runtime")?;
+        runtime.block_on(self.serve())
+    }
+
+    async fn serve(self) -> Result<()> {
+        use hyper::server::conn::http1;
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        self.listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let mut accept_errors = RateLimitedLog::default();
+        loop {
+            let slot = Arc::clone(&slots).acquire_owned().await?;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
                 Err(e) => {
-                    eprintln!("serve: accept failed: {e}");
+                    // Out of file descriptors, typically: report it at most once a second and
+                    // give the others a moment to close.
+                    accept_errors.note(&format!("accept failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
             };
             let site = Arc::clone(&self.site);
-            std::thread::spawn(move || {
-                if let Err(e) = handle(&site, stream) {
-                    eprintln!("serve: {e:#}");
-                }
+            let deadline = self.deadline;
+            tokio::spawn(async move {
+                let _slot = slot;
+                let service = hyper::service::service_fn(move |req| {
+                    let site = Arc::clone(&site);
+                    async move { Ok::<_, Infallible>(answer(&site, &req).await) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(deadline)
+                    .keep_alive(false)
+                    .max_buf_size(64 * 1024)
+                    .serve_connection(TokioIo::new(stream), service);
+                // A deadline for the whole exchange too: a client that reads the answer one byte
+                // at a time does not hold its slot for ever.
+                let _ = tokio::time::timeout(2 * deadline, conn).await;
             });
         }
-        Ok(())
     }
 }
 
-/// A response status with its reason phrase.
-type Status = (u16, &'static str);
+/// An error line at most once a second, with the count of the ones not written.
+#[derive(Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
 
-fn handle(site: &Site, stream: TcpStream) -> Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line)? == 0 {
-        return Ok(()); // A connection opened speculatively and closed unused.
-    }
-    // Skip the headers; nothing here depends on them.
-    let mut header_bytes = 0usize;
-    loop {
-        let mut line = String::new();
-        let n = reader.read_line(&mut line)?;
-        header_bytes += n;
-        if n == 0 || line == "\r\n" || line == "\n" {
-            break;
+impl RateLimitedLog {
+    fn note(&mut self, line: &str) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
         }
-        if header_bytes > 64 * 1024 {
-            return respond(
-                stream,
-                (431, "Request Header Fields Too Large"),
-                "text/plain",
-                b"",
-                true,
-            );
+        match self.suppressed {
+            0 => eprintln!("serve: {line}"),
+            n => eprintln!("serve: {line} ({n} more like it in the last second)"),
         }
+        self.last = Some(now);
+        self.suppressed = 0;
     }
-    let mut parts = request_line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let head_only = method == "HEAD";
-    if method != "GET" && !head_only {
+}
+
+/// A request path for the log: at most [`LOGGED_PATH_BYTES`] bytes, cut on a character boundary.
+fn for_log(path: &str) -> String {
+    if path.len() <= LOGGED_PATH_BYTES {
+        return path.to_string();
+    }
+    let mut end = LOGGED_PATH_BYTES;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &path[..end], path.len())
+}
+
+async fn answer<B>(site: &Site, req: &Request<B>) -> Response<Full<Bytes>> {
+    let head_only = req.method() == Method::HEAD;
+    if req.method() != Method::GET && !head_only {
         return respond(
-            stream,
-            (405, "Method Not Allowed"),
+            StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            b"only GET and HEAD\n",
+            b"only GET and HEAD\n".to_vec(),
             false,
         );
     }
-    let Some(path) = resolve(site, target) else {
-        eprintln!("serve: 404 {target}");
-        return respond(stream, (404, "Not Found"), "text/plain", b"not found\n", head_only);
+    let target = req.uri().path();
+    let not_found = || {
+        eprintln!("serve: 404 {}", for_log(target));
+        respond(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec(), head_only)
     };
-    match std::fs::read(&path) {
-        Ok(body) => respond(stream, (200, "OK"), content_type(&path), &body, head_only),
-        Err(_) => {
-            eprintln!("serve: 404 {target}");
-            respond(stream, (404, "Not Found"), "text/plain", b"not found\n", head_only)
-        }
+    let Some(path) = resolve(site, target) else {
+        return not_found();
+    };
+    match tokio::fs::read(&path).await {
+        Ok(body) => respond(StatusCode::OK, content_type(&path), body, head_only),
+        Err(_) => not_found(),
     }
 }
 
-/// The file for a request target: `/` is index.html, [`WEIGHTS_URL`] the weights; anything
-/// else a file under the directory. None for paths leaving it (`..`) or not decodable.
-fn resolve(site: &Site, target: &str) -> Option<PathBuf> {
-    let path = target.split(['?', '#']).next().unwrap_or("");
+/// The file for a request path: `/` is index.html, [`WEIGHTS_URL`] the weights; anything else a
+/// regular file whose canonical path lies inside the directory. None for paths leaving it (`..`,
+/// a symbolic link out), not decodable, or not regular files.
+fn resolve(site: &Site, path: &str) -> Option<PathBuf> {
     let path = percent_decode(path)?;
     if path == WEIGHTS_URL {
         return Some(site.weights.clone());
@@ -199,8 +255,8 @@ fn resolve(site: &Site, target: &str) -> Option<PathBuf> {
     if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
         return None;
     }
-    let full = site.dir.join(rel);
-    full.is_file().then_some(full)
+    let full = site.dir.join(rel).canonicalize().ok()?;
+    (full.starts_with(&site.dir) && full.metadata().ok()?.is_file()).then_some(full)
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -238,19 +294,16 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-fn respond(mut stream: TcpStream, status: Status, content_type: &str, body: &[u8], head_only: bool) -> Result<()> {
-    // no-store: a rebuilt bundle or retrained weights show on the next reload.
-    let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
-         X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
-        status.0,
-        status.1,
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    if !head_only {
-        stream.write_all(body)?;
-    }
-    stream.flush()?;
-    Ok(())
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>, head_only: bool) -> Response<Full<Bytes>> {
+    let len = body.len();
+    let body = if head_only { Vec::new() } else { body };
+    Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .header("Content-Length", len)
+        // no-store: a rebuilt bundle or retrained weights show on the next reload.
+        .header("Cache-Control", "no-store")
+        .header("X-Content-Type-Options", "nosniff")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a response of valid parts")
 }

@@ -1,6 +1,7 @@
 //! `adamatch-wgpu serve`: what it serves (page, bundle, the user's weights at the default URL,
-//! content types), what it refuses (paths outside the directory), and its errors (bundle not
-//! built, bad weights, not a web directory). The page itself is tested in a browser by
+//! content types), what it refuses (paths outside the directory, symbolic links out of it), how it
+//! holds up (slow request heads, a flood of idle connections, huge paths in the log), and its
+//! errors (bundle not built, bad weights, not a web directory). The page itself is tested in a browser by
 //! tests/web (scripts/test-web.sh).
 
 use std::collections::BTreeMap;
@@ -71,12 +72,17 @@ impl Drop for Server {
 }
 
 fn start(args: &[&std::ffi::OsStr]) -> Server {
+    start_logging(args, Stdio::null())
+}
+
+/// [`start`] with the server's stderr going to `stderr`.
+fn start_logging(args: &[&std::ffi::OsStr], stderr: Stdio) -> Server {
     let mut child = bin()
         .arg("serve")
         .args(["--port", "0"])
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -206,4 +212,149 @@ fn errors_name_the_build_command_the_bad_weights_and_the_directory() {
 
     let err = serve_error(&["--dir".as_ref(), root2.as_os_str()]);
     assert!(err.contains("no index.html") && err.contains("--dir"), "{err}");
+}
+
+#[test]
+fn a_symbolic_link_out_of_the_folder_is_not_followed() {
+    let root = tmp_dir("symlink");
+    let web = web_dir(&root, true);
+    std::fs::write(root.join("secret.txt"), "outside").unwrap();
+    std::os::unix::fs::symlink(root.join("secret.txt"), web.join("link.txt")).unwrap();
+    std::os::unix::fs::symlink(&root, web.join("up")).unwrap();
+    // A link that stays inside is fine.
+    std::os::unix::fs::symlink(web.join("index.html"), web.join("inside.html")).unwrap();
+    let server = start(&["--dir".as_ref(), web.as_os_str()]);
+    for target in ["/link.txt", "/up/secret.txt"] {
+        let (status, _, body) = request(server.port, "GET", target);
+        assert_eq!(status, 404, "{target} followed a link out of the folder");
+        assert!(!String::from_utf8_lossy(&body).contains("outside"));
+    }
+    assert_eq!(request(server.port, "GET", "/inside.html").0, 200);
+}
+
+#[test]
+fn a_slow_request_head_is_cut_off_at_the_deadline() {
+    let root = tmp_dir("slow");
+    let web = web_dir(&root, true);
+    let server = start(&["--dir".as_ref(), web.as_os_str(), "--deadline".as_ref(), "1".as_ref()]);
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let t0 = std::time::Instant::now();
+    // One byte every 300 ms: a head that never ends (issue 13: held for 46 s and more).
+    let mut closed = false;
+    for b in b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        .iter()
+        .cycle()
+        .take(60)
+    {
+        if s.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // The server answers 408 or just closes; either way reading returns.
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 256];
+        let r = s.read(&mut buf);
+        s.set_nonblocking(false).unwrap();
+        if matches!(r, Ok(0)) || matches!(r, Ok(n) if n > 0) {
+            closed = true;
+            break;
+        }
+    }
+    let held = t0.elapsed();
+    assert!(closed, "the connection was still open after {held:?}");
+    assert!(held < std::time::Duration::from_secs(5), "closed only after {held:?}");
+    // And the server still answers.
+    assert_eq!(request(server.port, "GET", "/").0, 200);
+}
+
+#[test]
+fn a_flood_of_idle_connections_does_not_stop_it_and_logs_stay_short() {
+    let root = tmp_dir("flood");
+    let web = web_dir(&root, true);
+    let log = root.join("stderr.log");
+    let server = start_logging(
+        &["--dir".as_ref(), web.as_os_str(), "--deadline".as_ref(), "1".as_ref()],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    // More idle sockets than the server holds at once.
+    let idle: Vec<TcpStream> = (0..400)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", server.port)).ok())
+        .collect();
+    assert!(idle.len() > 300, "only {} connections opened", idle.len());
+    let t0 = std::time::Instant::now();
+    let (status, _, _) = request(server.port, "GET", "/");
+    assert_eq!(status, 200);
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(8),
+        "answered after {:?}",
+        t0.elapsed()
+    );
+    drop(idle);
+    // A 50 KB path is logged cut to 200 bytes (issue 13: every 404 logged the whole path).
+    let long = format!("/{}", "a".repeat(50_000));
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(s, "GET {long} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("404 /aaaa") && text.contains("(50001 bytes)"), "{text}");
+    assert!(
+        text.lines().all(|l| l.len() < 400),
+        "a long log line: {} bytes",
+        text.lines().map(str::len).max().unwrap_or(0)
+    );
+    assert!(text.len() < 10_000, "{} bytes of log", text.len());
+}
+
+#[test]
+fn out_of_file_descriptors_it_logs_once_a_second_and_recovers() {
+    let root = tmp_dir("emfile");
+    let web = web_dir(&root, true);
+    let log = root.join("stderr.log");
+    // A server allowed 40 open files: a flood of connections makes accept fail (EMFILE).
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 40 && exec '{}' serve --port 0 --deadline 1 --dir '{}'",
+            env!("CARGO_BIN_EXE_adamatch-wgpu"),
+            web.display()
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("serving http://127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let server = Server {
+        child,
+        port,
+        _stdout: stdout,
+    };
+    let idle: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", server.port)).ok())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    drop(idle);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // It recovers.
+    assert_eq!(request(server.port, "GET", "/").0, 200);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let accept_lines = text.lines().filter(|l| l.contains("accept failed")).count();
+    assert!(
+        accept_lines >= 1,
+        "no accept error logged: the probe did not exhaust the descriptors\n{text}"
+    );
+    // Issue 13: ~2.2 million lines; now at most one a second (the test spans about 4 s).
+    assert!(accept_lines <= 6, "{accept_lines} accept-error lines:\n{text}");
 }
