@@ -460,4 +460,18 @@ fn a_batch_beyond_the_adapter_is_refused_with_the_flag_and_the_limit() {
         err.contains("--batch 100000000") && err.contains("per buffer (max_"),
         "{err}"
     );
+    // A network whose parameters alone exceed a buffer: the flags named.
+    let out = bin()
+        .args([
+            "train", "--preset", "tiny", "--depth", "160", "--width", "32", "--batch", "1", "--out",
+        ])
+        .arg(tmp_dir("huge-net").join("run"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--depth 160 --width 32") && err.contains("per buffer (max_"),
+        "{err}"
+    );
 }

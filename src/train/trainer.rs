@@ -182,6 +182,17 @@ fn check_fits(ctx: &GpuContext, cfg: &TrainConfig) -> Result<()> {
     } else {
         (l.max_buffer_size, "max_buffer_size")
     };
+    let params = crate::network::Architecture::new(n)?.params_len() as u128 * 4;
+    if params > limit as u128 {
+        bail!(
+            "--depth {} --width {} has {:.1} MB of parameters in one buffer; this adapter allows {:.1} MB per \
+             buffer ({name}). Use a smaller network.",
+            n.depth,
+            n.width,
+            params as f64 / 1e6,
+            limit as f64 / 1e6
+        );
+    }
     if bytes > limit as u128 {
         bail!(
             "--batch {} with --uratio {} is {rows} images per step, whose first-stage activations need a \
