@@ -191,40 +191,31 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Weights> {
     };
 
     let arch = Architecture::new(&config)?;
-    // The tensors the config declares must be in the file before anything is allocated for them.
-    let declared = arch
-        .params_len()
-        .checked_add(arch.running_len())
-        .and_then(|n| n.checked_mul(4))
-        .ok_or_else(|| anyhow!("metadata 'config' declares a network too large to hold"))?;
-    if declared > bytes.len() {
-        bail!(
-            "metadata 'config' declares a {} network of {declared} bytes of tensors, more than the whole \
-             file ({} bytes)",
-            config.describe(),
-            bytes.len()
-        );
+    // Every tensor the config declares must be in the file, with its shape, before anything is
+    // allocated for them (the config is untrusted: it could declare gigabytes).
+    let mut expected: HashMap<&str, ()> = HashMap::new();
+    for spec in arch.param_specs().iter().chain(arch.running_specs()) {
+        expected.insert(&spec.name, ());
+        let view = st
+            .tensor(&spec.name)
+            .map_err(|_| anyhow!("tensor '{}' is missing (expected shape {:?})", spec.name, spec.shape))?;
+        if view.dtype() != Dtype::F32 {
+            bail!("tensor '{}' has dtype {:?}, expected F32", spec.name, view.dtype());
+        }
+        if view.shape() != spec.shape.as_slice() {
+            bail!(
+                "tensor '{}' has shape {:?}, expected {:?}",
+                spec.name,
+                view.shape(),
+                spec.shape
+            );
+        }
     }
     let mut params = vec![0.0f32; arch.params_len()];
     let mut running = vec![0.0f32; arch.running_len()];
-    let mut expected: HashMap<&str, ()> = HashMap::new();
     for (specs, flat) in [(arch.param_specs(), &mut params), (arch.running_specs(), &mut running)] {
         for spec in specs.iter() {
-            expected.insert(&spec.name, ());
-            let view = st
-                .tensor(&spec.name)
-                .map_err(|_| anyhow!("tensor '{}' is missing (expected shape {:?})", spec.name, spec.shape))?;
-            if view.dtype() != Dtype::F32 {
-                bail!("tensor '{}' has dtype {:?}, expected F32", spec.name, view.dtype());
-            }
-            if view.shape() != spec.shape.as_slice() {
-                bail!(
-                    "tensor '{}' has shape {:?}, expected {:?}",
-                    spec.name,
-                    view.shape(),
-                    spec.shape
-                );
-            }
+            let view = st.tensor(&spec.name).expect("checked above");
             let dst = &mut flat[spec.offset..spec.offset + spec.len()];
             for (d, c) in dst.iter_mut().zip(view.data().chunks_exact(4)) {
                 *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);

@@ -205,7 +205,10 @@ fn a_config_declaring_a_huge_network_is_refused_before_allocating() {
             vec![("depth", 100u64), ("width", 100)],
             "beyond the supported maximum 32",
         ),
-        (vec![("depth", 160), ("width", 32)], "more than the whole file"),
+        (
+            vec![("depth", 160), ("width", 32)],
+            "has shape [3, 3, 16, 16], expected [3, 3, 16, 512]",
+        ),
         (vec![("width", 1 << 62)], "width 4611686018427387904 is beyond"),
         (vec![("num_classes", 1 << 40)], "classes 1099511627776 is beyond"),
         (
