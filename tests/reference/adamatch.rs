@@ -165,14 +165,7 @@ pub fn adamatch_targets(
         let y: Vec<f64> = p.iter().zip(&ratio).map(|(p, r)| p * r).collect();
         let s: f64 = y.iter().sum();
         let y: Vec<f64> = y.iter().map(|v| v / s).collect();
-        let top = max_of(&y);
-        let arg = y.iter().position(|&v| v == top).unwrap();
-        let second = y
-            .iter()
-            .enumerate()
-            .filter(|&(k, _)| k != arg)
-            .map(|(_, &v)| v)
-            .fold(f64::NEG_INFINITY, f64::max);
+        let (arg, top, second) = super::top_two(&y);
         pseudo.push(arg as u32);
         mask.push(if top >= c_tau { 1.0 } else { 0.0 });
         mask_margin.push((top - c_tau).abs());

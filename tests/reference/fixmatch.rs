@@ -79,14 +79,7 @@ pub fn fixmatch_step(cfg: &RefConfig, joint: &[f64], labels: &[u32]) -> RefStep 
             .iter()
             .map(|l| l.exp())
             .collect();
-        let top = p.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let arg = p.iter().position(|&v| v == top).unwrap();
-        let second = p
-            .iter()
-            .enumerate()
-            .filter(|&(k, _)| k != arg)
-            .map(|(_, &v)| v)
-            .fold(f64::NEG_INFINITY, f64::max);
+        let (arg, top, second) = super::top_two(&p);
         pseudo.push(arg as u32);
         mask.push(if top >= cfg.threshold { 1.0 } else { 0.0 });
         mask_margin.push((top - cfg.threshold).abs());

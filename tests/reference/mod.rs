@@ -25,6 +25,19 @@ pub fn random_vec(seed: u64, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
+/// (argmax (first maximum), the maximum, the largest of the others) of a row.
+pub fn top_two(v: &[f64]) -> (usize, f64, f64) {
+    let top = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let arg = v.iter().position(|&x| x == top).unwrap();
+    let second = v
+        .iter()
+        .enumerate()
+        .filter(|&(k, _)| k != arg)
+        .map(|(_, &x)| x)
+        .fold(f64::NEG_INFINITY, f64::max);
+    (arg, top, second)
+}
+
 pub fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
