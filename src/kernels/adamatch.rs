@@ -26,7 +26,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
-use crate::kernels::softmax_ce::{softmax_ce_backward, softmax_ce_forward, Targets};
+use crate::kernels::softmax_ce::{softmax_ce_term, Targets};
 use crate::shaders::Shader;
 
 const WG: u32 = 64;
@@ -251,9 +251,7 @@ impl AdaMatchLoss {
         let pseudo = t("adamatch pseudo", &[ub]);
         let mask = t("adamatch mask", &[ub]);
         let source_weights = Tensor::from_f32(ctx, "adamatch source weights", &[2 * l], &vec![1.0; 2 * l]);
-        let source_row_loss = t("adamatch source row loss", &[2 * l]);
         let source_loss = t("adamatch source loss", &[1]);
-        let target_row_loss = t("adamatch target row loss", &[ub]);
         let target_loss = t("adamatch target loss", &[1]);
         let dz = t("adamatch dz", &[2 * l, c]);
         let d_target_strong = t("adamatch d target strong", &[ub, c]);
@@ -326,27 +324,15 @@ impl AdaMatchLoss {
         // weight per row for labeled target rows.
         let source_scale = cfg.source_scale / b as f32;
         let source_targets = Targets::Hard(&source_labels);
-        ops.extend(softmax_ce_forward(
+        ops.extend(softmax_ce_term(
             ctx,
-            2 * l,
             c,
             &z,
             source_targets,
             &source_weights,
             source_scale,
-            &source_row_loss,
             &source_loss,
-        ));
-        ops.push(softmax_ce_backward(
-            ctx,
-            2 * l,
-            c,
-            &z,
-            source_targets,
-            &source_weights,
-            source_scale,
             &dz,
-            false,
         ));
 
         // Target: (1/uB) * sum_i mask_i * CE(tgt_strong_i, pseudo_i); mu is applied on assembly
@@ -356,27 +342,15 @@ impl AdaMatchLoss {
             PseudoLabel::Hard => Targets::Hard(&pseudo),
             PseudoLabel::Soft => Targets::Soft(&y_tilde),
         };
-        ops.extend(softmax_ce_forward(
+        ops.extend(softmax_ce_term(
             ctx,
-            ub,
             c,
             &target_strong,
             target_targets,
             &mask,
             target_scale,
-            &target_row_loss,
             &target_loss,
-        ));
-        ops.push(softmax_ce_backward(
-            ctx,
-            ub,
-            c,
-            &target_strong,
-            target_targets,
-            &mask,
-            target_scale,
             &d_target_strong,
-            false,
         ));
 
         ops.push(Op::new(

@@ -14,7 +14,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::kernels::adamatch::METRIC_NAMES;
-use crate::kernels::softmax_ce::{softmax_ce_backward, softmax_ce_forward, Targets};
+use crate::kernels::softmax_ce::{softmax_ce_term, Targets};
 use crate::shaders::Shader;
 
 const WG: u32 = 64;
@@ -93,9 +93,7 @@ impl FixMatchLoss {
         let pseudo = t("fixmatch pseudo", &[ub]);
         let mask = t("fixmatch mask", &[ub]);
         let ones = Tensor::from_f32(ctx, "fixmatch source weights", &[b], &vec![1.0; b]);
-        let source_row_loss = t("fixmatch source row loss", &[b]);
         let source_loss = t("fixmatch source loss", &[1]);
-        let target_row_loss = t("fixmatch target row loss", &[ub]);
         let target_loss = t("fixmatch target loss", &[1]);
         let d_source_weak = t("fixmatch d source weak", &[b, c]);
         let d_target_strong = t("fixmatch d target strong", &[ub, c]);
@@ -126,51 +124,27 @@ impl FixMatchLoss {
         )];
         let source_targets = Targets::Hard(labels);
         let source_scale = 1.0 / b as f32;
-        ops.extend(softmax_ce_forward(
+        ops.extend(softmax_ce_term(
             ctx,
-            b,
             c,
             &source_weak,
             source_targets,
             &ones,
             source_scale,
-            &source_row_loss,
             &source_loss,
-        ));
-        ops.push(softmax_ce_backward(
-            ctx,
-            b,
-            c,
-            &source_weak,
-            source_targets,
-            &ones,
-            source_scale,
             &d_source_weak,
-            false,
         ));
         let target_targets = Targets::Hard(&pseudo);
         let target_scale = 1.0 / ub as f32;
-        ops.extend(softmax_ce_forward(
+        ops.extend(softmax_ce_term(
             ctx,
-            ub,
             c,
             &target_strong,
             target_targets,
             &mask,
             target_scale,
-            &target_row_loss,
             &target_loss,
-        ));
-        ops.push(softmax_ce_backward(
-            ctx,
-            ub,
-            c,
-            &target_strong,
-            target_targets,
-            &mask,
-            target_scale,
             &d_target_strong,
-            false,
         ));
         ops.push(Op::new(
             ctx,

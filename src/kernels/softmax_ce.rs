@@ -140,3 +140,26 @@ pub fn softmax_ce_backward(
         ),
     }
 }
+
+/// One weighted cross-entropy term of a loss, as the losses of a step use it: the forward
+/// (per-row losses in a scratch buffer, then `loss[0]`) followed by the backward that overwrites
+/// `dlogits`, in recording order. The rows are `row_weight`'s.
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_ce_term(
+    ctx: &GpuContext,
+    classes: usize,
+    logits: &Tensor,
+    targets: Targets,
+    row_weight: &Tensor,
+    scale: f32,
+    loss: &Tensor,
+    dlogits: &Tensor,
+) -> Vec<Op> {
+    let rows = row_weight.len();
+    let row_loss = Tensor::zeros(ctx, "softmax_ce row loss", &[rows]);
+    let mut ops = softmax_ce_forward(ctx, rows, classes, logits, targets, row_weight, scale, &row_loss, loss);
+    ops.push(softmax_ce_backward(
+        ctx, rows, classes, logits, targets, row_weight, scale, dlogits, false,
+    ));
+    ops
+}

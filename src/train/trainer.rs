@@ -18,7 +18,7 @@ use crate::kernels::adamatch::{
 use crate::kernels::augment::{self, AugParams, StrongKind, Symmetries, WeakKind};
 use crate::kernels::fixmatch::{FixMatchLoss, FixMatchLossConfig};
 use crate::kernels::optimizer::{self, StepScalars};
-use crate::kernels::softmax_ce::{softmax_ce_backward, softmax_ce_forward, Targets};
+use crate::kernels::softmax_ce::{softmax_ce_term, Targets};
 use crate::network::{Pass, WideResNet, Workspace};
 use crate::weights::Weights;
 
@@ -350,22 +350,10 @@ impl Trainer {
         } else {
             let labels2 = Tensor::zeros(ctx, "labels x2", &[2 * l]);
             let weights = Tensor::from_f32(ctx, "row weights", &[2 * l], &vec![1.0; 2 * l]);
-            let row_loss = Tensor::zeros(ctx, "row loss", &[2 * l]);
             let loss = Tensor::zeros(ctx, "loss", &[1]);
             let scale = cfg.source_scale / b as f32;
             let t = Targets::Hard(&labels2);
-            let mut ops = softmax_ce_forward(ctx, 2 * l, classes, &main.logits, t, &weights, scale, &row_loss, &loss);
-            ops.push(softmax_ce_backward(
-                ctx,
-                2 * l,
-                classes,
-                &main.logits,
-                t,
-                &weights,
-                scale,
-                &main.d_logits,
-                false,
-            ));
+            let ops = softmax_ce_term(ctx, classes, &main.logits, t, &weights, scale, &loss, &main.d_logits);
             (None, Loss::SourceOnly { ops, loss, labels2 })
         };
 
