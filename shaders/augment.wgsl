@@ -1,7 +1,9 @@
-// Data augmentation of 32x32x3 u8 images, written straight into the network's f32 input.
+// Data augmentation of square SIZExSIZEx3 u8 images (any side the host allows, 32 by default),
+// written straight into the network's f32 input.
 //
-// One workgroup per image: the image lives in workgroup memory as one packed RGB pixel per u32
-// and goes through three op slots (the weak view, then two RandAugment ops), then an optional
+// One workgroup per image: the image lives in a storage scratch buffer as one packed RGB pixel
+// per u32 (workgroup memory would cap the side at 44 under WebGPU's 16 KiB default) and goes
+// through three op slots (the weak view, then two RandAugment ops), then an optional
 // cutout square, then the input scaling. Every op is integer arithmetic (fixed-point affine
 // matrices and blend factors, integer histograms with u32 atomics in workgroup memory), so the
 // result is exact, order-independent and bitwise equal to the CPU reference on any device.
@@ -10,7 +12,8 @@
 struct Uniforms {
     // Images (augment_images) or packed u32 words (scale_images).
     count: u32,
-    _pad0: u32,
+    // Side of the images in pixels.
+    size: u32,
     // The scaled value written inside the cutout square (mid-gray 127.5 under the input scaling).
     cutout_value: f32,
     _pad1: u32,
@@ -40,16 +43,15 @@ struct AugParams {
 }
 
 @group(0) @binding(0) var<uniform> u: Uniforms;
-// u8 NHWC images packed 4 bytes per u32, little-endian (768 words per image).
+// u8 NHWC images packed 4 bytes per u32, little-endian (SIZE * SIZE * 3 / 4 words per image).
 @group(0) @binding(1) var<storage, read> src: array<u32>;
 @group(0) @binding(2) var<storage, read> params: array<AugParams>;
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+// Two image buffers per image (ping-pong between slots): pixel p of buffer b of image i at
+// (2 * i + b) * SIZE * SIZE + p.
+@group(0) @binding(4) var<storage, read_write> img: array<u32>;
 
-const SIZE: i32 = 32;
-const NPIX: u32 = 1024u;
 const WG: u32 = 256u;
-// NPIX / WG: pixels handled by each invocation.
-const PER_THREAD: u32 = 4u;
 const SLOTS: u32 = 3u;
 
 const OP_IDENTITY: u32 = 0u;
@@ -67,8 +69,6 @@ const BORDER_CONSTANT: u32 = 0u;
 const BORDER_REFLECT: u32 = 1u;
 const BORDER_REFLECT101: u32 = 2u;
 
-// Two image buffers (ping-pong between slots): pixel p of buffer b at b * NPIX + p.
-var<workgroup> img: array<u32, 2048>;
 // Per-channel 256-bin histograms (equalize).
 var<workgroup> hist: array<atomic<u32>, 768>;
 // Per-channel lookup tables (autocontrast, equalize).
@@ -77,6 +77,20 @@ var<workgroup> lut: array<u32, 768>;
 var<workgroup> stats: array<atomic<u32>, 7>;
 // Equalize's per-channel step (0 = leave the channel alone).
 var<workgroup> eq_step: array<u32, 3>;
+
+fn side() -> i32 {
+    return i32(u.size);
+}
+
+fn npix() -> u32 {
+    return u.size * u.size;
+}
+
+// Orders this workgroup's scratch (storage) and statistics (workgroup) accesses.
+fn sync() {
+    storageBarrier();
+    workgroupBarrier();
+}
 
 fn channel(px: u32, c: u32) -> u32 {
     return (px >> (8u * c)) & 255u;
@@ -101,20 +115,20 @@ fn blend(degenerate: u32, x: u32, factor: i32, add: i32) -> u32 {
 
 // Index along one axis under the border rule; -1 means "outside, use the fill level".
 fn border_index(i: i32, border: u32) -> i32 {
-    if (i >= 0 && i < SIZE) {
+    if (i >= 0 && i < side()) {
         return i;
     }
     if (border == BORDER_REFLECT) {
-        // Symmetric (... b a | a b ... y z | z y ...), period 2 * SIZE.
-        let period = 2 * SIZE;
+        // Symmetric (... b a | a b ... y z | z y ...), period 2 * side().
+        let period = 2 * side();
         let m = ((i % period) + period) % period;
-        return select(m, period - 1 - m, m >= SIZE);
+        return select(m, period - 1 - m, m >= side());
     }
     if (border == BORDER_REFLECT101) {
         // Mirror without repeating the edge (... c b | a b c ... ), like tf.pad REFLECT.
-        let period = 2 * SIZE - 2;
+        let period = 2 * side() - 2;
         let m = ((i % period) + period) % period;
-        return select(m, period - m, m >= SIZE);
+        return select(m, period - m, m >= side());
     }
     return -1;
 }
@@ -125,14 +139,14 @@ fn tap(base: u32, x: i32, y: i32, border: u32, fill: u32) -> u32 {
     if (bx < 0 || by < 0) {
         return rgb(fill, fill, fill);
     }
-    return img[base + u32(by * SIZE + bx)];
+    return img[base + u32(by * side() + bx)];
 }
 
 // Output pixel p sampled through the slot's inverse affine matrix (output -> input), in
 // continuous coordinates where pixel i covers [i, i + 1).
 fn sample_affine(base: u32, p: u32, slot: OpSlot) -> u32 {
-    let x = i32(p % 32u);
-    let y = i32(p / 32u);
+    let x = i32(p % u.size);
+    let y = i32(p / u.size);
     // Pixel centres (x + 0.5, y + 0.5) times the Q16 matrix, kept in Q17 so the half stays an
     // integer: exact, and |values| stay below 2^25.
     let sx = slot.m[0] * (2 * x + 1) + slot.m[1] * (2 * y + 1) + 2 * slot.m[2];
@@ -167,16 +181,16 @@ fn sample_affine(base: u32, p: u32, slot: OpSlot) -> u32 {
 // PIL's ImageFilter.SMOOTH (3x3, weights 1 with 5 in the centre, / 13, rounded); PIL leaves
 // the one-pixel border unfiltered.
 fn smoothed(base: u32, p: u32) -> u32 {
-    let x = i32(p % 32u);
-    let y = i32(p / 32u);
+    let x = i32(p % u.size);
+    let y = i32(p / u.size);
     let centre = img[base + p];
-    if (x == 0 || y == 0 || x == SIZE - 1 || y == SIZE - 1) {
+    if (x == 0 || y == 0 || x == side() - 1 || y == side() - 1) {
         return centre;
     }
     var sum = vec3<u32>(0u);
     for (var dy = -1; dy <= 1; dy = dy + 1) {
         for (var dx = -1; dx <= 1; dx = dx + 1) {
-            let q = img[base + u32((y + dy) * SIZE + x + dx)];
+            let q = img[base + u32((y + dy) * side() + x + dx)];
             sum = sum + vec3<u32>(channel(q, 0u), channel(q, 1u), channel(q, 2u));
         }
     }
@@ -218,7 +232,7 @@ fn apply_op(base: u32, p: u32, slot: OpSlot) -> u32 {
         }
         case OP_CONTRAST: {
             // PIL: the degenerate image is the mean of the luma image, int(mean + 0.5).
-            let mean = (atomicLoad(&stats[6]) + NPIX / 2u) / NPIX;
+            let mean = (atomicLoad(&stats[6]) + npix() / 2u) / npix();
             return rgb(blend(mean, channel(px, 0u), slot.m[0], 0),
                        blend(mean, channel(px, 1u), slot.m[0], 0),
                        blend(mean, channel(px, 2u), slot.m[0], 0));
@@ -256,19 +270,20 @@ fn augment_images(
         return;
     }
 
-    // Unpack the image's bytes (768 words) into one RGB pixel per u32, inverted (255 - v is
-    // v ^ 255 on each channel) when the view asks for it.
+    let n = npix();
+    let first = 2u * image * n;
+    // Unpack the image's bytes into one RGB pixel per u32, inverted (255 - v is v ^ 255 on each
+    // channel) when the view asks for it.
     let flip_levels = select(0u, 0xffffffu, params[image].invert != 0u);
-    for (var k = 0u; k < PER_THREAD; k = k + 1u) {
-        let p = lid + k * WG;
+    for (var p = lid; p < n; p = p + WG) {
         var px = 0u;
         for (var c = 0u; c < 3u; c = c + 1u) {
-            let byte = image * 3072u + p * 3u + c;
+            let byte = (image * n + p) * 3u + c;
             px = px | (((src[byte >> 2u] >> (8u * (byte & 3u))) & 255u) << (8u * c));
         }
-        img[p] = px ^ flip_levels;
+        img[first + p] = px ^ flip_levels;
     }
-    workgroupBarrier();
+    sync();
 
     // Each slot: reset statistics, gather them, per-channel scalars, lookup tables, apply into
     // the other buffer. The barriers are unconditional; only the work depends on the op.
@@ -276,8 +291,8 @@ fn augment_images(
     for (var s = 0u; s < SLOTS; s = s + 1u) {
         let slot = params[image].slots[s];
         let kind = slot.kind;
-        let a = cur * NPIX;
-        let b = (1u - cur) * NPIX;
+        let a = first + cur * n;
+        let b = first + (1u - cur) * n;
 
         for (var k = lid; k < 768u; k = k + WG) {
             atomicStore(&hist[k], 0u);
@@ -292,8 +307,8 @@ fn augment_images(
         workgroupBarrier();
 
         if (kind == OP_AUTOCONTRAST || kind == OP_EQUALIZE || kind == OP_CONTRAST) {
-            for (var k = 0u; k < PER_THREAD; k = k + 1u) {
-                let px = img[a + lid + k * WG];
+            for (var p = lid; p < n; p = p + WG) {
+                let px = img[a + p];
                 if (kind == OP_CONTRAST) {
                     atomicAdd(&stats[6], luma(px));
                 } else {
@@ -322,7 +337,7 @@ fn augment_images(
                     last = h;
                 }
             }
-            eq_step[lid] = select(0u, (NPIX - last) / 256u, used > 1u);
+            eq_step[lid] = select(0u, (npix() - last) / 256u, used > 1u);
         }
         workgroupBarrier();
 
@@ -351,11 +366,10 @@ fn augment_images(
         }
         workgroupBarrier();
 
-        for (var k = 0u; k < PER_THREAD; k = k + 1u) {
-            let p = lid + k * WG;
+        for (var p = lid; p < n; p = p + WG) {
             img[b + p] = apply_op(a, p, slot);
         }
-        workgroupBarrier();
+        sync();
         cur = 1u - cur;
     }
 
@@ -363,14 +377,13 @@ fn augment_images(
     let cut = i32(params[image].cutout_size);
     let x0 = params[image].cutout_x - cut / 2;
     let y0 = params[image].cutout_y - cut / 2;
-    for (var k = 0u; k < PER_THREAD; k = k + 1u) {
-        let p = lid + k * WG;
-        let x = i32(p % 32u);
-        let y = i32(p / 32u);
+    for (var p = lid; p < n; p = p + WG) {
+        let x = i32(p % u.size);
+        let y = i32(p / u.size);
         let inside = x >= x0 && x < x0 + cut && y >= y0 && y < y0 + cut;
-        let px = img[cur * NPIX + p];
+        let px = img[first + cur * n + p];
         for (var c = 0u; c < 3u; c = c + 1u) {
-            dst[image * 3072u + p * 3u + c] = select(level(channel(px, c)), u.cutout_value, inside);
+            dst[(image * n + p) * 3u + c] = select(level(channel(px, c)), u.cutout_value, inside);
         }
     }
 }

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use adamatch_wgpu::bench::{self, BenchOptions};
 use adamatch_wgpu::data::cli::DataCommand;
 use adamatch_wgpu::data::download::resolve_data_dir;
-use adamatch_wgpu::data::spec::{load, parse_dataset_spec, DatasetSpec, Split};
+use adamatch_wgpu::data::spec::{load_sized, parse_dataset_spec, DatasetSpec, Split};
 use adamatch_wgpu::data::Preprocess;
 use adamatch_wgpu::gpu::{self, AdapterChoice, GpuContext};
 use adamatch_wgpu::inference::Classifier;
@@ -202,6 +202,10 @@ struct TrainArgs {
     depth: Option<usize>,
     #[arg(long)]
     width: Option<usize>,
+    /// Side of the network's input images in pixels: a multiple of 8 from 16 to 128 (default
+    /// 32). Image files are fitted into it; MNIST, SVHN and the built-in pair are resized to it.
+    #[arg(long)]
+    image_size: Option<usize>,
     /// relu, leaky (0.1) or leakyS.
     #[arg(long)]
     activation: Option<String>,
@@ -330,6 +334,9 @@ struct BenchArgs {
     /// With --step: skip the op-by-op profile.
     #[arg(long, requires = "step")]
     no_profile: bool,
+    /// With --step: the side of the images (default: the preset's, 32).
+    #[arg(long, requires = "step")]
+    image_size: Option<usize>,
     /// With --step: timed runs of the main pass's forward+backward alone (0 skips it).
     #[arg(long, default_value_t = 1, requires = "step")]
     engine_reps: usize,
@@ -404,7 +411,7 @@ fn predict(gpu: &GpuArgs, args: &PredictArgs) -> Result<()> {
             );
         }
         let img = image::open(path).with_context(|| format!("cannot decode image {}", path.display()))?;
-        pixels.extend_from_slice(&adamatch_wgpu::data::image::resize_and_pad(&img));
+        pixels.extend_from_slice(&adamatch_wgpu::data::image::resize_and_pad(&img, w.config.image_size));
     }
     let ctx = gpu.context()?;
     let mut clf = Classifier::new(&ctx, &w, scale, args.images.len().min(64))?;
@@ -479,6 +486,9 @@ fn bench_step_cmd(gpu: &GpuArgs, args: &BenchArgs) -> Result<()> {
     }
     if let Some(u) = args.uratio {
         config.uratio = u;
+    }
+    if let Some(s) = args.image_size {
+        config.network.image_size = s;
     }
     config.validate()?;
     let ctx = gpu.context()?;
@@ -559,6 +569,7 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     set!(confidence <- a.confidence);
     set!(network.depth <- a.depth);
     set!(network.width <- a.width);
+    set!(network.image_size <- a.image_size);
     set!(network.bn_momentum <- a.bn_momentum);
     set!(log_every <- a.log_every);
     set!(eval_every <- a.eval_every);
@@ -780,7 +791,14 @@ fn eval_cmd(gpu: &GpuArgs, a: &EvalArgs) -> Result<()> {
         InputScale::Paper => Preprocess::Pad,
         InputScale::Keras => Preprocess::Resize,
     });
-    let data = load(&spec, a.split, pre, &resolve_data_dir(a.data_dir.as_deref()))?.sample(
+    let data = load_sized(
+        &spec,
+        a.split,
+        pre,
+        &resolve_data_dir(a.data_dir.as_deref()),
+        w.config.image_size,
+    )?
+    .sample(
         a.limit.unwrap_or(usize::MAX),
         adamatch_wgpu::train::run::EVAL_SAMPLE_SEED,
     );

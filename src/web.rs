@@ -68,12 +68,13 @@ async fn gpu_checked<T>(ctx: &GpuContext, what: &str, work: impl std::future::Fu
     }
 }
 
-/// The network's 32x32x3 input (RGB, row-major) for an RGBA image of any size: the same
-/// aspect-preserving Pillow-bilinear resize and centred zero padding as `predict`.
+/// The default network's 32x32x3 input (RGB, row-major) for an RGBA image of any size: the same
+/// aspect-preserving Pillow-bilinear resize and centred zero padding as `predict` (a loaded
+/// model of another `--image-size` gets its own side in [`WebClassifier::classify_rgba`]).
 #[wasm_bindgen(js_name = prepareInput)]
 pub fn prepare_input(rgba: &[u8], width: u32, height: u32) -> Result<Vec<u8>, JsError> {
     check_rgba(rgba, width, height).map_err(js_error)?;
-    Ok(resize_and_pad_rgba(rgba, width, height))
+    Ok(resize_and_pad_rgba(rgba, width, height, crate::data::IMAGE_SIZE))
 }
 
 fn check_rgba(rgba: &[u8], width: u32, height: u32) -> Result<()> {
@@ -221,6 +222,18 @@ impl WebClassifier {
         }
     }
 
+    /// The side of the loaded weights' input images in pixels (32 before a load).
+    #[wasm_bindgen(getter, js_name = imageSize)]
+    pub fn image_size(&self) -> usize {
+        match self.model.try_borrow() {
+            Ok(m) => m
+                .as_ref()
+                .map(|m| m.classifier.net.config.image_size)
+                .unwrap_or(crate::data::IMAGE_SIZE),
+            Err(_) => crate::data::IMAGE_SIZE,
+        }
+    }
+
     /// The description [`WebClassifier::load_weights`] returned, or an empty string.
     #[wasm_bindgen(getter)]
     pub fn about(&self) -> String {
@@ -230,25 +243,20 @@ impl WebClassifier {
         }
     }
 
-    /// Classifies an RGBA image of any size (e.g. `ImageData.data`): resize-and-pad to 32x32,
-    /// the input scaling recorded in the weights, the network on the GPU, softmax.
+    /// Classifies an RGBA image of any size (e.g. `ImageData.data`): resize-and-pad to the
+    /// weights' image size (32x32 unless trained with `--image-size`), the input scaling recorded
+    /// in the weights, the network on the GPU, softmax.
     #[wasm_bindgen(js_name = classifyRgba)]
     // The RefCell borrow is the lock: a second call while this one awaits the GPU gets
     // `try_borrow_mut`'s "busy" error, never a panic.
     #[allow(clippy::await_holding_refcell_ref)]
     pub async fn classify_rgba(&self, rgba: Vec<u8>, width: u32, height: u32) -> Result<Classification, JsError> {
         check_rgba(&rgba, width, height).map_err(js_error)?;
-        let input = resize_and_pad_rgba(&rgba, width, height);
         let mut slot = self.model.try_borrow_mut().map_err(|_| busy())?;
         let model = slot
             .as_mut()
             .ok_or_else(|| JsError::new("no weights loaded: call loadWeights first"))?;
-        if model.classifier.image_len() != input.len() {
-            return Err(JsError::new(&format!(
-                "these weights expect {}x{} images; the browser build classifies 32x32 inputs",
-                model.classifier.net.config.image_size, model.classifier.net.config.image_size
-            )));
-        }
+        let input = resize_and_pad_rgba(&rgba, width, height, model.classifier.net.config.image_size);
         let ctx = &self.ctx;
         let mut preds = gpu_checked(ctx, "classifying", model.classifier.classify_async(ctx, &input))
             .await
@@ -273,10 +281,12 @@ fn busy() -> JsError {
 fn describe(w: &Weights, bytes: usize) -> String {
     let c = &w.config;
     format!(
-        "WRN-{}-{}, {}, input scale {}, {} classes, {} parameters ({:.1} MB)",
+        "WRN-{}-{}, {}, {}x{} input, input scale {}, {} classes, {} parameters ({:.1} MB)",
         c.depth,
         c.width,
         c.activation.name(),
+        c.image_size,
+        c.image_size,
         w.input_scale.name(),
         w.classes.len(),
         w.params.len(),

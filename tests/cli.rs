@@ -21,18 +21,44 @@ fn tmp_dir(name: &str) -> PathBuf {
     d
 }
 
-fn small_weights(dir: &Path) -> PathBuf {
+/// A WRN-10-1 (leaky) weights file `dir/name` with `classes` outputs at `image_size` px and the
+/// `extra` metadata.
+fn weights_file(
+    dir: &Path,
+    name: &str,
+    classes: usize,
+    image_size: usize,
+    extra: &BTreeMap<String, String>,
+) -> PathBuf {
     let ctx = GpuContext::new_blocking(&AdapterChoice::default()).unwrap();
     let cfg = WideResNetConfig {
         depth: 10,
         width: 1,
+        num_classes: classes,
+        image_size,
         activation: Activation::Leaky(0.1),
         ..WideResNetConfig::paper()
     };
     let net = WideResNet::new(&ctx, cfg, 3).unwrap();
-    let path = dir.join("small.safetensors");
-    weights::save(&ctx, &net, &path, InputScale::Paper, &BTreeMap::new()).unwrap();
+    let path = dir.join(name);
+    weights::save(&ctx, &net, &path, InputScale::Paper, extra).unwrap();
     path
+}
+
+/// `predict --json` of one image: its one line.
+fn predict_json(weights: &Path, image: &Path) -> serde_json::Value {
+    let out = bin()
+        .args(["predict", "--json", "--weights"])
+        .arg(weights)
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+}
+
+fn small_weights(dir: &Path) -> PathBuf {
+    weights_file(dir, "small.safetensors", 10, 32, &BTreeMap::new())
 }
 
 #[test]
@@ -71,7 +97,10 @@ fn predict_json_matches_the_library_and_sums_to_one() {
     let mut clf = Classifier::new(&ctx, &loaded, InputScale::Paper, 2).unwrap();
     let mut pixels = Vec::new();
     for p in [&p1, &p2] {
-        pixels.extend_from_slice(&adamatch_wgpu::data::image::resize_and_pad(&image::open(p).unwrap()));
+        pixels.extend_from_slice(&adamatch_wgpu::data::image::resize_and_pad(
+            &image::open(p).unwrap(),
+            32,
+        ));
     }
     let want = clf.classify(&ctx, &pixels).unwrap();
     for (line, (want, path)) in lines.iter().zip(want.iter().zip([&p1, &p2])) {
@@ -307,32 +336,15 @@ fn eval_of_an_unlabeled_folder_reports_predicted_classes_and_confidence() {
 #[test]
 fn predict_prints_the_class_names_of_the_weights() {
     let dir = tmp_dir("predict-names");
-    let ctx = GpuContext::new_blocking(&AdapterChoice::default()).unwrap();
-    let cfg = WideResNetConfig {
-        depth: 10,
-        width: 1,
-        num_classes: 3,
-        activation: Activation::Leaky(0.1),
-        ..WideResNetConfig::paper()
-    };
-    let net = WideResNet::new(&ctx, cfg, 3).unwrap();
     let names = ["bird", "cat", "dog"];
     let extra = BTreeMap::from([("classes".to_string(), serde_json::to_string(&names).unwrap())]);
-    let w = dir.join("animals.safetensors");
-    weights::save(&ctx, &net, &w, InputScale::Paper, &extra).unwrap();
+    let w = weights_file(&dir, "animals.safetensors", 3, 32, &extra);
     let img = dir.join("x.png");
     image::RgbImage::from_fn(30, 30, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 90]))
         .save(&img)
         .unwrap();
 
-    let out = bin()
-        .args(["predict", "--json", "--weights"])
-        .arg(&w)
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let v = predict_json(&w, &img);
     let class = v["class"].as_u64().unwrap() as usize;
     assert_eq!(v["class_name"], names[class]);
     assert_eq!(v["probs"].as_array().unwrap().len(), 3);
@@ -342,8 +354,7 @@ fn predict_prints_the_class_names_of_the_weights() {
 
     // A names entry that does not fit the network is a clear error, never a wrong name.
     let extra = BTreeMap::from([("classes".to_string(), r#"["a","b"]"#.to_string())]);
-    let bad = dir.join("bad-names.safetensors");
-    weights::save(&ctx, &net, &bad, InputScale::Paper, &extra).unwrap();
+    let bad = weights_file(&dir, "bad-names.safetensors", 3, 32, &extra);
     let out = bin()
         .args(["predict", "--weights"])
         .arg(&bad)
@@ -356,6 +367,60 @@ fn predict_prints_the_class_names_of_the_weights() {
         err.contains("bad-names.safetensors") && err.contains("names 2 classes but the network has 3"),
         "{err}"
     );
+}
+
+/// Weights trained at another side classify through `predict` and `eval` at their own side.
+#[test]
+fn predict_and_eval_use_the_image_size_of_the_weights() {
+    let dir = tmp_dir("predict-48");
+    let w = weights_file(&dir, "w48.safetensors", 10, 48, &BTreeMap::new());
+    let img = dir.join("wide.png");
+    image::RgbImage::from_fn(90, 40, |x, y| image::Rgb([(x * 2) as u8, (y * 6) as u8, 77]))
+        .save(&img)
+        .unwrap();
+    let v = predict_json(&w, &img);
+    let ctx = GpuContext::new_blocking(&AdapterChoice::default()).unwrap();
+    let loaded = weights::load(&w).unwrap();
+    let mut clf = Classifier::new(&ctx, &loaded, InputScale::Paper, 1).unwrap();
+    let pixels = adamatch_wgpu::data::image::resize_and_pad(&image::open(&img).unwrap(), 48);
+    assert_eq!(pixels.len(), 48 * 48 * 3);
+    let want = clf.classify(&ctx, &pixels).unwrap().remove(0);
+    assert_eq!(v["class"].as_u64().unwrap() as usize, want.class);
+    for (a, b) in v["probs"].as_array().unwrap().iter().zip(&want.probs) {
+        assert!((a.as_f64().unwrap() - *b as f64).abs() < 1e-6);
+    }
+    // eval loads the built-in test set at 48x48 for these weights.
+    let out = bin()
+        .args(["eval", "--json", "--limit", "20", "--data", "synth-house", "--weights"])
+        .arg(&w)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap()).unwrap();
+    assert_eq!(v["images"], 20);
+}
+
+#[test]
+fn an_image_size_training_cannot_take_is_refused_before_anything_runs() {
+    let dir = tmp_dir("image-size");
+    for bad in ["12", "44", "136"] {
+        let out = bin()
+            .args(["train", "--preset", "tiny", "--image-size", bad, "--out"])
+            .arg(dir.join("run"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--image-size {bad} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("--image-size {bad}")) && err.contains("multiple of 8 from 16 to 128"),
+            "{err}"
+        );
+        assert!(
+            !dir.join("run").exists(),
+            "--image-size {bad}: a run directory was made"
+        );
+    }
 }
 
 #[test]

@@ -66,6 +66,32 @@ fn small(preset: &str) -> TrainConfig {
     c
 }
 
+/// The test split of `spec` at `size` x `size`, as `eval` loads it.
+fn test_split(spec: DatasetSpec, size: usize) -> adamatch_wgpu::data::Source {
+    use adamatch_wgpu::data::spec::{load_sized, Split};
+    load_sized(
+        &spec,
+        Split::Test,
+        adamatch_wgpu::data::Preprocess::Pad,
+        &std::env::temp_dir(),
+        size,
+    )
+    .unwrap()
+}
+
+/// The error an evaluation of `data` must end in.
+fn eval_error(
+    ev: &mut adamatch_wgpu::train::eval::Evaluator,
+    net: &adamatch_wgpu::network::WideResNet,
+    data: &adamatch_wgpu::data::Dataset,
+    scale: adamatch_wgpu::input::InputScale,
+) -> String {
+    match ev.run(ctx(), net, data, scale, None, None) {
+        Ok(_) => panic!("{}: the evaluation was accepted", data.name),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
 /// Every tensor of two checkpoints, bit for bit, and their step and RNG position.
 fn assert_same_checkpoint(a: &Path, b: &Path) {
     let (ba, bb) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
@@ -93,7 +119,7 @@ fn assert_same_checkpoint(a: &Path, b: &Path) {
 
 fn resume_equals_straight(cfg: TrainConfig, expected_state: &[&str]) {
     let ctx = ctx();
-    let preset = format!("{}-{:?}", cfg.preset, cfg.algorithm);
+    let preset = format!("{}-{:?}-{}px", cfg.preset, cfg.algorithm, cfg.network.image_size);
     let straight = out_dir(&format!("{preset}-straight"));
     let s = train(ctx, cfg.clone(), &options(&straight, false, None)).unwrap();
     assert!(s.finished && s.steps_done == cfg.steps);
@@ -145,6 +171,68 @@ fn resume_equals_straight(cfg: TrainConfig, expected_state: &[&str]) {
     assert_eq!(lines(&straight), lines(&resumed));
 }
 
+/// `--image-size 48`: the built-in pair resized to 48x48, augmented and trained at that side,
+/// stopped and resumed bit for bit, the side recorded in config.json and the weights; a folder
+/// of photos of other sizes is fitted into 48x48 for `eval`, and data of another side is
+/// refused by name.
+#[test]
+fn a_run_at_48x48_resumes_exactly_and_records_its_image_size() {
+    use adamatch_wgpu::inference::Classifier;
+    use adamatch_wgpu::train::eval::Evaluator;
+    let ctx = ctx();
+    let mut cfg = small("paper");
+    cfg.network.image_size = 48;
+    resume_equals_straight(cfg.clone(), &["opt.velocity", "adamatch.p_target_history"]);
+    let straight = out_dir_path(&format!("{}-{:?}-48px-straight", cfg.preset, cfg.algorithm));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(straight.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["config"]["network"]["image_size"], 48);
+    let w = weights::load(&straight.join(MODEL)).unwrap();
+    assert_eq!(w.config.image_size, 48);
+
+    // Photos of other sizes (and aspect ratios) fitted into 48x48 for the exported model.
+    let photos = out_dir("photos-48");
+    for (c, (w_px, h_px)) in [(64u32, 40u32), (20, 30)].into_iter().enumerate() {
+        let sub = photos.join(c.to_string());
+        std::fs::create_dir_all(&sub).unwrap();
+        for i in 0..3u32 {
+            image::RgbImage::from_fn(w_px, h_px, |x, y| image::Rgb([(x * 4 + i) as u8, (y * 6) as u8, 90]))
+                .save(sub.join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let data = test_split(DatasetSpec::Dir(photos.clone()), 48);
+    let data = data.as_dataset().unwrap();
+    assert_eq!((data.size, data.len(), data.image(0).len()), (48, 6, 48 * 48 * 3));
+    let clf = Classifier::new(ctx, &w, w.input_scale, 1).unwrap();
+    let mut ev = Evaluator::new(ctx, &clf.net, 4, w.classes.clone()).unwrap();
+    let unlabeled = adamatch_wgpu::data::Dataset::sized(data.images.clone(), 48, None, Vec::new(), "photos").unwrap();
+    let r = ev
+        .run(ctx, &clf.net, &unlabeled, w.input_scale, None, Some(0.5))
+        .unwrap();
+    assert_eq!(r.predicted.iter().sum::<u64>(), 6);
+    // The same folder at 32x32 is refused, naming both sides.
+    let small_data = test_split(DatasetSpec::Images(photos), 32);
+    let err = eval_error(&mut ev, &clf.net, small_data.as_dataset().unwrap(), w.input_scale);
+    assert!(err.contains("32x32") && err.contains("48x48"), "{err}");
+
+    // Sides training cannot take are refused by name.
+    for bad in [20, 8, 136] {
+        let mut c = small("tiny");
+        c.network.image_size = bad;
+        let err = format!(
+            "{:#}",
+            train(ctx, c, &options(&out_dir("bad-size"), false, None))
+                .err()
+                .unwrap()
+        );
+        assert!(
+            err.contains(&format!("--image-size {bad}")) && err.contains("multiple of 8"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn paper_run_resumed_midway_equals_the_straight_run() {
     let state = [
@@ -170,7 +258,7 @@ fn fixmatch_run_resumed_midway_equals_the_straight_run_and_logs_its_threshold() 
     cfg.algorithm = Algorithm::Fixmatch;
     resume_equals_straight(cfg.clone(), &["opt.velocity", "ema.params"]);
     let metrics = std::fs::read_to_string(
-        out_dir_path(&format!("{}-{:?}-straight", cfg.preset, cfg.algorithm)).join("metrics.jsonl"),
+        out_dir_path(&format!("{}-{:?}-32px-straight", cfg.preset, cfg.algorithm)).join("metrics.jsonl"),
     )
     .unwrap();
     for l in metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")) {
@@ -490,7 +578,7 @@ fn an_unlabeled_target_trains_and_reports_what_is_known_without_labels() {
 
     // The numbers are the exported model's own on the folder's images.
     let w = weights::load(&dir.join(MODEL)).unwrap();
-    let images = adamatch_wgpu::data::folder::load_dir(&photos).unwrap();
+    let images = adamatch_wgpu::data::folder::load_dir(&photos, 32).unwrap();
     let mut clf = Classifier::new(ctx, &w, w.input_scale, 4).unwrap();
     let preds = clf.classify(ctx, &images.images).unwrap();
     let mut predicted = vec![0u64; 10];
@@ -595,8 +683,6 @@ fn write_class_folders(dir: &Path, names: &[&str], per_class: usize) {
 
 #[test]
 fn named_classes_set_the_head_and_reach_config_weights_and_eval() {
-    use adamatch_wgpu::data::spec::{load, Split};
-    use adamatch_wgpu::data::Preprocess;
     use adamatch_wgpu::inference::Classifier;
     use adamatch_wgpu::train::eval::Evaluator;
     let ctx = ctx();
@@ -628,14 +714,7 @@ fn named_classes_set_the_head_and_reach_config_weights_and_eval() {
     );
 
     // eval of the exported model on the same folder: the run's own numbers.
-    let data = load(
-        &DatasetSpec::Dir(animals.clone()),
-        Split::Test,
-        Preprocess::Pad,
-        &std::env::temp_dir(),
-    )
-    .unwrap()
-    .sample(16, 0);
+    let data = test_split(DatasetSpec::Dir(animals.clone()), 32).sample(16, 0);
     let clf = Classifier::new(ctx, &w, w.input_scale, 1).unwrap();
     let mut ev = Evaluator::new(ctx, &clf.net, 8, w.classes.clone()).unwrap();
     let r = ev.run(ctx, &clf.net, &data, w.input_scale, None, None).unwrap();
@@ -658,26 +737,8 @@ fn named_classes_set_the_head_and_reach_config_weights_and_eval() {
     ] {
         assert!(err.contains(want), "'{want}' missing from: {err}");
     }
-    let pets_data = load(
-        &DatasetSpec::Dir(pets),
-        Split::Test,
-        Preprocess::Pad,
-        &std::env::temp_dir(),
-    )
-    .unwrap();
-    let err = format!(
-        "{:#}",
-        ev.run(
-            ctx,
-            &clf.net,
-            pets_data.as_dataset().unwrap(),
-            w.input_scale,
-            None,
-            None
-        )
-        .err()
-        .unwrap()
-    );
+    let pets_data = test_split(DatasetSpec::Dir(pets), 32);
+    let err = eval_error(&mut ev, &clf.net, pets_data.as_dataset().unwrap(), w.input_scale);
     assert!(err.contains("lacks 'bird'"), "{err}");
 
     // --init refuses weights of other classes even with the same head size.

@@ -362,8 +362,16 @@ function classifyCurrent() {
 
 function drawInput(rgb) {
   const canvas = $("input");
+  // The network's own input side (32 unless the weights were trained with --image-size).
+  const side = Math.round(Math.sqrt(rgb.length / 3));
+  if (canvas.width !== side) {
+    canvas.width = side;
+    canvas.height = side;
+    canvas.setAttribute("aria-label", `the ${side}x${side} network input`);
+    $("input-caption").textContent = `${side}×${side} network input`;
+  }
   const ctx = canvas.getContext("2d");
-  const out = ctx.createImageData(32, 32);
+  const out = ctx.createImageData(side, side);
   for (let i = 0, j = 0; i < rgb.length; i += 3, j += 4) {
     out.data[j] = rgb[i];
     out.data[j + 1] = rgb[i + 1];

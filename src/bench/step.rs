@@ -193,8 +193,9 @@ pub fn run(ctx: &GpuContext, opts: &StepBenchOptions) -> Result<StepReport> {
     let mut trainer = Trainer::new(ctx, cfg.clone())?;
     trainer.init_ema(ctx);
     // One synthetic batch, drawn once and replayed: the host's data work is not what is timed.
-    let source = SynthStream::train(SynthDomain::Digits, cfg.seed);
-    let target = SynthStream::train(SynthDomain::House, cfg.seed);
+    let size = cfg.network.image_size;
+    let source = SynthStream::train(SynthDomain::Digits, cfg.seed).with_size(size);
+    let target = SynthStream::train(SynthDomain::House, cfg.seed).with_size(size);
     let batch = trainer.draw_batch(&source, &target)?;
 
     for _ in 0..opts.warmup.max(1) {
@@ -295,7 +296,13 @@ pub fn run(ctx: &GpuContext, opts: &StepBenchOptions) -> Result<StepReport> {
         adapter: ctx.adapter_summary(),
         preset: cfg.preset.clone(),
         algorithm: if adamatch { "adamatch" } else { "source-only" }.into(),
-        network: format!("WRN-{}-{} ({})", n.depth, n.width, n.activation.name()),
+        network: format!(
+            "WRN-{}-{} ({}) on {s}x{s} images",
+            n.depth,
+            n.width,
+            n.activation.name(),
+            s = n.image_size
+        ),
         source_batch: cfg.batch,
         target_batch,
         images_per_step,

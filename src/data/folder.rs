@@ -1,5 +1,6 @@
 //! Image folders: labeled (`DIR/<class>/*.png`, one subfolder per class, any names) and
-//! unlabeled (PNG/JPEG files directly in `DIR`, or anywhere under it for `images:DIR`). Any size is accepted; every image goes through [`super::image::resize_and_pad`].
+//! unlabeled (PNG/JPEG files directly in `DIR`, or anywhere under it for `images:DIR`). Any size is accepted; every image goes through
+//! [`super::image::resize_and_pad`] to the side asked for (32 unless `train --image-size`).
 //! The format is detected from the content, so a misnamed file still loads; files are decoded
 //! in parallel, in a deterministic (sorted) order.
 
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::image::resize_and_pad;
-use super::{Dataset, Label, IMAGE_BYTES};
+use super::{image_bytes, Dataset, Label};
 
 /// Deepest folder nesting searched (guards against pathological trees).
 const MAX_DEPTH: usize = 32;
@@ -50,25 +51,26 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Decodes one image file (format from its content) and resizes it to 32x32x3.
-pub fn load_image_file(path: &Path) -> Result<[u8; IMAGE_BYTES]> {
+/// Decodes one image file (format from its content) and fits it into `side` x `side` x 3.
+pub fn load_image_file(path: &Path, side: usize) -> Result<Vec<u8>> {
     let img = ::image::ImageReader::open(path)
         .with_context(|| format!("{}: cannot open", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("{}: cannot read", path.display()))?
         .decode()
         .map_err(|e| anyhow!("{}: not a readable PNG/JPEG image: {e}", path.display()))?;
-    Ok(resize_and_pad(&img))
+    Ok(resize_and_pad(&img, side))
 }
 
 /// Decodes `paths` in parallel (one chunk per core) into NHWC bytes; the first failing file in
 /// order is the error.
-fn decode_all(paths: &[PathBuf]) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; paths.len() * IMAGE_BYTES];
+fn decode_all(paths: &[PathBuf], side: usize) -> Result<Vec<u8>> {
+    let b = image_bytes(side);
+    let mut out = vec![0u8; paths.len() * b];
     let per = paths.len().div_ceil(super::worker_count(paths.len(), 16)).max(1);
-    let results = super::par_chunks_mut(&mut out, per * IMAGE_BYTES, |c, dst| -> Result<()> {
-        for (p, d) in paths[c * per..].iter().zip(dst.chunks_exact_mut(IMAGE_BYTES)) {
-            d.copy_from_slice(&load_image_file(p)?);
+    let results = super::par_chunks_mut(&mut out, per * b, |c, dst| -> Result<()> {
+        for (p, d) in paths[c * per..].iter().zip(dst.chunks_exact_mut(b)) {
+            d.copy_from_slice(&load_image_file(p, side)?);
         }
         Ok(())
     });
@@ -163,8 +165,8 @@ pub fn is_labeled_dir(dir: &Path) -> bool {
 /// Loads a labeled folder `DIR/<class>/...` (PNG/JPEG files, searched recursively in each class
 /// folder) with the subfolder names as classes (see [`layout`]). Errors on an unlabeled or
 /// ambiguous folder, an empty class folder, fewer than 2 or more than 1000 classes, or an
-/// unreadable image.
-pub fn load_labeled_dir(dir: &Path) -> Result<Dataset> {
+/// unreadable image. Images are fitted into `side` x `side`.
+pub fn load_labeled_dir(dir: &Path, side: usize) -> Result<Dataset> {
     let classes = match layout(dir)? {
         FolderLayout::Labeled(c) => c,
         FolderLayout::Unlabeled => bail!("{}: no class subfolders holding PNG/JPEG images", dir.display()),
@@ -176,12 +178,13 @@ pub fn load_labeled_dir(dir: &Path) -> Result<Dataset> {
         labels.extend(std::iter::repeat_n(k as Label, files.len()));
         paths.extend(files);
     }
-    let images = decode_all(&paths)?;
-    Dataset::with_classes(images, Some(labels), classes, dir.display().to_string())
+    let images = decode_all(&paths, side)?;
+    Dataset::sized(images, side, Some(labels), classes, dir.display().to_string())
 }
 
-/// Loads every PNG/JPEG under `dir` (recursively, sorted by path) without labels.
-pub fn load_unlabeled_dir(dir: &Path) -> Result<Dataset> {
+/// Loads every PNG/JPEG under `dir` (recursively, sorted by path) without labels, fitted into
+/// `side` x `side`.
+pub fn load_unlabeled_dir(dir: &Path, side: usize) -> Result<Dataset> {
     if !dir.is_dir() {
         bail!("{}: not a folder", dir.display());
     }
@@ -189,17 +192,17 @@ pub fn load_unlabeled_dir(dir: &Path) -> Result<Dataset> {
     if paths.is_empty() {
         bail!("{}: no PNG/JPEG images found", dir.display());
     }
-    let images = decode_all(&paths)?;
-    Dataset::new(images, None, dir.display().to_string())
+    let images = decode_all(&paths, side)?;
+    Dataset::sized(images, side, None, Vec::new(), dir.display().to_string())
 }
 
 /// Loads a folder: labeled when it has class subfolders, unlabeled otherwise (see [`layout`]).
-pub fn load_dir(dir: &Path) -> Result<Dataset> {
+pub fn load_dir(dir: &Path, side: usize) -> Result<Dataset> {
     if !dir.is_dir() {
         bail!("{}: not a folder", dir.display());
     }
     match layout(dir)? {
-        FolderLayout::Labeled(_) => load_labeled_dir(dir),
-        FolderLayout::Unlabeled => load_unlabeled_dir(dir),
+        FolderLayout::Labeled(_) => load_labeled_dir(dir, side),
+        FolderLayout::Unlabeled => load_unlabeled_dir(dir, side),
     }
 }

@@ -138,7 +138,7 @@ pub fn images_to_rgb32(arr: &IdxArray, preprocess: Preprocess) -> Result<Vec<u8>
         bail!("{h}x{w} images are larger than 32x32: use the resize preprocessing");
     }
     let mut out = vec![0u8; n * IMAGE_BYTES];
-    let (nw, nh) = super::image::fitted_size(w, h);
+    let (nw, nh) = super::image::fitted_size(w, h, IMAGE_SIZE);
     let resizer = Resizer::new(w, h, nw, nh, 1);
     // Convert in parallel, one contiguous chunk of images per core.
     let per = n.div_ceil(super::worker_count(n, 1024)).max(1);

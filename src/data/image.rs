@@ -6,7 +6,7 @@
 //! coefficients, horizontal pass first, rounding half up), because the Keras example preprocesses
 //! with PIL and the `keras-example` preset should see the same pixels.
 
-use super::{IMAGE_BYTES, IMAGE_SIZE};
+use super::image_bytes;
 
 /// Pillow's fixed-point precision for 8-bit resampling (`PRECISION_BITS = 32 - 8 - 2`).
 const PRECISION_BITS: u32 = 22;
@@ -182,31 +182,37 @@ pub fn pil_bilinear_resize(
     out
 }
 
-/// The size an image keeps inside the 32x32 square, as the Keras example computes it:
-/// `scale = 32 / max(h, w)`, `new = int(side * scale)` (truncation), never below 1 pixel.
-pub fn fitted_size(width: usize, height: usize) -> (usize, usize) {
-    let scale = IMAGE_SIZE as f64 / width.max(height) as f64;
-    let nw = ((width as f64 * scale) as usize).clamp(1, IMAGE_SIZE);
-    let nh = ((height as f64 * scale) as usize).clamp(1, IMAGE_SIZE);
+/// The size an image keeps inside the `side` x `side` square, as the Keras example computes it
+/// (at 32): `scale = side / max(h, w)`, `new = int(side * scale)` (truncation), never below 1
+/// pixel.
+pub fn fitted_size(width: usize, height: usize, side: usize) -> (usize, usize) {
+    let scale = side as f64 / width.max(height) as f64;
+    let nw = ((width as f64 * scale) as usize).clamp(1, side);
+    let nh = ((height as f64 * scale) as usize).clamp(1, side);
     (nw, nh)
 }
 
+/// The side of a square RGB tile of `bytes` bytes. Panics if there is none (a programming error).
+fn tile_side(bytes: usize) -> usize {
+    let side = ((bytes / 3) as f64).sqrt().round() as usize;
+    assert_eq!(side * side * 3, bytes, "not a square RGB tile: {bytes} bytes");
+    side
+}
+
 /// Copies a `width x height` image with `channels` channels (1 = gray, repeated to RGB; 3 = RGB;
-/// 4 = RGBA, alpha dropped) into the centre of a zeroed 32x32x3 NHWC tile, with the Keras
-/// example's floor rounding of the offsets. The image must fit (at most 32x32).
+/// 4 = RGBA, alpha dropped) into the centre of a zeroed square NHWC tile `out` (its side from its
+/// length: 3072 bytes are 32x32), with the Keras example's floor rounding of the offsets. The
+/// image must fit.
 pub fn pad_center(pixels: &[u8], width: usize, height: usize, channels: usize, out: &mut [u8]) {
-    assert!(
-        width <= IMAGE_SIZE && height <= IMAGE_SIZE,
-        "pad_center: image too large"
-    );
+    let side = tile_side(out.len());
+    assert!(width <= side && height <= side, "pad_center: image too large");
     assert_eq!(pixels.len(), width * height * channels, "pad_center: length");
-    assert_eq!(out.len(), IMAGE_BYTES, "pad_center: output length");
     out.fill(0);
-    let top = (IMAGE_SIZE - height) / 2;
-    let left = (IMAGE_SIZE - width) / 2;
+    let top = (side - height) / 2;
+    let left = (side - width) / 2;
     for y in 0..height {
         let src = &pixels[y * width * channels..(y + 1) * width * channels];
-        let d0 = ((top + y) * IMAGE_SIZE + left) * 3;
+        let d0 = ((top + y) * side + left) * 3;
         let dst = &mut out[d0..d0 + width * 3];
         match channels {
             1 => {
@@ -226,14 +232,14 @@ pub fn pad_center(pixels: &[u8], width: usize, height: usize, channels: usize, o
     }
 }
 
-/// Resizes raw pixels to fit 32x32 keeping the aspect ratio (Pillow bilinear), centres them on
-/// black with floor rounding, and repeats a gray channel to RGB, writing 3072 bytes NHWC into
-/// `out`. `channels` is 1 (gray), 3 (RGB) or 4 (RGBA, alpha ignored). A zero-sized image gives
-/// an all-black tile.
+/// Resizes raw pixels to fit the square tile `out` (its side from its length: 3072 bytes are
+/// 32x32) keeping the aspect ratio (Pillow bilinear), centres them on black with floor rounding,
+/// and repeats a gray channel to RGB, writing NHWC bytes. `channels` is 1 (gray), 3 (RGB) or 4
+/// (RGBA, alpha ignored). A zero-sized image gives an all-black tile.
 pub fn resize_and_pad_pixels(pixels: &[u8], width: usize, height: usize, channels: usize, out: &mut [u8]) {
     assert!(matches!(channels, 1 | 3 | 4), "channels must be 1, 3 or 4");
     assert_eq!(pixels.len(), width * height * channels, "resize_and_pad: length");
-    assert_eq!(out.len(), IMAGE_BYTES, "resize_and_pad: output length");
+    let side = tile_side(out.len());
     if width == 0 || height == 0 {
         out.fill(0);
         return;
@@ -249,7 +255,7 @@ pub fn resize_and_pad_pixels(pixels: &[u8], width: usize, height: usize, channel
     } else {
         (pixels, channels)
     };
-    let (nw, nh) = fitted_size(width, height);
+    let (nw, nh) = fitted_size(width, height, side);
     if (nw, nh) == (width, height) {
         pad_center(px, width, height, c, out);
     } else {
@@ -258,13 +264,14 @@ pub fn resize_and_pad_pixels(pixels: &[u8], width: usize, height: usize, channel
     }
 }
 
-/// Resizes any decoded image to the network input: fit inside 32x32 keeping the aspect ratio
-/// (Pillow-compatible bilinear), centred zero padding (floor), gray repeated to 3 channels.
-/// Gray images (with or without alpha, any bit depth) are resized as one channel, everything else
-/// as RGB; alpha is ignored. Returns 32x32x3 bytes, NHWC (row-major, RGB interleaved).
-pub fn resize_and_pad(img: &image::DynamicImage) -> [u8; IMAGE_BYTES] {
+/// Resizes any decoded image to the network input: fit inside `side` x `side` (32 by default)
+/// keeping the aspect ratio (Pillow-compatible bilinear), centred zero padding (floor), gray
+/// repeated to 3 channels. Gray images (with or without alpha, any bit depth) are resized as one
+/// channel, everything else as RGB; alpha is ignored. Returns `side * side * 3` bytes, NHWC
+/// (row-major, RGB interleaved).
+pub fn resize_and_pad(img: &image::DynamicImage, side: usize) -> Vec<u8> {
     use image::DynamicImage as D;
-    let mut out = [0u8; IMAGE_BYTES];
+    let mut out = vec![0u8; image_bytes(side)];
     let (w, h) = (img.width() as usize, img.height() as usize);
     match img {
         D::ImageLuma8(_) | D::ImageLumaA8(_) | D::ImageLuma16(_) | D::ImageLumaA16(_) => {
@@ -281,10 +288,10 @@ pub fn resize_and_pad(img: &image::DynamicImage) -> [u8; IMAGE_BYTES] {
 }
 
 /// [`resize_and_pad`] for an RGBA pixel buffer (e.g. a browser canvas's `ImageData`), alpha
-/// ignored. Returns 3072 bytes, 32x32x3 NHWC. A zero width or height gives a black tile.
+/// ignored. Returns `side * side * 3` bytes, NHWC. A zero width or height gives a black tile.
 /// Panics if `rgba.len() != width * height * 4`.
-pub fn resize_and_pad_rgba(rgba: &[u8], width: u32, height: u32) -> Vec<u8> {
-    let mut out = vec![0u8; IMAGE_BYTES];
+pub fn resize_and_pad_rgba(rgba: &[u8], width: u32, height: u32, side: usize) -> Vec<u8> {
+    let mut out = vec![0u8; image_bytes(side)];
     resize_and_pad_pixels(rgba, width as usize, height as usize, 4, &mut out);
     out
 }
@@ -296,16 +303,17 @@ mod tests {
     #[test]
     fn identity_when_sizes_match() {
         let px: Vec<u8> = (0..32 * 32 * 3).map(|i| (i * 7 % 251) as u8).collect();
-        let mut out = vec![0; IMAGE_BYTES];
+        let mut out = vec![0; 32 * 32 * 3];
         resize_and_pad_pixels(&px, 32, 32, 3, &mut out);
         assert_eq!(out, px);
     }
 
     #[test]
     fn fitted_sizes_follow_python_truncation() {
-        assert_eq!(fitted_size(28, 28), (32, 32));
-        assert_eq!(fitted_size(100, 50), (32, 16));
-        assert_eq!(fitted_size(1000, 1), (32, 1));
-        assert_eq!(fitted_size(3, 7), (13, 32));
+        assert_eq!(fitted_size(28, 28, 32), (32, 32));
+        assert_eq!(fitted_size(100, 50, 32), (32, 16));
+        assert_eq!(fitted_size(1000, 1, 32), (32, 1));
+        assert_eq!(fitted_size(3, 7, 32), (13, 32));
+        assert_eq!(fitted_size(100, 50, 48), (48, 24));
     }
 }

@@ -29,16 +29,40 @@ pub mod cli;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod download;
 
-pub use spec::{load, parse_dataset_spec, DatasetSpec, Split};
+pub use spec::{load, load_sized, parse_dataset_spec, DatasetSpec, Split};
 
 use anyhow::{bail, Result};
 
-/// Side of a network input image in pixels.
+/// Side of a network input image in pixels unless `train --image-size` says otherwise; the side
+/// MNIST (padded), SVHN and the built-in pair are made at.
 pub const IMAGE_SIZE: usize = 32;
 /// Channels of a network input image (RGB).
 pub const CHANNELS: usize = 3;
 /// Bytes of one 32x32x3 image.
 pub const IMAGE_BYTES: usize = IMAGE_SIZE * IMAGE_SIZE * CHANNELS;
+/// The image sides training accepts: [`MIN_IMAGE_SIZE`] to [`MAX_TRAIN_IMAGE_SIZE`] in steps of
+/// [`IMAGE_SIZE_STEP`].
+pub const MIN_IMAGE_SIZE: usize = 16;
+/// See [`MIN_IMAGE_SIZE`].
+pub const MAX_TRAIN_IMAGE_SIZE: usize = 128;
+/// A side that is a multiple of 8 makes every image of a batch start on a 256-byte boundary
+/// (`8 * 8 * 3` f32 values are 768 bytes), the storage binding alignment most GPUs ask for.
+pub const IMAGE_SIZE_STEP: usize = 8;
+
+/// Bytes of one `size` x `size` x 3 image.
+pub const fn image_bytes(size: usize) -> usize {
+    size * size * CHANNELS
+}
+
+/// Refuses an image side training cannot use, naming the flag and the allowed values.
+pub fn check_image_size(size: usize) -> Result<()> {
+    if !(MIN_IMAGE_SIZE..=MAX_TRAIN_IMAGE_SIZE).contains(&size) || !size.is_multiple_of(IMAGE_SIZE_STEP) {
+        bail!(
+            "--image-size {size}: the side must be a multiple of {IMAGE_SIZE_STEP} from {MIN_IMAGE_SIZE} to {MAX_TRAIN_IMAGE_SIZE} (16, 24, 32, ..., 128)"
+        );
+    }
+    Ok(())
+}
 /// Number of classes of the digit datasets (MNIST, SVHN, the built-in pair): `0`..`9`.
 pub const NUM_CLASSES: usize = 10;
 /// The fewest classes a labeled dataset may have.
@@ -127,17 +151,32 @@ pub enum Preprocess {
     Resize,
 }
 
-/// A finite set of 32x32x3 `u8` images (NHWC) with optional labels.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A finite set of square `size` x `size` x 3 `u8` images (NHWC) with optional labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dataset {
-    /// `len() * 3072` bytes: image i is `images[i*3072..(i+1)*3072]`, rows, then columns, then RGB.
+    /// `len() * image_bytes(size)` bytes: image i is the i-th run of `image_bytes(size)`, rows,
+    /// then columns, then RGB.
     pub images: Vec<u8>,
+    /// Side of every image in pixels ([`IMAGE_SIZE`] unless resized).
+    pub size: usize,
     /// One class index per image, or None for unlabeled data.
     pub labels: Option<Vec<Label>>,
     /// The class names the labels index (empty for unlabeled data).
     pub classes: Vec<String>,
     /// Where the data came from (file, folder or generator), for messages.
     pub name: String,
+}
+
+impl Default for Dataset {
+    fn default() -> Self {
+        Dataset {
+            images: Vec::new(),
+            size: IMAGE_SIZE,
+            labels: None,
+            classes: Vec::new(),
+            name: String::new(),
+        }
+    }
 }
 
 impl Dataset {
@@ -147,20 +186,35 @@ impl Dataset {
         Dataset::with_classes(images, labels, classes, name)
     }
 
-    /// Builds a dataset, checking that `images` holds a whole number of 32x32x3 images, that the
-    /// labels (if any) match the image count and index `classes`, and that a labeled dataset has
-    /// [`MIN_CLASSES`] to [`MAX_CLASSES`] distinct classes.
+    /// Builds a dataset of 32x32 images (see [`Dataset::sized`]).
     pub fn with_classes(
         images: Vec<u8>,
         labels: Option<Vec<Label>>,
         classes: Vec<String>,
         name: impl Into<String>,
     ) -> Result<Self> {
+        Dataset::sized(images, IMAGE_SIZE, labels, classes, name)
+    }
+
+    /// Builds a dataset, checking that `images` holds a whole number of `size` x `size` x 3
+    /// images, that the labels (if any) match the image count and index `classes`, and that a
+    /// labeled dataset has [`MIN_CLASSES`] to [`MAX_CLASSES`] distinct classes.
+    pub fn sized(
+        images: Vec<u8>,
+        size: usize,
+        labels: Option<Vec<Label>>,
+        classes: Vec<String>,
+        name: impl Into<String>,
+    ) -> Result<Self> {
         let name = name.into();
-        if !images.len().is_multiple_of(IMAGE_BYTES) {
-            bail!("{name}: {} image bytes is not a multiple of 32*32*3", images.len());
+        let bytes = image_bytes(size);
+        if size == 0 || !images.len().is_multiple_of(bytes) {
+            bail!(
+                "{name}: {} image bytes is not a multiple of {size}*{size}*3",
+                images.len()
+            );
         }
-        let n = images.len() / IMAGE_BYTES;
+        let n = images.len() / bytes;
         match &labels {
             Some(l) => {
                 if l.len() != n {
@@ -189,15 +243,21 @@ impl Dataset {
         }
         Ok(Dataset {
             images,
+            size,
             labels,
             classes,
             name,
         })
     }
 
+    /// Bytes of one image.
+    pub fn image_bytes(&self) -> usize {
+        image_bytes(self.size)
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
-        self.images.len() / IMAGE_BYTES
+        self.images.len() / self.image_bytes()
     }
 
     /// True when the dataset holds no image.
@@ -205,9 +265,30 @@ impl Dataset {
         self.images.is_empty()
     }
 
-    /// The 3072 bytes of image `i` (32x32x3, NHWC). Panics if `i >= len()`.
+    /// The bytes of image `i` (`size` x `size` x 3, NHWC). Panics if `i >= len()`.
     pub fn image(&self, i: usize) -> &[u8] {
-        &self.images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES]
+        let b = self.image_bytes();
+        &self.images[i * b..(i + 1) * b]
+    }
+
+    /// The same images at side `size`: PIL's bilinear resize (antialiased when shrinking) of
+    /// every image; the dataset itself when it already has that side.
+    pub fn resized(self, size: usize) -> Dataset {
+        if size == self.size {
+            return self;
+        }
+        let resizer = image::Resizer::new(self.size, self.size, size, size, CHANNELS);
+        let (from, to) = (self.image_bytes(), image_bytes(size));
+        let mut images = vec![0u8; self.len() * to];
+        let per = 256;
+        par_chunks_mut(&mut images, per * to, |c, dst| {
+            let mut scratch = Vec::new();
+            for (k, d) in dst.chunks_exact_mut(to).enumerate() {
+                let i = c * per + k;
+                resizer.resize_with_scratch(&self.images[i * from..(i + 1) * from], d, &mut scratch);
+            }
+        });
+        Dataset { images, size, ..self }
     }
 
     /// The label of image `i`, or None for unlabeled data. Panics if `i >= len()`.
@@ -259,12 +340,13 @@ impl Dataset {
             keep.extend_from_slice(&idx[..per_class]);
         }
         keep.sort_unstable();
-        let mut images = Vec::with_capacity(keep.len() * IMAGE_BYTES);
+        let mut images = Vec::with_capacity(keep.len() * self.image_bytes());
         for &i in &keep {
             images.extend_from_slice(self.image(i));
         }
-        Dataset::with_classes(
+        Dataset::sized(
             images,
+            self.size,
             Some(keep.iter().map(|&i| labels[i]).collect()),
             self.classes.clone(),
             format!("{} ({per_class} labeled per class, seed {seed})", self.name),
@@ -328,12 +410,15 @@ pub(crate) fn par_chunks_mut<B: Send, R: Send>(
     })
 }
 
-/// Anything training can draw 32x32x3 images from by index: a finite [`Dataset`] or an infinite
-/// procedural stream ([`synth::SynthStream`]). Implementations are deterministic: the same index
-/// gives the same image and label every time.
+/// Anything training can draw square RGB images from by index: a finite [`Dataset`] or an
+/// infinite procedural stream ([`synth::SynthStream`]). Implementations are deterministic: the
+/// same index gives the same image and label every time.
 pub trait ImageSource: Send + Sync {
     /// Number of distinct images, or None for an infinite stream.
     fn len(&self) -> Option<usize>;
+
+    /// Side of every image in pixels.
+    fn image_size(&self) -> usize;
 
     /// Whether [`ImageSource::fill`] returns labels.
     fn has_labels(&self) -> bool;
@@ -341,9 +426,10 @@ pub trait ImageSource: Send + Sync {
     /// The class names the labels index (empty when unlabeled).
     fn classes(&self) -> Vec<String>;
 
-    /// Writes image `index` (3072 bytes, NHWC) into `out` and returns its label (None when
-    /// unlabeled). Finite sources take `index` modulo their length, so a training loop can draw
-    /// indices from any range. Panics if `out.len() != 3072` or the source is empty.
+    /// Writes image `index` (`image_bytes(image_size())` bytes, NHWC) into `out` and returns its
+    /// label (None when unlabeled). Finite sources take `index` modulo their length, so a
+    /// training loop can draw indices from any range. Panics if `out` has another length or the
+    /// source is empty.
     fn fill(&self, index: u64, out: &mut [u8]) -> Option<Label>;
 
     /// A short description for messages.
@@ -354,13 +440,14 @@ pub trait ImageSource: Send + Sync {
         self.len() == Some(0)
     }
 
-    /// Gathers a batch: appends the images of `indices` to `images` (3072 bytes each) and, when
-    /// the source is labeled, their labels to `labels`.
+    /// Gathers a batch: appends the images of `indices` to `images` and, when the source is
+    /// labeled, their labels to `labels`.
     fn gather(&self, indices: &[u64], images: &mut Vec<u8>, labels: &mut Vec<Label>) {
+        let b = image_bytes(self.image_size());
         let start = images.len();
-        images.resize(start + indices.len() * IMAGE_BYTES, 0);
+        images.resize(start + indices.len() * b, 0);
         for (k, &i) in indices.iter().enumerate() {
-            let out = &mut images[start + k * IMAGE_BYTES..start + (k + 1) * IMAGE_BYTES];
+            let out = &mut images[start + k * b..start + (k + 1) * b];
             if let Some(l) = self.fill(i, out) {
                 labels.push(l);
             }
@@ -371,6 +458,10 @@ pub trait ImageSource: Send + Sync {
 impl ImageSource for Dataset {
     fn len(&self) -> Option<usize> {
         Some(Dataset::len(self))
+    }
+
+    fn image_size(&self) -> usize {
+        self.size
     }
 
     fn has_labels(&self) -> bool {
@@ -417,7 +508,8 @@ impl Source {
             Source::Finite(d) => {
                 let n = Dataset::len(d).min(max);
                 Dataset {
-                    images: d.images[..n * IMAGE_BYTES].to_vec(),
+                    images: d.images[..n * d.image_bytes()].to_vec(),
+                    size: d.size,
                     labels: d.labels.as_ref().map(|l| l[..n].to_vec()),
                     classes: d.classes.clone(),
                     name: d.name.clone(),
@@ -478,12 +570,13 @@ impl Source {
             }
         };
         keep.sort_unstable();
-        let mut images = Vec::with_capacity(keep.len() * IMAGE_BYTES);
+        let mut images = Vec::with_capacity(keep.len() * d.image_bytes());
         for &i in &keep {
             images.extend_from_slice(d.image(i));
         }
         Dataset {
             images,
+            size: d.size,
             labels: d.labels.as_ref().map(|l| keep.iter().map(|&i| l[i]).collect()),
             classes: d.classes.clone(),
             name: d.name.clone(),
@@ -496,6 +589,13 @@ impl ImageSource for Source {
         match self {
             Source::Finite(d) => ImageSource::len(d),
             Source::Synthetic(s) => s.len(),
+        }
+    }
+
+    fn image_size(&self) -> usize {
+        match self {
+            Source::Finite(d) => d.size,
+            Source::Synthetic(s) => s.image_size(),
         }
     }
 

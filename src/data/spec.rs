@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::synth::{SynthDomain, SynthStream, TEST_SIZE};
-use super::{folder, idx, mat, Preprocess, Source};
+use super::{folder, idx, mat, Preprocess, Source, IMAGE_SIZE};
 
 /// Train or test split.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -280,13 +280,30 @@ fn split_folder(dir: &Path, split: Split) -> PathBuf {
 /// a fixed set of [`TEST_SIZE`] images ([`Source::Finite`]); paths load as described on
 /// [`DatasetSpec`] (a single IDX or MAT file is the same for both splits). `preprocess` applies
 /// to IDX (MNIST) images; other formats are already 32x32 or are always resized keeping the
-/// aspect ratio.
+/// aspect ratio. Images are 32x32 ([`load_sized`] for another side).
 pub fn load(spec: &DatasetSpec, split: Split, preprocess: Preprocess, data_dir: &Path) -> Result<Source> {
+    load_sized(spec, split, preprocess, data_dir, IMAGE_SIZE)
+}
+
+/// [`load`] with images of side `size`: image files are fitted into it straight from their
+/// pixels; MNIST, SVHN and the built-in pair are made at 32x32 as the paper has them, then
+/// resized (PIL bilinear), so a digit fills the same share of the image at every side.
+pub fn load_sized(
+    spec: &DatasetSpec,
+    split: Split,
+    preprocess: Preprocess,
+    data_dir: &Path,
+    size: usize,
+) -> Result<Source> {
     let ds = match spec {
         DatasetSpec::Synth { domain, seed } => {
             return Ok(match split {
-                Split::Train => Source::Synthetic(SynthStream::train(*domain, *seed)),
-                Split::Test => Source::Finite(SynthStream::test(*domain, *seed, TEST_SIZE).materialize(0, TEST_SIZE)),
+                Split::Train => Source::Synthetic(SynthStream::train(*domain, *seed).with_size(size)),
+                Split::Test => Source::Finite(
+                    SynthStream::test(*domain, *seed, TEST_SIZE)
+                        .with_size(size)
+                        .materialize(0, TEST_SIZE),
+                ),
             })
         }
         DatasetSpec::Mnist => {
@@ -336,8 +353,8 @@ pub fn load(spec: &DatasetSpec, split: Split, preprocess: Preprocess, data_dir: 
                 mat::load_svhn_mat(p)?
             }
         }
-        DatasetSpec::Dir(p) => folder::load_dir(&split_folder(p, split))?,
-        DatasetSpec::Images(p) => folder::load_unlabeled_dir(&split_folder(p, split))?,
+        DatasetSpec::Dir(p) => folder::load_dir(&split_folder(p, split), size)?,
+        DatasetSpec::Images(p) => folder::load_unlabeled_dir(&split_folder(p, split), size)?,
     };
-    Ok(Source::Finite(ds))
+    Ok(Source::Finite(ds.resized(size)))
 }

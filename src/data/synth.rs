@@ -859,6 +859,7 @@ pub fn generate_range(domain: SynthDomain, seed: u64, split: Split, start: u64, 
     })
     .concat();
     Dataset {
+        size: IMAGE_SIZE,
         images,
         labels: Some(labels),
         classes: super::digit_classes(),
@@ -877,6 +878,9 @@ pub struct SynthStream {
     pub split: Split,
     /// Number of images (None = infinite).
     pub len: Option<usize>,
+    /// Side of the images handed out: generated at [`IMAGE_SIZE`], then resized (PIL bilinear)
+    /// when another side is asked for ([`SynthStream::with_size`]).
+    pub size: usize,
 }
 
 impl SynthStream {
@@ -887,6 +891,7 @@ impl SynthStream {
             seed,
             split: Split::Train,
             len: None,
+            size: IMAGE_SIZE,
         }
     }
 
@@ -897,7 +902,13 @@ impl SynthStream {
             seed,
             split: Split::Test,
             len: Some(n),
+            size: IMAGE_SIZE,
         }
+    }
+
+    /// The same stream with images of side `size`.
+    pub fn with_size(self, size: usize) -> Self {
+        SynthStream { size, ..self }
     }
 
     /// Images `start..start+n` as a finite dataset (generated in parallel).
@@ -906,13 +917,17 @@ impl SynthStream {
             Some(l) => n.min(l.saturating_sub(start as usize)),
             None => n,
         };
-        generate_range(self.domain, self.seed, self.split, start, n)
+        generate_range(self.domain, self.seed, self.split, start, n).resized(self.size)
     }
 }
 
 impl ImageSource for SynthStream {
     fn len(&self) -> Option<usize> {
         self.len
+    }
+
+    fn image_size(&self) -> usize {
+        self.size
     }
 
     fn has_labels(&self) -> bool {
@@ -928,7 +943,13 @@ impl ImageSource for SynthStream {
             Some(n) => index % n as u64,
             None => index,
         };
-        Some(generate(self.domain, self.seed, self.split, index, out) as Label)
+        if self.size == IMAGE_SIZE {
+            return Some(generate(self.domain, self.seed, self.split, index, out) as Label);
+        }
+        let mut native = [0u8; IMAGE_BYTES];
+        let label = generate(self.domain, self.seed, self.split, index, &mut native);
+        super::image::Resizer::new(IMAGE_SIZE, IMAGE_SIZE, self.size, self.size, 3).resize(&native, out);
+        Some(label as Label)
     }
 
     fn describe(&self) -> String {

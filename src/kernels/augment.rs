@@ -1,20 +1,23 @@
-//! Rust side of `shaders/augment.wgsl`: the weak and strong views of 32x32x3 u8 images (REFERENCE.md,
-//! "Augmentation"), computed on the GPU and written directly as the network's scaled f32 input.
+//! Rust side of `shaders/augment.wgsl`: the weak and strong views of square u8 RGB images of any
+//! even side (REFERENCE.md, "Augmentation"; 32x32 unless `train --image-size` says otherwise),
+//! computed on the GPU and written directly as the network's scaled f32 input. Sizes below are
+//! given at 32 px; geometric sizes scale with the side ([`pad`], [`cutout`], translations).
 //!
 //! # How it runs
 //! The host keeps images as u8 NHWC and uploads a batch once per step, packed 4 bytes per u32
-//! (768 words per image, little-endian; [`write_images`] or [`pack_u8`]). For every image it draws
+//! ([`image_words`]: 768 at 32, little-endian; [`write_images`] or [`pack_u8`]). For every image it draws
 //! the random parameters of its view from the seeded RNG ([`draw_weak`], [`draw_strong`]) into one
 //! [`AugParams`] (128 bytes) and uploads those ([`write_params`]). One [`augment_images`] op (one
 //! workgroup per image) then produces the views into a row range of a workspace input, e.g.
-//! `Tensor::view(&ws.input.buffer, row0 * IMAGE_FLOATS, &[n, 32, 32, 3])` (an image is 12,288
-//! bytes, so every row offset is 256-byte aligned). [`scale_images`] is the evaluation path.
+//! `Tensor::view(&ws.input.buffer, row0 * image_bytes(s), &[n, s, s, 3])` (an image of a side
+//! that is a multiple of 8 is a multiple of 768 bytes, so every row offset is 256-byte aligned).
+//! [`scale_images`] is the evaluation path.
 //!
 //! Each view is three op slots, then a cutout, then the input scaling:
 //! slot 0 is the weak view (or identity), slots 1-2 the RandAugment ops (or identity). Between ops
 //! the image stays u8 (rounded and clipped like PIL after every op). All arithmetic is integer or
 //! fixed point (Q16 matrices and blend factors, integer histograms with u32 atomics in workgroup
-//! memory), so the GPU result equals the CPU reference (tests/reference/augment.rs) bit for bit,
+//! memory; the pixels themselves in a storage scratch the op owns), so the GPU result equals the CPU reference (tests/reference/augment.rs) bit for bit,
 //! is the same on every device, and does not depend on execution order. The output values are
 //! exactly [`InputScale::apply`] of each level.
 //!
@@ -92,20 +95,30 @@ use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::input::InputScale;
 use crate::shaders::Shader;
 
-/// Image side in pixels.
-pub const SIZE: usize = 32;
 /// Colour channels.
 pub const CHANNELS: usize = 3;
-/// Bytes of one u8 image (NHWC).
-pub const IMAGE_BYTES: usize = SIZE * SIZE * CHANNELS;
-/// Packed u32 words of one image.
-pub const IMAGE_WORDS: usize = IMAGE_BYTES / 4;
-/// f32 values of one augmented image.
-pub const IMAGE_FLOATS: usize = IMAGE_BYTES;
 /// Op slots per image: the weak view and two RandAugment ops.
 pub const SLOTS: usize = 3;
-/// Side of the paper's cutout square.
-pub const CUTOUT: u32 = 16;
+
+/// Bytes of one u8 image of side `size` (NHWC); also its f32 values once augmented.
+pub const fn image_bytes(size: usize) -> usize {
+    size * size * CHANNELS
+}
+
+/// Packed u32 words of one image of side `size` (`size` is even, so the bytes fill whole words).
+pub const fn image_words(size: usize) -> usize {
+    image_bytes(size) / 4
+}
+
+/// The paper weak view's reflect padding: 4 px at 32, an eighth of the side.
+pub const fn pad(size: usize) -> u32 {
+    (size / 8) as u32
+}
+
+/// Side of the paper's cutout square: 16 px at 32, half the side.
+pub const fn cutout(size: usize) -> u32 {
+    (size / 2) as u32
+}
 
 /// Kernel op codes ([`OpSlot::kind`]).
 pub const OP_IDENTITY: u32 = 0;
@@ -261,8 +274,8 @@ impl KerasOp {
 
     /// The op with its random parameters drawn as Keras does with `factor=0.5` (table in the
     /// module docs).
-    pub fn draw(self, rng: &mut impl Rng) -> OpSlot {
-        let s = SIZE as f64;
+    pub fn draw(self, size: usize, rng: &mut impl Rng) -> OpSlot {
+        let s = size as f64;
         match self {
             KerasOp::Shear => {
                 let sign = if rng.random_bool(0.5) { -1.0 } else { 1.0 };
@@ -275,7 +288,7 @@ impl KerasOp {
                 let dx = rng.random_range(0.0..=0.5) * s;
                 OpSlot::keras_translate(dx, dy)
             }
-            KerasOp::Rotation => OpSlot::keras_rotate(rng.random_range(0.0..=180.0)),
+            KerasOp::Rotation => OpSlot::keras_rotate(size, rng.random_range(0.0..=180.0)),
             KerasOp::Brightness => {
                 let add = (rng.random_range(0.0..=0.5) * 255.0f64).round() as i32;
                 OpSlot::brightness(1.0, add).labelled(RandOp::Brightness)
@@ -376,13 +389,19 @@ impl OpSlot {
         }
     }
 
-    /// The paper's weak view: crop at (`crop_x`, `crop_y`) (0..=8) of the image reflect-padded by
-    /// 4, then mirror left-right when `flip`.
-    pub fn weak_paper(flip: bool, crop_x: u32, crop_y: u32) -> OpSlot {
-        assert!(crop_x <= 8 && crop_y <= 8, "weak_paper: crop offsets are 0..=8");
-        let (ox, oy) = (crop_x as f64 - 4.0, crop_y as f64 - 4.0);
+    /// The paper's weak view of a `size`-pixel image: crop at (`crop_x`, `crop_y`) (0..=2
+    /// [`pad`]; 0..=8 at 32) of the image reflect-padded by [`pad`], then mirror left-right when
+    /// `flip`.
+    pub fn weak_paper(size: usize, flip: bool, crop_x: u32, crop_y: u32) -> OpSlot {
+        let pad = pad(size);
+        assert!(
+            crop_x <= 2 * pad && crop_y <= 2 * pad,
+            "weak_paper: crop offsets are 0..={}",
+            2 * pad
+        );
+        let (ox, oy) = (crop_x as f64 - pad as f64, crop_y as f64 - pad as f64);
         let m = if flip {
-            [-1.0, 0.0, SIZE as f64 + ox, 0.0, 1.0, oy]
+            [-1.0, 0.0, size as f64 + ox, 0.0, 1.0, oy]
         } else {
             [1.0, 0.0, ox, 0.0, 1.0, oy]
         };
@@ -391,26 +410,32 @@ impl OpSlot {
 
     /// The Keras example's weak view: mirror left-right when `flip`, then shift the content by
     /// (`dx`, `dy`) pixels (right/down positive), bilinear, zero fill.
-    pub fn weak_keras(flip: bool, dx: f64, dy: f64) -> OpSlot {
+    pub fn weak_keras(size: usize, flip: bool, dx: f64, dy: f64) -> OpSlot {
         let m = if flip {
-            [-1.0, 0.0, SIZE as f64 + dx, 0.0, 1.0, -dy]
+            [-1.0, 0.0, size as f64 + dx, 0.0, 1.0, -dy]
         } else {
             [1.0, 0.0, -dx, 0.0, 1.0, -dy]
         };
         OpSlot::affine(m, Interp::Bilinear, Border::Constant(0))
     }
 
-    /// PIL's `Image.rotate(degrees)` matrix: counter-clockwise about the image centre.
-    pub fn rotation_matrix(degrees: f64) -> [f64; 6] {
+    /// PIL's `Image.rotate(degrees)` matrix: counter-clockwise about the centre of a
+    /// `size`-pixel image.
+    pub fn rotation_matrix(size: usize, degrees: f64) -> [f64; 6] {
         let a = -degrees.to_radians();
         let (sin, cos) = a.sin_cos();
-        let c = SIZE as f64 / 2.0;
+        let c = size as f64 / 2.0;
         [cos, sin, c - cos * c - sin * c, -sin, cos, c + sin * c - cos * c]
     }
 
     /// PIL rotate, nearest, fill 0.
-    pub fn rotate(degrees: f64) -> OpSlot {
-        OpSlot::affine(OpSlot::rotation_matrix(degrees), Interp::Nearest, Border::Constant(0)).labelled(RandOp::Rotate)
+    pub fn rotate(size: usize, degrees: f64) -> OpSlot {
+        OpSlot::affine(
+            OpSlot::rotation_matrix(size, degrees),
+            Interp::Nearest,
+            Border::Constant(0),
+        )
+        .labelled(RandOp::Rotate)
     }
 
     /// PIL `transform(AFFINE, (1, s, 0, 0, 1, 0))`, nearest, fill 0.
@@ -423,15 +448,15 @@ impl OpSlot {
         OpSlot::affine([1.0, 0.0, 0.0, s, 1.0, 0.0], Interp::Nearest, Border::Constant(0)).labelled(RandOp::ShearY)
     }
 
-    /// PIL `transform(AFFINE, (1, 0, f * 32, 0, 1, 0))` (content moves left for f > 0), nearest, fill 0.
-    pub fn translate_x(fraction: f64) -> OpSlot {
-        let m = [1.0, 0.0, fraction * SIZE as f64, 0.0, 1.0, 0.0];
+    /// PIL `transform(AFFINE, (1, 0, f * size, 0, 1, 0))` (content moves left for f > 0), nearest, fill 0.
+    pub fn translate_x(size: usize, fraction: f64) -> OpSlot {
+        let m = [1.0, 0.0, fraction * size as f64, 0.0, 1.0, 0.0];
         OpSlot::affine(m, Interp::Nearest, Border::Constant(0)).labelled(RandOp::TranslateX)
     }
 
-    /// PIL `transform(AFFINE, (1, 0, 0, 0, 1, f * 32))`, nearest, fill 0.
-    pub fn translate_y(fraction: f64) -> OpSlot {
-        let m = [1.0, 0.0, 0.0, 0.0, 1.0, fraction * SIZE as f64];
+    /// PIL `transform(AFFINE, (1, 0, 0, 0, 1, f * size))`, nearest, fill 0.
+    pub fn translate_y(size: usize, fraction: f64) -> OpSlot {
+        let m = [1.0, 0.0, 0.0, 0.0, 1.0, fraction * size as f64];
         OpSlot::affine(m, Interp::Nearest, Border::Constant(0)).labelled(RandOp::TranslateY)
     }
 
@@ -449,8 +474,13 @@ impl OpSlot {
     }
 
     /// Keras `RandomRotation`: counter-clockwise about the centre, bilinear, reflect.
-    pub fn keras_rotate(degrees: f64) -> OpSlot {
-        OpSlot::affine(OpSlot::rotation_matrix(degrees), Interp::Bilinear, Border::Reflect).labelled(RandOp::Rotate)
+    pub fn keras_rotate(size: usize, degrees: f64) -> OpSlot {
+        OpSlot::affine(
+            OpSlot::rotation_matrix(size, degrees),
+            Interp::Bilinear,
+            Border::Reflect,
+        )
+        .labelled(RandOp::Rotate)
     }
 
     pub fn autocontrast() -> OpSlot {
@@ -501,13 +531,14 @@ impl OpSlot {
         OpSlot::simple(OP_SHARPNESS, q16(factor), 0).labelled(RandOp::Sharpness)
     }
 
-    /// The paper preset's op `op` with `magnitude` in the units of the module docs' table.
-    pub fn paper(op: RandOp, magnitude: f64) -> OpSlot {
+    /// The paper preset's op `op` with `magnitude` in the units of the module docs' table, for a
+    /// `size`-pixel image.
+    pub fn paper(size: usize, op: RandOp, magnitude: f64) -> OpSlot {
         match op {
             RandOp::Identity => OpSlot::identity().labelled(RandOp::Identity),
             RandOp::AutoContrast => OpSlot::autocontrast(),
             RandOp::Equalize => OpSlot::equalize(),
-            RandOp::Rotate => OpSlot::rotate(magnitude),
+            RandOp::Rotate => OpSlot::rotate(size, magnitude),
             RandOp::Solarize => OpSlot::solarize(magnitude as u32, 0),
             RandOp::Color => OpSlot::color(magnitude),
             RandOp::Posterize => OpSlot::posterize(magnitude as u32),
@@ -516,8 +547,8 @@ impl OpSlot {
             RandOp::Sharpness => OpSlot::sharpness(magnitude),
             RandOp::ShearX => OpSlot::shear_x(magnitude),
             RandOp::ShearY => OpSlot::shear_y(magnitude),
-            RandOp::TranslateX => OpSlot::translate_x(magnitude),
-            RandOp::TranslateY => OpSlot::translate_y(magnitude),
+            RandOp::TranslateX => OpSlot::translate_x(size, magnitude),
+            RandOp::TranslateY => OpSlot::translate_y(size, magnitude),
         }
     }
 }
@@ -611,18 +642,18 @@ impl Symmetries {
 }
 
 /// `hflip` false never mirrors; the flip is still drawn (see [`Symmetries::hflip`]).
-fn draw_weak_slot(rng: &mut impl Rng, kind: WeakKind, hflip: bool) -> OpSlot {
+fn draw_weak_slot(rng: &mut impl Rng, size: usize, kind: WeakKind, hflip: bool) -> OpSlot {
     let flip = rng.random_bool(0.5) && hflip;
     match kind {
         WeakKind::Paper => {
-            let x = rng.random_range(0..=8);
-            let y = rng.random_range(0..=8);
-            OpSlot::weak_paper(flip, x, y)
+            let x = rng.random_range(0..=2 * pad(size));
+            let y = rng.random_range(0..=2 * pad(size));
+            OpSlot::weak_paper(size, flip, x, y)
         }
         WeakKind::Keras => {
-            let dy = rng.random_range(-0.1..=0.1) * SIZE as f64;
-            let dx = rng.random_range(-0.1..=0.1) * SIZE as f64;
-            OpSlot::weak_keras(flip, dx, dy)
+            let dy = rng.random_range(-0.1..=0.1) * size as f64;
+            let dx = rng.random_range(-0.1..=0.1) * size as f64;
+            OpSlot::weak_keras(size, flip, dx, dy)
         }
     }
 }
@@ -632,30 +663,30 @@ fn draw_invert(rng: &mut impl Rng, sym: Symmetries) -> bool {
     sym.invert && rng.random_bool(0.5)
 }
 
-/// Draws one image's weak view.
-pub fn draw_weak(rng: &mut impl Rng, kind: WeakKind, sym: Symmetries) -> AugParams {
-    let slot = draw_weak_slot(rng, kind, sym.hflip);
+/// Draws the weak view of one `size`-pixel image.
+pub fn draw_weak(rng: &mut impl Rng, size: usize, kind: WeakKind, sym: Symmetries) -> AugParams {
+    let slot = draw_weak_slot(rng, size, kind, sym.hflip);
     AugParams::identity()
         .with_slot(0, slot)
         .with_invert(draw_invert(rng, sym))
 }
 
-/// Draws one image's strong view.
-pub fn draw_strong(rng: &mut impl Rng, kind: StrongKind, sym: Symmetries) -> AugParams {
+/// Draws the strong view of one `size`-pixel image.
+pub fn draw_strong(rng: &mut impl Rng, size: usize, kind: StrongKind, sym: Symmetries) -> AugParams {
     match kind {
         StrongKind::Paper => {
-            let weak = draw_weak_slot(rng, WeakKind::Paper, sym.hflip);
+            let weak = draw_weak_slot(rng, size, WeakKind::Paper, sym.hflip);
             let mut p = AugParams::identity()
                 .with_slot(0, weak)
                 .with_invert(draw_invert(rng, sym));
             for i in 1..SLOTS {
                 let op = RandOp::ALL[rng.random_range(0..RandOp::ALL.len())];
                 let magnitude = op.draw_paper_magnitude(rng);
-                p.slots[i] = OpSlot::paper(op, magnitude);
+                p.slots[i] = OpSlot::paper(size, op, magnitude);
             }
-            let x = rng.random_range(0..SIZE as i32);
-            let y = rng.random_range(0..SIZE as i32);
-            p.with_cutout(x, y, CUTOUT)
+            let x = rng.random_range(0..size as i32);
+            let y = rng.random_range(0..size as i32);
+            p.with_cutout(x, y, cutout(size))
         }
         StrongKind::Keras => {
             // The Keras example draws flips in its weak pipeline only; its strong view mirrors
@@ -668,8 +699,8 @@ pub fn draw_strong(rng: &mut impl Rng, kind: StrongKind, sym: Symmetries) -> Aug
             if second >= first {
                 second += 1;
             }
-            let a = KerasOp::ALL[first].draw(rng);
-            let b = KerasOp::ALL[second].draw(rng);
+            let a = KerasOp::ALL[first].draw(size, rng);
+            let b = KerasOp::ALL[second].draw(size, rng);
             AugParams::identity()
                 .with_slot(1, a)
                 .with_slot(2, b)
@@ -692,12 +723,12 @@ pub fn pack_u8(images: &[u8]) -> Vec<u32> {
         .collect()
 }
 
-/// A buffer for `n` packed u8 images (`n * IMAGE_WORDS` words).
-pub fn image_tensor(ctx: &GpuContext, label: &str, n: usize) -> Tensor {
-    Tensor::zeros(ctx, label, &[n * IMAGE_WORDS])
+/// A buffer for `n` packed u8 images of side `size` (`n * image_words(size)` words).
+pub fn image_tensor(ctx: &GpuContext, label: &str, n: usize, size: usize) -> Tensor {
+    Tensor::zeros(ctx, label, &[n * image_words(size)])
 }
 
-/// Uploads u8 NHWC images (`n * IMAGE_BYTES` bytes) into an [`image_tensor`] (same bytes as [`pack_u8`]).
+/// Uploads u8 NHWC images (`n * image_bytes(size)` bytes) into an [`image_tensor`] (same bytes as [`pack_u8`]).
 pub fn write_images(ctx: &GpuContext, t: &Tensor, images: &[u8]) {
     assert_eq!(
         t.bytes() as usize,
@@ -739,27 +770,33 @@ pub fn cutout_value(scale: InputScale) -> f32 {
 
 const WG: u32 = 256;
 
-/// The shader's uniform block: count, cutout value, and the 256 scaled levels.
-fn uniforms(count: usize, scale: InputScale) -> Vec<u8> {
-    let mut words: Vec<u32> = vec![count as u32, 0, cutout_value(scale).to_bits(), 0];
+/// The shader's uniform block: count, image side, cutout value, and the 256 scaled levels.
+fn uniforms(count: usize, size: usize, scale: InputScale) -> Vec<u8> {
+    let mut words: Vec<u32> = vec![count as u32, size as u32, cutout_value(scale).to_bits(), 0];
     words.extend((0..=255u8).map(|v| scale.apply(v).to_bits()));
     bytemuck::cast_slice(&words).to_vec()
 }
 
-/// One op covering `n` images: `src` (packed u8, `n * IMAGE_WORDS` words) and `params`
-/// (`n` [`AugParams`]) -> `dst` (`n * IMAGE_FLOATS` f32, NHWC, scaled by `scale`).
-/// One workgroup per image; the parameters decide the view (weak, strong, identity).
+/// One op covering `n` images of side `size`: `src` (packed u8, `n * image_words(size)` words)
+/// and `params` (`n` [`AugParams`]) -> `dst` (`n * image_bytes(size)` f32, NHWC, scaled by
+/// `scale`). One workgroup per image; the parameters decide the view (weak, strong, identity).
+/// The op owns its scratch: two u32 pixel planes per image.
 pub fn augment_images(
     ctx: &GpuContext,
     n: usize,
+    size: usize,
     src: &Tensor,
     params: &Tensor,
     dst: &Tensor,
     scale: InputScale,
 ) -> Op {
+    assert!(
+        size >= 2 && size.is_multiple_of(2),
+        "augment_images: the side must be even (got {size})"
+    );
     assert_eq!(
         src.len(),
-        n * IMAGE_WORDS,
+        n * image_words(size),
         "augment_images: src must hold {n} packed images"
     );
     assert_eq!(
@@ -767,34 +804,43 @@ pub fn augment_images(
         n * std::mem::size_of::<AugParams>(),
         "augment_images: params must hold {n} AugParams"
     );
-    assert_eq!(dst.len(), n * IMAGE_FLOATS, "augment_images: dst must hold {n} images");
+    assert_eq!(
+        dst.len(),
+        n * image_bytes(size),
+        "augment_images: dst must hold {n} images"
+    );
+    let scratch = Tensor::zeros(ctx, "augment scratch", &[(2 * n * size * size).max(1)]);
     Op::new(
         ctx,
         Shader::Augment,
         "augment_images",
-        Some(&uniforms(n, scale)),
-        &[(1, src), (2, params), (3, dst)],
+        Some(&uniforms(n, size, scale)),
+        &[(1, src), (2, params), (3, dst), (4, &scratch)],
         grid_1d(n, 1),
     )
-    .with_detail(format!("augment {n}x32x32x3 ({})", scale.name()))
+    .with_detail(format!("augment {n}x{size}x{size}x3 ({})", scale.name()))
 }
 
-/// Plain scaling (evaluation): `dst = scale(src)` for `n` packed u8 images.
-pub fn scale_images(ctx: &GpuContext, n: usize, src: &Tensor, dst: &Tensor, scale: InputScale) -> Op {
+/// Plain scaling (evaluation): `dst = scale(src)` for `n` packed u8 images of side `size`.
+pub fn scale_images(ctx: &GpuContext, n: usize, size: usize, src: &Tensor, dst: &Tensor, scale: InputScale) -> Op {
     assert_eq!(
         src.len(),
-        n * IMAGE_WORDS,
+        n * image_words(size),
         "scale_images: src must hold {n} packed images"
     );
-    assert_eq!(dst.len(), n * IMAGE_FLOATS, "scale_images: dst must hold {n} images");
-    let words = n * IMAGE_WORDS;
+    assert_eq!(
+        dst.len(),
+        n * image_bytes(size),
+        "scale_images: dst must hold {n} images"
+    );
+    let words = n * image_words(size);
     Op::new(
         ctx,
         Shader::Augment,
         "scale_images",
-        Some(&uniforms(words, scale)),
+        Some(&uniforms(words, size, scale)),
         &[(1, src), (3, dst)],
         grid_1d(words, WG),
     )
-    .with_detail(format!("scale {n}x32x32x3 ({})", scale.name()))
+    .with_detail(format!("scale {n}x{size}x{size}x3 ({})", scale.name()))
 }

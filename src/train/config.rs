@@ -272,6 +272,7 @@ impl TrainConfig {
 
     pub fn validate(&self) -> Result<()> {
         self.network.blocks_per_stage()?;
+        crate::data::check_image_size(self.network.image_size)?;
         if self.batch == 0 || self.uratio == 0 || self.steps == 0 {
             bail!("batch, uratio and steps must be positive");
         }

@@ -6,7 +6,7 @@
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::data::{check_same_classes, Dataset, IMAGE_BYTES};
+use crate::data::{check_same_classes, Dataset};
 use crate::gpu::GpuContext;
 use crate::input::InputScale;
 use crate::network::{Pass, WideResNet, Workspace};
@@ -83,6 +83,16 @@ impl Evaluator {
         if data.labels.is_some() {
             check_same_classes(&data.name, &data.classes, "the network", &self.classes)?;
         }
+        let side = net.config.image_size;
+        if data.size != side {
+            bail!(
+                "{}: {}x{} images; the network takes {side}x{side}",
+                data.name,
+                data.size,
+                data.size
+            );
+        }
+        let bytes = data.image_bytes();
         let labels = data.labels.as_deref();
         let mut confusion = vec![vec![0u64; classes]; classes];
         let mut predicted = vec![0u64; classes];
@@ -91,8 +101,8 @@ impl Evaluator {
         let mut start = 0;
         while start < n {
             let m = batch.min(n - start);
-            let mut input = scale.scale(&data.images[start * IMAGE_BYTES..(start + m) * IMAGE_BYTES]);
-            input.resize(batch * IMAGE_BYTES, 0.0);
+            let mut input = scale.scale(&data.images[start * bytes..(start + m) * bytes]);
+            input.resize(batch * bytes, 0.0);
             self.ws.input.write_f32(ctx, &input);
             self.ws.run(ctx, net, Pass::ForwardInference)?;
             let logits = self.ws.logits.read_f32(ctx)?;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::data::spec::{load, DatasetSpec, Split};
+use crate::data::spec::{load_sized, DatasetSpec, Split};
 use crate::data::{check_same_classes, Dataset, ImageSource, Preprocess, Source};
 use crate::gpu::GpuContext;
 use crate::weights;
@@ -124,7 +124,8 @@ fn pickable(source: Source) -> Dataset {
 pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
     let pre = preprocess_for(cfg);
     let limit = cfg.eval_limit.unwrap_or(usize::MAX);
-    let mut source_train = load(&opts.source, Split::Train, pre, &opts.data_dir)
+    let size = cfg.network.image_size;
+    let mut source_train = load_sized(&opts.source, Split::Train, pre, &opts.data_dir, size)
         .with_context(|| format!("loading the source domain {}", opts.source))?;
     if !ImageSource::has_labels(&source_train) {
         bail!(
@@ -144,13 +145,13 @@ pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
             );
             Source::Finite(all)
         }
-        _ => load(&opts.target, Split::Train, pre, &opts.data_dir)
+        _ => load_sized(&opts.target, Split::Train, pre, &opts.data_dir, size)
             .with_context(|| format!("loading the target domain {}", opts.target))?,
     };
     let labeled_target = match &opts.setting {
         Setting::Ssda { labeled, per_class } => {
             let all = pickable(
-                load(labeled, Split::Train, pre, &opts.data_dir)
+                load_sized(labeled, Split::Train, pre, &opts.data_dir, size)
                     .with_context(|| format!("loading --target-labeled {labeled}"))?,
             );
             if all.labels.is_none() {
@@ -173,10 +174,9 @@ pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
         _ => None,
     };
     let source_test = match &opts.source_test {
-        Some(spec) => {
-            load(spec, Split::Test, pre, &opts.data_dir).with_context(|| format!("loading --source-test {spec}"))?
-        }
-        None => load(&opts.source, Split::Test, pre, &opts.data_dir)
+        Some(spec) => load_sized(spec, Split::Test, pre, &opts.data_dir, size)
+            .with_context(|| format!("loading --source-test {spec}"))?,
+        None => load_sized(&opts.source, Split::Test, pre, &opts.data_dir, size)
             .with_context(|| format!("loading the source test set {}", opts.source))?,
     };
     if !ImageSource::has_labels(&source_test) {
@@ -192,7 +192,7 @@ pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
         // SSL: one domain, one test set.
         None if matches!(opts.setting, Setting::Ssl { .. }) => source_test.clone(),
         Some(spec) => {
-            let t = load(spec, Split::Test, pre, &opts.data_dir)
+            let t = load_sized(spec, Split::Test, pre, &opts.data_dir, size)
                 .with_context(|| format!("loading --target-test {spec}"))?;
             if !ImageSource::has_labels(&t) {
                 bail!(
@@ -202,7 +202,7 @@ pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
             }
             t
         }
-        None => load(&opts.target, Split::Test, pre, &opts.data_dir)
+        None => load_sized(&opts.target, Split::Test, pre, &opts.data_dir, size)
             .with_context(|| format!("loading the target test set {}", opts.target))?,
     };
     let classes = source_train.classes();

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::{ImageSource, IMAGE_BYTES};
+use crate::data::{image_bytes, ImageSource};
 use crate::gpu::{GpuContext, Op, Tensor};
 use crate::kernels::adamatch::{
     AdaMatchLoss, AdaMatchLossConfig, Alignment, PseudoLabel, METRIC_C_TAU, METRIC_MASK_RATE, METRIC_MU,
@@ -226,22 +226,22 @@ fn leading_rows(t: &Tensor, n: usize, total: usize) -> Tensor {
     }
 }
 
-/// The augmentation op writing the views of `n` images into rows `start..start + n` of `input`.
+/// The augmentation op writing the views of `n` images of side `size` into rows
+/// `start..start + n` of `input`.
+#[allow(clippy::too_many_arguments)]
 fn augment_rows(
     ctx: &GpuContext,
     input: &Tensor,
     start: usize,
     n: usize,
+    size: usize,
     pixels: &Tensor,
     params: &Tensor,
     scale: crate::input::InputScale,
 ) -> Op {
-    let rows = Tensor::view(
-        &input.buffer,
-        input.offset as usize / 4 + start * IMAGE_BYTES,
-        &[n * IMAGE_BYTES],
-    );
-    augment::augment_images(ctx, n, pixels, params, &rows, scale)
+    let b = image_bytes(size);
+    let rows = Tensor::view(&input.buffer, input.offset as usize / 4 + start * b, &[n * b]);
+    augment::augment_images(ctx, n, size, pixels, params, &rows, scale)
 }
 
 impl Trainer {
@@ -249,9 +249,6 @@ impl Trainer {
         cfg.validate()?;
         check_fits(ctx, &cfg)?;
         let s = cfg.network.image_size;
-        if s != 32 {
-            bail!("training uses 32x32 images; the network's image_size is {s}");
-        }
         let net = WideResNet::new(ctx, cfg.network.clone(), cfg.seed)?;
         let b = cfg.batch;
         // The labeled rows of each view: the B source images, then any labeled target images.
@@ -263,8 +260,8 @@ impl Trainer {
 
         let main_rows = if uses_target { cfg.joint_batch() } else { 2 * l };
         let main = Workspace::new(ctx, &net, main_rows, false);
-        let src_pixels = augment::image_tensor(ctx, "labeled pixels", l);
-        let tgt_pixels = augment::image_tensor(ctx, "target pixels", ub);
+        let src_pixels = augment::image_tensor(ctx, "labeled pixels", l, s);
+        let tgt_pixels = augment::image_tensor(ctx, "target pixels", ub, s);
         let aug_params = [
             augment::params_tensor(ctx, "labeled weak params", l),
             augment::params_tensor(ctx, "labeled strong params", l),
@@ -275,8 +272,8 @@ impl Trainer {
         // The views go to rows [labeled weak, labeled strong, tgt weak, tgt strong] of the main
         // input.
         let mut aug_ops = vec![
-            augment_rows(ctx, &main.input, 0, l, &src_pixels, &aug_params[0], scale),
-            augment_rows(ctx, &main.input, l, l, &src_pixels, &aug_params[1], scale),
+            augment_rows(ctx, &main.input, 0, l, s, &src_pixels, &aug_params[0], scale),
+            augment_rows(ctx, &main.input, l, l, s, &src_pixels, &aug_params[1], scale),
         ];
         if uses_target {
             aug_ops.push(augment_rows(
@@ -284,6 +281,7 @@ impl Trainer {
                 &main.input,
                 2 * l,
                 ub,
+                s,
                 &tgt_pixels,
                 &aug_params[2],
                 scale,
@@ -293,6 +291,7 @@ impl Trainer {
                 &main.input,
                 2 * l + ub,
                 ub,
+                s,
                 &tgt_pixels,
                 &aug_params[3],
                 scale,
@@ -419,12 +418,22 @@ impl Trainer {
                     &ws.input,
                     0,
                     b,
+                    s,
                     &source_pixels,
                     &source_params,
                     scale,
                 )];
                 if uses_target {
-                    ops.push(augment_rows(ctx, &ws.input, b, ub, &tgt_pixels, &aug_params[2], scale));
+                    ops.push(augment_rows(
+                        ctx,
+                        &ws.input,
+                        b,
+                        ub,
+                        s,
+                        &tgt_pixels,
+                        &aug_params[2],
+                        scale,
+                    ));
                 }
                 Some(BnCalibration {
                     net: calib_net,
@@ -531,6 +540,20 @@ impl Trainer {
         let l = b + t;
         let ub = self.cfg.target_batch();
         let uses_target = self.cfg.algorithm.uses_target();
+        let size = self.cfg.network.image_size;
+        let sources = [
+            Some(source),
+            self.labeled_target.as_ref().map(|d| d as &dyn ImageSource),
+            uses_target.then_some(target),
+        ];
+        if let Some(other) = sources.into_iter().flatten().find(|d| d.image_size() != size) {
+            bail!(
+                "{} has {}x{} images; this run's network takes {size}x{size} (--image-size)",
+                other.describe(),
+                other.image_size(),
+                other.image_size()
+            );
+        }
         let src_idx = draw_indices(&mut self.rng, source, b);
         let labeled_idx = match (&self.labeled_target, t) {
             (_, 0) => Vec::new(),
@@ -565,9 +588,9 @@ impl Trainer {
             batch.aug[i] = (0..n)
                 .map(|_| {
                     if is_strong {
-                        augment::draw_strong(&mut self.rng, strong, strong_sym)
+                        augment::draw_strong(&mut self.rng, size, strong, strong_sym)
                     } else {
-                        augment::draw_weak(&mut self.rng, weak, weak_sym)
+                        augment::draw_weak(&mut self.rng, size, weak, weak_sym)
                     }
                 })
                 .collect();
@@ -810,6 +833,7 @@ impl Trainer {
         target: &dyn ImageSource,
     ) -> Result<&WideResNet> {
         let (weak, sym, b) = (self.weak_kind(), self.symmetries(false), self.cfg.batch);
+        let size = self.cfg.network.image_size;
         let ub = if self.cfg.algorithm.uses_target() {
             self.cfg.target_batch()
         } else {
@@ -829,13 +853,13 @@ impl Trainer {
             let (mut images, mut labels) = (Vec::new(), Vec::new());
             source.gather(&draw_indices(&mut rng, source, b), &mut images, &mut labels);
             augment::write_images(ctx, &cal.source_pixels, &images);
-            let params: Vec<AugParams> = (0..b).map(|_| augment::draw_weak(&mut rng, weak, sym)).collect();
+            let params: Vec<AugParams> = (0..b).map(|_| augment::draw_weak(&mut rng, size, weak, sym)).collect();
             augment::write_params(ctx, &cal.source_params, &params);
             if ub > 0 {
                 images.clear();
                 target.gather(&draw_indices(&mut rng, target, ub), &mut images, &mut labels);
                 augment::write_images(ctx, &self.tgt_pixels, &images);
-                let params: Vec<AugParams> = (0..ub).map(|_| augment::draw_weak(&mut rng, weak, sym)).collect();
+                let params: Vec<AugParams> = (0..ub).map(|_| augment::draw_weak(&mut rng, size, weak, sym)).collect();
                 augment::write_params(ctx, &self.aug_params[2], &params);
             }
             let mut ops: Vec<&Op> = cal.aug_ops.iter().collect();

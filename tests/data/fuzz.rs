@@ -195,7 +195,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(if jpeg { "x.jpg" } else { "x.png" });
         std::fs::write(&path, &b).unwrap();
-        match adamatch_wgpu::data::folder::load_image_file(&path) {
+        match adamatch_wgpu::data::folder::load_image_file(&path, 32) {
             Ok(px) => prop_assert_eq!(px.len(), 32 * 32 * 3),
             Err(e) => prop_assert!(format!("{e:#}").contains("x."), "{e:#}"),
         }

@@ -37,18 +37,18 @@ fn matches_pillow_bilinear_exactly() {
 fn dynamic_image_gray_and_rgb_agree_with_raw_path() {
     let (w, h) = (45u32, 20u32);
     let gray = image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 5 + y * 3) as u8]));
-    let out_gray = resize_and_pad(&image::DynamicImage::ImageLuma8(gray.clone()));
+    let out_gray = resize_and_pad(&image::DynamicImage::ImageLuma8(gray.clone()), 32);
     // Gray is replicated to 3 equal channels.
     assert!(out_gray.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
     // The same picture as RGB gives the same pixels (the filter is per channel).
     let rgb = image::DynamicImage::ImageLuma8(gray).to_rgb8();
-    let out_rgb = resize_and_pad(&image::DynamicImage::ImageRgb8(rgb.clone()));
+    let out_rgb = resize_and_pad(&image::DynamicImage::ImageRgb8(rgb.clone()), 32);
     assert_eq!(out_gray, out_rgb);
     // RGBA with any alpha gives the RGB result.
     let rgba: Vec<u8> = rgb.pixels().flat_map(|p| [p[0], p[1], p[2], 17]).collect();
-    assert_eq!(resize_and_pad_rgba(&rgba, w, h), out_rgb.to_vec());
+    assert_eq!(resize_and_pad_rgba(&rgba, w, h, 32), out_rgb.to_vec());
     // 45x20 -> 32x14, centred vertically: rows 0..9 and 23..32 are zero padding.
-    let (nw, nh) = adamatch_wgpu::data::image::fitted_size(45, 20);
+    let (nw, nh) = adamatch_wgpu::data::image::fitted_size(45, 20, 32);
     assert_eq!((nw, nh), (32, 14));
     for y in (0..9).chain(23..32) {
         assert!(out_rgb[y * 96..(y + 1) * 96].iter().all(|&v| v == 0), "row {y}");
@@ -58,7 +58,7 @@ fn dynamic_image_gray_and_rgb_agree_with_raw_path() {
 
 #[test]
 fn zero_sized_rgba_gives_black_tile() {
-    assert_eq!(resize_and_pad_rgba(&[], 0, 0), vec![0u8; IMAGE_BYTES]);
+    assert_eq!(resize_and_pad_rgba(&[], 0, 0, 32), vec![0u8; IMAGE_BYTES]);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use adamatch_wgpu::input::InputScale;
 use adamatch_wgpu::kernels::augment::{
     augment_images, cutout_value, draw_strong, draw_weak, image_tensor, pack_u8, params_tensor, scale_images,
     write_images, write_params, AugParams, Border, Interp, KerasOp, OpSlot, RandOp, StrongKind, Symmetries, WeakKind,
-    IMAGE_BYTES, IMAGE_FLOATS, KERAS_RANDAUGMENT_OPS, RANDAUGMENT_OPS, SIZE,
+    KERAS_RANDAUGMENT_OPS, RANDAUGMENT_OPS,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -17,7 +17,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::ctx;
 use crate::reference::augment as cpu;
 
-const N: usize = SIZE;
+/// The default side; `*_at_48` tests repeat the checks at another side.
+const N: usize = 32;
+const IMAGE_BYTES: usize = N * N * 3;
+const IMAGE_FLOATS: usize = IMAGE_BYTES;
 
 // ---------------------------------------------------------------------------------------------
 // Test images (u8, 32x32x3 HWC)
@@ -102,20 +105,31 @@ fn test_images() -> Vec<(&'static str, Vec<u8>)> {
 // Running the kernel
 
 fn run_augment(ctx: &GpuContext, images: &[Vec<u8>], params: &[AugParams], scale: InputScale) -> Vec<f32> {
+    run_augment_sized(ctx, N, images, params, scale)
+}
+
+fn run_augment_sized(
+    ctx: &GpuContext,
+    size: usize,
+    images: &[Vec<u8>],
+    params: &[AugParams],
+    scale: InputScale,
+) -> Vec<f32> {
     let n = images.len();
     assert_eq!(params.len(), n);
-    let src = image_tensor(ctx, "src", n);
+    let src = image_tensor(ctx, "src", n, size);
     write_images(ctx, &src, &images.concat());
     let p = params_tensor(ctx, "params", n);
     write_params(ctx, &p, params);
-    let dst = Tensor::zeros(ctx, "dst", &[n, N, N, 3]);
-    let op = augment_images(ctx, n, &src, &p, &dst, scale);
+    let dst = Tensor::zeros(ctx, "dst", &[n, size, size, 3]);
+    let op = augment_images(ctx, n, size, &src, &p, &dst, scale);
     ctx.run(&[&op]).unwrap();
     dst.read_f32(ctx).unwrap()
 }
 
 /// Asserts GPU image `i` equals the reference bit for bit, naming the case and first bad pixel.
 fn assert_same(what: &str, gpu: &[f32], want: &[f32]) {
+    let n = ((gpu.len() / 3) as f64).sqrt() as usize;
     assert_eq!(gpu.len(), want.len(), "{what}: length");
     if let Some(i) = (0..gpu.len()).find(|&i| gpu[i].to_bits() != want[i].to_bits()) {
         let bad = (0..gpu.len())
@@ -123,8 +137,8 @@ fn assert_same(what: &str, gpu: &[f32], want: &[f32]) {
             .count();
         panic!(
             "{what}: {bad} values differ; first at pixel ({}, {}) channel {}: gpu {} vs reference {}",
-            (i / 3) % N,
-            (i / 3) / N,
+            (i / 3) % n,
+            (i / 3) / n,
             i % 3,
             gpu[i],
             want[i]
@@ -161,7 +175,7 @@ fn scale_images_matches_input_scale_bitwise() {
         let bytes: Vec<u8> = (0..n).flat_map(|i| noise_image(100 + i as u64)).collect();
         let src = Tensor::from_u32(ctx, "src", &[n * IMAGE_BYTES / 4], &pack_u8(&bytes));
         let dst = Tensor::zeros(ctx, "dst", &[n, N, N, 3]);
-        ctx.run(&[&scale_images(ctx, n, &src, &dst, scale)]).unwrap();
+        ctx.run(&[&scale_images(ctx, n, N, &src, &dst, scale)]).unwrap();
         assert_same(
             &format!("scale_images n={n}"),
             &dst.read_f32(ctx).unwrap(),
@@ -176,7 +190,7 @@ fn pack_u8_is_little_endian_and_equals_raw_upload() {
     // write_images (raw bytes) and from_u32(pack_u8) must give the same kernel input.
     let ctx = ctx();
     let img = noise_image(3);
-    let a = image_tensor(ctx, "a", 1);
+    let a = image_tensor(ctx, "a", 1, N);
     write_images(ctx, &a, &img);
     let b = Tensor::from_u32(ctx, "b", &[IMAGE_BYTES / 4], &pack_u8(&img));
     let p = params_tensor(ctx, "p", 1);
@@ -186,8 +200,8 @@ fn pack_u8_is_little_endian_and_equals_raw_upload() {
         Tensor::zeros(ctx, "db", &[IMAGE_FLOATS]),
     );
     let ops = [
-        augment_images(ctx, 1, &a, &p, &da, InputScale::Paper),
-        augment_images(ctx, 1, &b, &p, &db, InputScale::Paper),
+        augment_images(ctx, 1, N, &a, &p, &da, InputScale::Paper),
+        augment_images(ctx, 1, N, &b, &p, &db, InputScale::Paper),
     ];
     ctx.run(&[&ops[0], &ops[1]]).unwrap();
     let want = InputScale::Paper.scale(&img);
@@ -202,7 +216,7 @@ fn weak_paper_crop_and_flip_match_reference() {
     let mut cases = Vec::new();
     for flip in [false, true] {
         for (cx, cy) in [(0, 0), (8, 8), (4, 4), (0, 8), (3, 6), (8, 1)] {
-            let p = AugParams::identity().with_slot(0, OpSlot::weak_paper(flip, cx, cy));
+            let p = AugParams::identity().with_slot(0, OpSlot::weak_paper(N, flip, cx, cy));
             cases.push((format!("weak paper flip={flip} crop=({cx},{cy})"), img.clone(), p));
         }
     }
@@ -249,7 +263,7 @@ fn weak_keras_flip_and_translation_match_reference() {
     let mut cases = Vec::new();
     for flip in [false, true] {
         for (dx, dy) in [(0.0, 0.0), (3.2, -3.2), (-1.37, 2.71), (0.5, 0.25), (-3.0, 0.0)] {
-            let p = AugParams::identity().with_slot(0, OpSlot::weak_keras(flip, dx, dy));
+            let p = AugParams::identity().with_slot(0, OpSlot::weak_keras(N, flip, dx, dy));
             cases.push((format!("weak keras flip={flip} shift=({dx},{dy})"), img.clone(), p));
         }
     }
@@ -301,13 +315,13 @@ fn each_randaugment_op_matches_reference() {
         let (lo, hi) = op.paper_range();
         let mid = op.draw_paper_magnitude(&mut rng);
         for m in [lo, hi, mid] {
-            slots.push((format!("{} {m:.3}", op.name()), OpSlot::paper(op, m)));
+            slots.push((format!("{} {m:.3}", op.name()), OpSlot::paper(N, op, m)));
         }
     }
     for op in KerasOp::ALL {
-        slots.push((format!("keras {}", op.name()), op.draw(&mut rng)));
+        slots.push((format!("keras {}", op.name()), op.draw(N, &mut rng)));
     }
-    slots.push(("keras rotate 180".into(), OpSlot::keras_rotate(180.0)));
+    slots.push(("keras rotate 180".into(), OpSlot::keras_rotate(N, 180.0)));
     slots.push(("keras shear -0.5".into(), OpSlot::keras_shear(-0.5, -0.5)));
     slots.push(("keras translate 16".into(), OpSlot::keras_translate(16.0, 16.0)));
     slots.push(("solarize add 127 th 0".into(), OpSlot::solarize(0, 127)));
@@ -317,11 +331,15 @@ fn each_randaugment_op_matches_reference() {
     slots.push(("contrast 1.9".into(), OpSlot::contrast(1.9)));
     slots.push((
         "bilinear reflect-101 rotate 17".into(),
-        OpSlot::affine(OpSlot::rotation_matrix(17.0), Interp::Bilinear, Border::Reflect101),
+        OpSlot::affine(OpSlot::rotation_matrix(N, 17.0), Interp::Bilinear, Border::Reflect101),
     ));
     slots.push((
         "nearest gray-fill rotate -41".into(),
-        OpSlot::affine(OpSlot::rotation_matrix(-41.0), Interp::Nearest, Border::Constant(128)),
+        OpSlot::affine(
+            OpSlot::rotation_matrix(N, -41.0),
+            Interp::Nearest,
+            Border::Constant(128),
+        ),
     ));
     let mut cases = Vec::new();
     for (name, slot) in &slots {
@@ -341,7 +359,7 @@ fn each_randaugment_op_matches_reference() {
             RandOp::Color | RandOp::Contrast | RandOp::Brightness | RandOp::Sharpness => lo,
             _ => hi,
         };
-        let out = cpu::augment_levels(&noise, &one_op(OpSlot::paper(op, m)));
+        let out = cpu::augment_levels(&noise, &one_op(OpSlot::paper(N, op, m)));
         assert!(out != noise, "{} at {m} left the image unchanged", op.name());
     }
 }
@@ -383,8 +401,12 @@ fn integer_ops_follow_pil_float_definitions() {
     // pixels (points within 0.001 px of a pixel edge) may pick a neighbour.
     let img = noise_image(9);
     for (name, slot, m) in [
-        ("rotate 23", OpSlot::rotate(23.0), OpSlot::rotation_matrix(23.0)),
-        ("rotate -30", OpSlot::rotate(-30.0), OpSlot::rotation_matrix(-30.0)),
+        ("rotate 23", OpSlot::rotate(N, 23.0), OpSlot::rotation_matrix(N, 23.0)),
+        (
+            "rotate -30",
+            OpSlot::rotate(N, -30.0),
+            OpSlot::rotation_matrix(N, -30.0),
+        ),
         ("shear_x 0.3", OpSlot::shear_x(0.3), [1.0, 0.3, 0.0, 0.0, 1.0, 0.0]),
         (
             "shear_y -0.17",
@@ -393,7 +415,7 @@ fn integer_ops_follow_pil_float_definitions() {
         ),
         (
             "translate_x 0.3",
-            OpSlot::translate_x(0.3),
+            OpSlot::translate_x(N, 0.3),
             [1.0, 0.0, 9.6, 0.0, 1.0, 0.0],
         ),
     ] {
@@ -407,8 +429,8 @@ fn integer_ops_follow_pil_float_definitions() {
         assert!(moved <= 4, "{name}: {moved} pixels differ from the float matrix");
     }
     // Exact cases: rotate 90 is a transpose-and-mirror, translate_y by 0.25 is an 8-row shift.
-    let r90 = cpu::augment_levels(&img, &one_op(OpSlot::rotate(90.0)));
-    let t = cpu::augment_levels(&img, &one_op(OpSlot::translate_y(0.25)));
+    let r90 = cpu::augment_levels(&img, &one_op(OpSlot::rotate(N, 90.0)));
+    let t = cpu::augment_levels(&img, &one_op(OpSlot::translate_y(N, 0.25)));
     for y in 0..N {
         for x in 0..N {
             // Counter-clockwise: output (x, y) shows input (N - 1 - y, x).
@@ -466,10 +488,10 @@ fn preset_params(seed: u64, n: usize) -> Vec<(AugParams, InputScale)> {
                 invert: i % 8 >= 4,
             };
             match i % 4 {
-                0 => (draw_weak(&mut rng, WeakKind::Paper, sym), InputScale::Paper),
-                1 => (draw_strong(&mut rng, StrongKind::Paper, sym), InputScale::Paper),
-                2 => (draw_weak(&mut rng, WeakKind::Keras, sym), InputScale::Keras),
-                _ => (draw_strong(&mut rng, StrongKind::Keras, sym), InputScale::Keras),
+                0 => (draw_weak(&mut rng, N, WeakKind::Paper, sym), InputScale::Paper),
+                1 => (draw_strong(&mut rng, N, StrongKind::Paper, sym), InputScale::Paper),
+                2 => (draw_weak(&mut rng, N, WeakKind::Keras, sym), InputScale::Keras),
+                _ => (draw_strong(&mut rng, N, StrongKind::Keras, sym), InputScale::Keras),
             }
         })
         .collect()
@@ -483,6 +505,92 @@ fn preset_images(n: usize) -> Vec<Vec<u8>> {
             _ => gradient_image(),
         })
         .collect()
+}
+
+/// Every op, every preset view and the cutout at sides other than 32 (the geometric sizes scale
+/// with the side), exact; 16 is the smallest side training takes, 48 and 56 are not powers of two,
+/// and 56x56 is 3,136 pixels: not a multiple of the 256 invocations of a workgroup.
+#[test]
+fn ops_and_views_match_reference_at_other_sides() {
+    let ctx = ctx();
+    for size in [16usize, 48, 56] {
+        let bytes = size * size * 3;
+        let mut rng = ChaCha8Rng::seed_from_u64(size as u64);
+        let mut images: Vec<(String, Vec<u8>)> = vec![
+            ("noise".into(), (0..bytes).map(|_| rng.random()).collect()),
+            (
+                "low-contrast".into(),
+                (0..bytes).map(|_| 100 + rng.random::<u8>() % 41).collect(),
+            ),
+        ];
+        images.push((
+            "gradient".into(),
+            (0..bytes)
+                .map(|i| {
+                    let (x, y, c) = ((i / 3) % size, (i / 3) / size, i % 3);
+                    [x * 255 / size, y * 255 / size, 255 - (x + y) * 127 / size][c] as u8
+                })
+                .collect(),
+        ));
+        let mut params: Vec<(String, AugParams, InputScale)> = Vec::new();
+        for op in RandOp::ALL {
+            let (lo, hi) = op.paper_range();
+            for m in [lo, hi] {
+                let slot = OpSlot::paper(size, op, m);
+                params.push((format!("{} {m:.2}", op.name()), one_op(slot), InputScale::Paper));
+            }
+        }
+        for op in KerasOp::ALL {
+            params.push((
+                format!("keras {}", op.name()),
+                one_op(op.draw(size, &mut rng)),
+                InputScale::Keras,
+            ));
+        }
+        let sym = Symmetries {
+            hflip: true,
+            invert: true,
+        };
+        for i in 0..24 {
+            let (p, scale) = match i % 4 {
+                0 => (draw_weak(&mut rng, size, WeakKind::Paper, sym), InputScale::Paper),
+                1 => (draw_strong(&mut rng, size, StrongKind::Paper, sym), InputScale::Paper),
+                2 => (draw_weak(&mut rng, size, WeakKind::Keras, sym), InputScale::Keras),
+                _ => (draw_strong(&mut rng, size, StrongKind::Keras, sym), InputScale::Keras),
+            };
+            params.push((format!("view {i} ops {:?}", p.rand_ops()), p, scale));
+        }
+        // The paper strong view's cutout is half the side; its weak view's crop moves by up to an
+        // eighth of the side each way.
+        let strong = draw_strong(&mut rng, size, StrongKind::Paper, sym);
+        assert_eq!(strong.cutout_size as usize, size / 2, "cutout at {size}");
+        for scale in [InputScale::Paper, InputScale::Keras] {
+            let cases: Vec<(String, Vec<u8>, AugParams)> = params
+                .iter()
+                .filter(|(_, _, s)| *s == scale)
+                .flat_map(|(name, p, _)| {
+                    images
+                        .iter()
+                        .map(move |(img_name, img)| (format!("{size}x{size}: {name} on {img_name}"), img.clone(), *p))
+                })
+                .collect();
+            let imgs: Vec<Vec<u8>> = cases.iter().map(|c| c.1.clone()).collect();
+            let ps: Vec<AugParams> = cases.iter().map(|c| c.2).collect();
+            let out = run_augment_sized(ctx, size, &imgs, &ps, scale);
+            for (i, (what, img, p)) in cases.iter().enumerate() {
+                assert_same(what, &out[i * bytes..(i + 1) * bytes], &cpu::augment(img, p, scale));
+            }
+        }
+        // A translation by 0.25 of the side moves the content by a quarter of the side.
+        let img = &images[2].1;
+        let t = cpu::augment_levels(img, &one_op(OpSlot::paper(size, RandOp::TranslateY, 0.25)));
+        let q = size / 4;
+        assert_eq!(
+            &t[..(size - q) * size * 3],
+            &img[q * size * 3..],
+            "translate_y 0.25 at {size}"
+        );
+    }
 }
 
 /// Both presets' weak and strong views, 83 images (not a multiple of anything), exact.
@@ -519,9 +627,9 @@ fn fixed_seed_gives_bitwise_same_views_and_another_seed_different_ones() {
         let params: Vec<AugParams> = (0..n)
             .map(|i| {
                 if i % 2 == 0 {
-                    draw_strong(&mut rng, StrongKind::Paper, Symmetries::PAPER)
+                    draw_strong(&mut rng, N, StrongKind::Paper, Symmetries::PAPER)
                 } else {
-                    draw_strong(&mut rng, StrongKind::Keras, Symmetries::PAPER)
+                    draw_strong(&mut rng, N, StrongKind::Keras, Symmetries::PAPER)
                 }
             })
             .collect();
@@ -554,13 +662,13 @@ fn writes_only_its_rows_of_a_larger_input() {
     let images = preset_images(n);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let params: Vec<AugParams> = (0..n)
-        .map(|_| draw_strong(&mut rng, StrongKind::Paper, Symmetries::PAPER))
+        .map(|_| draw_strong(&mut rng, N, StrongKind::Paper, Symmetries::PAPER))
         .collect();
-    let src = image_tensor(ctx, "src", n);
+    let src = image_tensor(ctx, "src", n, N);
     write_images(ctx, &src, &images.concat());
     let p = params_tensor(ctx, "p", n);
     write_params(ctx, &p, &params);
-    ctx.run(&[&augment_images(ctx, n, &src, &p, &view, InputScale::Paper)])
+    ctx.run(&[&augment_images(ctx, n, N, &src, &p, &view, InputScale::Paper)])
         .unwrap();
     let out = input.read_f32(ctx).unwrap();
     for r in 0..rows {
@@ -585,7 +693,7 @@ fn draws_cover_their_documented_ranges() {
     let (mut centre_x, mut centre_y) = (HashSet::new(), HashSet::new());
     let draws = 4000;
     for _ in 0..draws {
-        let p = draw_strong(&mut rng, StrongKind::Paper, Symmetries::PAPER);
+        let p = draw_strong(&mut rng, N, StrongKind::Paper, Symmetries::PAPER);
         let w = p.slots[0];
         assert_eq!((w.kind, w.mode), (1, 2 << 2), "paper weak: nearest, reflect-101");
         let flip = w.m[0] < 0;
@@ -628,7 +736,7 @@ fn draws_cover_their_documented_ranges() {
 
     let mut keras_ops = HashSet::new();
     for _ in 0..draws {
-        let p = draw_strong(&mut rng, StrongKind::Keras, Symmetries::PAPER);
+        let p = draw_strong(&mut rng, N, StrongKind::Keras, Symmetries::PAPER);
         assert_eq!(p.slots[0], OpSlot::identity(), "keras strong has no weak view");
         assert_eq!(p.cutout_size, 0, "keras strong has no cutout");
         let ops = p.rand_ops();
@@ -636,7 +744,7 @@ fn draws_cover_their_documented_ranges() {
         assert_ne!(p.slots[1], p.slots[2]);
         assert_ne!(ops[0], ops[1], "two distinct Keras layers");
         keras_ops.extend(ops);
-        let w = draw_weak(&mut rng, WeakKind::Keras, Symmetries::PAPER).slots[0];
+        let w = draw_weak(&mut rng, N, WeakKind::Keras, Symmetries::PAPER).slots[0];
         let flip = w.m[0] < 0;
         let dx = if flip {
             w.m[2] as f64 / 65536.0 - 32.0
@@ -679,19 +787,19 @@ fn preview_png() {
             let (p, s) = match col {
                 0 => (AugParams::identity(), InputScale::Paper),
                 1 => (
-                    draw_weak(&mut rng, WeakKind::Paper, Symmetries::PAPER),
+                    draw_weak(&mut rng, N, WeakKind::Paper, Symmetries::PAPER),
                     InputScale::Paper,
                 ),
                 2..=4 => (
-                    draw_strong(&mut rng, StrongKind::Paper, Symmetries::PAPER),
+                    draw_strong(&mut rng, N, StrongKind::Paper, Symmetries::PAPER),
                     InputScale::Paper,
                 ),
                 5 => (
-                    draw_weak(&mut rng, WeakKind::Keras, Symmetries::PAPER),
+                    draw_weak(&mut rng, N, WeakKind::Keras, Symmetries::PAPER),
                     InputScale::Keras,
                 ),
                 _ => (
-                    draw_strong(&mut rng, StrongKind::Keras, Symmetries::PAPER),
+                    draw_strong(&mut rng, N, StrongKind::Keras, Symmetries::PAPER),
                     InputScale::Keras,
                 ),
             };
@@ -759,13 +867,13 @@ fn hflip_off_never_mirrors_and_keeps_the_stream() {
         for i in 0..200 {
             let (on, off) = if i % 2 == 0 {
                 (
-                    draw_weak(&mut a, weak, Symmetries::PAPER),
-                    draw_weak(&mut b, weak, NO_FLIP),
+                    draw_weak(&mut a, N, weak, Symmetries::PAPER),
+                    draw_weak(&mut b, N, weak, NO_FLIP),
                 )
             } else {
                 (
-                    draw_strong(&mut a, strong, Symmetries::PAPER),
-                    draw_strong(&mut b, strong, NO_FLIP),
+                    draw_strong(&mut a, N, strong, Symmetries::PAPER),
+                    draw_strong(&mut b, N, strong, NO_FLIP),
                 )
             };
             // Slot 0 holds the weak view (crop or translation, and the flip: a negative x scale).
@@ -807,13 +915,13 @@ fn invert_turns_every_level_over_and_is_drawn_only_when_on() {
     for i in 0..400 {
         let (off_view, on_view) = if i % 2 == 0 {
             (
-                draw_weak(&mut a, WeakKind::Paper, NO_FLIP),
-                draw_weak(&mut b, WeakKind::Paper, on),
+                draw_weak(&mut a, N, WeakKind::Paper, NO_FLIP),
+                draw_weak(&mut b, N, WeakKind::Paper, on),
             )
         } else {
             (
-                draw_strong(&mut a, StrongKind::Paper, NO_FLIP),
-                draw_strong(&mut b, StrongKind::Paper, on),
+                draw_strong(&mut a, N, StrongKind::Paper, NO_FLIP),
+                draw_strong(&mut b, N, StrongKind::Paper, on),
             )
         };
         assert_eq!(off_view.invert, 0, "view {i} inverted with the symmetry off");

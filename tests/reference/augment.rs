@@ -1,4 +1,4 @@
-//! Augmentation on u8 32x32x3 HWC images, written from the PIL / Keras definitions one pixel at a
+//! Augmentation on square u8 HWC RGB images of any side (taken from the buffer's length), written from the PIL / Keras definitions one pixel at a
 //! time. The kernel's arithmetic is integer / fixed point (Q16 matrices and factors), so this
 //! reference applies the same quantised parameters and must match it exactly. The `pil_*_f64`
 //! functions are the unquantised float definitions, used to check that the integer forms stay
@@ -6,14 +6,19 @@
 
 use adamatch_wgpu::input::InputScale;
 use adamatch_wgpu::kernels::augment::{
-    cutout_value, AugParams, OpSlot, IMAGE_BYTES, OP_AFFINE, OP_AUTOCONTRAST, OP_BRIGHTNESS, OP_COLOR, OP_CONTRAST,
-    OP_EQUALIZE, OP_IDENTITY, OP_POSTERIZE, OP_SHARPNESS, OP_SOLARIZE, SIZE,
+    cutout_value, AugParams, OpSlot, OP_AFFINE, OP_AUTOCONTRAST, OP_BRIGHTNESS, OP_COLOR, OP_CONTRAST, OP_EQUALIZE,
+    OP_IDENTITY, OP_POSTERIZE, OP_SHARPNESS, OP_SOLARIZE,
 };
 
-const N: i64 = SIZE as i64;
+/// The side of a square RGB image of `img.len()` bytes.
+pub fn side(img: &[u8]) -> i64 {
+    let n = ((img.len() / 3) as f64).sqrt().round() as i64;
+    assert_eq!((n * n * 3) as usize, img.len(), "not a square RGB image");
+    n
+}
 
 fn at(img: &[u8], x: i64, y: i64, c: usize) -> u8 {
-    img[(y * N + x) as usize * 3 + c]
+    img[(y * side(img) + x) as usize * 3 + c]
 }
 
 /// PIL's `convert("L")`.
@@ -29,20 +34,20 @@ fn blend_q16(degenerate: u8, x: u8, factor_q16: i32, add: i32) -> u8 {
 }
 
 /// Index of `i` under the border rule of `mode` (bits 2-3), or None for the constant fill.
-fn border(mut i: i64, rule: u32) -> Option<i64> {
+fn border(mut i: i64, rule: u32, n: i64) -> Option<i64> {
     match rule {
-        0 => (0..N).contains(&i).then_some(i),
+        0 => (0..n).contains(&i).then_some(i),
         1 => {
-            // Symmetric: -1 -> 0, N -> N - 1.
-            while !(0..N).contains(&i) {
-                i = if i < 0 { -i - 1 } else { 2 * N - 1 - i };
+            // Symmetric: -1 -> 0, n -> n - 1.
+            while !(0..n).contains(&i) {
+                i = if i < 0 { -i - 1 } else { 2 * n - 1 - i };
             }
             Some(i)
         }
         2 => {
-            // Without edge repeat: -1 -> 1, N -> N - 2.
-            while !(0..N).contains(&i) {
-                i = if i < 0 { -i } else { 2 * N - 2 - i };
+            // Without edge repeat: -1 -> 1, n -> n - 2.
+            while !(0..n).contains(&i) {
+                i = if i < 0 { -i } else { 2 * n - 2 - i };
             }
             Some(i)
         }
@@ -51,7 +56,8 @@ fn border(mut i: i64, rule: u32) -> Option<i64> {
 }
 
 fn tap(img: &[u8], x: i64, y: i64, rule: u32, fill: u8) -> [u8; 3] {
-    match (border(x, rule), border(y, rule)) {
+    let n = side(img);
+    match (border(x, rule, n), border(y, rule, n)) {
         (Some(bx), Some(by)) => [at(img, bx, by, 0), at(img, bx, by, 1), at(img, bx, by, 2)],
         _ => [fill; 3],
     }
@@ -62,9 +68,10 @@ fn affine(img: &[u8], s: &OpSlot) -> Vec<u8> {
     let bilinear = s.mode & 1 == 1;
     let rule = (s.mode >> 2) & 3;
     let fill = ((s.mode >> 8) & 255) as u8;
-    let mut out = vec![0u8; IMAGE_BYTES];
-    for y in 0..N {
-        for x in 0..N {
+    let n = side(img);
+    let mut out = vec![0u8; img.len()];
+    for y in 0..n {
+        for x in 0..n {
             // Source point of the pixel centre, in units of 1/131072 px.
             let sx = m[0] * (2 * x + 1) + m[1] * (2 * y + 1) + 2 * m[2];
             let sy = m[3] * (2 * x + 1) + m[4] * (2 * y + 1) + 2 * m[5];
@@ -90,7 +97,7 @@ fn affine(img: &[u8], s: &OpSlot) -> Vec<u8> {
                 }
                 v
             };
-            out[(y * N + x) as usize * 3..][..3].copy_from_slice(&v);
+            out[(y * n + x) as usize * 3..][..3].copy_from_slice(&v);
         }
     }
     out
@@ -150,7 +157,8 @@ fn equalize(img: &[u8]) -> Vec<u8> {
 }
 
 fn smooth_at(img: &[u8], x: i64, y: i64, c: usize) -> u8 {
-    if x == 0 || y == 0 || x == N - 1 || y == N - 1 {
+    let n = side(img);
+    if x == 0 || y == 0 || x == n - 1 || y == n - 1 {
         return at(img, x, y, c);
     }
     let mut s = 4 * at(img, x, y, c) as u32;
@@ -164,8 +172,8 @@ fn smooth_at(img: &[u8], x: i64, y: i64, c: usize) -> u8 {
 
 /// One op slot.
 pub fn apply_slot(img: &[u8], s: &OpSlot) -> Vec<u8> {
-    assert_eq!(img.len(), IMAGE_BYTES);
-    let pixels = || (0..N).flat_map(|y| (0..N).map(move |x| (x, y)));
+    let n = side(img);
+    let pixels = || (0..n).flat_map(|y| (0..n).map(move |x| (x, y)));
     let pointwise = |f: &dyn Fn(i64, i64, usize, u8) -> u8| -> Vec<u8> {
         pixels()
             .flat_map(|(x, y)| (0..3).map(move |c| (x, y, c)))
@@ -192,7 +200,7 @@ pub fn apply_slot(img: &[u8], s: &OpSlot) -> Vec<u8> {
         }),
         OP_CONTRAST => {
             let sum: u32 = img.chunks_exact(3).map(|p| luma(p[0], p[1], p[2]) as u32).sum();
-            let mean = (sum as f64 / (N * N) as f64 + 0.5) as u8;
+            let mean = (sum as f64 / (n * n) as f64 + 0.5) as u8;
             pointwise(&|_, _, _, v| blend_q16(mean, v, s.m[0], 0))
         }
         OP_BRIGHTNESS => pointwise(&|_, _, _, v| blend_q16(0, v, s.m[0], s.m[1])),
@@ -219,12 +227,13 @@ pub fn in_cutout(p: &AugParams, x: i64, y: i64) -> bool {
 
 /// The full view: slots, cutout, scaling. f32 NHWC.
 pub fn augment(img: &[u8], p: &AugParams, scale: InputScale) -> Vec<f32> {
+    let n = side(img);
     let levels = augment_levels(img, p);
     levels
         .iter()
         .enumerate()
         .map(|(i, &v)| {
-            let (x, y) = ((i / 3) as i64 % N, (i / 3) as i64 / N);
+            let (x, y) = ((i / 3) as i64 % n, (i / 3) as i64 / n);
             if in_cutout(p, x, y) {
                 cutout_value(scale)
             } else {
@@ -262,16 +271,17 @@ pub fn pil_autocontrast_f64(img: &[u8]) -> Vec<u8> {
 /// A geometric op with an unquantised matrix, nearest (PIL) or bilinear (float weights),
 /// constant fill only.
 pub fn affine_f64(img: &[u8], m: [f64; 6], bilinear: bool, fill: u8) -> Vec<u8> {
+    let n = side(img);
     let get = |x: i64, y: i64, c: usize| -> f64 {
-        if (0..N).contains(&x) && (0..N).contains(&y) {
+        if (0..n).contains(&x) && (0..n).contains(&y) {
             at(img, x, y, c) as f64
         } else {
             fill as f64
         }
     };
-    let mut out = vec![0u8; IMAGE_BYTES];
-    for y in 0..N {
-        for x in 0..N {
+    let mut out = vec![0u8; img.len()];
+    for y in 0..n {
+        for x in 0..n {
             let (u, v) = (x as f64 + 0.5, y as f64 + 0.5);
             let sx = m[0] * u + m[1] * v + m[2];
             let sy = m[3] * u + m[4] * v + m[5];
@@ -287,7 +297,7 @@ pub fn affine_f64(img: &[u8], m: [f64; 6], bilinear: bool, fill: u8) -> Vec<u8> 
                     let bottom = get(x0, y0 + 1, c) * (1.0 - fx) + get(x0 + 1, y0 + 1, c) * fx;
                     (top * (1.0 - fy) + bottom * fy).round()
                 };
-                out[(y * N + x) as usize * 3 + c] = val as u8;
+                out[(y * n + x) as usize * 3 + c] = val as u8;
             }
         }
     }

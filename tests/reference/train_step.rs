@@ -16,7 +16,7 @@
 //!    the EMA of the new parameters and of the running statistics.
 
 use adamatch_wgpu::input::InputScale;
-use adamatch_wgpu::kernels::augment::{AugParams, IMAGE_BYTES};
+use adamatch_wgpu::kernels::augment::AugParams;
 use adamatch_wgpu::train::trainer::HostBatch;
 
 use super::adamatch::{self as am, RefState, RefTargets};
@@ -167,9 +167,10 @@ pub struct RefStepOut {
 
 /// The scaled views of `n` images, each with its own parameters, as one f64 NHWC batch.
 pub fn views(images: &[u8], params: &[AugParams], scale: InputScale) -> Vec<f64> {
-    assert_eq!(images.len(), params.len() * IMAGE_BYTES, "one AugParams per image");
+    let n = params.len().max(1);
+    assert!(images.len().is_multiple_of(n), "one AugParams per image");
     images
-        .chunks_exact(IMAGE_BYTES)
+        .chunks_exact(images.len() / n)
         .zip(params)
         .flat_map(|(img, p)| augment::augment(img, p, scale))
         .map(|v| v as f64)
@@ -203,7 +204,8 @@ pub fn train_step(cfg: &RefTrainConfig, state: &mut RefTrainState, batch: &HostB
         x.extend(views(&batch.target_images, &batch.aug[2], scale));
         x.extend(views(&batch.target_images, &batch.aug[3], scale));
     }
-    let rows = x.len() / IMAGE_BYTES;
+    let image_values = cfg.net.image_size * cfg.net.image_size * 3;
+    let rows = x.len() / image_values;
 
     // 2. Joint pass (updates state.running).
     let (logits, cache) = net::forward(&cfg.net, &state.params, &mut state.running, &x, rows, Mode::Train);
@@ -246,7 +248,7 @@ pub fn train_step(cfg: &RefTrainConfig, state: &mut RefTrainState, batch: &HostB
             assert_eq!(acfg.labeled_rows(), b);
             assert_eq!(rows, acfg.joint_rows());
             // 3. Source pass on the first 2B rows.
-            let src_x = &x[..2 * b * IMAGE_BYTES];
+            let src_x = &x[..2 * b * image_values];
             let (mode, mut src_running) = if cfg.source_pass_batch_stats {
                 // A scratch copy: the running statistics this pass produces are discarded.
                 (Mode::Train, state.running.clone())

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use adamatch_wgpu::data::spec::{load, DatasetSpec, Split};
+use adamatch_wgpu::data::spec::{load_sized, DatasetSpec, Split};
 use adamatch_wgpu::data::synth::{SynthDomain, SynthStream};
 use adamatch_wgpu::data::{Preprocess, Source};
 use adamatch_wgpu::network::{ShortcutInput, TensorSpec};
@@ -141,8 +141,9 @@ fn domains(cfg: &TrainConfig) -> (Source, Source) {
         AugmentStyle::Keras => Preprocess::Resize,
     };
     let dir = Path::new("no-data-dir-needed");
-    let source = load(&DatasetSpec::default(), Split::Train, pre, dir).unwrap();
-    let target = load(&DatasetSpec::default_target(), Split::Train, pre, dir).unwrap();
+    let size = cfg.network.image_size;
+    let source = load_sized(&DatasetSpec::default(), Split::Train, pre, dir, size).unwrap();
+    let target = load_sized(&DatasetSpec::default_target(), Split::Train, pre, dir, size).unwrap();
     (source, target)
 }
 
@@ -537,6 +538,16 @@ fn paper_adamatch_steps_match_reference() {
 #[test]
 fn keras_example_adamatch_steps_match_reference() {
     let outs = check_training(small_config("keras-example", Algorithm::Adamatch, 1), &[0, 2, 7]);
+    assert_target_loss_used(&outs);
+}
+
+/// The same at 48x48 images: the augmentation's sizes, the network's spatial shapes and the
+/// global pooling at a side other than 32.
+#[test]
+fn paper_adamatch_steps_match_reference_at_48() {
+    let mut cfg = small_config("paper", Algorithm::Adamatch, 2);
+    cfg.network.image_size = 48;
+    let outs = check_training(cfg, &[0, 2]);
     assert_target_loss_used(&outs);
 }
 

@@ -322,6 +322,31 @@ test("class names from the weights reach the page, as predict prints them", asyn
   await loadWeightsFile(userWeights, /^user\.safetensors: WRN/);
 });
 
+test("weights of another image size classify at their own side, as native predict", async () => {
+  // The network is size-free up to its global pooling: the same tensors declared for 48x48
+  // inputs are a valid model that reads images at 48x48.
+  const bytes = fs.readFileSync(userWeights);
+  const header = JSON.parse(bytes.subarray(8, 8 + Number(bytes.readBigUInt64LE(0))).toString("utf8"));
+  const config = JSON.parse(header.__metadata__.config);
+  config.image_size = 48;
+  const sized = path.join(tmp, "sized48.safetensors");
+  withMetadata(userWeights, sized, "config", JSON.stringify(config));
+  await loadWeightsFile(sized, /^sized48\.safetensors: WRN/);
+  const file = path.join(WEB, "samples/house-number.png");
+  const r = await clickSample("house-number.png");
+  const spawned = spawnSync(BIN, ["predict", "--json", "--weights", sized, file], { env, encoding: "utf8" });
+  assert.equal(spawned.status, 0, spawned.stderr);
+  compare("48x48 weights", r, JSON.parse(spawned.stdout.trim()));
+  const shown = await page.evaluate(() => [
+    document.getElementById("input").width,
+    document.getElementById("input-caption").textContent,
+  ]);
+  assert.deepEqual(shown, [48, "48×48 network input"]);
+
+  await loadWeightsFile(userWeights, /^user\.safetensors: WRN/);
+  assert.equal(await page.evaluate(() => document.getElementById("input").width), 32);
+});
+
 test("an undecodable image shows its message and the page keeps working", async () => {
   const bad = path.join(tmp, "broken.png");
   fs.writeFileSync(bad, "this is not a PNG file\n");
