@@ -216,6 +216,13 @@ fn a_run_at_48x48_resumes_exactly_and_records_its_image_size() {
     let err = eval_error(&mut ev, &clf.net, small_data.as_dataset().unwrap(), w.input_scale);
     assert!(err.contains("32x32") && err.contains("48x48"), "{err}");
 
+    // The 48 px weights start a 32 px run (the tensors do not depend on the side).
+    let mut opts = options(&out_dir("init-from-48"), false, None);
+    opts.init = Some(straight.join(MODEL));
+    let mut c = small("paper");
+    c.steps = 1;
+    train(ctx, c, &opts).unwrap();
+
     // Sides training cannot take are refused by name.
     for bad in [20, 8, 136] {
         let mut c = small("tiny");

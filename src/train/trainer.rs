@@ -640,7 +640,13 @@ impl Trainer {
     /// Replaces the (fresh) network's parameters and running statistics with `w`'s, which must
     /// describe the same network and input scaling. Call before [`Trainer::init_ema`].
     pub fn load_weights(&self, ctx: &GpuContext, w: &Weights) -> Result<()> {
-        if w.config != self.cfg.network {
+        // The tensors do not depend on the image side (global pooling before the head), so
+        // weights trained at one side start a run at another.
+        let at_this_side = crate::network::WideResNetConfig {
+            image_size: self.cfg.network.image_size,
+            ..w.config.clone()
+        };
+        if at_this_side != self.cfg.network {
             bail!(
                 "the weights are a {} network, this run trains a {}: give the weights' architecture \
                  (--depth, --width, ...) or the preset it was trained with",
