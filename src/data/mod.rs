@@ -58,7 +58,9 @@ pub const fn image_bytes(size: usize) -> usize {
 pub fn check_image_size(size: usize) -> Result<()> {
     if !(MIN_IMAGE_SIZE..=MAX_TRAIN_IMAGE_SIZE).contains(&size) || !size.is_multiple_of(IMAGE_SIZE_STEP) {
         bail!(
-            "--image-size {size}: the side must be a multiple of {IMAGE_SIZE_STEP} from {MIN_IMAGE_SIZE} to {MAX_TRAIN_IMAGE_SIZE} (16, 24, 32, ..., 128)"
+            "--image-size {size}: the side must be a multiple of {IMAGE_SIZE_STEP} from {MIN_IMAGE_SIZE} to \
+             {MAX_TRAIN_IMAGE_SIZE} ({MIN_IMAGE_SIZE}, {}, ..., {MAX_TRAIN_IMAGE_SIZE})",
+            MIN_IMAGE_SIZE + IMAGE_SIZE_STEP
         );
     }
     Ok(())

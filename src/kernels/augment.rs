@@ -95,15 +95,11 @@ use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::input::InputScale;
 use crate::shaders::Shader;
 
-/// Colour channels.
-pub const CHANNELS: usize = 3;
+/// Colour channels and the bytes of one u8 image of side `size` (NHWC; also its f32 values once
+/// augmented), as the data layer holds them.
+pub use crate::data::{image_bytes, CHANNELS};
 /// Op slots per image: the weak view and two RandAugment ops.
 pub const SLOTS: usize = 3;
-
-/// Bytes of one u8 image of side `size` (NHWC); also its f32 values once augmented.
-pub const fn image_bytes(size: usize) -> usize {
-    size * size * CHANNELS
-}
 
 /// Packed u32 words of one image of side `size` (`size` is even, so the bytes fill whole words).
 pub const fn image_words(size: usize) -> usize {
