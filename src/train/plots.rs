@@ -1,211 +1,278 @@
 //! PNG plots of a run: loss curves, accuracy curves and the final confusion matrix, drawn with
-//! the `image` crate and the public-domain 8x8 bitmap font of `font8x8` (no system fonts needed).
+//! plotters (bitmap backend) in DejaVu Sans embedded from the `dejavu` crate, so no system fonts
+//! are needed and the files are the same on every machine.
 
 use std::path::Path;
+use std::sync::Once;
 
-use anyhow::{Context, Result};
-use font8x8::UnicodeFonts;
-use image::{Rgb, RgbImage};
+use anyhow::{anyhow, Context, Result};
+use image::RgbImage;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::eval::EvalResult;
 
-const W: u32 = 720;
-const H: u32 = 420;
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 20.0;
-const TOP: f64 = 40.0;
-const BOTTOM: f64 = 50.0;
-const COLORS: [Rgb<u8>; 4] = [
-    Rgb([31, 119, 180]),
-    Rgb([255, 127, 14]),
-    Rgb([44, 160, 44]),
-    Rgb([214, 39, 40]),
+const FONT: &str = "sans-serif";
+/// matplotlib's first four colours, in the order the series are given.
+const COLORS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
 ];
+const LINE_SIZE: (u32, u32) = (800, 450);
+/// Confusion cells narrower than this show their shade only, no count.
+const MIN_NUMBERED_CELL: u32 = 30;
 
-fn text(img: &mut RgbImage, x: i64, y: i64, s: &str, color: Rgb<u8>) {
-    for (i, ch) in s.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS.get(ch).unwrap_or([0; 8]);
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                if bits & (1 << col) != 0 {
-                    let (px, py) = (x + i as i64 * 8 + col, y + row as i64);
-                    if px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height() {
-                        img.put_pixel(px as u32, py as u32, color);
-                    }
-                }
-            }
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bytes are a valid TrueType file compiled into the binary; failing to parse them is a
+        // build problem, not an input one.
+        if plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_err() {
+            panic!("the embedded DejaVu Sans font does not parse");
         }
-    }
+    });
 }
 
-fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), color: Rgb<u8>) {
-    let steps = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-    for i in 0..=steps {
-        let t = i as f64 / steps as f64;
-        let (x, y) = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
-        for (dx, dy) in [(0, 0), (1, 0), (0, 1)] {
-            let (px, py) = (x.round() as i64 + dx, y.round() as i64 + dy);
-            if px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height() {
-                img.put_pixel(px as u32, py as u32, color);
-            }
-        }
+/// Renders `draw` onto a white `w` x `h` canvas.
+fn render(
+    (w, h): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
+) -> Result<RgbImage> {
+    register_font();
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(|e| anyhow!("drawing a plot: {e}"))?;
     }
+    RgbImage::from_raw(w, h, buf).context("plot buffer size")
 }
 
-/// A line chart of named series of (x, y) points.
-pub fn line_chart(title: &str, x_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> RgbImage {
-    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
-    let black = Rgb([0, 0, 0]);
-    let pts = series
+fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow!("drawing a plot: {e}")
+}
+
+/// Tick labels with as many decimals as the tick spacing needs (0.25 steps show two, 20 none).
+fn tick_label(span: f64, ticks: usize) -> impl Fn(&f64) -> String {
+    let step = span / ticks.max(1) as f64;
+    let decimals = if step > 0.0 && step < 1.0 {
+        ((-step.log10()).ceil() as usize).min(6)
+    } else {
+        0
+    };
+    move |v: &f64| format!("{v:.decimals$}")
+}
+
+/// The plot corner where the fewest points lie: the legend goes there (as matplotlib's
+/// `loc="best"`), so it covers as little of the curves as possible.
+fn emptiest_corner(points: &[(f64, f64)], (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> SeriesLabelPosition {
+    let corners = [
+        (SeriesLabelPosition::UpperRight, 0.6, 1.0, 0.6, 1.0),
+        (SeriesLabelPosition::LowerRight, 0.6, 1.0, 0.0, 0.4),
+        (SeriesLabelPosition::UpperLeft, 0.0, 0.4, 0.6, 1.0),
+        (SeriesLabelPosition::LowerLeft, 0.0, 0.4, 0.0, 0.4),
+    ];
+    let count = |&(_, ax, bx, ay, by): &(SeriesLabelPosition, f64, f64, f64, f64)| {
+        points
+            .iter()
+            .filter(|(x, y)| {
+                let (fx, fy) = ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0));
+                (ax..=bx).contains(&fx) && (ay..=by).contains(&fy)
+            })
+            .count()
+    };
+    // The first corner with the fewest points: ties keep the upper right.
+    let best = corners.iter().min_by_key(|c| count(c)).expect("four corners");
+    best.0.clone()
+}
+
+/// A line chart of named series of (x, y) points, with a grid, ticks at round values and a
+/// legend in the emptiest corner. Non-finite points are left out.
+pub fn line_chart(title: &str, x_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<RgbImage> {
+    let series: Vec<(&str, Vec<(f64, f64)>)> = series
         .iter()
-        .flat_map(|(_, p)| p.iter())
-        .filter(|(x, y)| x.is_finite() && y.is_finite());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    if x0 > x1 {
+        .map(|(name, p)| {
+            (
+                *name,
+                p.iter()
+                    .copied()
+                    .filter(|(x, y)| x.is_finite() && y.is_finite())
+                    .collect(),
+            )
+        })
+        .collect();
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let (mut x0, mut x1, mut y0, mut y1) = all
+        .iter()
+        .fold((f64::MAX, f64::MIN, f64::MAX, f64::MIN), |(a, b, c, d), &(x, y)| {
+            (a.min(x), b.max(x), c.min(y), d.max(y))
+        });
+    if all.is_empty() {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
     if x1 - x0 < 1e-12 {
         x1 = x0 + 1.0;
     }
+    // Losses and accuracies are non-negative: the axis starts at 0 so curves compare by height.
     y0 = y0.min(0.0);
-    if y1 - y0 < 1e-12 {
-        y1 = y0 + 1.0;
-    }
-    let (pw, ph) = (W as f64 - LEFT - RIGHT, H as f64 - TOP - BOTTOM);
-    let map = |x: f64, y: f64| (LEFT + (x - x0) / (x1 - x0) * pw, TOP + ph - (y - y0) / (y1 - y0) * ph);
-    line(&mut img, (LEFT, TOP), (LEFT, TOP + ph), black);
-    line(&mut img, (LEFT, TOP + ph), (LEFT + pw, TOP + ph), black);
-    for i in 0..=4 {
-        let f = i as f64 / 4.0;
-        let (yv, xv) = (y0 + f * (y1 - y0), x0 + f * (x1 - x0));
-        let (_, py) = map(x0, yv);
-        text(&mut img, 4, py as i64 - 4, &format!("{yv:>7.3}"), black);
-        line(&mut img, (LEFT - 4.0, py), (LEFT, py), black);
-        let (px, _) = map(xv, y0);
-        let label = format!("{xv:.0}");
-        text(
-            &mut img,
-            px as i64 - 4 * label.len() as i64,
-            (TOP + ph + 8.0) as i64,
-            &label,
-            black,
-        );
-    }
-    text(&mut img, (W as i64 - 8 * title.len() as i64) / 2, 12, title, black);
-    text(
-        &mut img,
-        (W as i64 - 8 * x_label.len() as i64) / 2,
-        H as i64 - 18,
-        x_label,
-        black,
-    );
-    for (k, (name, points)) in series.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
-        let valid: Vec<(f64, f64)> = points
-            .iter()
-            .copied()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .collect();
-        for w in valid.windows(2) {
-            line(&mut img, map(w[0].0, w[0].1), map(w[1].0, w[1].1), color);
+    y1 = if y1 - y0 < 1e-12 {
+        y0 + 1.0
+    } else {
+        y1 + 0.05 * (y1 - y0)
+    };
+    let legend_at = emptiest_corner(&all, (x0, x1), (y0, y1));
+    render(LINE_SIZE, |root| {
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 22))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .x_labels(10)
+            .y_labels(8)
+            .x_label_formatter(&tick_label(x1 - x0, 10))
+            .y_label_formatter(&tick_label(y1 - y0, 8))
+            .light_line_style(RGBColor(235, 235, 235))
+            .bold_line_style(RGBColor(205, 205, 205))
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 15))
+            .draw()
+            .map_err(plot_err)?;
+        for (k, (name, points)) in series.iter().enumerate() {
+            let color = COLORS[k % COLORS.len()];
+            let style = color.stroke_width(2);
+            let drawn: Vec<(f64, f64)> = if points.len() == 1 {
+                // One point: a short dash, so it shows.
+                let (x, y) = points[0];
+                let d = 0.005 * (x1 - x0);
+                vec![(x - d, y), (x + d, y)]
+            } else {
+                points.clone()
+            };
+            chart
+                .draw_series(LineSeries::new(drawn, style))
+                .map_err(plot_err)?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         }
-        if valid.len() == 1 {
-            let (x, y) = map(valid[0].0, valid[0].1);
-            line(&mut img, (x - 2.0, y), (x + 2.0, y), color);
-        }
-        let ly = TOP as i64 + 4 + 14 * k as i64;
-        let lx = (LEFT + pw) as i64 - 8 * 18;
-        line(
-            &mut img,
-            (lx as f64, ly as f64 + 4.0),
-            (lx as f64 + 16.0, ly as f64 + 4.0),
-            color,
-        );
-        text(&mut img, lx + 22, ly, name, color);
-    }
-    img
+        chart
+            .configure_series_labels()
+            .position(legend_at)
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(180, 180, 180))
+            .label_font((FONT, 14))
+            .draw()
+            .map_err(plot_err)?;
+        Ok(())
+    })
 }
 
-/// The confusion matrix as a heat map with counts (rows: true class, columns: predicted); for
-/// an unlabeled evaluation, one row of predicted-class counts.
-pub fn confusion_chart(title: &str, eval: &EvalResult) -> RgbImage {
+/// The confusion matrix as a heat map (rows: true class, columns: predicted; the shade is the
+/// share of the row) with counts in the cells and each class's accuracy at the row's end; for an
+/// unlabeled evaluation, one row of predicted-class counts.
+pub fn confusion_chart(title: &str, eval: &EvalResult) -> Result<RgbImage> {
     let unlabeled = [eval.predicted.clone()];
     let (confusion, per_class): (&[Vec<u64>], Option<&Vec<f64>>) = match (&eval.confusion, &eval.per_class) {
         (Some(c), Some(p)) => (c, Some(p)),
         _ => (&unlabeled, None),
     };
     let k = eval.predicted.len().max(1) as u32;
-    let rows = confusion.len() as u32;
-    // 44-pixel cells with counts up to 20 classes; smaller cells, shade only, beyond.
+    let rows = confusion.len().max(1) as u32;
+    // 44-pixel cells up to 20 classes; smaller cells, shade only, beyond.
     let cell = (880 / k).clamp(2, 44);
-    let numbers = cell >= 30;
-    let (ox, oy) = (60u32, 50u32);
-    let mut img = RgbImage::from_pixel(
-        (ox + k * cell + 80).max(8 * title.len() as u32 + 16),
-        oy + rows * cell + 40,
-        Rgb([255, 255, 255]),
-    );
-    let black = Rgb([0, 0, 0]);
-    text(&mut img, 8, 12, title, black);
-    for (t, row) in confusion.iter().enumerate() {
-        let total: u64 = row.iter().sum::<u64>().max(1);
-        for (p, &v) in row.iter().enumerate() {
-            let frac = v as f64 / total as f64;
-            let shade = (255.0 * (1.0 - frac)) as u8;
-            let color = Rgb([shade, shade, 255]);
-            for y in 0..cell - 1 {
-                for x in 0..cell - 1 {
-                    img.put_pixel(ox + p as u32 * cell + x, oy + t as u32 * cell + y, color);
-                }
-            }
+    let numbers = cell >= MIN_NUMBERED_CELL;
+    let name = |i: usize| -> String {
+        let n = eval.classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+        if n.chars().count() > 8 {
+            format!("{}…", n.chars().take(7).collect::<String>())
+        } else {
+            n
+        }
+    };
+    let (left, right, top, bottom) = (90u32, 70u32, 84u32, 64u32);
+    let size = ((left + k * cell + right).max(560), top + rows * cell + bottom);
+    render(size, |root| {
+        root.fill(&WHITE).map_err(plot_err)?;
+        let (w, _) = root.dim_in_pixel();
+        root.draw(&Text::new(
+            title.to_string(),
+            (w as i32 / 2, 16),
+            TextStyle::from((FONT, 18).into_font()).pos(Pos::new(HPos::Center, VPos::Center)),
+        ))
+        .map_err(plot_err)?;
+        let grid = root.margin(top, bottom, left, size.0 - left - k * cell);
+        let mut chart = ChartBuilder::on(&grid)
+            .build_cartesian_2d(0f64..k as f64, rows as f64..0f64)
+            .map_err(plot_err)?;
+        let centered = |size: i32| TextStyle::from((FONT, size).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+        for (t, row) in confusion.iter().enumerate() {
+            let total = row.iter().sum::<u64>().max(1);
+            chart
+                .draw_series(row.iter().enumerate().map(|(p, &v)| {
+                    let frac = v as f64 / total as f64;
+                    let shade = (255.0 * (1.0 - frac)).round() as u8;
+                    let corner = |dp: f64, dt: f64| (p as f64 + dp, t as f64 + dt);
+                    Rectangle::new(
+                        [corner(0.02, 0.02), corner(0.98, 0.98)],
+                        RGBColor(shade, shade, 255).filled(),
+                    )
+                }))
+                .map_err(plot_err)?;
             if numbers {
-                let fg = if frac > 0.5 { Rgb([255, 255, 255]) } else { black };
-                let s = v.to_string();
-                let tx = (ox + p as u32 * cell + cell / 2) as i64 - 4 * s.len() as i64;
-                text(&mut img, tx, (oy + t as u32 * cell + cell / 2) as i64 - 4, &s, fg);
+                chart
+                    .draw_series(row.iter().enumerate().map(|(p, &v)| {
+                        let dark = v as f64 / total as f64 > 0.5;
+                        let style = centered(13).color(if dark { &WHITE } else { &BLACK });
+                        Text::new(v.to_string(), (p as f64 + 0.5, t as f64 + 0.5), style)
+                    }))
+                    .map_err(plot_err)?;
             }
         }
-        let Some(per_class) = per_class.filter(|_| numbers) else {
-            continue;
+        // Class names along both axes and per-class accuracies, in pixels beside the grid.
+        let at = |p: f64, t: f64| chart.backend_coord(&(p, t));
+        let every = if numbers { 1 } else { (k as usize).div_ceil(20) };
+        for p in (0..k as usize).step_by(every) {
+            let (x, y) = at(p as f64 + 0.5, 0.0);
+            root.draw(&Text::new(name(p), (x, y - 14), centered(13)))
+                .map_err(plot_err)?;
+        }
+        let (xm, _) = at(k as f64 / 2.0, 0.0);
+        root.draw(&Text::new("predicted class", (xm, top as i32 - 40), centered(14)))
+            .map_err(plot_err)?;
+        if let Some(per_class) = per_class {
+            for t in (0..rows as usize).step_by(every) {
+                let (x, y) = at(0.0, t as f64 + 0.5);
+                let label = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
+                root.draw(&Text::new(name(t), (x - 6, y), label)).map_err(plot_err)?;
+                let (xr, _) = at(k as f64, 0.0);
+                let acc = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+                root.draw(&Text::new(format!("{:.0}%", 100.0 * per_class[t]), (xr + 6, y), acc))
+                    .map_err(plot_err)?;
+            }
+        }
+        let legend: &[&str] = if per_class.is_some() {
+            &[
+                "rows: true class, with its accuracy at the right",
+                "columns: predicted class; shade: share of the row",
+            ]
+        } else {
+            &["images predicted as each class (no labels)"]
         };
-        text(
-            &mut img,
-            ox as i64 - 20,
-            (oy + t as u32 * cell + cell / 2) as i64 - 4,
-            &t.to_string(),
-            black,
-        );
-        let acc = format!("{:.0}%", 100.0 * per_class[t]);
-        text(
-            &mut img,
-            (ox + k * cell + 8) as i64,
-            (oy + t as u32 * cell + cell / 2) as i64 - 4,
-            &acc,
-            black,
-        );
-    }
-    for p in (0..k).filter(|_| numbers) {
-        text(
-            &mut img,
-            (ox + p * cell + cell / 2) as i64 - 4,
-            oy as i64 - 14,
-            &p.to_string(),
-            black,
-        );
-    }
-    let legend = if per_class.is_some() {
-        "rows: true class, columns: predicted"
-    } else {
-        "images predicted as each class (no labels)"
-    };
-    text(&mut img, ox as i64, (oy + rows * cell + 14) as i64, legend, black);
-    img
+        let (_, yb) = at(0.0, rows as f64);
+        let left_text = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        for (i, line) in legend.iter().enumerate() {
+            root.draw(&Text::new(*line, (12, yb + 20 + 18 * i as i32), left_text.clone()))
+                .map_err(plot_err)?;
+        }
+        Ok(())
+    })
 }
 
 /// Writes `loss.png`, `accuracy.png` and (with a final evaluation) `confusion.png` into `dir`
@@ -255,7 +322,7 @@ pub fn write_plots(dir: &Path, metrics: &Path, final_target: Option<&EvalResult>
             "training loss",
             "step",
             &[("total", total), ("source", source), ("target", target)],
-        ),
+        )?,
         "loss.png",
     )?;
     let (title, series) = if tgt_acc.is_empty() && !tgt_confidence.is_empty() {
@@ -273,11 +340,11 @@ pub fn write_plots(dir: &Path, metrics: &Path, final_target: Option<&EvalResult>
             vec![("source test", src_acc), ("target test", tgt_acc)],
         )
     };
-    save(line_chart(title, "step", &series), "accuracy.png")?;
+    save(line_chart(title, "step", &series)?, "accuracy.png")?;
     match final_target {
-        Some(e) if e.labeled => save(confusion_chart("target test confusion matrix", e), "confusion.png")?,
+        Some(e) if e.labeled => save(confusion_chart("target test confusion matrix", e)?, "confusion.png")?,
         Some(e) => save(
-            confusion_chart("target test (unlabeled): predicted classes", e),
+            confusion_chart("target test (unlabeled): predicted classes", e)?,
             "predicted.png",
         )?,
         None => {}

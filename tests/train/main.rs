@@ -4,6 +4,7 @@
 #[path = "../reference/mod.rs"]
 mod reference;
 
+mod plots;
 mod step;
 
 use std::sync::OnceLock;
