@@ -17,7 +17,9 @@ use crate::gpu::{GpuContext, Op, Tensor};
 use crate::kernels::batchnorm::{
     batchnorm_apply, batchnorm_backward, batchnorm_stats, BatchNormBackward, BatchNormShape,
 };
-use crate::kernels::conv2d::{conv2d_backward_data, conv2d_backward_weights, conv2d_forward, Conv2dShape};
+use crate::kernels::conv2d::{
+    conv2d_backward_data, conv2d_backward_weights, conv2d_backward_weights_scratch_len, conv2d_forward, Conv2dShape,
+};
 use crate::kernels::dense::{dense_backward, dense_forward};
 use crate::kernels::pool::{global_avg_pool_backward, global_avg_pool_forward};
 
@@ -573,6 +575,9 @@ pub struct Workspace {
     stats: HashMap<usize, (Tensor, Tensor)>,
     /// Gradient scratch per activation shape (h, w, c): [dx, dx', du, dh].
     grad_pool: HashMap<(usize, usize, usize), [Tensor; 4]>,
+    /// The split-K partial sums of every layer's weight gradient, one after another in the
+    /// backward pass: one buffer of the largest layer's need, made with the first backward pass.
+    dw_scratch: Option<Tensor>,
     passes: HashMap<Pass, Vec<Op>>,
 }
 
@@ -671,13 +676,33 @@ impl Workspace {
             d_pooled: Tensor::zeros(ctx, "d_pooled", &[batch, net.final_c]),
             stats,
             grad_pool,
+            dw_scratch: None,
             passes: HashMap::new(),
         }
+    }
+
+    /// Every convolution of `net` with its input side: the stem, then each block's conv1, conv2
+    /// and projection shortcut.
+    fn convolutions(net: &WideResNet) -> Vec<(ConvLayer, usize)> {
+        let mut convs = vec![(net.stem, net.config.image_size)];
+        for b in &net.blocks {
+            convs.extend([(b.conv1, b.in_hw), (b.conv2, b.out_hw)]);
+            convs.extend(b.shortcut.map(|sc| (sc, b.in_hw)));
+        }
+        convs
     }
 
     /// The ops of `pass`, built on first use and reused afterwards.
     pub fn ops(&mut self, ctx: &GpuContext, net: &WideResNet, pass: Pass) -> &[Op] {
         if !self.passes.contains_key(&pass) {
+            if matches!(pass, Pass::Backward { .. }) && self.dw_scratch.is_none() {
+                let len = Self::convolutions(net)
+                    .iter()
+                    .map(|(c, hw)| conv2d_backward_weights_scratch_len(ctx, &self.conv_shape(c, *hw)))
+                    .max()
+                    .unwrap_or(1);
+                self.dw_scratch = Some(Tensor::zeros(ctx, "conv2d dw partials", &[len]));
+            }
             let ops = match pass {
                 Pass::ForwardTrain { update_running } => self.build_forward(ctx, net, Some(update_running)),
                 Pass::ForwardInference => self.build_forward(ctx, net, None),
@@ -945,6 +970,7 @@ impl Workspace {
         accumulate: bool,
     ) -> Vec<Op> {
         let mut ops = Vec::new();
+        let dw_scratch = self.dw_scratch.as_ref();
         let (hw, c) = (net.final_hw, net.final_c);
         ops.extend(dense_backward(
             ctx,
@@ -991,7 +1017,15 @@ impl Workspace {
             let (du2, dh1) = (&out_pool[2], &out_pool[3]);
             let shape2 = self.conv_shape(&b.conv2, b.out_hw);
             ops.extend(tagged(
-                conv2d_backward_weights(ctx, &shape2, &self.u2[i], &d_out, &net.grad(b.conv2.weight), accumulate),
+                conv2d_backward_weights(
+                    ctx,
+                    &shape2,
+                    &self.u2[i],
+                    &d_out,
+                    &net.grad(b.conv2.weight),
+                    accumulate,
+                    dw_scratch,
+                ),
                 &shape2,
             ));
             ops.extend(tagged(
@@ -1026,7 +1060,15 @@ impl Workspace {
             let identity_from_u1 = b.shortcut.is_none() && b.shortcut_activated;
             let du1 = if identity_from_u1 { &d_out } else { &in_pool[2] };
             ops.extend(tagged(
-                conv2d_backward_weights(ctx, &shape1, &self.u1[i], dh1, &net.grad(b.conv1.weight), accumulate),
+                conv2d_backward_weights(
+                    ctx,
+                    &shape1,
+                    &self.u1[i],
+                    dh1,
+                    &net.grad(b.conv1.weight),
+                    accumulate,
+                    dw_scratch,
+                ),
                 &shape1,
             ));
             ops.extend(tagged(
@@ -1062,7 +1104,7 @@ impl Workspace {
             };
             if let Some((sc, shape)) = &projection {
                 ops.extend(tagged(
-                    conv2d_backward_weights(ctx, shape, sc_in, &d_out, &net.grad(sc.weight), accumulate),
+                    conv2d_backward_weights(ctx, shape, sc_in, &d_out, &net.grad(sc.weight), accumulate, dw_scratch),
                     shape,
                 ));
                 if b.shortcut_activated {
@@ -1100,7 +1142,15 @@ impl Workspace {
 
         let stem = self.conv_shape(&net.stem, net.config.image_size);
         ops.extend(tagged(
-            conv2d_backward_weights(ctx, &stem, &self.input, &d_out, &net.grad(net.stem.weight), accumulate),
+            conv2d_backward_weights(
+                ctx,
+                &stem,
+                &self.input,
+                &d_out,
+                &net.grad(net.stem.weight),
+                accumulate,
+                dw_scratch,
+            ),
             &stem,
         ));
         if let Some(d_input) = &self.d_input {

@@ -557,10 +557,26 @@ fn split_k(rows: usize, outputs: usize, path: ConvPath) -> (usize, usize) {
     (rows.div_ceil(per), per)
 }
 
+/// f32 elements of split-K partial sums that [`conv2d_backward_weights`] needs for `s` on the
+/// adapter's path: a network workspace allocates one scratch of its largest layer's need and
+/// hands it to every layer.
+pub fn conv2d_backward_weights_scratch_len(ctx: &GpuContext, s: &Conv2dShape) -> usize {
+    conv2d_backward_weights_scratch_len_with(ConvPath::for_adapter(ctx), s)
+}
+
+/// [`conv2d_backward_weights_scratch_len`] on the given path.
+pub fn conv2d_backward_weights_scratch_len_with(path: ConvPath, s: &Conv2dShape) -> usize {
+    let rows = s.batch * s.out_h() * s.out_w();
+    let (m, n) = (s.kernel * s.kernel * s.in_c, s.out_c);
+    split_k(rows, m * n, path).0 * m * n
+}
+
 /// `dw (+)= sum over batch and positions of im2col(x)^T dy`: the gradient of [`conv2d_forward`]
 /// with respect to w. Deterministic split-K: each chunk of the reduction writes its partial
-/// product into a scratch buffer allocated here, then a second op adds the chunks in fixed
-/// order into dw. Returns both ops, to be run in order. Runs the adapter's [`ConvPath`].
+/// product into `scratch` (at least [`conv2d_backward_weights_scratch_len`] elements, its
+/// contents overwritten; `None` allocates one for this call), then a second op adds the chunks
+/// in fixed order into dw. Returns both ops, to be run in order. Runs the adapter's
+/// [`ConvPath`].
 pub fn conv2d_backward_weights(
     ctx: &GpuContext,
     s: &Conv2dShape,
@@ -568,11 +584,13 @@ pub fn conv2d_backward_weights(
     dy: &Tensor,
     dw: &Tensor,
     accumulate: bool,
+    scratch: Option<&Tensor>,
 ) -> Vec<Op> {
-    conv2d_backward_weights_with(ctx, ConvPath::for_adapter(ctx), s, x, dy, dw, accumulate)
+    conv2d_backward_weights_with(ctx, ConvPath::for_adapter(ctx), s, x, dy, dw, accumulate, scratch)
 }
 
 /// [`conv2d_backward_weights`] on the given path.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_weights_with(
     ctx: &GpuContext,
     path: ConvPath,
@@ -581,6 +599,7 @@ pub fn conv2d_backward_weights_with(
     dy: &Tensor,
     dw: &Tensor,
     accumulate: bool,
+    scratch: Option<&Tensor>,
 ) -> Vec<Op> {
     let what = "conv2d_backward_weights";
     s.validate(what);
@@ -593,7 +612,22 @@ pub fn conv2d_backward_weights_with(
     let mut p = params(s, [m, n, rows], accumulate);
     p.split_rows = split_rows as u32;
     p.splits = splits as u32;
-    let partials = Tensor::zeros(ctx, "conv2d dw partials", &[splits, m, n]);
+    let shape = [splits, m, n];
+    let partials = match scratch {
+        Some(t) => {
+            assert!(
+                t.len() >= splits * m * n,
+                "{what}: scratch of {} elements, {} needed",
+                t.len(),
+                splits * m * n
+            );
+            Tensor {
+                shape: shape.to_vec(),
+                ..t.clone()
+            }
+        }
+        None => Tensor::zeros(ctx, "conv2d dw partials", &shape),
+    };
     let gemm = match path {
         _ if use_subgroup(ctx, path, s, n) && taps_of_3x3(s) => {
             let pairs = (3 * s.in_c / 4).next_multiple_of(SG_LANES);

@@ -1,7 +1,7 @@
 use adamatch_wgpu::gpu::Tensor;
 use adamatch_wgpu::kernels::conv2d::{
-    conv2d_backward_data, conv2d_backward_data_with, conv2d_backward_weights, conv2d_backward_weights_with,
-    conv2d_forward, conv2d_forward_with, Conv2dShape, ConvPath,
+    conv2d_backward_data, conv2d_backward_data_with, conv2d_backward_weights, conv2d_backward_weights_scratch_len_with,
+    conv2d_backward_weights_with, conv2d_forward, conv2d_forward_with, Conv2dShape, ConvPath,
 };
 
 use crate::ctx;
@@ -194,8 +194,8 @@ fn check_backward_weights(path: ConvPath, s: &Conv2dShape, seed: u64) {
     let dy = Tensor::from_f32(ctx, "dy", &[s.output_len()], &d.dy);
     let dw = Tensor::from_f32(ctx, "dw", &[s.weight_len()], &dw0);
     let dw_acc = Tensor::from_f32(ctx, "dw_acc", &[s.weight_len()], &dw0);
-    let set = conv2d_backward_weights_with(ctx, path, s, &x, &dy, &dw, false);
-    let acc = conv2d_backward_weights_with(ctx, path, s, &x, &dy, &dw_acc, true);
+    let set = conv2d_backward_weights_with(ctx, path, s, &x, &dy, &dw, false, None);
+    let acc = conv2d_backward_weights_with(ctx, path, s, &x, &dy, &dw_acc, true, None);
     let ops: Vec<_> = set.iter().chain(&acc).collect();
     ctx.run(&ops).unwrap();
 
@@ -268,7 +268,7 @@ fn check_deterministic(path: ConvPath) {
                 conv2d_forward_with(ctx, path, &s, &x, &w, &y, None),
                 conv2d_backward_data_with(ctx, path, &s, &dy, &w, &dx, false),
             ];
-            ops.extend(conv2d_backward_weights_with(ctx, path, &s, &x, &dy, &dw, false));
+            ops.extend(conv2d_backward_weights_with(ctx, path, &s, &x, &dy, &dw, false, None));
             ctx.run(&ops.iter().collect::<Vec<_>>()).unwrap();
             [y, dx, dw].map(|t| {
                 t.read_f32(ctx)
@@ -338,7 +338,7 @@ fn direct_path_takes_16_column_blocks_where_channels_allow() {
         let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
         let f = conv2d_forward_with(ctx, ConvPath::Direct, s, &x, &w, &y, None);
         let d = conv2d_backward_data_with(ctx, ConvPath::Direct, s, &y, &w, &x, false);
-        let g = conv2d_backward_weights_with(ctx, ConvPath::Direct, s, &x, &y, &w, false);
+        let g = conv2d_backward_weights_with(ctx, ConvPath::Direct, s, &x, &y, &w, false, None);
         [f.label, d.label, g[0].label.clone()].map(|l| l.ends_with("_wide"))
     };
     assert_eq!(entry(&shape(2, (8, 8), 32, 64, 3, 2)), [true, true, true]);
@@ -376,7 +376,7 @@ fn subgroup_path_is_bitwise_the_direct_path() {
                 conv2d_forward_with(ctx, path, s, &x, &w, &y, Some(&dy)),
                 conv2d_backward_data_with(ctx, path, s, &dy, &w, &dx, false),
             ];
-            ops.extend(conv2d_backward_weights_with(ctx, path, s, &x, &dy, &dw, false));
+            ops.extend(conv2d_backward_weights_with(ctx, path, s, &x, &dy, &dw, false, None));
             if ctx.subgroup_size == Some(8) && path == ConvPath::Subgroup {
                 // The weight gradient: the taps kernel for 3x3 stride 1 or 2 with 32-column blocks,
                 // else only where its rows fill whole subgroups of 16-row blocks.
@@ -448,9 +448,9 @@ fn plain_functions_run_the_adapters_path() {
             ]
         };
         ops.extend(if plain {
-            conv2d_backward_weights(ctx, &s, &x, &dy, &dw, false)
+            conv2d_backward_weights(ctx, &s, &x, &dy, &dw, false, None)
         } else {
-            conv2d_backward_weights_with(ctx, want, &s, &x, &dy, &dw, false)
+            conv2d_backward_weights_with(ctx, want, &s, &x, &dy, &dw, false, None)
         });
         ctx.run(&ops.iter().collect::<Vec<_>>()).unwrap();
         [y, dx, dw].map(|t| {
@@ -503,6 +503,55 @@ fn reference_backward_matches_finite_differences() {
         for (i, v) in y.iter().enumerate() {
             let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
             assert!((cpu::conv2d_forward_at(&xf, &w, &s, i) - v).abs() < 1e-12);
+        }
+    }
+}
+
+/// One partial-sum scratch for several layers, as a network workspace holds it: larger than
+/// either layer needs, filled with NaN beforehand, and reused by the second layer right after the
+/// first. Each layer's dw must be bitwise what it is with a scratch of its own.
+#[test]
+fn backward_weights_share_one_scratch_across_layers() {
+    let ctx = ctx();
+    for path in ConvPath::ALL {
+        // Several split-K chunks in both; the second needs fewer partials than the first.
+        let layers = [shape(5, (30, 31), 5, 6, 3, 1), shape(3, (16, 16), 16, 32, 3, 2)];
+        let len = layers
+            .iter()
+            .map(|s| conv2d_backward_weights_scratch_len_with(path, s))
+            .max()
+            .unwrap()
+            + 37;
+        let scratch = Tensor::from_f32(ctx, "shared scratch", &[len], &vec![f32::NAN; len]);
+        let mut shared_ops = Vec::new();
+        let mut own_ops = Vec::new();
+        let mut outputs = Vec::new();
+        for (i, s) in layers.iter().enumerate() {
+            let d = data(s, 1200 + i as u64);
+            let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d.x);
+            let dy = Tensor::from_f32(ctx, "dy", &[s.output_len()], &d.dy);
+            let shared = Tensor::zeros(ctx, "dw shared", &[s.weight_len()]);
+            let own = Tensor::zeros(ctx, "dw own", &[s.weight_len()]);
+            shared_ops.extend(conv2d_backward_weights_with(
+                ctx,
+                path,
+                s,
+                &x,
+                &dy,
+                &shared,
+                false,
+                Some(&scratch),
+            ));
+            own_ops.extend(conv2d_backward_weights_with(ctx, path, s, &x, &dy, &own, false, None));
+            outputs.push((*s, shared, own));
+        }
+        ctx.run(&shared_ops.iter().chain(&own_ops).collect::<Vec<_>>()).unwrap();
+        for (s, shared, own) in outputs {
+            let bits = |t: &Tensor| t.read_f32(ctx).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert!(
+                bits(&shared) == bits(&own),
+                "{path:?} {s:?}: dw with the shared scratch differs from dw with its own"
+            );
         }
     }
 }
