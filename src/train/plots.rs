@@ -3,7 +3,7 @@
 //! are needed and the files are the same on every machine.
 
 use std::path::Path;
-use std::sync::Once;
+use std::sync::OnceLock;
 
 use anyhow::{anyhow, Context, Result};
 use image::RgbImage;
@@ -24,15 +24,10 @@ const LINE_SIZE: (u32, u32) = (800, 450);
 /// Confusion cells narrower than this show their shade only, no count.
 const MIN_NUMBERED_CELL: u32 = 30;
 
-fn register_font() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // The bytes are a valid TrueType file compiled into the binary; failing to parse them is a
-        // build problem, not an input one.
-        if plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_err() {
-            panic!("the embedded DejaVu Sans font does not parse");
-        }
-    });
+/// Registers the embedded font with plotters once; false if its bytes do not parse.
+fn register_font() -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok())
 }
 
 /// Renders `draw` onto a white `w` x `h` canvas.
@@ -40,7 +35,9 @@ fn render(
     (w, h): (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
 ) -> Result<RgbImage> {
-    register_font();
+    if !register_font() {
+        return Err(anyhow!("the embedded DejaVu Sans font does not parse; plots not drawn"));
+    }
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
