@@ -3,21 +3,13 @@
 // Batch norm fuses the same activation into its apply/backward kernels (batchnorm.wgsl);
 // these entry points serve places where no batch norm precedes the activation.
 
-struct Params {
-    len: u32,
-    slope: f32,
-    // 1: dx += grad instead of dx = grad (several consumers of one tensor).
-    accumulate: u32,
-    _pad: u32,
-}
-
+// The uniform `Params` and the constants shared with the host (WG ...) are declared in
+// src/kernels/activation.rs and prepended to this file by src/shaders.rs.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-
-const WG: u32 = 256u;
 
 // Dispatches wider than 65,535 workgroups are split into 2D (see gpu::grid_1d).
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {

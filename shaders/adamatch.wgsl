@@ -25,20 +25,8 @@
 // constants of the step (stop-gradient), and c_tau enters only through the mask comparison.
 // Everything reduces in a fixed order, so results are bitwise reproducible.
 
-struct Params {
-    batch: u32,
-    target_rows: u32,
-    classes: u32,
-    // Ring length of the paper's target-mean history.
-    history: u32,
-    tau: f32,
-    ema_momentum: f32,
-    // 0: paper alignment (EMA / history state); 1: Keras per-batch alignment with clipping.
-    keras_alignment: u32,
-    // L: the labeled rows of each view (B, plus the labeled target images).
-    labeled_rows: u32,
-}
-
+// The uniform `Params` and the constants shared with the host (WG ...) are declared in
+// src/kernels/adamatch.rs and prepended to this file by src/shaders.rs.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> joint: array<f32>;
 @group(0) @binding(2) var<storage, read> source: array<f32>;
@@ -69,9 +57,7 @@ struct Params {
 @group(0) @binding(22) var<storage, read> target_loss: array<f32>;
 @group(0) @binding(23) var<storage, read_write> metrics: array<f32>;
 
-const WG: u32 = 64u;
 const REDUCE_WG: u32 = 256u;
-const MU_INDEX: u32 = 4u;
 
 // Dispatches wider than 65,535 workgroups are split into 2D (see gpu::grid_1d).
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {

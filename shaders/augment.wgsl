@@ -42,6 +42,8 @@ struct AugParams {
     slots: array<OpSlot, 3>,
 }
 
+// WG, SLOTS and the OP_* codes are declared in src/kernels/augment.rs and prepended to this file
+// by src/shaders.rs.
 @group(0) @binding(0) var<uniform> u: Uniforms;
 // u8 NHWC images packed 4 bytes per u32, little-endian (SIZE * SIZE * 3 / 4 words per image).
 @group(0) @binding(1) var<storage, read> src: array<u32>;
@@ -50,20 +52,6 @@ struct AugParams {
 // Two image buffers per image (ping-pong between slots): pixel p of buffer b of image i at
 // (2 * i + b) * SIZE * SIZE + p.
 @group(0) @binding(4) var<storage, read_write> img: array<u32>;
-
-const WG: u32 = 256u;
-const SLOTS: u32 = 3u;
-
-const OP_IDENTITY: u32 = 0u;
-const OP_AFFINE: u32 = 1u;
-const OP_AUTOCONTRAST: u32 = 2u;
-const OP_EQUALIZE: u32 = 3u;
-const OP_SOLARIZE: u32 = 4u;
-const OP_POSTERIZE: u32 = 5u;
-const OP_COLOR: u32 = 6u;
-const OP_CONTRAST: u32 = 7u;
-const OP_BRIGHTNESS: u32 = 8u;
-const OP_SHARPNESS: u32 = 9u;
 
 const BORDER_CONSTANT: u32 = 0u;
 const BORDER_REFLECT: u32 = 1u;

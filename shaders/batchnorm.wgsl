@@ -16,30 +16,8 @@
 // reduced over the workgroup by a fixed tree; the vec4 ones one per row lane); a `*_finalize`
 // kernel (one workgroup per channel) then combines them in a fixed order.
 
-struct Params {
-    rows: u32,
-    channels: u32,
-    // Rows handled by one workgroup, row lanes * rows_per_lane (the last chunk may be shorter).
-    rows_per_chunk: u32,
-    // Partials per channel in the reduction scratch.
-    partials: u32,
-    // Channel lanes per workgroup tile: a power of two dividing WG.
-    channel_lanes: u32,
-    eps: f32,
-    slope: f32,
-    // Running statistics: running = momentum * running + (1 - momentum) * batch.
-    momentum: f32,
-    // Stats: bit 0 = update the running statistics.
-    // Backward: bit 0 = batch-statistics (training-mode) formula, bit 1 = accumulate dgamma/dbeta.
-    flags: u32,
-    // Rows of one row lane: the first is chunk_begin + lane_r * lane_stride, then every
-    // row_step rows, at most rows_per_lane of them (cyclic: lane_stride 1, row_step = row lanes;
-    // blocked: lane_stride = rows_per_lane, row_step 1).
-    lane_stride: u32,
-    row_step: u32,
-    rows_per_lane: u32,
-}
-
+// The uniform `Params` and the constants shared with the host (WG ...) are declared in
+// src/kernels/batchnorm.rs and prepended to this file by src/shaders.rs.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> mean: array<f32>;
@@ -77,13 +55,8 @@ struct Params {
 @group(0) @binding(29) var<storage, read> coef4: array<vec4<f32>>;
 @group(0) @binding(30) var<storage, read_write> partials_out4: array<vec4<f32>>;
 
-const WG: u32 = 256u;
 // Finalize kernels: one workgroup per channel, combining at most a few thousand partials.
 const FWG: u32 = 64u;
-
-const FLAG_BATCH_STATS: u32 = 1u;
-const FLAG_UPDATE_RUNNING: u32 = 1u;
-const FLAG_ACCUMULATE: u32 = 2u;
 
 // The part of the tiling one thread owns: channel lane `c` (may be past the last channel) and
 // rows `row_begin, row_begin + row_step, ... < row_end`.
@@ -399,8 +372,6 @@ fn batchnorm_backward_input_add(
 // The reductions do not combine over the workgroup (no shared memory, no barriers): every row
 // lane writes its own partials, entry `wid.x * row_lanes + lane_r`, and the finalize kernels
 // above combine those in order (`p.partials` = chunks * row lanes).
-
-const QPT: u32 = 4u;
 
 fn act4(z: vec4<f32>) -> vec4<f32> {
     return select(p.slope * z, z, z > vec4<f32>(0.0));

@@ -29,14 +29,13 @@
 // choice is a constant argument, folded away at compile time: on lavapipe the general path left
 // behind a runtime branch, even a uniform one, slowed the aligned K loop by about 40%.
 
-// Tile sizes; mirrored in src/kernels/conv2d.rs. TILE_K must be a multiple of 4, TILE_M of
-// THREAD_M and of TILE_K, TILE_N of 4, and TILE_M a multiple of WG (each invocation stages whole
-// A rows). TILE_M = 9 * 16 divides the weight-gradient rows (9 * Cin) of every 3x3 layer.
-const TILE_M: u32 = 144u;
-const TILE_N: u32 = 32u;
-const TILE_K: u32 = 16u;
-// Rows per invocation. The tile products below are unrolled for exactly 8.
-const THREAD_M: u32 = 8u;
+// TILE_M, TILE_N, TILE_K (tile sizes), THREAD_M (rows per invocation), REDUCE_WG, and the direct
+// variant's DIRECT_M x DIRECT_N outputs per invocation and DIRECT_WG workgroup size are WGSL
+// consts that src/kernels/conv2d.rs (WGSL_CONSTANTS) writes ahead of this file, and checks there:
+// TILE_K a multiple of 4, TILE_M of THREAD_M and of TILE_K, TILE_N of 4, TILE_M a multiple of WG
+// (each invocation stages whole A rows). The tile products below are unrolled for THREAD_M = 8,
+// the direct ones for 16 x 8 (two halves of 8 rows, see `Block`): on lavapipe 16 x 8 beat 8 x 8 by
+// 10-15% (fewer loads per multiply-add) and 24 x 8 or 32 x 8 (register spills).
 const WG: u32 = (TILE_M / THREAD_M) * (TILE_N / 4u);
 // vec4s per tile row in each packing.
 const KQ: u32 = TILE_K / 4u;
@@ -47,41 +46,6 @@ const B_VEC4S: u32 = TILE_K * NQ;
 // A rows each invocation stages (forward, backward data), B vec4s (rounded up).
 const A_ROWS: u32 = TILE_M / WG;
 const B_LOADS: u32 = (B_VEC4S + WG - 1u) / WG;
-const REDUCE_WG: u32 = 256u;
-// Direct variant: outputs per invocation, rows x columns (unrolled for exactly 16 x 8: two
-// halves of 8 rows, see `Block`), and workgroup size. On lavapipe 16 x 8 beat 8 x 8 by 10-15%
-// (fewer loads per multiply-add) and 24 x 8 or 32 x 8 (register spills).
-const DIRECT_M: u32 = 16u;
-const DIRECT_N: u32 = 8u;
-const DIRECT_WG: u32 = 64u;
-
-struct Params {
-    batch: u32,
-    in_h: u32,
-    in_w: u32,
-    in_c: u32,
-    out_h: u32,
-    out_w: u32,
-    out_c: u32,
-    kernel: u32,
-    stride: u32,
-    pad_top: u32,
-    pad_left: u32,
-    // 1: out += result instead of out = result (gradients); forward: add `residual`.
-    accumulate: u32,
-    gemm_m: u32,
-    gemm_n: u32,
-    gemm_k: u32,
-    // Number of M tiles; they may be spread over workgroup_id.y and .z (65,535 per dimension).
-    tiles_m: u32,
-    // backward_weights: reduction rows per split-K chunk (a multiple of TILE_K), chunks.
-    split_rows: u32,
-    splits: u32,
-    // backward_data: M tiles per stride phase (tiles_m = stride^2 * phase_tiles); in the direct
-    // variant, blocks of DIRECT_M rows per stride phase.
-    phase_tiles: u32,
-    _pad: u32,
-}
 
 @group(0) @binding(0) var<uniform> p: Params;
 // Inputs are bound twice, as scalars and as vec4s (same range): the vec4 view serves channel

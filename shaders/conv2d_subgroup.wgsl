@@ -15,9 +15,8 @@
 //
 // Only for vec4 channels with 16 | the GEMM's columns (what the `_wide` entry points need); no
 // invocation returns before the broadcasts unless its whole subgroup does, and blocks past the
-// last row compute zeros that are never stored.
-
-const SG_LANES: u32 = 8u;
+// last row compute zeros that are never stored. SG_LANES (8) comes from src/kernels/conv2d.rs
+// with conv2d.wgsl's constants.
 
 // First row and column of the block of invocation u of a GEMM with `col_blocks` 16-column blocks:
 // groups of 8 consecutive invocations (a subgroup) share a column block and take consecutive row

@@ -3,14 +3,8 @@
 // element, accumulating over k in increasing order (zero padding past the edge adds exact zeros),
 // so every result is bitwise reproducible whatever the dispatch.
 
-struct Params {
-    rows: u32,
-    in_f: u32,
-    out_f: u32,
-    // 1: out += grad instead of out = grad (parameter gradients summed over passes).
-    accumulate: u32,
-}
-
+// The uniform `Params` and the constants shared with the host (WG ...) are declared in
+// src/kernels/dense.rs and prepended to this file by src/shaders.rs.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
@@ -20,9 +14,6 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(8) var<storage, read_write> db: array<f32>;
-
-const TS: u32 = 16u;
-const BIAS_WG: u32 = 64u;
 
 // tile_a[m][k], tile_b[k][n] of the current k step.
 var<workgroup> tile_a: array<array<f32, TS>, TS>;

@@ -20,13 +20,8 @@
 // The pseudo-labels and the mask are constants of the step (stop-gradient); everything reduces
 // in a fixed order, so results are bitwise reproducible.
 
-struct Params {
-    batch: u32,
-    target_rows: u32,
-    classes: u32,
-    threshold: f32,
-}
-
+// The uniform `Params` and the constants shared with the host (WG ...) are declared in
+// src/kernels/fixmatch.rs and prepended to this file by src/shaders.rs.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> joint: array<f32>;
 @group(0) @binding(2) var<storage, read_write> target_strong: array<f32>;
@@ -39,7 +34,6 @@ struct Params {
 @group(0) @binding(9) var<storage, read> target_loss: array<f32>;
 @group(0) @binding(10) var<storage, read_write> metrics: array<f32>;
 
-const WG: u32 = 64u;
 const REDUCE_WG: u32 = 256u;
 
 // Dispatches wider than 65,535 workgroups are split into 2D (see gpu::grid_1d).

@@ -6,36 +6,8 @@
 // and a step never reads anything back. Constants of a run (momentum, betas, eps, EMA decay)
 // are in the op's uniform.
 
-struct Params {
-    len: u32,
-    // SGD: 1 = Nesterov momentum.
-    nesterov: u32,
-    // SGD momentum, or EMA decay.
-    decay: f32,
-    // 1 - EMA decay, or Adam 1 - beta1. Computed in f64 on the host, as Keras and objax form
-    // it from a Python float: 1 - 0.999f32 would be 5e-5 off.
-    one_minus_decay: f32,
-    // Adam 1 - beta2 (also from f64).
-    one_minus_beta2: f32,
-    eps: f32,
-    // grad_check: number of first-pass partials.
-    n_partials: u32,
-    _pad: u32,
-}
-
-// Mirrors optimizer::StepScalars on the host (8 f32).
-struct StepScalars {
-    lr: f32,
-    weight_decay: f32,
-    // 1 - beta1^t and 1 - beta2^t for Adam's bias correction (t counts from 1).
-    adam_bias1: f32,
-    adam_bias2: f32,
-    mu: f32,
-    step: f32,
-    _pad0: f32,
-    _pad1: f32,
-}
-
+// The uniform `Params`, `StepScalars` and the constants shared with the host (WG ...) are
+// declared in src/kernels/optimizer.rs and prepended to this file by src/shaders.rs.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> s: StepScalars;
 @group(0) @binding(2) var<storage, read_write> params: array<f32>;
@@ -51,8 +23,6 @@ struct StepScalars {
 // grad_check: (sum of squares, non-finite flag) per first-pass workgroup.
 @group(0) @binding(9) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(10) var<storage, read_write> metrics: array<f32>;
-
-const WG: u32 = 256u;
 
 // Dispatches wider than 65,535 workgroups are split into 2D (see gpu::grid_1d).
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
@@ -120,7 +90,6 @@ fn ema_update(
 }
 
 // Elements per first-pass workgroup: each invocation sums 16 strided elements in order.
-const CHECK_CHUNK: u32 = 4096u;
 
 var<workgroup> sum_sq: array<f32, WG>;
 var<workgroup> bad: array<u32, WG>;

@@ -2,21 +2,13 @@
 // y [batch, channels]. Each output is summed by one invocation in a fixed order (p = 0..hw), so
 // results are bitwise reproducible; neighbouring invocations read neighbouring channels.
 
-struct Params {
-    batch: u32,
-    hw: u32,
-    channels: u32,
-    // 1: dx += grad instead of dx = grad (several consumers of one tensor).
-    accumulate: u32,
-}
-
+// The uniform `Params` and the constants shared with the host (WG ...) are declared in
+// src/kernels/pool.rs and prepended to this file by src/shaders.rs.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-
-const WG: u32 = 256u;
 
 // Dispatches wider than 65,535 workgroups are split into 2D (see gpu::grid_1d).
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {

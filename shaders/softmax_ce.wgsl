@@ -12,14 +12,8 @@
 // One invocation per row (classes may be any size); the loss sum is one workgroup reducing in a
 // fixed order, so everything is bitwise reproducible.
 
-struct Params {
-    rows: u32,
-    classes: u32,
-    scale: f32,
-    // 1: dlogits += grad instead of dlogits = grad.
-    accumulate: u32,
-}
-
+// The uniform `Params` and the constants shared with the host (WG ...) are declared in
+// src/kernels/softmax_ce.rs and prepended to this file by src/shaders.rs.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
@@ -29,7 +23,6 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dlogits: array<f32>;
 
-const WG: u32 = 64u;
 const REDUCE_WG: u32 = 256u;
 
 // Dispatches wider than 65,535 workgroups are split into 2D (see gpu::grid_1d).

@@ -32,6 +32,8 @@ pub struct KernelRow {
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub adapter: String,
+    /// The convolution path every conv2d ran (`--conv-path`, or the adapter's own).
+    pub conv_path: String,
     /// "gpu timestamps" or "wall clock".
     pub kernel_timing: String,
     pub network: String,
@@ -191,6 +193,7 @@ pub fn run(ctx: &GpuContext, opts: &BenchOptions) -> Result<BenchReport> {
     let pass_gflop = 3.0 * net.forward_flops_per_image() * opts.batch as f64 / 1e9;
     Ok(BenchReport {
         adapter: ctx.adapter_summary(),
+        conv_path: ctx.profile.conv_path.name().to_string(),
         kernel_timing: timing.to_string(),
         network: format!(
             "WRN-{}-{} ({})",
@@ -211,6 +214,7 @@ pub fn run(ctx: &GpuContext, opts: &BenchOptions) -> Result<BenchReport> {
 /// The human-readable table.
 pub fn print_report(r: &BenchReport) {
     println!("adapter: {}", r.adapter);
+    println!("convolution path: {}", r.conv_path);
     println!(
         "network: {}, batch {}, kernel timing by {}",
         r.network, r.batch, r.kernel_timing

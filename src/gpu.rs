@@ -6,10 +6,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::kernels::batchnorm::BatchNormTuning;
+use crate::kernels::conv2d::ConvPath;
 use crate::shaders::Shader;
 
 /// Largest workgroup count wgpu allows in one dispatch dimension.
@@ -22,6 +24,66 @@ pub struct AdapterChoice {
     pub backend: Option<String>,
     /// A substring of the adapter name (None = best adapter: discrete, then integrated, then CPU).
     pub adapter: Option<String>,
+    /// Force every convolution onto this path (None: `ADAMATCH_CONV_PATH` when set, else the
+    /// adapter's own, [`ConvPath::for_adapter`]). A path the adapter cannot run is an error.
+    pub conv_path: Option<ConvPath>,
+}
+
+/// The environment variable that forces a convolution path on every context of a process
+/// (tests and benchmarks included): `tiled`, `direct` or `subgroup`.
+pub const CONV_PATH_ENV: &str = "ADAMATCH_CONV_PATH";
+
+/// What the kernels choose their variants by: the adapter's kind and subgroups (facts), and the
+/// variants chosen from them or forced (`--conv-path`, [`GpuContext::with_conv_path`]). One
+/// profile per context; conv2d and batch norm read nothing else about the adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdapterProfile {
+    /// A CPU adapter (lavapipe, SwiftShader, WARP): it runs each workgroup as one task and pays
+    /// per workgroup and per barrier.
+    pub cpu: bool,
+    /// WebGPU in a browser, whose validation is stricter than wgpu-core's.
+    pub browser: bool,
+    /// The subgroup size when the device has subgroups of one fixed size (lavapipe: 8).
+    pub subgroup_size: Option<u32>,
+    /// The path every convolution takes.
+    pub conv_path: ConvPath,
+    /// Batch norm's split of rows into workgroups.
+    pub batchnorm: BatchNormTuning,
+}
+
+impl AdapterProfile {
+    /// The facts of an adapter with the variants it runs best (measured on lavapipe and GPUs).
+    pub fn new(cpu: bool, browser: bool, subgroup_size: Option<u32>) -> AdapterProfile {
+        let mut p = AdapterProfile {
+            cpu,
+            browser,
+            subgroup_size,
+            conv_path: ConvPath::Tiled,
+            batchnorm: BatchNormTuning::Gpu,
+        };
+        p.conv_path = ConvPath::for_adapter(&p);
+        p.batchnorm = BatchNormTuning::for_adapter(&p);
+        p
+    }
+
+    /// This profile with every convolution on `path`, or why the adapter cannot run it.
+    pub fn with_conv_path(self, path: ConvPath) -> Result<AdapterProfile> {
+        if let Some(why) = path.refusal(&self) {
+            bail!("convolution path '{}' cannot run on this adapter: {why}", path.name());
+        }
+        Ok(AdapterProfile {
+            conv_path: path,
+            ..self
+        })
+    }
+}
+
+/// The path `ADAMATCH_CONV_PATH` names, if it is set (never in a browser).
+fn conv_path_from_env() -> Result<Option<ConvPath>> {
+    match std::env::var(CONV_PATH_ENV) {
+        Ok(v) if !v.is_empty() => v.parse().map(Some).map_err(|e| anyhow!("{CONV_PATH_ENV}={v}: {e}")),
+        _ => Ok(None),
+    }
 }
 
 /// Limits the engine needs beyond WebGPU's defaults, with the reason shown when one is missing.
@@ -166,7 +228,9 @@ fn required_limits(have: &wgpu::Limits) -> wgpu::Limits {
     limits
 }
 
-/// The device, its queue, and the pipeline cache.
+/// The device, its queue, the kernels' adapter profile, and the pipeline cache. Cloning shares the
+/// device, the caches and the memory count (see [`GpuContext::with_conv_path`]).
+#[derive(Clone)]
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -174,14 +238,15 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// GPU timestamp queries are available (used by `bench`).
     pub timestamps: bool,
-    /// The subgroup size when the device has subgroups of one fixed size (lavapipe: 8), for the
-    /// kernels that share operands through subgroup broadcasts.
-    pub subgroup_size: Option<u32>,
-    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<(Shader, &'static str), wgpu::ComputePipeline>>,
+    /// What the kernels choose their variants by.
+    pub profile: AdapterProfile,
+    modules: Arc<Mutex<HashMap<Shader, wgpu::ShaderModule>>>,
+    pipelines: Arc<Mutex<HashMap<(Shader, &'static str), wgpu::ComputePipeline>>>,
     /// Bytes of every storage and uniform buffer made through this context (never decreased:
     /// the engine allocates once and reuses, so this is its peak; `bench --step` reports it).
-    allocated: AtomicU64,
+    allocated: Arc<AtomicU64>,
+    /// See [`GpuContext::placeholder`].
+    placeholder: Arc<OnceLock<Tensor>>,
 }
 
 impl GpuContext {
@@ -189,7 +254,11 @@ impl GpuContext {
     pub async fn new(choice: &AdapterChoice) -> Result<Self> {
         let backends = backends_from_name(choice.backend.as_deref())?;
         let adapter = Self::pick_adapter(&instance(backends), backends, choice).await?;
-        Self::from_adapter(adapter).await
+        let ctx = Self::from_adapter(adapter).await?;
+        match choice.conv_path {
+            Some(path) => ctx.with_conv_path(path),
+            None => Ok(ctx),
+        }
     }
 
     /// Blocking form of [`GpuContext::new`] for native code.
@@ -292,17 +361,49 @@ impl GpuContext {
             })
             .await
             .with_context(|| format!("could not open a device on adapter '{}'", info.name))?;
+        let mut profile = AdapterProfile::new(
+            info.device_type == wgpu::DeviceType::Cpu,
+            cfg!(target_arch = "wasm32"),
+            subgroup_size,
+        );
+        if let Some(path) = conv_path_from_env()? {
+            profile = profile
+                .with_conv_path(path)
+                .with_context(|| format!("{CONV_PATH_ENV}={}", path.name()))?;
+        }
         Ok(Self {
             device,
             queue,
             info,
             limits,
             timestamps,
-            subgroup_size,
-            modules: Mutex::new(HashMap::new()),
-            pipelines: Mutex::new(HashMap::new()),
-            allocated: AtomicU64::new(0),
+            profile,
+            modules: Default::default(),
+            pipelines: Default::default(),
+            allocated: Default::default(),
+            placeholder: Default::default(),
         })
+    }
+
+    /// This context (the same device, caches and memory count) with every convolution on
+    /// `path`, or an error saying why the adapter cannot run it.
+    pub fn with_conv_path(&self, path: ConvPath) -> Result<GpuContext> {
+        Ok(GpuContext {
+            profile: self.profile.with_conv_path(path)?,
+            ..self.clone()
+        })
+    }
+
+    /// This context with batch norm's workgroup split forced to `tuning` (any adapter runs
+    /// either; they differ in speed and summation order).
+    pub fn with_batchnorm_tuning(&self, tuning: BatchNormTuning) -> GpuContext {
+        GpuContext {
+            profile: AdapterProfile {
+                batchnorm: tuning,
+                ..self.profile
+            },
+            ..self.clone()
+        }
     }
 
     /// One line naming the adapter, for logs and run configs.
@@ -343,6 +444,14 @@ impl GpuContext {
         });
         pipelines.insert((shader, entry), pipeline.clone());
         pipeline
+    }
+
+    /// One vec4 of zeros, made once per device: bound where an entry point declares a buffer
+    /// that a flag tells it not to read (conv2d's residual without one).
+    pub fn placeholder(&self) -> Tensor {
+        self.placeholder
+            .get_or_init(|| Tensor::zeros(self, "placeholder", &[4]))
+            .clone()
     }
 
     /// Total bytes of the storage and uniform buffers made so far (readback staging excluded).
@@ -604,6 +713,28 @@ impl Op {
             bind_group,
             _uniform: uniform_buf,
         }
+    }
+
+    /// [`Op::new`] with the storage buffers bound by the names the shader declares them under.
+    /// Panics on a name the shader does not declare (a bug in the calling wrapper).
+    pub fn named(
+        ctx: &GpuContext,
+        shader: Shader,
+        entry: &'static str,
+        uniform: Option<&[u8]>,
+        storage: &[(&str, &Tensor)],
+        workgroups: [u32; 3],
+    ) -> Op {
+        let numbered: Vec<(u32, &Tensor)> = storage
+            .iter()
+            .map(|&(name, t)| {
+                let binding = shader
+                    .binding(name)
+                    .unwrap_or_else(|| panic!("shaders/{} declares no binding named '{name}'", shader.file_name()));
+                (binding, t)
+            })
+            .collect();
+        Op::new(ctx, shader, entry, uniform, &numbered, workgroups)
     }
 
     /// Sets the FLOP count used in benchmark reports.

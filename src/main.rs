@@ -16,6 +16,7 @@ use adamatch_wgpu::data::Preprocess;
 use adamatch_wgpu::gpu::{self, AdapterChoice, GpuContext};
 use adamatch_wgpu::inference::Classifier;
 use adamatch_wgpu::input::InputScale;
+use adamatch_wgpu::kernels::conv2d::ConvPath;
 use adamatch_wgpu::network::{Activation, WideResNetConfig};
 use adamatch_wgpu::serve::{self, ServeOptions, WebServer};
 use adamatch_wgpu::train::config::{
@@ -46,6 +47,10 @@ struct GpuArgs {
     /// Use the adapter whose name contains this text (see `info`).
     #[arg(long, global = true, env = "ADAMATCH_ADAPTER")]
     adapter: Option<String>,
+    /// Run every convolution on this path instead of the adapter's own (tiled: GPUs; direct and
+    /// subgroup: CPU adapters). Refused with the reason where the adapter cannot run it.
+    #[arg(long, global = true, value_enum, env = "ADAMATCH_CONV_PATH")]
+    conv_path: Option<ConvPath>,
 }
 
 impl GpuArgs {
@@ -53,12 +58,17 @@ impl GpuArgs {
         AdapterChoice {
             backend: self.backend.clone(),
             adapter: self.adapter.clone(),
+            conv_path: self.conv_path,
         }
     }
 
     fn context(&self) -> Result<GpuContext> {
         let ctx = GpuContext::new_blocking(&self.choice())?;
-        eprintln!("adapter: {}", ctx.adapter_summary());
+        eprintln!(
+            "adapter: {} (convolution path: {})",
+            ctx.adapter_summary(),
+            ctx.profile.conv_path
+        );
         Ok(ctx)
     }
 }

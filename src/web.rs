@@ -41,6 +41,17 @@ pub fn start() {
     }));
 }
 
+/// Every WGSL module exactly as the engine hands it to the device (the constants Rust writes for
+/// it prepended), as a JSON object from file name to source: the browser test compiles each.
+#[wasm_bindgen(js_name = shaderSources)]
+pub fn shader_sources() -> String {
+    let sources: std::collections::BTreeMap<&str, String> = crate::shaders::Shader::ALL
+        .iter()
+        .map(|s| (s.file_name(), s.source()))
+        .collect();
+    serde_json::to_string(&sources).unwrap_or_default()
+}
+
 /// An anyhow chain as one JS error message.
 fn js_error(e: anyhow::Error) -> JsError {
     JsError::new(&format!("{e:#}"))
@@ -161,6 +172,7 @@ impl WebClassifier {
         let choice = AdapterChoice {
             backend: Some("webgpu".into()),
             adapter: None,
+            conv_path: None,
         };
         let ctx = GpuContext::new(&choice).await.map_err(js_error)?;
         Ok(WebClassifier {

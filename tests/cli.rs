@@ -540,3 +540,39 @@ fn a_batch_beyond_the_adapter_is_refused_with_the_flag_and_the_limit() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_runs_the_conv_path_it_is_told_and_names_each_layers_kernel() {
+    // --conv-path and ADAMATCH_CONV_PATH force the path; every convolution row of the report
+    // then names one of that path's kernels (tiled runs on every adapter, direct on any native one).
+    for (how, path) in [("flag", "tiled"), ("env", "direct")] {
+        let mut cmd = bin();
+        cmd.args([
+            "bench", "--depth", "10", "--width", "1", "--batch", "2", "--reps", "1", "--json",
+        ]);
+        match how {
+            "flag" => cmd.args(["--conv-path", path]).env_remove("ADAMATCH_CONV_PATH"),
+            _ => cmd.env("ADAMATCH_CONV_PATH", path),
+        };
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["conv_path"], path, "{how}");
+        let convs: Vec<&str> = r["kernels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kernel"].as_str().unwrap())
+            .filter(|k| k.starts_with("conv2d_") && !k.ends_with("_reduce"))
+            .collect();
+        assert!(convs.len() >= 3, "{r}");
+        for k in convs {
+            assert_eq!(k.contains("_direct_"), path == "direct", "{how} {path}: {k}");
+            assert!(!k.ends_with("_subgroup"), "{how} {path}: {k}");
+        }
+    }
+    let out = bin().args(["bench", "--conv-path", "fast"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fast") && err.contains("tiled, direct, subgroup"), "{err}");
+}

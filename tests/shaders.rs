@@ -11,7 +11,7 @@ fn every_wgsl_file_validates() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let mut errors = Vec::new();
     for shader in Shader::ALL {
-        let src = shader.source();
+        let src = &shader.source();
         let name = dir.join(shader.file_name()).display().to_string();
         let module = match naga::front::wgsl::parse_str(src) {
             Ok(m) => m,
@@ -33,7 +33,6 @@ fn every_wgsl_file_validates() {
             errors.push(e.emit_to_string_with_path(src, &name));
         }
     }
-    assert!(Shader::ALL.len() >= 6, "expected the engine's shaders");
     assert!(errors.is_empty(), "shader errors:\n{}", errors.join("\n"));
 }
 
@@ -54,4 +53,95 @@ fn every_shader_file_is_embedded() {
             );
         }
     }
+}
+
+/// `@compute ... fn name` entry points of a WGSL source.
+fn compute_entry_points(src: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, _) in src.match_indices("@compute") {
+        let rest = &src[i..];
+        let after_fn = &rest[rest.find("fn ").expect("fn after @compute") + 3..];
+        let name: String = after_fn
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        out.push(name);
+    }
+    out
+}
+
+#[test]
+fn conv2d_kernels_name_exactly_the_shaders_entry_points() {
+    // Every Conv2dKernel is an entry point of its shader, and every entry point of conv2d.wgsl and
+    // conv2d_subgroup.wgsl is a Conv2dKernel: selection can reach each, and none is dead.
+    use adamatch_wgpu::kernels::conv2d::Conv2dKernel;
+    use adamatch_wgpu::shaders::Shader;
+    let mut declared = compute_entry_points(Shader::Conv2dSubgroup.file_source());
+    declared.sort();
+    let mut named: Vec<String> = Conv2dKernel::ALL.iter().map(|k| k.entry_point().to_string()).collect();
+    named.sort();
+    assert_eq!(named, declared);
+    let plain = compute_entry_points(Shader::Conv2d.file_source());
+    for &k in Conv2dKernel::ALL {
+        assert_eq!(
+            plain.iter().any(|e| e == k.entry_point()),
+            k.shader() == Shader::Conv2d,
+            "{k:?} is declared in the wrong file for {:?}",
+            k.shader()
+        );
+    }
+}
+
+#[test]
+fn bindings_are_found_by_name_in_every_shader() {
+    // The declarations Op::named resolves names against: all of them, each name and number once.
+    use adamatch_wgpu::shaders::Shader;
+    for shader in Shader::ALL {
+        let src = shader.file_source();
+        let mut numbers = Vec::new();
+        for line in src.lines().filter(|l| l.contains("@binding(")) {
+            let (_, decl) = line.split_once("var").expect("a var after @binding");
+            let decl = decl.split_once('>').map_or(decl, |(_, r)| r);
+            let name: String = decl
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let number = shader
+                .binding(&name)
+                .unwrap_or_else(|| panic!("{name} of {line:?} not found"));
+            assert!(
+                line.contains(&format!("@binding({number})")),
+                "{name}: {number} for {line:?}"
+            );
+            numbers.push(number);
+        }
+        assert!(!numbers.is_empty(), "{} declares no bindings", shader.file_name());
+        let count = numbers.len();
+        numbers.sort();
+        numbers.dedup();
+        assert_eq!(numbers.len(), count, "{}: a binding number twice", shader.file_name());
+        assert_eq!(shader.binding("no_such_buffer"), None);
+    }
+}
+
+#[test]
+fn rust_constants_reach_the_wgsl_once() {
+    // Each constant Rust writes for a shader is declared exactly once in what the device compiles
+    // (the file declares none of them itself), with Rust's value.
+    use adamatch_wgpu::shaders::Shader;
+    for shader in Shader::ALL {
+        let src = shader.source();
+        for (name, value) in shader.constants() {
+            let decl = format!("const {name}: u32 = {value}u;");
+            assert_eq!(
+                src.matches(&format!("const {name}:")).count(),
+                1,
+                "{name} in {}",
+                shader.file_name()
+            );
+            assert!(src.contains(&decl), "{decl} missing from {}", shader.file_name());
+        }
+    }
+    assert!(!Shader::Conv2d.constants().is_empty());
 }

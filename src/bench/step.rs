@@ -61,6 +61,8 @@ pub struct EngineComparison {
 #[derive(Clone, Debug, Serialize)]
 pub struct StepReport {
     pub adapter: String,
+    /// The convolution path every conv2d ran (`--conv-path`, or the adapter's own).
+    pub conv_path: String,
     pub preset: String,
     pub algorithm: String,
     pub network: String,
@@ -294,6 +296,7 @@ pub fn run(ctx: &GpuContext, opts: &StepBenchOptions) -> Result<StepReport> {
     let images_per_step = cfg.batch + target_batch;
     Ok(StepReport {
         adapter: ctx.adapter_summary(),
+        conv_path: ctx.profile.conv_path.name().to_string(),
         preset: cfg.preset.clone(),
         algorithm: if adamatch { "adamatch" } else { "source-only" }.into(),
         network: format!(
@@ -360,6 +363,7 @@ fn print_rows(title: &str, rows: &[ProfileRow], limit: usize) {
 /// The human-readable report.
 pub fn print_report(r: &StepReport) {
     println!("adapter: {}", r.adapter);
+    println!("convolution path: {}", r.conv_path);
     println!(
         "preset {} ({}), {}, {} source + {} target images per step, main pass {} rows",
         r.preset, r.algorithm, r.network, r.source_batch, r.target_batch, r.joint_batch

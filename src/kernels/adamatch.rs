@@ -27,7 +27,12 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::kernels::softmax_ce::{softmax_ce_term, Targets};
-use crate::shaders::Shader;
+use crate::shaders::{wgsl_struct, Shader};
+
+/// The constants `shaders/adamatch.wgsl` is compiled with, and the structs it shares with this file:
+/// written here once, prepended to the shader by [`Shader::source`].
+pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG), ("MU_INDEX", SCALAR_MU_INDEX as u32)];
+pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
 
 const WG: u32 = 64;
 
@@ -151,17 +156,21 @@ impl AdaMatchLossConfig {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    batch: u32,
-    target_rows: u32,
-    classes: u32,
-    history: u32,
-    tau: f32,
-    ema_momentum: f32,
-    keras_alignment: u32,
-    labeled_rows: u32,
+wgsl_struct! {
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct Params {
+        batch: u32,
+        target_rows: u32,
+        classes: u32,
+        /// Ring length of the paper's target-mean history.
+        history: u32,
+        tau: f32,
+        ema_momentum: f32,
+        /// 0: paper alignment (EMA / history state); 1: Keras per-batch alignment with clipping.
+        keras_alignment: u32,
+        /// L: the labeled rows of each view (B, plus the labeled target images).
+        labeled_rows: u32,
+    }
 }
 
 /// The loss of one AdaMatch step, its ops built once for fixed tensors.

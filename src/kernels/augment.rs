@@ -95,6 +95,23 @@ use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::input::InputScale;
 use crate::shaders::Shader;
 
+/// The constants `shaders/augment.wgsl` is compiled with, and the structs it shares with this file:
+/// written here once, prepended to the shader by [`Shader::source`].
+pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[
+    ("WG", WG),
+    ("SLOTS", SLOTS as u32),
+    ("OP_IDENTITY", OP_IDENTITY),
+    ("OP_AFFINE", OP_AFFINE),
+    ("OP_AUTOCONTRAST", OP_AUTOCONTRAST),
+    ("OP_EQUALIZE", OP_EQUALIZE),
+    ("OP_SOLARIZE", OP_SOLARIZE),
+    ("OP_POSTERIZE", OP_POSTERIZE),
+    ("OP_COLOR", OP_COLOR),
+    ("OP_CONTRAST", OP_CONTRAST),
+    ("OP_BRIGHTNESS", OP_BRIGHTNESS),
+    ("OP_SHARPNESS", OP_SHARPNESS),
+];
+
 /// Colour channels and the bytes of one u8 image of side `size` (NHWC; also its f32 values once
 /// augmented), as the data layer holds them.
 pub use crate::data::{image_bytes, CHANNELS};

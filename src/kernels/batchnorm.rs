@@ -13,8 +13,19 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{GpuContext, Op, Tensor};
-use crate::shaders::Shader;
+use crate::gpu::{AdapterProfile, GpuContext, Op, Tensor};
+use crate::shaders::{wgsl_struct, Shader};
+
+/// The constants `shaders/batchnorm.wgsl` is compiled with, and the structs it shares with this file:
+/// written here once, prepended to the shader by [`Shader::source`].
+pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[
+    ("WG", WG),
+    ("FLAG_BATCH_STATS", FLAG_BATCH_STATS),
+    ("FLAG_UPDATE_RUNNING", FLAG_UPDATE_RUNNING),
+    ("FLAG_ACCUMULATE", FLAG_ACCUMULATE),
+    ("QPT", (VEC4_LANE_CHANNELS / 4) as u32),
+];
+pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
 
 const WG: u32 = 256;
 
@@ -29,10 +40,45 @@ pub const MAX_PARTIALS: usize = 2048;
 /// Largest workgroup count in one dispatch dimension.
 const MAX_GROUPS: usize = 65_535;
 
+/// How a batch-norm dispatch splits its rows into workgroups. GPUs want enough workgroups to fill
+/// every core; CPU adapters (lavapipe) run each workgroup as one task, pay per workgroup and per
+/// barrier, and prefer a few fat ones (measured ~2-4x faster). Either runs on any adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BatchNormTuning {
+    Gpu,
+    Cpu,
+}
+
+impl BatchNormTuning {
+    pub const ALL: [BatchNormTuning; 2] = [BatchNormTuning::Gpu, BatchNormTuning::Cpu];
+
+    /// [`BatchNormTuning::Cpu`] on CPU adapters, else [`BatchNormTuning::Gpu`].
+    pub fn for_adapter(p: &AdapterProfile) -> BatchNormTuning {
+        if p.cpu {
+            BatchNormTuning::Cpu
+        } else {
+            BatchNormTuning::Gpu
+        }
+    }
+
+    fn params(self) -> Tuning {
+        match self {
+            BatchNormTuning::Gpu => Tuning {
+                target_workgroups: 512,
+                max_rows_per_lane: 16,
+                vec4_blocked_rows: false,
+            },
+            BatchNormTuning::Cpu => Tuning {
+                target_workgroups: 32,
+                max_rows_per_lane: 128,
+                vec4_blocked_rows: true,
+            },
+        }
+    }
+}
+
 /// How many workgroups a dispatch aims for, how many rows a thread may walk to get there, and
 /// which rows a row lane walks in the vec4 kernels.
-/// GPUs want enough workgroups to fill every core; CPU adapters (lavapipe) run each workgroup as
-/// one task, pay per workgroup and per barrier, and prefer a few fat ones (measured ~2-4x faster).
 #[derive(Clone, Copy, Debug)]
 struct Tuning {
     target_workgroups: usize,
@@ -43,26 +89,6 @@ struct Tuning {
     /// memory); GPUs want interleaved rows (neighbouring threads, neighbouring rows). The scalar
     /// kernels always interleave (blocked rows measured slower on lavapipe for them).
     vec4_blocked_rows: bool,
-}
-
-const GPU_TUNING: Tuning = Tuning {
-    target_workgroups: 512,
-    max_rows_per_lane: 16,
-    vec4_blocked_rows: false,
-};
-
-const CPU_TUNING: Tuning = Tuning {
-    target_workgroups: 32,
-    max_rows_per_lane: 128,
-    vec4_blocked_rows: true,
-};
-
-fn tuning(ctx: &GpuContext) -> Tuning {
-    if ctx.info.device_type == wgpu::DeviceType::Cpu {
-        CPU_TUNING
-    } else {
-        GPU_TUNING
-    }
 }
 
 /// Widest channel tile of a workgroup, in channel lanes (scalar: 64 floats = 256 contiguous
@@ -88,21 +114,31 @@ impl BatchNormShape {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    channels: u32,
-    rows_per_chunk: u32,
-    partials: u32,
-    channel_lanes: u32,
-    eps: f32,
-    slope: f32,
-    momentum: f32,
-    flags: u32,
-    lane_stride: u32,
-    row_step: u32,
-    rows_per_lane: u32,
+wgsl_struct! {
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct Params {
+        rows: u32,
+        channels: u32,
+        /// Rows handled by one workgroup, row lanes * rows_per_lane (the last chunk may be shorter).
+        rows_per_chunk: u32,
+        /// Partials per channel in the reduction scratch.
+        partials: u32,
+        /// Channel lanes per workgroup tile: a power of two dividing WG.
+        channel_lanes: u32,
+        eps: f32,
+        slope: f32,
+        /// Running statistics: running = momentum * running + (1 - momentum) * batch.
+        momentum: f32,
+        /// Stats: bit 0 = update the running statistics.
+        /// Backward: bit 0 = batch-statistics (training-mode) formula, bit 1 = accumulate dgamma/dbeta.
+        flags: u32,
+        /// Rows of one row lane: the first is chunk_begin + lane_r * lane_stride, then every
+        /// row_step rows, at most rows_per_lane of them (cyclic: lane_stride 1, row_step = row lanes;
+        /// blocked: lane_stride = rows_per_lane, row_step 1).
+        lane_stride: u32,
+        row_step: u32,
+        rows_per_lane: u32,
+    }
 }
 
 const FLAG_UPDATE_RUNNING: u32 = 1;
@@ -145,7 +181,7 @@ impl Plan {
 
 /// The tiling for `s` (vec4 or scalar kernels; `reduction`: bound the partials per channel).
 fn plan(ctx: &GpuContext, s: &BatchNormShape, vec4: bool, reduction: bool) -> Plan {
-    let t = tuning(ctx);
+    let t = ctx.profile.batchnorm.params();
     let units = if vec4 {
         s.channels.div_ceil(VEC4_LANE_CHANNELS)
     } else {

@@ -1,37 +1,44 @@
-//! Rust side of `shaders/conv2d.wgsl`: 2D convolution (NHWC activations, HWIO weights, no bias,
-//! TensorFlow "SAME" padding) as implicit GEMM, forward and both backward passes.
+//! Rust side of `shaders/conv2d.wgsl` and `shaders/conv2d_subgroup.wgsl`: 2D convolution (NHWC
+//! activations, HWIO weights, no bias, TensorFlow "SAME" padding) as implicit GEMM, forward and
+//! both backward passes.
 //!
-//! Each pass has two implementations ([`ConvPath`]): tiles in workgroup memory for GPUs, and a
-//! barrier-free one for CPU adapters. [`conv2d_forward`] and the other plain functions pick the
-//! one for the context's adapter; the `_with` forms take it explicitly (tests run both).
+//! Every choice of kernel is made here, top-down, in one function per pass
+//! ([`forward_plan`], [`backward_data_plan`], [`backward_weights_plan`]): from the context's
+//! [`ConvPath`] (the adapter's own, or forced by `ADAMATCH_CONV_PATH` / `--conv-path` /
+//! [`GpuContext::with_conv_path`], which refuse a path the adapter cannot run) and the layer's
+//! shape to a [`Conv2dKernel`] and its grid. The pass functions ([`conv2d_forward`] ...) bind
+//! that kernel's buffers by the names the shader gives them.
+
+use std::fmt;
+use std::str::FromStr;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{grid_1d, GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
-use crate::shaders::Shader;
+use crate::gpu::{grid_1d, AdapterProfile, GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
+use crate::shaders::{wgsl_struct, Shader};
 
-/// Output tile rows per workgroup (GEMM M); mirrors `TILE_M` in the shader. 9 * 16: it divides
-/// the weight-gradient rows (9 * Cin) of every 3x3 layer with Cin a multiple of 16.
+/// Output tile rows per workgroup (GEMM M). 9 * 16: it divides the weight-gradient rows (9 * Cin)
+/// of every 3x3 layer with Cin a multiple of 16.
 pub const TILE_M: usize = 144;
-/// Output tile columns per workgroup (GEMM N); mirrors `TILE_N` in the shader.
+/// Output tile columns per workgroup (GEMM N).
 pub const TILE_N: usize = 32;
-/// Reduction depth staged per step (GEMM K); mirrors `TILE_K` in the shader.
+/// Reduction depth staged per step (GEMM K).
 pub const TILE_K: usize = 16;
-/// Output rows per invocation (each owns THREAD_M x 4 outputs); mirrors `THREAD_M`.
+/// Output rows per invocation (each owns THREAD_M x 4 outputs).
 const THREAD_M: usize = 8;
 /// Workgroup size of `conv2d_backward_weights_reduce`.
-const REDUCE_WG: u32 = 256;
+const REDUCE_WG: usize = 256;
 /// Backward-weights split-K: about one chunk per this many reduction rows, and at most this
 /// many chunks (tiled path).
 const SPLIT_ROWS_TARGET: usize = 2048;
 const MAX_SPLITS: usize = 64;
 /// Row indices are divided in f32 in the shader, exact below 2^24.
 const MAX_GEMM_ROWS: usize = 1 << 24;
-/// Direct path: GEMM rows and columns per invocation and workgroup size; mirror `DIRECT_M`,
-/// `DIRECT_N` and `DIRECT_WG` in the shader.
+/// Direct path: GEMM rows and columns per invocation (the shader unrolls exactly 16 x 8), and
+/// workgroup size.
 const DIRECT_M: usize = 16;
 const DIRECT_N: usize = 8;
-const DIRECT_WG: u32 = 64;
+const DIRECT_WG: usize = 64;
 /// Direct path split-K: about one chunk per this many reduction rows, at most this many
 /// chunks... Shorter chunks than the tiled path's: on lavapipe the invocations of a chunk then
 /// share an x and dy working set that fits a core's L2 cache (1.7x faster at 8x8x128 than with
@@ -40,15 +47,36 @@ const DIRECT_SPLIT_ROWS_TARGET: usize = 512;
 const DIRECT_MAX_SPLITS: usize = 256;
 /// ...and at most this many partial-sum elements in all (64 MiB; wide layers get fewer chunks).
 const DIRECT_MAX_PARTIALS: usize = 16 << 20;
+/// Lanes per subgroup that `conv2d_subgroup.wgsl` is written for.
+const SG_LANES: usize = 8;
+
+/// The constants `conv2d.wgsl` and `conv2d_subgroup.wgsl` are compiled with, and the struct
+/// they share with this file: written here once and prepended to the shader source (see
+/// [`Shader::source`]), so Rust and WGSL cannot disagree.
+pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[
+    ("TILE_M", TILE_M as u32),
+    ("TILE_N", TILE_N as u32),
+    ("TILE_K", TILE_K as u32),
+    ("THREAD_M", THREAD_M as u32),
+    ("REDUCE_WG", REDUCE_WG as u32),
+    ("DIRECT_M", DIRECT_M as u32),
+    ("DIRECT_N", DIRECT_N as u32),
+    ("DIRECT_WG", DIRECT_WG as u32),
+    ("SG_LANES", SG_LANES as u32),
+];
 
 // What the shader's staging and unrolled products assume.
 const WG: usize = (TILE_M / THREAD_M) * (TILE_N / 4);
 const _: () = assert!(THREAD_M == 8 && TILE_N.is_multiple_of(4) && TILE_K.is_multiple_of(4));
 const _: () = assert!(TILE_M.is_multiple_of(WG) && TILE_M.is_multiple_of(TILE_K) && WG.is_multiple_of(TILE_M / TILE_K));
+pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
 
-/// How the GEMM of a convolution pass runs. Both paths compute the same sums in different
-/// orders (results may differ in the last bits); each is bitwise reproducible.
+const _: () = assert!(DIRECT_M == 16 && DIRECT_N == 8 && SG_LANES == 8);
+
+/// How the GEMMs of the convolutions run. The paths compute the same sums in different orders
+/// (results may differ in the last bits); each is bitwise reproducible.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum ConvPath {
     /// Tiles staged in workgroup memory, with barriers: for GPUs.
     Tiled,
@@ -57,46 +85,155 @@ pub enum ConvPath {
     /// (lavapipe), where a barrier costs 30-45% of the reduction loop.
     Direct,
     /// The direct path with the operand that a subgroup's invocations share loaded once per
-    /// subgroup and broadcast (`conv2d_subgroup.wgsl`), where the adapter has subgroups of 8 and
-    /// the layer takes the 16-column blocks; [`ConvPath::Direct`] elsewhere. Bitwise the same
-    /// results as the direct path.
+    /// subgroup and broadcast (`conv2d_subgroup.wgsl`), for layers whose channels take the
+    /// 16-column blocks; the direct kernels for the others. Bitwise the direct path's results.
+    /// Needs subgroups of exactly 8 lanes.
     Subgroup,
 }
 
 impl ConvPath {
     pub const ALL: [ConvPath; 3] = [ConvPath::Tiled, ConvPath::Direct, ConvPath::Subgroup];
 
-    /// [`ConvPath::Subgroup`] on native CPU adapters with subgroups of 8 lanes, else
-    /// [`ConvPath::Direct`] on native CPU adapters, and [`ConvPath::Tiled`] on everything else.
-    /// Browsers always get the tiled path: the direct one binds `y` and its vec4 view `y4`
-    /// (both writable) to one buffer range, which WebGPU's validation rejects (wgpu-core
-    /// allows it).
-    pub fn for_adapter(ctx: &GpuContext) -> ConvPath {
-        if cfg!(target_arch = "wasm32") || ctx.info.device_type != wgpu::DeviceType::Cpu {
+    /// The name `--conv-path` and `ADAMATCH_CONV_PATH` take.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvPath::Tiled => "tiled",
+            ConvPath::Direct => "direct",
+            ConvPath::Subgroup => "subgroup",
+        }
+    }
+
+    /// The adapter's own path (from the facts of `p`, not its `conv_path`): subgroup on native
+    /// CPU adapters that can run it, else direct on native CPU adapters, and tiled on GPUs and in
+    /// browsers.
+    pub fn for_adapter(p: &AdapterProfile) -> ConvPath {
+        if p.browser || !p.cpu {
             ConvPath::Tiled
-        } else if subgroups_of_8(ctx) {
+        } else if ConvPath::Subgroup.refusal(p).is_none() {
             ConvPath::Subgroup
         } else {
             ConvPath::Direct
         }
     }
+
+    /// Why the adapter of `p` cannot run this path, or None when it can.
+    pub fn refusal(self, p: &AdapterProfile) -> Option<String> {
+        match self {
+            ConvPath::Tiled => None,
+            ConvPath::Direct | ConvPath::Subgroup if p.browser => Some(
+                "its kernels bind an output and its vec4 view (both writable) to one buffer range, \
+                 which WebGPU's validation rejects"
+                    .into(),
+            ),
+            ConvPath::Subgroup if p.subgroup_size != Some(SG_LANES as u32) => Some(format!(
+                "conv2d_subgroup.wgsl needs subgroups of exactly {SG_LANES} lanes; this adapter has {}",
+                match p.subgroup_size {
+                    Some(n) => format!("subgroups of {n}"),
+                    None => "no fixed subgroup size".into(),
+                }
+            )),
+            ConvPath::Direct | ConvPath::Subgroup => None,
+        }
+    }
 }
 
-/// Lanes per subgroup that `conv2d_subgroup.wgsl` is written for; mirrors `SG_LANES`.
-const SG_LANES: usize = 8;
-
-/// Columns per invocation of the subgroup kernels with 32-column blocks (4 x `DIRECT_N`): the rows
-/// kernels `_rows32` / `_rows8_32` and the weight gradient's taps kernel, for GEMMs whose columns
-/// divide by 32 (every WideResNet-28-2 layer but the first block's 16-channel side).
-const SG_WIDE_COLUMNS: usize = 32;
-
-fn subgroups_of_8(ctx: &GpuContext) -> bool {
-    ctx.subgroup_size == Some(SG_LANES as u32)
+impl fmt::Display for ConvPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
-/// Whether `path` runs a pass whose GEMM has `columns` columns through the subgroup kernels.
-fn use_subgroup(ctx: &GpuContext, path: ConvPath, s: &Conv2dShape, columns: usize) -> bool {
-    path == ConvPath::Subgroup && subgroups_of_8(ctx) && direct_wide(s, columns)
+impl FromStr for ConvPath {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ConvPath, String> {
+        ConvPath::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown convolution path '{s}': choose tiled, direct or subgroup"))
+    }
+}
+
+/// Declares [`Conv2dKernel`] with its entry points, written once.
+macro_rules! conv2d_kernels {
+    ($($(#[$doc:meta])* $kernel:ident => $entry:literal,)*) => {
+        /// One convolution kernel: an entry point of `conv2d.wgsl`, or of `conv2d_subgroup.wgsl` for the
+        /// `*Subgroup` ones. Tiled: `Aligned` for channel counts in whole `TILE_K` / vec4 steps,
+        /// `General` for any. Direct: `Wide` 16-column blocks, `Aligned` vec4 loads, `General` any
+        /// channels. Subgroup: `Rows*` for 3x3 stride-1 layers whose rows are 16 (`Rows`) or 8 (`Rows8`)
+        /// pixels wide, with 32- (`*32`) or 16-column blocks, plain for the other layers, and `Taps` for
+        /// the weight gradient of 3x3 layers.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Conv2dKernel {
+            $($(#[$doc])* $kernel,)*
+        }
+
+        impl Conv2dKernel {
+            pub const ALL: &'static [Conv2dKernel] = &[$(Conv2dKernel::$kernel,)*];
+
+            /// The WGSL entry point.
+            pub fn entry_point(self) -> &'static str {
+                match self {
+                    $(Conv2dKernel::$kernel => $entry,)*
+                }
+            }
+        }
+    };
+}
+
+conv2d_kernels! {
+    ForwardAligned => "conv2d_forward_aligned",
+    ForwardGeneral => "conv2d_forward_general",
+    ForwardDirectWide => "conv2d_forward_direct_wide",
+    ForwardDirectAligned => "conv2d_forward_direct_aligned",
+    ForwardDirectGeneral => "conv2d_forward_direct_general",
+    ForwardRows32Subgroup => "conv2d_forward_rows32_subgroup",
+    ForwardRowsSubgroup => "conv2d_forward_rows_subgroup",
+    ForwardRows8x32Subgroup => "conv2d_forward_rows8_32_subgroup",
+    ForwardRows8Subgroup => "conv2d_forward_rows8_subgroup",
+    ForwardSubgroup => "conv2d_forward_subgroup",
+    BackwardDataAligned => "conv2d_backward_data_aligned",
+    BackwardDataGeneral => "conv2d_backward_data_general",
+    BackwardDataDirectWide => "conv2d_backward_data_direct_wide",
+    BackwardDataDirectAligned => "conv2d_backward_data_direct_aligned",
+    BackwardDataDirectGeneral => "conv2d_backward_data_direct_general",
+    BackwardDataRows32Subgroup => "conv2d_backward_data_rows32_subgroup",
+    BackwardDataRowsSubgroup => "conv2d_backward_data_rows_subgroup",
+    BackwardDataRows8x32Subgroup => "conv2d_backward_data_rows8_32_subgroup",
+    BackwardDataRows8Subgroup => "conv2d_backward_data_rows8_subgroup",
+    BackwardDataSubgroup => "conv2d_backward_data_subgroup",
+    BackwardWeightsAligned => "conv2d_backward_weights_aligned",
+    BackwardWeightsGeneral => "conv2d_backward_weights_general",
+    BackwardWeightsDirectWide => "conv2d_backward_weights_direct_wide",
+    BackwardWeightsDirectAligned => "conv2d_backward_weights_direct_aligned",
+    BackwardWeightsDirectGeneral => "conv2d_backward_weights_direct_general",
+    BackwardWeightsTapsSubgroup => "conv2d_backward_weights_taps_subgroup",
+    BackwardWeightsSubgroup => "conv2d_backward_weights_subgroup",
+    /// Adds the split-K partial products of the weight gradient in order (every path).
+    BackwardWeightsReduce => "conv2d_backward_weights_reduce",
+}
+
+impl Conv2dKernel {
+    /// The path whose kernels this is ([`ConvPath::Subgroup`] runs direct kernels for the layers
+    /// its own do not take; the reduce kernel counts as tiled).
+    pub fn path(self) -> ConvPath {
+        let e = self.entry_point();
+        if e.ends_with("_subgroup") {
+            ConvPath::Subgroup
+        } else if e.contains("_direct_") {
+            ConvPath::Direct
+        } else {
+            ConvPath::Tiled
+        }
+    }
+
+    /// The shader module holding the entry point.
+    pub fn shader(self) -> Shader {
+        match self.path() {
+            ConvPath::Subgroup => Shader::Conv2dSubgroup,
+            ConvPath::Tiled | ConvPath::Direct => Shader::Conv2d,
+        }
+    }
 }
 
 /// One convolution layer's geometry. Padding is TensorFlow/Keras "SAME": `out = ceil(in / stride)`,
@@ -191,29 +328,35 @@ impl Conv2dShape {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    batch: u32,
-    in_h: u32,
-    in_w: u32,
-    in_c: u32,
-    out_h: u32,
-    out_w: u32,
-    out_c: u32,
-    kernel: u32,
-    stride: u32,
-    pad_top: u32,
-    pad_left: u32,
-    accumulate: u32,
-    gemm_m: u32,
-    gemm_n: u32,
-    gemm_k: u32,
-    tiles_m: u32,
-    split_rows: u32,
-    splits: u32,
-    phase_tiles: u32,
-    _pad: u32,
+wgsl_struct! {
+    #[derive(Clone, Copy, Debug, Pod, Zeroable)]
+    struct Params {
+        batch: u32,
+        in_h: u32,
+        in_w: u32,
+        in_c: u32,
+        out_h: u32,
+        out_w: u32,
+        out_c: u32,
+        kernel: u32,
+        stride: u32,
+        pad_top: u32,
+        pad_left: u32,
+        /// 1: out += result instead of out = result (gradients); forward: add `residual`.
+        accumulate: u32,
+        gemm_m: u32,
+        gemm_n: u32,
+        gemm_k: u32,
+        /// Number of M tiles; they may be spread over workgroup_id.y and .z (65,535 per dimension).
+        tiles_m: u32,
+        /// backward_weights: reduction rows per split-K chunk (a multiple of TILE_K), chunks.
+        split_rows: u32,
+        splits: u32,
+        /// backward_data: M tiles per stride phase (tiles_m = stride^2 * phase_tiles); in the direct
+        /// variant, blocks of DIRECT_M rows per stride phase.
+        phase_tiles: u32,
+        _pad: u32,
+    }
 }
 
 /// Parameters for a GEMM of `m x k` by `k x n` over the geometry of `s`.
@@ -243,6 +386,32 @@ fn params(s: &Conv2dShape, gemm: [usize; 3], accumulate: bool) -> Params {
     }
 }
 
+/// The kernel that runs one convolution pass, its workgroup grid, and the parameters it reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dPlan {
+    pub kernel: Conv2dKernel,
+    pub grid: [u32; 3],
+    params: Params,
+}
+
+impl Conv2dPlan {
+    fn new(kernel: Conv2dKernel, grid: [u32; 3], params: Params) -> Conv2dPlan {
+        Conv2dPlan { kernel, grid, params }
+    }
+
+    /// The op of this plan over `storage`, bound by the shader's names for its buffers.
+    fn op(&self, ctx: &GpuContext, storage: &[(&str, &Tensor)]) -> Op {
+        Op::named(
+            ctx,
+            self.kernel.shader(),
+            self.kernel.entry_point(),
+            Some(bytemuck::bytes_of(&self.params)),
+            storage,
+            self.grid,
+        )
+    }
+}
+
 /// Workgroups for `tiles_m` M tiles of an output with `n` columns: N tiles along x, M tiles
 /// along y, spilling into z past 65,535 (the shader recovers the M tile as
 /// `wid.z * nwg.y + wid.y` and skips tiles past `tiles_m`).
@@ -254,27 +423,39 @@ fn gemm_grid(tiles_m: usize, n: usize) -> [u32; 3] {
     [tiles_n, y as u32, z as u32]
 }
 
-fn check_len(what: &str, name: &str, t: &Tensor, want: usize) {
-    assert_eq!(
-        t.len(),
-        want,
-        "{what}: {name} has shape {:?} ({} elements), expected {want} elements",
-        t.shape,
-        t.len()
-    );
-    // Inputs are also bound as vec4 arrays, which need at least one whole vec4.
-    assert!(want >= 4, "{what}: {name} needs at least 4 elements, has {want}");
-}
-
 /// Workgroups covering one direct-path invocation per 16 x 8 block of an `m x n` output (16 x 16
 /// when `wide`), `times` times over (split-K chunks, stride phases).
 fn direct_grid(m: usize, n: usize, times: usize, wide: bool) -> [u32; 3] {
     let width = if wide { 2 * DIRECT_N } else { DIRECT_N };
-    grid_1d(m.div_ceil(DIRECT_M) * n.div_ceil(width) * times, DIRECT_WG)
+    grid_1d(m.div_ceil(DIRECT_M) * n.div_ceil(width) * times, DIRECT_WG as u32)
+}
+
+/// Workgroups of the subgroup kernels for an `m x n` output, `times` times over: blocks of 16 rows
+/// x `block_columns`, row blocks in whole subgroups.
+fn subgroup_grid(m: usize, n: usize, times: usize, block_columns: usize) -> [u32; 3] {
+    let row_blocks = m.div_ceil(DIRECT_M).next_multiple_of(SG_LANES);
+    grid_1d(row_blocks * n.div_ceil(block_columns) * times, DIRECT_WG as u32)
+}
+
+/// The tiled path's vec4 entry points: input channels in whole K tiles, output channels in vec4s.
+fn tiled_aligned(s: &Conv2dShape) -> bool {
+    s.in_c.is_multiple_of(TILE_K) && s.out_c.is_multiple_of(4)
+}
+
+/// The direct path's vec4 entry points need both channel counts to be multiples of 4.
+fn direct_aligned(s: &Conv2dShape) -> bool {
+    s.in_c.is_multiple_of(4) && s.out_c.is_multiple_of(4)
+}
+
+/// The direct path's 16-column blocks (`_wide` entry points, and every subgroup kernel) need vec4
+/// loads and a column count that is a multiple of 16 (every WideResNet layer but the RGB stem's
+/// input side).
+fn direct_wide(s: &Conv2dShape, columns: usize) -> bool {
+    direct_aligned(s) && columns.is_multiple_of(2 * DIRECT_N)
 }
 
 /// A 3x3 stride-1 convolution whose rows are a multiple of 16 wide (input and output alike): each
-/// 16-row block is 16 neighbouring pixels of one row, and the `_rows_subgroup` kernels reuse the
+/// 16-row block is 16 neighbouring pixels of one row, and the `Rows` subgroup kernels reuse the
 /// pixels they load across the three taps of a kernel row.
 fn rows_of_16(s: &Conv2dShape) -> bool {
     s.kernel == 3 && s.stride == 1 && s.out_w().is_multiple_of(DIRECT_M)
@@ -284,6 +465,10 @@ fn rows_of_16(s: &Conv2dShape) -> bool {
 fn rows_of_8(s: &Conv2dShape) -> bool {
     s.kernel == 3 && s.stride == 1 && s.out_w() == 8 && s.out_h().is_multiple_of(2)
 }
+
+/// Columns per invocation of the subgroup kernels with 32-column blocks (4 x `DIRECT_N`), for GEMMs
+/// whose columns divide by 32 (every WideResNet-28-2 layer but the first block's 16-channel side).
+const SG_WIDE_COLUMNS: usize = 32;
 
 /// The weight gradient's rows (KH*KW*Cin) are few: rounding its 16-row blocks up to whole
 /// subgroups of 8 can waste most lanes (a 1x1 conv with 16 inputs: 7 of 8). The subgroup kernel
@@ -295,33 +480,24 @@ fn whole_subgroups_of_rows(m: usize) -> bool {
 }
 
 /// The weight gradient of a 3x3 convolution of stride 1 or 2 with output channels a multiple of
-/// 32 runs `conv2d_backward_weights_taps_subgroup`: an invocation takes the three taps of one
-/// kernel row for four input channels, and walking the reduction along output rows reuses two
-/// (stride 2: one) of the three input pixels it loaded at the previous step.
+/// 32 runs the `Taps` kernel: an invocation takes the three taps of one kernel row for four input
+/// channels, and walking the reduction along output rows reuses two (stride 2: one) of the three
+/// input pixels it loaded at the previous step.
 fn taps_of_3x3(s: &Conv2dShape) -> bool {
     s.kernel == 3 && s.stride <= 2 && s.out_c.is_multiple_of(SG_WIDE_COLUMNS)
 }
 
-/// Workgroups of the subgroup kernels for an `m x n` output, `times` times over: blocks of 16 rows
-/// x `block_columns`, row blocks in whole subgroups.
-fn subgroup_grid(m: usize, n: usize, times: usize, block_columns: usize) -> [u32; 3] {
-    let row_blocks = m.div_ceil(DIRECT_M).next_multiple_of(SG_LANES);
-    grid_1d(row_blocks * n.div_ceil(block_columns) * times, DIRECT_WG)
-}
-
-/// Entry points of one pass (forward or backward data) on the subgroup path, one per kind of
-/// layer: 3x3 stride-1 rows 16 wide (`rows`) or 8 wide (`rows8`), each with 32- and 16-column
-/// blocks, and any other convolution (`other`, 16 columns).
+/// A pass's subgroup kernels, one per kind of layer (see [`Conv2dKernel`]).
 struct SubgroupKernels {
-    rows32: &'static str,
-    rows: &'static str,
-    rows8_32: &'static str,
-    rows8: &'static str,
-    other: &'static str,
+    rows32: Conv2dKernel,
+    rows: Conv2dKernel,
+    rows8_32: Conv2dKernel,
+    rows8: Conv2dKernel,
+    other: Conv2dKernel,
 }
 
 /// The kernel of `k` for a pass over `s` whose GEMM has `columns` columns, and its block width.
-fn subgroup_kernel(k: &SubgroupKernels, s: &Conv2dShape, columns: usize) -> (&'static str, usize) {
+fn subgroup_kernel(k: SubgroupKernels, s: &Conv2dShape, columns: usize) -> (Conv2dKernel, usize) {
     let wide = columns.is_multiple_of(SG_WIDE_COLUMNS);
     match (rows_of_16(s), rows_of_8(s), wide) {
         (true, _, true) => (k.rows32, SG_WIDE_COLUMNS),
@@ -332,213 +508,98 @@ fn subgroup_kernel(k: &SubgroupKernels, s: &Conv2dShape, columns: usize) -> (&'s
     }
 }
 
-/// The direct path's 16-column blocks (`_wide` entry points) need vec4 loads and a column count
-/// that is a multiple of 16 (every WideResNet layer but the RGB stem's input side).
-fn direct_wide(s: &Conv2dShape, columns: usize) -> bool {
-    direct_aligned(s) && columns.is_multiple_of(2 * DIRECT_N)
+/// The direct kernel of a pass for `s` with `columns` GEMM columns: 16-column blocks, vec4 or
+/// scalar loads, and whether it is the 16-column one.
+fn direct_kernel(s: &Conv2dShape, columns: usize, [wide, aligned, general]: [Conv2dKernel; 3]) -> (Conv2dKernel, bool) {
+    if direct_wide(s, columns) {
+        (wide, true)
+    } else if direct_aligned(s) {
+        (aligned, false)
+    } else {
+        (general, false)
+    }
 }
 
-/// `y = conv(x, w) [+ residual]`, with the residual add fused into the GEMM epilogue
-/// (`residual` has y's shape). x: `[batch, in_h, in_w, in_c]`, w: `[k, k, in_c, out_c]`,
-/// y: `[batch, out_h, out_w, out_c]`. Runs the adapter's [`ConvPath`].
-pub fn conv2d_forward(
-    ctx: &GpuContext,
-    s: &Conv2dShape,
-    x: &Tensor,
-    w: &Tensor,
-    y: &Tensor,
-    residual: Option<&Tensor>,
-) -> Op {
-    conv2d_forward_with(ctx, ConvPath::for_adapter(ctx), s, x, w, y, residual)
-}
-
-/// [`conv2d_forward`] on the given path.
-pub fn conv2d_forward_with(
-    ctx: &GpuContext,
-    path: ConvPath,
-    s: &Conv2dShape,
-    x: &Tensor,
-    w: &Tensor,
-    y: &Tensor,
-    residual: Option<&Tensor>,
-) -> Op {
-    let what = "conv2d_forward";
-    s.validate(what);
-    check_len(what, "x", x, s.input_len());
-    check_len(what, "w", w, s.weight_len());
-    check_len(what, "y", y, s.output_len());
-    // Without a residual the shader still needs something bound at its binding: a one-vec4
-    // placeholder it never reads (the `accumulate` flag is 0).
-    let placeholder;
-    let res = match residual {
-        Some(r) => {
-            check_len(what, "residual", r, s.output_len());
-            r
-        }
-        None => {
-            placeholder = Tensor::zeros(ctx, "conv2d no residual", &[4]);
-            &placeholder
-        }
-    };
+/// The forward pass's kernel for `s` on `path` (`residual`: add one in the epilogue).
+pub fn forward_plan(path: ConvPath, s: &Conv2dShape, residual: bool) -> Conv2dPlan {
+    use Conv2dKernel::*;
     let m = s.batch * s.out_h() * s.out_w();
-    let gemm = [m, s.out_c, s.kernel * s.kernel * s.in_c];
-    let p = params(s, gemm, residual.is_some());
-    let op = match path {
-        _ if use_subgroup(ctx, path, s, s.out_c) => {
-            let (entry, block_columns) = subgroup_kernel(
-                &SubgroupKernels {
-                    rows32: "conv2d_forward_rows32_subgroup",
-                    rows: "conv2d_forward_rows_subgroup",
-                    rows8_32: "conv2d_forward_rows8_32_subgroup",
-                    rows8: "conv2d_forward_rows8_subgroup",
-                    other: "conv2d_forward_subgroup",
-                },
-                s,
-                s.out_c,
-            );
-            Op::new(
-                ctx,
-                Shader::Conv2dSubgroup,
-                entry,
-                Some(bytemuck::bytes_of(&p)),
-                &[(2, x), (4, w), (7, y), (8, res), (13, y), (14, res)],
-                subgroup_grid(m, s.out_c, 1, block_columns),
-            )
+    let p = params(s, [m, s.out_c, s.kernel * s.kernel * s.in_c], residual);
+    match path {
+        ConvPath::Subgroup if direct_wide(s, s.out_c) => {
+            let kernels = SubgroupKernels {
+                rows32: ForwardRows32Subgroup,
+                rows: ForwardRowsSubgroup,
+                rows8_32: ForwardRows8x32Subgroup,
+                rows8: ForwardRows8Subgroup,
+                other: ForwardSubgroup,
+            };
+            let (kernel, block_columns) = subgroup_kernel(kernels, s, s.out_c);
+            Conv2dPlan::new(kernel, subgroup_grid(m, s.out_c, 1, block_columns), p)
         }
-        ConvPath::Tiled => Op::new(
-            ctx,
-            Shader::Conv2d,
-            if s.in_c.is_multiple_of(TILE_K) && s.out_c.is_multiple_of(4) {
-                "conv2d_forward_aligned"
+        ConvPath::Tiled => Conv2dPlan::new(
+            if tiled_aligned(s) {
+                ForwardAligned
             } else {
-                "conv2d_forward_general"
+                ForwardGeneral
             },
-            Some(bytemuck::bytes_of(&p)),
-            &[(1, x), (2, x), (3, w), (4, w), (7, y), (8, res)],
             gemm_grid(m.div_ceil(TILE_M), s.out_c),
+            p,
         ),
         ConvPath::Direct | ConvPath::Subgroup => {
-            let wide = direct_wide(s, s.out_c);
-            Op::new(
-                ctx,
-                Shader::Conv2d,
-                if wide {
-                    "conv2d_forward_direct_wide"
-                } else if direct_aligned(s) {
-                    "conv2d_forward_direct_aligned"
-                } else {
-                    "conv2d_forward_direct_general"
-                },
-                Some(bytemuck::bytes_of(&p)),
-                &[(1, x), (2, x), (3, w), (4, w), (7, y), (8, res), (13, y), (14, res)],
-                direct_grid(m, s.out_c, 1, wide),
-            )
+            let kernels = [ForwardDirectWide, ForwardDirectAligned, ForwardDirectGeneral];
+            let (kernel, wide) = direct_kernel(s, s.out_c, kernels);
+            Conv2dPlan::new(kernel, direct_grid(m, s.out_c, 1, wide), p)
         }
-    };
-    op.with_flops(s.flops())
+    }
 }
 
-/// The direct path's vec4 entry points need both channel counts to be multiples of 4.
-fn direct_aligned(s: &Conv2dShape) -> bool {
-    s.in_c.is_multiple_of(4) && s.out_c.is_multiple_of(4)
-}
-
-/// `dx (+)= conv_transpose(dy, w)`: the gradient of [`conv2d_forward`] with respect to x.
-/// Runs the adapter's [`ConvPath`].
-pub fn conv2d_backward_data(
-    ctx: &GpuContext,
-    s: &Conv2dShape,
-    dy: &Tensor,
-    w: &Tensor,
-    dx: &Tensor,
-    accumulate: bool,
-) -> Op {
-    conv2d_backward_data_with(ctx, ConvPath::for_adapter(ctx), s, dy, w, dx, accumulate)
-}
-
-/// [`conv2d_backward_data`] on the given path.
-pub fn conv2d_backward_data_with(
-    ctx: &GpuContext,
-    path: ConvPath,
-    s: &Conv2dShape,
-    dy: &Tensor,
-    w: &Tensor,
-    dx: &Tensor,
-    accumulate: bool,
-) -> Op {
-    let what = "conv2d_backward_data";
-    s.validate(what);
-    check_len(what, "dy", dy, s.output_len());
-    check_len(what, "w", w, s.weight_len());
-    check_len(what, "dx", dx, s.input_len());
-    // The shader runs one GEMM per stride phase (input positions with the same
-    // (ih + pad) mod stride, which all take the same taps); phase 0 has the most positions.
+/// The data-gradient pass's kernel for `s` on `path`. The shaders run one GEMM per stride phase
+/// (input positions with the same (ih + pad) mod stride, which all take the same taps); phase 0
+/// has the most positions.
+pub fn backward_data_plan(path: ConvPath, s: &Conv2dShape, accumulate: bool) -> Conv2dPlan {
+    use Conv2dKernel::*;
     let phases = s.stride * s.stride;
     let phase_rows = s.batch * s.in_h.div_ceil(s.stride) * s.in_w.div_ceil(s.stride);
     let mut p = params(s, [s.batch * s.in_h * s.in_w, s.in_c, 0], accumulate);
-    let op = match path {
-        _ if use_subgroup(ctx, path, s, s.in_c) => {
+    match path {
+        ConvPath::Subgroup if direct_wide(s, s.in_c) => {
             // Row blocks per phase, whole subgroups of them (a subgroup stays in one phase).
             let phase_blocks = phase_rows.div_ceil(DIRECT_M).next_multiple_of(SG_LANES);
             p.phase_tiles = phase_blocks as u32;
-            // The rows kernels: stride 1, one phase, the input rows themselves.
-            let (entry, block_columns) = subgroup_kernel(
-                &SubgroupKernels {
-                    rows32: "conv2d_backward_data_rows32_subgroup",
-                    rows: "conv2d_backward_data_rows_subgroup",
-                    rows8_32: "conv2d_backward_data_rows8_32_subgroup",
-                    rows8: "conv2d_backward_data_rows8_subgroup",
-                    other: "conv2d_backward_data_subgroup",
-                },
-                s,
-                s.in_c,
-            );
-            Op::new(
-                ctx,
-                Shader::Conv2dSubgroup,
-                entry,
-                Some(bytemuck::bytes_of(&p)),
-                &[(4, w), (6, dy), (9, dx), (15, dx)],
-                grid_1d(phases * phase_blocks * s.in_c / block_columns, DIRECT_WG),
-            )
+            let kernels = SubgroupKernels {
+                rows32: BackwardDataRows32Subgroup,
+                rows: BackwardDataRowsSubgroup,
+                rows8_32: BackwardDataRows8x32Subgroup,
+                rows8: BackwardDataRows8Subgroup,
+                other: BackwardDataSubgroup,
+            };
+            let (kernel, block_columns) = subgroup_kernel(kernels, s, s.in_c);
+            let grid = grid_1d(phases * phase_blocks * s.in_c / block_columns, DIRECT_WG as u32);
+            Conv2dPlan::new(kernel, grid, p)
         }
         ConvPath::Tiled => {
             let phase_tiles = phase_rows.div_ceil(TILE_M);
             p.phase_tiles = phase_tiles as u32;
             p.tiles_m = (phases * phase_tiles) as u32;
-            Op::new(
-                ctx,
-                Shader::Conv2d,
-                if s.out_c.is_multiple_of(TILE_K) {
-                    "conv2d_backward_data_aligned"
-                } else {
-                    "conv2d_backward_data_general"
-                },
-                Some(bytemuck::bytes_of(&p)),
-                &[(3, w), (4, w), (5, dy), (6, dy), (9, dx)],
-                gemm_grid(phases * phase_tiles, s.in_c),
-            )
+            let kernel = if s.out_c.is_multiple_of(TILE_K) {
+                BackwardDataAligned
+            } else {
+                BackwardDataGeneral
+            };
+            Conv2dPlan::new(kernel, gemm_grid(phases * phase_tiles, s.in_c), p)
         }
         ConvPath::Direct | ConvPath::Subgroup => {
             p.phase_tiles = phase_rows.div_ceil(DIRECT_M) as u32;
-            let wide = direct_wide(s, s.in_c);
-            Op::new(
-                ctx,
-                Shader::Conv2d,
-                if wide {
-                    "conv2d_backward_data_direct_wide"
-                } else if direct_aligned(s) {
-                    "conv2d_backward_data_direct_aligned"
-                } else {
-                    "conv2d_backward_data_direct_general"
-                },
-                Some(bytemuck::bytes_of(&p)),
-                &[(3, w), (4, w), (5, dy), (6, dy), (9, dx), (15, dx)],
-                direct_grid(phase_rows, s.in_c, phases, wide),
-            )
+            let kernels = [
+                BackwardDataDirectWide,
+                BackwardDataDirectAligned,
+                BackwardDataDirectGeneral,
+            ];
+            let (kernel, wide) = direct_kernel(s, s.in_c, kernels);
+            Conv2dPlan::new(kernel, direct_grid(phase_rows, s.in_c, phases, wide), p)
         }
-    };
-    op.with_flops(s.flops())
+    }
 }
 
 /// Number of split-K chunks and rows per chunk for a reduction of `rows` rows into `outputs`
@@ -557,43 +618,159 @@ fn split_k(rows: usize, outputs: usize, path: ConvPath) -> (usize, usize) {
     (rows.div_ceil(per), per)
 }
 
-/// f32 elements of split-K partial sums that [`conv2d_backward_weights`] needs for `s` on the
-/// adapter's path: a network workspace allocates one scratch of its largest layer's need and
-/// hands it to every layer.
-pub fn conv2d_backward_weights_scratch_len(ctx: &GpuContext, s: &Conv2dShape) -> usize {
-    conv2d_backward_weights_scratch_len_with(ConvPath::for_adapter(ctx), s)
-}
-
-/// [`conv2d_backward_weights_scratch_len`] on the given path.
-pub fn conv2d_backward_weights_scratch_len_with(path: ConvPath, s: &Conv2dShape) -> usize {
+/// The weight-gradient pass's two kernels for `s` on `path`: the split-K GEMM into partial
+/// products, then their in-order sum into dw.
+pub fn backward_weights_plan(path: ConvPath, s: &Conv2dShape, accumulate: bool) -> [Conv2dPlan; 2] {
+    use Conv2dKernel::*;
     let rows = s.batch * s.out_h() * s.out_w();
     let (m, n) = (s.kernel * s.kernel * s.in_c, s.out_c);
-    split_k(rows, m * n, path).0 * m * n
+    let (splits, split_rows) = split_k(rows, m * n, path);
+    let mut p = params(s, [m, n, rows], accumulate);
+    p.split_rows = split_rows as u32;
+    p.splits = splits as u32;
+    let gemm = match path {
+        ConvPath::Subgroup if direct_wide(s, n) && taps_of_3x3(s) => {
+            let pairs = (3 * s.in_c / 4).next_multiple_of(SG_LANES);
+            let grid = grid_1d(splits * pairs * n / SG_WIDE_COLUMNS, DIRECT_WG as u32);
+            Conv2dPlan::new(BackwardWeightsTapsSubgroup, grid, p)
+        }
+        ConvPath::Subgroup if direct_wide(s, n) && whole_subgroups_of_rows(m) => {
+            Conv2dPlan::new(BackwardWeightsSubgroup, subgroup_grid(m, n, splits, 2 * DIRECT_N), p)
+        }
+        ConvPath::Tiled => {
+            let tiles_m = m.div_ceil(TILE_M);
+            assert!(
+                tiles_m <= MAX_WORKGROUPS_PER_DIM as usize,
+                "conv2d_backward_weights: too many weight rows"
+            );
+            let kernel = if tiled_aligned(s) {
+                BackwardWeightsAligned
+            } else {
+                BackwardWeightsGeneral
+            };
+            Conv2dPlan::new(kernel, [n.div_ceil(TILE_N) as u32, tiles_m as u32, splits as u32], p)
+        }
+        ConvPath::Direct | ConvPath::Subgroup => {
+            let kernels = [
+                BackwardWeightsDirectWide,
+                BackwardWeightsDirectAligned,
+                BackwardWeightsDirectGeneral,
+            ];
+            let (kernel, wide) = direct_kernel(s, n, kernels);
+            Conv2dPlan::new(kernel, direct_grid(m, n, splits, wide), p)
+        }
+    };
+    let reduce = Conv2dPlan::new(BackwardWeightsReduce, grid_1d(m * n, REDUCE_WG as u32), p);
+    [gemm, reduce]
+}
+
+fn check_len(what: &str, name: &str, t: &Tensor, want: usize) {
+    assert_eq!(
+        t.len(),
+        want,
+        "{what}: {name} has shape {:?} ({} elements), expected {want} elements",
+        t.shape,
+        t.len()
+    );
+    // Inputs are also bound as vec4 arrays, which need at least one whole vec4.
+    assert!(want >= 4, "{what}: {name} needs at least 4 elements, has {want}");
+}
+
+/// `y = conv(x, w) [+ residual]`, with the residual add fused into the GEMM epilogue
+/// (`residual` has y's shape). x: `[batch, in_h, in_w, in_c]`, w: `[k, k, in_c, out_c]`,
+/// y: `[batch, out_h, out_w, out_c]`. Runs [`forward_plan`] on the context's path.
+pub fn conv2d_forward(
+    ctx: &GpuContext,
+    s: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    y: &Tensor,
+    residual: Option<&Tensor>,
+) -> Op {
+    let what = "conv2d_forward";
+    s.validate(what);
+    check_len(what, "x", x, s.input_len());
+    check_len(what, "w", w, s.weight_len());
+    check_len(what, "y", y, s.output_len());
+    // Without a residual the shader still needs something bound there: the context's
+    // placeholder, never read (the `accumulate` flag is 0).
+    let placeholder;
+    let res = match residual {
+        Some(r) => {
+            check_len(what, "residual", r, s.output_len());
+            r
+        }
+        None => {
+            placeholder = ctx.placeholder();
+            &placeholder
+        }
+    };
+    let plan = forward_plan(ctx.profile.conv_path, s, residual.is_some());
+    let storage: &[(&str, &Tensor)] = match plan.kernel.path() {
+        ConvPath::Tiled => &[("x", x), ("x4", x), ("w", w), ("w4", w), ("y", y), ("residual", res)],
+        ConvPath::Direct => &[
+            ("x", x),
+            ("x4", x),
+            ("w", w),
+            ("w4", w),
+            ("y", y),
+            ("residual", res),
+            ("y4", y),
+            ("residual4", res),
+        ],
+        ConvPath::Subgroup => &[
+            ("x4", x),
+            ("w4", w),
+            ("y", y),
+            ("residual", res),
+            ("y4", y),
+            ("residual4", res),
+        ],
+    };
+    plan.op(ctx, storage).with_flops(s.flops())
+}
+
+/// `dx (+)= conv_transpose(dy, w)`: the gradient of [`conv2d_forward`] with respect to x.
+/// Runs [`backward_data_plan`] on the context's path.
+pub fn conv2d_backward_data(
+    ctx: &GpuContext,
+    s: &Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+    accumulate: bool,
+) -> Op {
+    let what = "conv2d_backward_data";
+    s.validate(what);
+    check_len(what, "dy", dy, s.output_len());
+    check_len(what, "w", w, s.weight_len());
+    check_len(what, "dx", dx, s.input_len());
+    let plan = backward_data_plan(ctx.profile.conv_path, s, accumulate);
+    let storage: &[(&str, &Tensor)] = match plan.kernel.path() {
+        ConvPath::Tiled => &[("w", w), ("w4", w), ("dy", dy), ("dy4", dy), ("dx", dx)],
+        ConvPath::Direct => &[("w", w), ("w4", w), ("dy", dy), ("dy4", dy), ("dx", dx), ("dx4", dx)],
+        ConvPath::Subgroup => &[("w4", w), ("dy4", dy), ("dx", dx), ("dx4", dx)],
+    };
+    plan.op(ctx, storage).with_flops(s.flops())
+}
+
+/// f32 elements of split-K partial sums that [`conv2d_backward_weights`] needs for `s` on the
+/// context's path: a network workspace allocates one scratch of its largest layer's need and
+/// hands it to every layer.
+pub fn conv2d_backward_weights_scratch_len(ctx: &GpuContext, s: &Conv2dShape) -> usize {
+    let rows = s.batch * s.out_h() * s.out_w();
+    let (m, n) = (s.kernel * s.kernel * s.in_c, s.out_c);
+    split_k(rows, m * n, ctx.profile.conv_path).0 * m * n
 }
 
 /// `dw (+)= sum over batch and positions of im2col(x)^T dy`: the gradient of [`conv2d_forward`]
 /// with respect to w. Deterministic split-K: each chunk of the reduction writes its partial
 /// product into `scratch` (at least [`conv2d_backward_weights_scratch_len`] elements, its
 /// contents overwritten; `None` allocates one for this call), then a second op adds the chunks
-/// in fixed order into dw. Returns both ops, to be run in order. Runs the adapter's
-/// [`ConvPath`].
+/// in fixed order into dw. Returns both ops, to be run in order. Runs
+/// [`backward_weights_plan`] on the context's path.
 pub fn conv2d_backward_weights(
     ctx: &GpuContext,
-    s: &Conv2dShape,
-    x: &Tensor,
-    dy: &Tensor,
-    dw: &Tensor,
-    accumulate: bool,
-    scratch: Option<&Tensor>,
-) -> Vec<Op> {
-    conv2d_backward_weights_with(ctx, ConvPath::for_adapter(ctx), s, x, dy, dw, accumulate, scratch)
-}
-
-/// [`conv2d_backward_weights`] on the given path.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_backward_weights_with(
-    ctx: &GpuContext,
-    path: ConvPath,
     s: &Conv2dShape,
     x: &Tensor,
     dy: &Tensor,
@@ -606,20 +783,15 @@ pub fn conv2d_backward_weights_with(
     check_len(what, "x", x, s.input_len());
     check_len(what, "dy", dy, s.output_len());
     check_len(what, "dw", dw, s.weight_len());
-    let rows = s.batch * s.out_h() * s.out_w();
-    let (m, n) = (s.kernel * s.kernel * s.in_c, s.out_c);
-    let (splits, split_rows) = split_k(rows, m * n, path);
-    let mut p = params(s, [m, n, rows], accumulate);
-    p.split_rows = split_rows as u32;
-    p.splits = splits as u32;
-    let shape = [splits, m, n];
+    let [gemm, reduce] = backward_weights_plan(ctx.profile.conv_path, s, accumulate);
+    let shape = [gemm.params.splits as usize, s.kernel * s.kernel * s.in_c, s.out_c];
+    let need: usize = shape.iter().product();
     let partials = match scratch {
         Some(t) => {
             assert!(
-                t.len() >= splits * m * n,
-                "{what}: scratch of {} elements, {} needed",
-                t.len(),
-                splits * m * n
+                t.len() >= need,
+                "{what}: scratch of {} elements, {need} needed",
+                t.len()
             );
             Tensor {
                 shape: shape.to_vec(),
@@ -628,71 +800,24 @@ pub fn conv2d_backward_weights_with(
         }
         None => Tensor::zeros(ctx, "conv2d dw partials", &shape),
     };
-    let gemm = match path {
-        _ if use_subgroup(ctx, path, s, n) && taps_of_3x3(s) => {
-            let pairs = (3 * s.in_c / 4).next_multiple_of(SG_LANES);
-            Op::new(
-                ctx,
-                Shader::Conv2dSubgroup,
-                "conv2d_backward_weights_taps_subgroup",
-                Some(bytemuck::bytes_of(&p)),
-                &[(2, x), (6, dy), (16, &partials)],
-                grid_1d(splits * pairs * n / SG_WIDE_COLUMNS, DIRECT_WG),
-            )
-        }
-        _ if use_subgroup(ctx, path, s, n) && whole_subgroups_of_rows(m) => Op::new(
-            ctx,
-            Shader::Conv2dSubgroup,
-            "conv2d_backward_weights_subgroup",
-            Some(bytemuck::bytes_of(&p)),
-            &[(2, x), (6, dy), (10, &partials), (16, &partials)],
-            subgroup_grid(m, n, splits, 2 * DIRECT_N),
-        ),
-        ConvPath::Tiled => {
-            let tiles_m = m.div_ceil(TILE_M);
-            assert!(
-                tiles_m <= MAX_WORKGROUPS_PER_DIM as usize,
-                "{what}: too many weight rows"
-            );
-            Op::new(
-                ctx,
-                Shader::Conv2d,
-                if s.in_c.is_multiple_of(TILE_K) && s.out_c.is_multiple_of(4) {
-                    "conv2d_backward_weights_aligned"
-                } else {
-                    "conv2d_backward_weights_general"
-                },
-                Some(bytemuck::bytes_of(&p)),
-                &[(1, x), (2, x), (5, dy), (6, dy), (10, &partials)],
-                [n.div_ceil(TILE_N) as u32, tiles_m as u32, splits as u32],
-            )
-        }
-        ConvPath::Direct | ConvPath::Subgroup => {
-            let wide = direct_wide(s, n);
-            Op::new(
-                ctx,
-                Shader::Conv2d,
-                if wide {
-                    "conv2d_backward_weights_direct_wide"
-                } else if direct_aligned(s) {
-                    "conv2d_backward_weights_direct_aligned"
-                } else {
-                    "conv2d_backward_weights_direct_general"
-                },
-                Some(bytemuck::bytes_of(&p)),
-                &[(1, x), (2, x), (5, dy), (6, dy), (10, &partials), (16, &partials)],
-                direct_grid(m, n, splits, wide),
-            )
-        }
-    }
-    .with_flops(s.flops());
-    let reduce = Op::new(
-        ctx,
-        Shader::Conv2d,
-        "conv2d_backward_weights_reduce",
-        Some(bytemuck::bytes_of(&p)),
-        &[(11, &partials), (12, dw)],
-        grid_1d(m * n, REDUCE_WG),
-    );
-    vec![gemm, reduce]
+    let p = &partials;
+    let storage: &[(&str, &Tensor)] = match gemm.kernel {
+        Conv2dKernel::BackwardWeightsTapsSubgroup => &[("x4", x), ("dy4", dy), ("partials4", p)],
+        _ => match gemm.kernel.path() {
+            ConvPath::Tiled => &[("x", x), ("x4", x), ("dy", dy), ("dy4", dy), ("partials", p)],
+            ConvPath::Direct => &[
+                ("x", x),
+                ("x4", x),
+                ("dy", dy),
+                ("dy4", dy),
+                ("partials", p),
+                ("partials4", p),
+            ],
+            ConvPath::Subgroup => &[("x4", x), ("dy4", dy), ("partials", p), ("partials4", p)],
+        },
+    };
+    vec![
+        gemm.op(ctx, storage).with_flops(s.flops()),
+        reduce.op(ctx, &[("partials_in", p), ("dw", dw)]),
+    ]
 }

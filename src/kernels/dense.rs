@@ -4,19 +4,26 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
-use crate::shaders::Shader;
+use crate::shaders::{wgsl_struct, Shader};
+
+/// The constants `shaders/dense.wgsl` is compiled with, and the structs it shares with this file:
+/// written here once, prepended to the shader by [`Shader::source`].
+pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[("TS", TILE as u32), ("BIAS_WG", BIAS_WG as u32)];
+pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
 
 /// GEMM tile edge (workgroup is TILE x TILE).
 const TILE: usize = 16;
 const BIAS_WG: usize = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    in_f: u32,
-    out_f: u32,
-    accumulate: u32,
+wgsl_struct! {
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct Params {
+        rows: u32,
+        in_f: u32,
+        out_f: u32,
+        /// 1: out += grad instead of out = grad (parameter gradients summed over passes).
+        accumulate: u32,
+    }
 }
 
 fn params(rows: usize, in_f: usize, out_f: usize, accumulate: bool) -> Params {

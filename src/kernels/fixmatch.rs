@@ -15,7 +15,12 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::kernels::adamatch::METRIC_NAMES;
 use crate::kernels::softmax_ce::{softmax_ce_term, Targets};
-use crate::shaders::Shader;
+use crate::shaders::{wgsl_struct, Shader};
+
+/// The constants `shaders/fixmatch.wgsl` is compiled with, and the structs it shares with this file:
+/// written here once, prepended to the shader by [`Shader::source`].
+pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG)];
+pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
 
 const WG: u32 = 64;
 
@@ -45,13 +50,14 @@ impl FixMatchLossConfig {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    batch: u32,
-    target_rows: u32,
-    classes: u32,
-    threshold: f32,
+wgsl_struct! {
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct Params {
+        batch: u32,
+        target_rows: u32,
+        classes: u32,
+        threshold: f32,
+    }
 }
 
 /// The loss of one FixMatch step, its ops built once for fixed tensors.

@@ -12,31 +12,36 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::network::Architecture;
-use crate::shaders::Shader;
+use crate::shaders::{wgsl_struct, Shader};
+
+/// The constants `shaders/optimizer.wgsl` is compiled with, and the structs it shares with this file:
+/// written here once, prepended to the shader by [`Shader::source`].
+pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG), ("CHECK_CHUNK", CHECK_CHUNK as u32)];
+pub(crate) const WGSL_STRUCTS: &[&str] = &[StepScalars::WGSL, Params::WGSL];
 
 const WG: u32 = 256;
 /// Gradient elements reduced by one first-pass workgroup of [`grad_check`] (16 per invocation).
 const CHECK_CHUNK: usize = 4096;
 
-/// Per-step scalars, rewritten by the host before each step (one small write, no readback).
-/// The WGSL mirror is `StepScalars` in `shaders/optimizer.wgsl`; loss kernels read `mu` from the
-/// same tensor.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Debug, Default, PartialEq)]
-pub struct StepScalars {
-    pub lr: f32,
-    /// Coefficient of the masked gradient term `g += weight_decay * w` (0 disables it).
-    pub weight_decay: f32,
-    /// `1 - beta1^t` for Adam, `t` counting from 1 ([`bias_correction`]).
-    pub adam_bias1: f32,
-    /// `1 - beta2^t` for Adam.
-    pub adam_bias2: f32,
-    /// AdaMatch target-loss weight, used by the loss kernels ([`mu_warmup`]).
-    pub mu: f32,
-    /// The step index, informational.
-    pub step: f32,
-    pub _pad0: f32,
-    pub _pad1: f32,
+wgsl_struct! {
+    /// Per-step scalars, rewritten by the host before each step (one small write, no readback).
+    /// `optimizer.wgsl` reads it, and the loss kernels read `mu` from the same tensor.
+    #[derive(Clone, Copy, Pod, Zeroable, Debug, Default, PartialEq)]
+    pub struct StepScalars {
+        pub lr: f32,
+        /// Coefficient of the masked gradient term `g += weight_decay * w` (0 disables it).
+        pub weight_decay: f32,
+        /// `1 - beta1^t` for Adam, `t` counting from 1 ([`bias_correction`]).
+        pub adam_bias1: f32,
+        /// `1 - beta2^t` for Adam.
+        pub adam_bias2: f32,
+        /// AdaMatch target-loss weight, used by the loss kernels ([`mu_warmup`]).
+        pub mu: f32,
+        /// The step index, informational.
+        pub step: f32,
+        pub _pad0: f32,
+        pub _pad1: f32,
+    }
 }
 
 /// Number of f32 in a [`StepScalars`] tensor.
@@ -72,17 +77,24 @@ pub fn bias_correction(beta: f64, t: u64) -> f32 {
     (1.0 - beta.powf(t as f64)) as f32
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-struct Params {
-    len: u32,
-    nesterov: u32,
-    decay: f32,
-    one_minus_decay: f32,
-    one_minus_beta2: f32,
-    eps: f32,
-    n_partials: u32,
-    _pad: u32,
+wgsl_struct! {
+    #[derive(Clone, Copy, Pod, Zeroable, Default)]
+    struct Params {
+        len: u32,
+        /// SGD: 1 = Nesterov momentum.
+        nesterov: u32,
+        /// SGD momentum, or EMA decay.
+        decay: f32,
+        /// 1 - EMA decay, or Adam 1 - beta1. Computed in f64 on the host, as Keras and objax form
+        /// it from a Python float: 1 - 0.999f32 would be 5e-5 off.
+        one_minus_decay: f32,
+        /// Adam 1 - beta2 (also from f64).
+        one_minus_beta2: f32,
+        eps: f32,
+        /// grad_check: number of first-pass partials.
+        n_partials: u32,
+        _pad: u32,
+    }
 }
 
 /// `1 - x` for a hyperparameter given as f32, formed the way Keras / objax form it from a Python

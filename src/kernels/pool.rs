@@ -4,17 +4,24 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
-use crate::shaders::Shader;
+use crate::shaders::{wgsl_struct, Shader};
+
+/// The constants `shaders/pool.wgsl` is compiled with, and the structs it shares with this file:
+/// written here once, prepended to the shader by [`Shader::source`].
+pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG)];
+pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
 
 const WG: u32 = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    batch: u32,
-    hw: u32,
-    channels: u32,
-    accumulate: u32,
+wgsl_struct! {
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct Params {
+        batch: u32,
+        hw: u32,
+        channels: u32,
+        /// 1: dx += grad instead of dx = grad (several consumers of one tensor).
+        accumulate: u32,
+    }
 }
 
 fn params(batch: usize, hw: usize, channels: usize, accumulate: bool) -> Params {

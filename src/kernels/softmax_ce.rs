@@ -4,17 +4,24 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
-use crate::shaders::Shader;
+use crate::shaders::{wgsl_struct, Shader};
+
+/// The constants `shaders/softmax_ce.wgsl` is compiled with, and the structs it shares with this file:
+/// written here once, prepended to the shader by [`Shader::source`].
+pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG)];
+pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
 
 const WG: u32 = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    classes: u32,
-    scale: f32,
-    accumulate: u32,
+wgsl_struct! {
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct Params {
+        rows: u32,
+        classes: u32,
+        scale: f32,
+        /// 1: dlogits += grad instead of dlogits = grad.
+        accumulate: u32,
+    }
 }
 
 /// What each row of logits is compared with.

@@ -1,10 +1,16 @@
 use adamatch_wgpu::gpu::{GpuContext, Op, Tensor};
 use adamatch_wgpu::kernels::batchnorm::{
     batchnorm_apply, batchnorm_backward, batchnorm_reduction_partials, batchnorm_stats, BatchNormBackward,
-    BatchNormShape, MAX_PARTIALS,
+    BatchNormShape, BatchNormTuning, MAX_PARTIALS,
 };
 
 use crate::ctx;
+
+/// The shared context with batch norm's workgroup split forced to `tuning`: every tuning runs on
+/// every adapter (CI's CPU adapter included), so each is checked against the reference here.
+fn tuned(tuning: BatchNormTuning) -> GpuContext {
+    ctx().with_batchnorm_tuning(tuning)
+}
 use crate::reference::{assert_close, batchnorm as cpu, random_vec, to_f64};
 
 // Keras' default epsilon.
@@ -227,134 +233,152 @@ fn vec4_kernels_run_exactly_when_channels_are_a_multiple_of_4() {
 }
 
 #[test]
+fn the_two_tunings_split_rows_differently() {
+    // Else the per-tuning loops below would check one split twice. (With vec4 channels the
+    // tunings also differ in which rows a lane walks, which the partial count does not show.)
+    let s = BatchNormShape {
+        rows: 8192,
+        channels: 5,
+    };
+    let [gpu, cpu] = BatchNormTuning::ALL.map(|t| batchnorm_reduction_partials(&tuned(t), &s));
+    assert_ne!(gpu, cpu, "GPU and CPU tunings give {gpu} partials each for {s:?}");
+}
+
+#[test]
 fn stats_match_reference_with_and_without_running_update() {
-    let ctx = ctx();
-    for (k, &(rows, channels, offset)) in SHAPES.iter().enumerate() {
-        let inp = Inputs::new(100 + k as u64, rows, channels, offset);
-        let s = inp.s;
-        let (want_mean, want_var) = cpu::batchnorm_moments(&to_f64(&inp.x), rows, channels);
-        let run0 = data(200 + k as u64, channels, 1.0, offset);
-        let run1 = data(300 + k as u64, channels, 0.5, 1.0);
-        for update in [false, true] {
-            let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp.x);
-            let mean = Tensor::zeros(ctx, "mean", &[channels]);
-            let var = Tensor::zeros(ctx, "var", &[channels]);
-            let rmean = Tensor::from_f32(ctx, "running mean", &[channels], &run0);
-            let rvar = Tensor::from_f32(ctx, "running var", &[channels], &run1);
-            run(
-                ctx,
-                &batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, update),
-            );
-            let what = format!("rows {rows} channels {channels} offset {offset} update {update}");
-            // Mean: absolute floor relative to the data's spread (1) and offset.
-            let mean_atol = 1e-6 * (1.0 + offset.abs() as f64);
-            assert_close(&format!("mean, {what}"), &read(ctx, &mean), &want_mean, RTOL, mean_atol);
-            // Variance ~1.33 whatever the offset: E[x^2] - E[x]^2 in f32 would be off by ~0.1
-            // at offset 1000; this tolerance demands two-pass accuracy.
-            assert_close(&format!("var, {what}"), &read(ctx, &var), &want_var, RTOL, 1e-6);
-            let m = MOMENTUM as f64;
-            let (want_rm, want_rv): (Vec<f64>, Vec<f64>) = if update {
-                (
-                    (0..channels)
-                        .map(|c| m * run0[c] as f64 + (1.0 - m) * want_mean[c])
-                        .collect(),
-                    (0..channels)
-                        .map(|c| m * run1[c] as f64 + (1.0 - m) * want_var[c])
-                        .collect(),
-                )
-            } else {
-                (to_f64(&run0), to_f64(&run1))
-            };
-            assert_close(
-                &format!("running mean, {what}"),
-                &read(ctx, &rmean),
-                &want_rm,
-                RTOL,
-                mean_atol,
-            );
-            assert_close(&format!("running var, {what}"), &read(ctx, &rvar), &want_rv, RTOL, 1e-6);
+    for tuning in BatchNormTuning::ALL {
+        let ctx = &tuned(tuning);
+        for (k, &(rows, channels, offset)) in SHAPES.iter().enumerate() {
+            let inp = Inputs::new(100 + k as u64, rows, channels, offset);
+            let s = inp.s;
+            let (want_mean, want_var) = cpu::batchnorm_moments(&to_f64(&inp.x), rows, channels);
+            let run0 = data(200 + k as u64, channels, 1.0, offset);
+            let run1 = data(300 + k as u64, channels, 0.5, 1.0);
+            for update in [false, true] {
+                let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp.x);
+                let mean = Tensor::zeros(ctx, "mean", &[channels]);
+                let var = Tensor::zeros(ctx, "var", &[channels]);
+                let rmean = Tensor::from_f32(ctx, "running mean", &[channels], &run0);
+                let rvar = Tensor::from_f32(ctx, "running var", &[channels], &run1);
+                run(
+                    ctx,
+                    &batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, update),
+                );
+                let what = format!("rows {rows} channels {channels} offset {offset} update {update}");
+                // Mean: absolute floor relative to the data's spread (1) and offset.
+                let mean_atol = 1e-6 * (1.0 + offset.abs() as f64);
+                assert_close(&format!("mean, {what}"), &read(ctx, &mean), &want_mean, RTOL, mean_atol);
+                // Variance ~1.33 whatever the offset: E[x^2] - E[x]^2 in f32 would be off by ~0.1
+                // at offset 1000; this tolerance demands two-pass accuracy.
+                assert_close(&format!("var, {what}"), &read(ctx, &var), &want_var, RTOL, 1e-6);
+                let m = MOMENTUM as f64;
+                let (want_rm, want_rv): (Vec<f64>, Vec<f64>) = if update {
+                    (
+                        (0..channels)
+                            .map(|c| m * run0[c] as f64 + (1.0 - m) * want_mean[c])
+                            .collect(),
+                        (0..channels)
+                            .map(|c| m * run1[c] as f64 + (1.0 - m) * want_var[c])
+                            .collect(),
+                    )
+                } else {
+                    (to_f64(&run0), to_f64(&run1))
+                };
+                assert_close(
+                    &format!("running mean, {what}"),
+                    &read(ctx, &rmean),
+                    &want_rm,
+                    RTOL,
+                    mean_atol,
+                );
+                assert_close(&format!("running var, {what}"), &read(ctx, &rvar), &want_rv, RTOL, 1e-6);
+            }
         }
     }
 }
 
 #[test]
 fn training_forward_matches_reference() {
-    let ctx = ctx();
-    for (k, &(rows, channels, offset)) in SHAPES.iter().enumerate() {
-        for slope in [0.0f32, 0.1] {
-            let inp = Inputs::new(400 + k as u64, rows, channels, offset);
-            let s = inp.s;
-            let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp.x);
-            let gamma = Tensor::from_f32(ctx, "gamma", &[channels], &inp.gamma);
-            let beta = Tensor::from_f32(ctx, "beta", &[channels], &inp.beta);
-            let mean = Tensor::zeros(ctx, "mean", &[channels]);
-            let var = Tensor::zeros(ctx, "var", &[channels]);
-            let rmean = Tensor::zeros(ctx, "running mean", &[channels]);
-            let rvar = Tensor::zeros(ctx, "running var", &[channels]);
-            let y = Tensor::zeros(ctx, "y", &[rows, channels]);
-            let mut ops = batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, 0.9, false);
-            ops.push(batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, slope));
-            run(ctx, &ops);
-            let (want, _, _) = cpu::batchnorm_forward_train(
-                &to_f64(&inp.x),
-                rows,
-                channels,
-                &to_f64(&inp.gamma),
-                &to_f64(&inp.beta),
-                EPS as f64,
-                slope as f64,
-            );
-            // y is O(1); absolute error from the f32 statistics is ~1e-6 (offset 1000: the f32
-            // mean's rounding, ~1e-4 relative to the unit spread, shifts every y).
-            let atol = 1e-5 * (1.0 + offset.abs() as f64 / 50.0);
-            assert_close(
-                &format!("train y, rows {rows} channels {channels} offset {offset} slope {slope}"),
-                &read(ctx, &y),
-                &want,
-                RTOL,
-                atol,
-            );
+    for tuning in BatchNormTuning::ALL {
+        let ctx = &tuned(tuning);
+        for (k, &(rows, channels, offset)) in SHAPES.iter().enumerate() {
+            for slope in [0.0f32, 0.1] {
+                let inp = Inputs::new(400 + k as u64, rows, channels, offset);
+                let s = inp.s;
+                let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp.x);
+                let gamma = Tensor::from_f32(ctx, "gamma", &[channels], &inp.gamma);
+                let beta = Tensor::from_f32(ctx, "beta", &[channels], &inp.beta);
+                let mean = Tensor::zeros(ctx, "mean", &[channels]);
+                let var = Tensor::zeros(ctx, "var", &[channels]);
+                let rmean = Tensor::zeros(ctx, "running mean", &[channels]);
+                let rvar = Tensor::zeros(ctx, "running var", &[channels]);
+                let y = Tensor::zeros(ctx, "y", &[rows, channels]);
+                let mut ops = batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, 0.9, false);
+                ops.push(batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, slope));
+                run(ctx, &ops);
+                let (want, _, _) = cpu::batchnorm_forward_train(
+                    &to_f64(&inp.x),
+                    rows,
+                    channels,
+                    &to_f64(&inp.gamma),
+                    &to_f64(&inp.beta),
+                    EPS as f64,
+                    slope as f64,
+                );
+                // y is O(1); absolute error from the f32 statistics is ~1e-6 (offset 1000: the f32
+                // mean's rounding, ~1e-4 relative to the unit spread, shifts every y).
+                let atol = 1e-5 * (1.0 + offset.abs() as f64 / 50.0);
+                assert_close(
+                    &format!("train y, rows {rows} channels {channels} offset {offset} slope {slope}"),
+                    &read(ctx, &y),
+                    &want,
+                    RTOL,
+                    atol,
+                );
+            }
         }
     }
 }
 
 #[test]
 fn inference_forward_matches_reference() {
-    let ctx = ctx();
-    for (k, &(rows, channels, offset)) in SHAPES.iter().enumerate() {
-        for slope in [0.0f32, 0.1] {
-            let inp = Inputs::new(500 + k as u64, rows, channels, offset);
-            let s = inp.s;
-            let mean_v = data(600 + k as u64, channels, 0.5, offset);
-            let var_v = data(700 + k as u64, channels, 0.5, 1.0);
-            let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp.x);
-            let gamma = Tensor::from_f32(ctx, "gamma", &[channels], &inp.gamma);
-            let beta = Tensor::from_f32(ctx, "beta", &[channels], &inp.beta);
-            let mean = Tensor::from_f32(ctx, "mean", &[channels], &mean_v);
-            let var = Tensor::from_f32(ctx, "var", &[channels], &var_v);
-            let y = Tensor::zeros(ctx, "y", &[rows, channels]);
-            run(
-                ctx,
-                &[batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, slope)],
-            );
-            let want = cpu::batchnorm_forward_inference(
-                &to_f64(&inp.x),
-                rows,
-                channels,
-                &to_f64(&inp.gamma),
-                &to_f64(&inp.beta),
-                &to_f64(&mean_v),
-                &to_f64(&var_v),
-                EPS as f64,
-                slope as f64,
-            );
-            assert_close(
-                &format!("inference y, rows {rows} channels {channels} offset {offset} slope {slope}"),
-                &read(ctx, &y),
-                &want,
-                RTOL,
-                1e-6,
-            );
+    for tuning in BatchNormTuning::ALL {
+        let ctx = &tuned(tuning);
+        for (k, &(rows, channels, offset)) in SHAPES.iter().enumerate() {
+            for slope in [0.0f32, 0.1] {
+                let inp = Inputs::new(500 + k as u64, rows, channels, offset);
+                let s = inp.s;
+                let mean_v = data(600 + k as u64, channels, 0.5, offset);
+                let var_v = data(700 + k as u64, channels, 0.5, 1.0);
+                let x = Tensor::from_f32(ctx, "x", &[rows, channels], &inp.x);
+                let gamma = Tensor::from_f32(ctx, "gamma", &[channels], &inp.gamma);
+                let beta = Tensor::from_f32(ctx, "beta", &[channels], &inp.beta);
+                let mean = Tensor::from_f32(ctx, "mean", &[channels], &mean_v);
+                let var = Tensor::from_f32(ctx, "var", &[channels], &var_v);
+                let y = Tensor::zeros(ctx, "y", &[rows, channels]);
+                run(
+                    ctx,
+                    &[batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, slope)],
+                );
+                let want = cpu::batchnorm_forward_inference(
+                    &to_f64(&inp.x),
+                    rows,
+                    channels,
+                    &to_f64(&inp.gamma),
+                    &to_f64(&inp.beta),
+                    &to_f64(&mean_v),
+                    &to_f64(&var_v),
+                    EPS as f64,
+                    slope as f64,
+                );
+                assert_close(
+                    &format!("inference y, rows {rows} channels {channels} offset {offset} slope {slope}"),
+                    &read(ctx, &y),
+                    &want,
+                    RTOL,
+                    1e-6,
+                );
+            }
         }
     }
 }
@@ -437,8 +461,16 @@ fn plus(a: &[f64], b: &[f32]) -> Vec<f64> {
 }
 
 /// Checks one backward case in both modes against the reference.
-fn check_backward(k: u64, rows: usize, channels: usize, offset: f32, slope: f32, variant: u32) {
-    let ctx = ctx();
+fn check_backward(
+    tuning: BatchNormTuning,
+    k: u64,
+    rows: usize,
+    channels: usize,
+    offset: f32,
+    slope: f32,
+    variant: u32,
+) {
+    let ctx = &tuned(tuning);
     let use_addend = variant & 1 != 0;
     let accumulate = variant & 2 != 0;
     let inp = Inputs::new(800 + k, rows, channels, offset);
@@ -502,16 +534,18 @@ fn check_backward(k: u64, rows: usize, channels: usize, offset: f32, slope: f32,
 
 #[test]
 fn backward_matches_reference() {
-    for (k, &(rows, channels, offset)) in SHAPES.iter().enumerate() {
-        for (j, slope) in [0.0f32, 0.1].into_iter().enumerate() {
-            // Cycle through addend/accumulate combinations across cases.
-            let variant = (k as u32 * 2 + j as u32) % 4;
-            check_backward(10 * k as u64 + j as u64, rows, channels, offset, slope, variant);
+    for tuning in BatchNormTuning::ALL {
+        for (k, &(rows, channels, offset)) in SHAPES.iter().enumerate() {
+            for (j, slope) in [0.0f32, 0.1].into_iter().enumerate() {
+                // Cycle through addend/accumulate combinations across cases.
+                let variant = (k as u32 * 2 + j as u32) % 4;
+                check_backward(tuning, 10 * k as u64 + j as u64, rows, channels, offset, slope, variant);
+            }
         }
-    }
-    // Every addend/accumulate combination on one shape.
-    for variant in 0..4 {
-        check_backward(1000 + variant as u64, 3 * 5 * 7, 13, 0.0, 0.1, variant);
+        // Every addend/accumulate combination on one shape.
+        for variant in 0..4 {
+            check_backward(tuning, 1000 + variant as u64, 3 * 5 * 7, 13, 0.0, 0.1, variant);
+        }
     }
 }
 
@@ -579,8 +613,8 @@ fn full_pass(ctx: &GpuContext, s: &BatchNormShape, x: &[f32], dy: &[f32], gamma:
 }
 
 /// Every output of stats, apply and backward, as bits, for one run on fresh buffers.
-fn run_all_bits(rows: usize, channels: usize) -> Vec<Vec<u32>> {
-    let ctx = ctx();
+fn run_all_bits(tuning: BatchNormTuning, rows: usize, channels: usize) -> Vec<Vec<u32>> {
+    let ctx = &tuned(tuning);
     let inp = Inputs::new(1234 + channels as u64, rows, channels, 3.0);
     let f = full_pass(ctx, &inp.s, &inp.x, &inp.dy, &inp.gamma, &inp.beta);
     run(ctx, &f.ops);
@@ -593,19 +627,21 @@ fn run_all_bits(rows: usize, channels: usize) -> Vec<Vec<u32>> {
 #[test]
 fn kernels_are_bitwise_deterministic() {
     // Scalar (17 channels) and vec4 (36: ragged last thread; 132; 32 as in the network) kernels.
-    for (rows, channels) in [
-        (3 * 17 * 17 + 5, 17),
-        (3 * 17 * 17 + 5, 36),
-        (3 * 7 * 5, 132),
-        (5000, 32),
-    ] {
-        let a = run_all_bits(rows, channels);
-        let b = run_all_bits(rows, channels);
-        for (i, (u, v)) in a.iter().zip(&b).enumerate() {
-            assert!(
-                u == v,
-                "rows {rows} channels {channels}: output {i} differs between two identical runs"
-            );
+    for tuning in BatchNormTuning::ALL {
+        for (rows, channels) in [
+            (3 * 17 * 17 + 5, 17),
+            (3 * 17 * 17 + 5, 36),
+            (3 * 7 * 5, 132),
+            (5000, 32),
+        ] {
+            let a = run_all_bits(tuning, rows, channels);
+            let b = run_all_bits(tuning, rows, channels);
+            for (i, (u, v)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    u == v,
+                    "{tuning:?} rows {rows} channels {channels}: output {i} differs between two identical runs"
+                );
+            }
         }
     }
 }
@@ -616,87 +652,89 @@ fn large_batch_forward_and_backward_stay_within_dispatch_limits() {
     // per 256-thread workgroup would need 65,536 workgroups, one more than a dimension allows).
     // Threads walk several rows each instead, and the reductions are capped at MAX_PARTIALS
     // partials per channel; here they have more than a finalize workgroup has threads (64).
-    let ctx = ctx();
-    let (rows, channels) = (512 * 32 * 32, 32);
-    let inp_x = data(77, rows * channels, 2.0, 0.5);
-    let gamma_v = data(78, channels, 0.5, 1.0);
-    let beta_v = data(79, channels, 0.5, 0.0);
-    let s = BatchNormShape { rows, channels };
-    let dy_v = data(80, rows * channels, 1.0, 0.0);
-    let partials = batchnorm_reduction_partials(ctx, &s);
-    assert!(
-        (65..=MAX_PARTIALS).contains(&partials),
-        "expected 65..={MAX_PARTIALS} partials per channel, got {partials}"
-    );
-    let FullPass {
-        ops,
-        mean,
-        var,
-        rvar,
-        y,
-        dx,
-        dgamma,
-        dbeta,
-        ..
-    } = full_pass(ctx, &s, &inp_x, &dy_v, &gamma_v, &beta_v);
-    for op in &ops {
+    for tuning in BatchNormTuning::ALL {
+        let ctx = &tuned(tuning);
+        let (rows, channels) = (512 * 32 * 32, 32);
+        let inp_x = data(77, rows * channels, 2.0, 0.5);
+        let gamma_v = data(78, channels, 0.5, 1.0);
+        let beta_v = data(79, channels, 0.5, 0.0);
+        let s = BatchNormShape { rows, channels };
+        let dy_v = data(80, rows * channels, 1.0, 0.0);
+        let partials = batchnorm_reduction_partials(ctx, &s);
         assert!(
-            op.workgroups.iter().all(|&g| (1..=65_535).contains(&g)),
-            "{}: grid {:?} outside the dispatch limits",
-            op.label,
-            op.workgroups
+            (65..=MAX_PARTIALS).contains(&partials),
+            "expected 65..={MAX_PARTIALS} partials per channel, got {partials}"
         );
+        let FullPass {
+            ops,
+            mean,
+            var,
+            rvar,
+            y,
+            dx,
+            dgamma,
+            dbeta,
+            ..
+        } = full_pass(ctx, &s, &inp_x, &dy_v, &gamma_v, &beta_v);
+        for op in &ops {
+            assert!(
+                op.workgroups.iter().all(|&g| (1..=65_535).contains(&g)),
+                "{}: grid {:?} outside the dispatch limits",
+                op.label,
+                op.workgroups
+            );
+        }
+        run(ctx, &ops);
+
+        let x64 = to_f64(&inp_x);
+        let (want_mean, want_var) = cpu::batchnorm_moments(&x64, rows, channels);
+        assert_close("large mean", &read(ctx, &mean), &want_mean, RTOL, 1e-6);
+        assert_close("large var", &read(ctx, &var), &want_var, RTOL, 1e-6);
+        let m = MOMENTUM as f64;
+        let want_rv: Vec<f64> = want_var.iter().map(|v| m + (1.0 - m) * v).collect();
+        assert_close("large running var", &read(ctx, &rvar), &want_rv, RTOL, 1e-6);
+        // y: every element of the last rows (the last workgroups) plus a strided sample.
+        let got_y = read(ctx, &y);
+        let want_y = cpu::batchnorm_forward_inference(
+            &x64,
+            rows,
+            channels,
+            &to_f64(&gamma_v),
+            &to_f64(&beta_v),
+            &want_mean,
+            &want_var,
+            EPS as f64,
+            0.1,
+        );
+        let idx: Vec<usize> = (0..rows * channels)
+            .step_by(101)
+            .chain(rows * channels - 2000..rows * channels)
+            .collect();
+        let pick = |got: &[f32], want: &[f64]| -> (Vec<f32>, Vec<f64>) {
+            (
+                idx.iter().map(|&i| got[i]).collect(),
+                idx.iter().map(|&i| want[i]).collect(),
+            )
+        };
+        let (g, w) = pick(&got_y, &want_y);
+        assert_close("large y (sample)", &g, &w, RTOL, 1e-5);
+        drop((got_y, want_y));
+
+        let (want_dx, want_dg, want_db) = cpu::batchnorm_backward_train(
+            &x64,
+            &to_f64(&dy_v),
+            rows,
+            channels,
+            &to_f64(&gamma_v),
+            &to_f64(&beta_v),
+            EPS as f64,
+            0.1,
+        );
+        // Sums of 524,288 O(1) terms, which partly cancel: floor scaled by sqrt(rows) as above.
+        let sum_atol = 2e-5 * (rows as f64).sqrt();
+        assert_close("large dgamma", &read(ctx, &dgamma), &want_dg, RTOL, sum_atol);
+        assert_close("large dbeta", &read(ctx, &dbeta), &want_db, RTOL, sum_atol);
+        let (g, w) = pick(&read(ctx, &dx), &want_dx);
+        assert_close("large dx (sample)", &g, &w, RTOL, 2e-5);
     }
-    run(ctx, &ops);
-
-    let x64 = to_f64(&inp_x);
-    let (want_mean, want_var) = cpu::batchnorm_moments(&x64, rows, channels);
-    assert_close("large mean", &read(ctx, &mean), &want_mean, RTOL, 1e-6);
-    assert_close("large var", &read(ctx, &var), &want_var, RTOL, 1e-6);
-    let m = MOMENTUM as f64;
-    let want_rv: Vec<f64> = want_var.iter().map(|v| m + (1.0 - m) * v).collect();
-    assert_close("large running var", &read(ctx, &rvar), &want_rv, RTOL, 1e-6);
-    // y: every element of the last rows (the last workgroups) plus a strided sample.
-    let got_y = read(ctx, &y);
-    let want_y = cpu::batchnorm_forward_inference(
-        &x64,
-        rows,
-        channels,
-        &to_f64(&gamma_v),
-        &to_f64(&beta_v),
-        &want_mean,
-        &want_var,
-        EPS as f64,
-        0.1,
-    );
-    let idx: Vec<usize> = (0..rows * channels)
-        .step_by(101)
-        .chain(rows * channels - 2000..rows * channels)
-        .collect();
-    let pick = |got: &[f32], want: &[f64]| -> (Vec<f32>, Vec<f64>) {
-        (
-            idx.iter().map(|&i| got[i]).collect(),
-            idx.iter().map(|&i| want[i]).collect(),
-        )
-    };
-    let (g, w) = pick(&got_y, &want_y);
-    assert_close("large y (sample)", &g, &w, RTOL, 1e-5);
-    drop((got_y, want_y));
-
-    let (want_dx, want_dg, want_db) = cpu::batchnorm_backward_train(
-        &x64,
-        &to_f64(&dy_v),
-        rows,
-        channels,
-        &to_f64(&gamma_v),
-        &to_f64(&beta_v),
-        EPS as f64,
-        0.1,
-    );
-    // Sums of 524,288 O(1) terms, which partly cancel: floor scaled by sqrt(rows) as above.
-    let sum_atol = 2e-5 * (rows as f64).sqrt();
-    assert_close("large dgamma", &read(ctx, &dgamma), &want_dg, RTOL, sum_atol);
-    assert_close("large dbeta", &read(ctx, &dbeta), &want_db, RTOL, sum_atol);
-    let (g, w) = pick(&read(ctx, &dx), &want_dx);
-    assert_close("large dx (sample)", &g, &w, RTOL, 2e-5);
 }

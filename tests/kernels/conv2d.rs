@@ -1,7 +1,7 @@
-use adamatch_wgpu::gpu::Tensor;
+use adamatch_wgpu::gpu::{AdapterProfile, GpuContext, Tensor};
 use adamatch_wgpu::kernels::conv2d::{
-    conv2d_backward_data, conv2d_backward_data_with, conv2d_backward_weights, conv2d_backward_weights_scratch_len_with,
-    conv2d_backward_weights_with, conv2d_forward, conv2d_forward_with, Conv2dShape, ConvPath,
+    backward_data_plan, backward_weights_plan, conv2d_backward_data, conv2d_backward_weights,
+    conv2d_backward_weights_scratch_len, conv2d_forward, forward_plan, Conv2dKernel, Conv2dShape, ConvPath,
 };
 
 use crate::ctx;
@@ -77,6 +77,28 @@ struct Data {
     dy: Vec<f32>,
 }
 
+/// The shared context with every convolution forced onto `path`, or None, after printing SKIPPED
+/// and the reason, where the adapter cannot run it.
+fn on_path(path: ConvPath, test: &str) -> Option<GpuContext> {
+    match ctx().with_conv_path(path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            println!("SKIPPED {test} on the {path} path: {e:#}");
+            None
+        }
+    }
+}
+
+/// The kernels the three passes of `s` run on `path`: forward, backward data, and the weight
+/// gradient's GEMM.
+fn kernels(path: ConvPath, s: &Conv2dShape) -> [Conv2dKernel; 3] {
+    [
+        forward_plan(path, s, false).kernel,
+        backward_data_plan(path, s, false).kernel,
+        backward_weights_plan(path, s, false)[0].kernel,
+    ]
+}
+
 fn data(s: &Conv2dShape, seed: u64) -> Data {
     Data {
         x: random_vec(seed, s.input_len()),
@@ -112,7 +134,9 @@ fn forward_matches_reference_with_and_without_residual() {
 }
 
 fn check_forward(path: ConvPath) {
-    let ctx = ctx();
+    let Some(ctx) = &on_path(path, "forward_matches_reference_with_and_without_residual") else {
+        return;
+    };
     for (i, s) in shapes().into_iter().enumerate() {
         let d = data(&s, 100 + i as u64);
         let res = random_vec(200 + i as u64, s.output_len());
@@ -121,8 +145,8 @@ fn check_forward(path: ConvPath) {
         let r = Tensor::from_f32(ctx, "residual", &[s.output_len()], &res);
         let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
         let y_res = Tensor::zeros(ctx, "y_res", &[s.output_len()]);
-        let plain = conv2d_forward_with(ctx, path, &s, &x, &w, &y, None);
-        let with_res = conv2d_forward_with(ctx, path, &s, &x, &w, &y_res, Some(&r));
+        let plain = conv2d_forward(ctx, &s, &x, &w, &y, None);
+        let with_res = conv2d_forward(ctx, &s, &x, &w, &y_res, Some(&r));
         ctx.run(&[&plain, &with_res]).unwrap();
 
         let want = cpu::conv2d_forward(&to_f64(&d.x), &to_f64(&d.w), &s);
@@ -153,7 +177,9 @@ fn backward_data_matches_reference_and_accumulates() {
 }
 
 fn check_backward_data(path: ConvPath) {
-    let ctx = ctx();
+    let Some(ctx) = &on_path(path, "backward_data_matches_reference_and_accumulates") else {
+        return;
+    };
     for (i, s) in shapes().into_iter().enumerate() {
         let d = data(&s, 300 + i as u64);
         let dx0 = random_vec(400 + i as u64, s.input_len());
@@ -162,8 +188,8 @@ fn check_backward_data(path: ConvPath) {
         // Start from garbage so "overwrite" is tested too.
         let dx = Tensor::from_f32(ctx, "dx", &[s.input_len()], &dx0);
         let dx_acc = Tensor::from_f32(ctx, "dx_acc", &[s.input_len()], &dx0);
-        let set = conv2d_backward_data_with(ctx, path, &s, &dy, &w, &dx, false);
-        let acc = conv2d_backward_data_with(ctx, path, &s, &dy, &w, &dx_acc, true);
+        let set = conv2d_backward_data(ctx, &s, &dy, &w, &dx, false);
+        let acc = conv2d_backward_data(ctx, &s, &dy, &w, &dx_acc, true);
         ctx.run(&[&set, &acc]).unwrap();
 
         let want = cpu::conv2d_backward_data(&to_f64(&d.dy), &to_f64(&d.w), &s);
@@ -186,16 +212,16 @@ fn check_backward_data(path: ConvPath) {
     }
 }
 
-fn check_backward_weights(path: ConvPath, s: &Conv2dShape, seed: u64) {
-    let ctx = ctx();
+fn check_backward_weights(ctx: &GpuContext, s: &Conv2dShape, seed: u64) {
+    let path = ctx.profile.conv_path;
     let d = data(s, seed);
     let dw0 = random_vec(seed + 3, s.weight_len());
     let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d.x);
     let dy = Tensor::from_f32(ctx, "dy", &[s.output_len()], &d.dy);
     let dw = Tensor::from_f32(ctx, "dw", &[s.weight_len()], &dw0);
     let dw_acc = Tensor::from_f32(ctx, "dw_acc", &[s.weight_len()], &dw0);
-    let set = conv2d_backward_weights_with(ctx, path, s, &x, &dy, &dw, false, None);
-    let acc = conv2d_backward_weights_with(ctx, path, s, &x, &dy, &dw_acc, true, None);
+    let set = conv2d_backward_weights(ctx, s, &x, &dy, &dw, false, None);
+    let acc = conv2d_backward_weights(ctx, s, &x, &dy, &dw_acc, true, None);
     let ops: Vec<_> = set.iter().chain(&acc).collect();
     ctx.run(&ops).unwrap();
 
@@ -221,8 +247,11 @@ fn check_backward_weights(path: ConvPath, s: &Conv2dShape, seed: u64) {
 #[test]
 fn backward_weights_matches_reference_and_accumulates() {
     for path in ConvPath::ALL {
+        let Some(ctx) = &on_path(path, "backward_weights_matches_reference_and_accumulates") else {
+            continue;
+        };
         for (i, s) in shapes().into_iter().enumerate() {
-            check_backward_weights(path, &s, 500 + 10 * i as u64);
+            check_backward_weights(ctx, &s, 500 + 10 * i as u64);
         }
     }
 }
@@ -231,17 +260,20 @@ fn backward_weights_matches_reference_and_accumulates() {
 fn backward_weights_long_reduction_uses_several_chunks() {
     // Chunks: the tiled path's are about 2048 rows (multiples of 16), the direct path's 512.
     for path in ConvPath::ALL {
+        let Some(ctx) = &on_path(path, "backward_weights_long_reduction_uses_several_chunks") else {
+            continue;
+        };
         // 5 * 30 * 31 = 4650 reduction rows: tiled, three chunks, the last one partial; direct, ten.
-        check_backward_weights(path, &shape(5, (30, 31), 5, 6, 3, 1), 900);
+        check_backward_weights(ctx, &shape(5, (30, 31), 5, 6, 3, 1), 900);
         // 20 * 16 * 16 = 5120 rows (three or ten chunks) through the aligned entry points, stride 2.
-        check_backward_weights(path, &shape(20, (32, 32), 16, 8, 3, 2), 910);
+        check_backward_weights(ctx, &shape(20, (32, 32), 16, 8, 3, 2), 910);
         // 3 * 17 * 19 = 969 rows: direct, two chunks of 485 and 484.
-        check_backward_weights(path, &shape(3, (17, 19), 8, 12, 3, 1), 920);
+        check_backward_weights(ctx, &shape(3, (17, 19), 8, 12, 3, 1), 920);
         // The same through the direct path's 16-column blocks (subgroup path: the taps kernel).
-        check_backward_weights(path, &shape(3, (17, 19), 16, 32, 3, 1), 930);
+        check_backward_weights(ctx, &shape(3, (17, 19), 16, 32, 3, 1), 930);
         // 5 * 15 * 16 = 1200 rows, stride 2 (the taps kernel reloading two pixels per step),
         // three chunks starting mid-row.
-        check_backward_weights(path, &shape(5, (30, 31), 4, 32, 3, 2), 940);
+        check_backward_weights(ctx, &shape(5, (30, 31), 4, 32, 3, 2), 940);
     }
 }
 
@@ -253,7 +285,9 @@ fn all_passes_are_bitwise_deterministic() {
 }
 
 fn check_deterministic(path: ConvPath) {
-    let ctx = ctx();
+    let Some(ctx) = &on_path(path, "all_passes_are_bitwise_deterministic") else {
+        return;
+    };
     // General and aligned entry points; several split-K chunks in the first.
     for s in [shape(5, (30, 31), 5, 6, 3, 1), shape(3, (16, 16), 16, 32, 3, 2)] {
         let d = data(&s, 1000);
@@ -265,10 +299,10 @@ fn check_deterministic(path: ConvPath) {
             let dx = Tensor::zeros(ctx, "dx", &[s.input_len()]);
             let dw = Tensor::zeros(ctx, "dw", &[s.weight_len()]);
             let mut ops = vec![
-                conv2d_forward_with(ctx, path, &s, &x, &w, &y, None),
-                conv2d_backward_data_with(ctx, path, &s, &dy, &w, &dx, false),
+                conv2d_forward(ctx, &s, &x, &w, &y, None),
+                conv2d_backward_data(ctx, &s, &dy, &w, &dx, false),
             ];
-            ops.extend(conv2d_backward_weights_with(ctx, path, &s, &x, &dy, &dw, false, None));
+            ops.extend(conv2d_backward_weights(ctx, &s, &x, &dy, &dw, false, None));
             ctx.run(&ops.iter().collect::<Vec<_>>()).unwrap();
             [y, dx, dw].map(|t| {
                 t.read_f32(ctx)
@@ -295,15 +329,16 @@ fn forward_at_training_batch_size_512() {
 fn check_forward_batch_512(path: ConvPath) {
     // 512 x 32 x 32 = 524,288 GEMM rows (a large dispatch; 1x1 keeps it ~1 GFLOP). Only a
     // sample of outputs is checked, against the reference evaluated at those positions.
-    let ctx = ctx();
+    let Some(ctx) = &on_path(path, "forward_at_training_batch_size_512") else {
+        return;
+    };
     let s = shape(512, (32, 32), 32, 32, 1, 1);
     let d_x = random_vec(1100, s.input_len());
     let d_w = random_vec(1101, s.weight_len());
     let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d_x);
     let w = Tensor::from_f32(ctx, "w", &[s.weight_len()], &d_w);
     let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
-    ctx.run(&[&conv2d_forward_with(ctx, path, &s, &x, &w, &y, None)])
-        .unwrap();
+    ctx.run(&[&conv2d_forward(ctx, &s, &x, &w, &y, None)]).unwrap();
     let got = y.read_f32(ctx).unwrap();
 
     let len = s.output_len();
@@ -331,20 +366,42 @@ fn check_forward_batch_512(path: ConvPath) {
 fn direct_path_takes_16_column_blocks_where_channels_allow() {
     // The `_wide` entry points need vec4 channels and 16 | the GEMM's columns (out_c for the
     // forward and weight gradient, in_c for the input gradient); the tests above run both kinds.
-    let ctx = ctx();
-    let entry = |s: &Conv2dShape| {
-        let x = Tensor::zeros(ctx, "x", &[s.input_len()]);
-        let w = Tensor::zeros(ctx, "w", &[s.weight_len()]);
-        let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
-        let f = conv2d_forward_with(ctx, ConvPath::Direct, s, &x, &w, &y, None);
-        let d = conv2d_backward_data_with(ctx, ConvPath::Direct, s, &y, &w, &x, false);
-        let g = conv2d_backward_weights_with(ctx, ConvPath::Direct, s, &x, &y, &w, false, None);
-        [f.label, d.label, g[0].label.clone()].map(|l| l.ends_with("_wide"))
+    use Conv2dKernel::*;
+    let wide = |s: &Conv2dShape| {
+        kernels(ConvPath::Direct, s).map(|k| {
+            matches!(
+                k,
+                ForwardDirectWide | BackwardDataDirectWide | BackwardWeightsDirectWide
+            )
+        })
     };
-    assert_eq!(entry(&shape(2, (8, 8), 32, 64, 3, 2)), [true, true, true]);
-    assert_eq!(entry(&shape(2, (8, 8), 16, 12, 3, 1)), [false, true, false]);
-    assert_eq!(entry(&shape(2, (8, 8), 12, 32, 3, 1)), [true, false, true]);
-    assert_eq!(entry(&shape(2, (8, 8), 3, 16, 3, 1)), [false, false, false]);
+    assert_eq!(wide(&shape(2, (8, 8), 32, 64, 3, 2)), [true, true, true]);
+    assert_eq!(wide(&shape(2, (8, 8), 16, 12, 3, 1)), [false, true, false]);
+    assert_eq!(wide(&shape(2, (8, 8), 12, 32, 3, 1)), [true, false, true]);
+    assert_eq!(wide(&shape(2, (8, 8), 3, 16, 3, 1)), [false, false, false]);
+}
+
+#[test]
+fn every_kernel_is_run_by_the_reference_tests() {
+    // The shapes of the reference tests, on the three paths, reach every entry point: no kernel
+    // goes unchecked because no test shape selects it.
+    let mut shapes = shapes();
+    shapes.extend([shape(5, (30, 31), 5, 6, 3, 1), shape(3, (17, 19), 16, 32, 3, 1)]);
+    let mut reached: Vec<Conv2dKernel> = Vec::new();
+    for path in ConvPath::ALL {
+        for s in &shapes {
+            for k in kernels(path, s) {
+                assert!(
+                    k.path() == path || (path == ConvPath::Subgroup && k.path() == ConvPath::Direct),
+                    "{path} path chose {k:?} for {s:?}"
+                );
+                reached.push(k);
+            }
+        }
+    }
+    reached.push(Conv2dKernel::BackwardWeightsReduce);
+    let missed: Vec<_> = Conv2dKernel::ALL.iter().filter(|k| !reached.contains(k)).collect();
+    assert!(missed.is_empty(), "no test shape selects {missed:?}");
 }
 
 #[test]
@@ -352,7 +409,11 @@ fn subgroup_path_is_bitwise_the_direct_path() {
     // The subgroup kernels share operands through broadcasts but sum in the direct path's order.
     // Ragged rows (not whole 16-row blocks, not whole subgroups of blocks), several column blocks,
     // stride 2 (four backward-data phases), 1x1, and several weight-gradient chunks.
-    let ctx = ctx();
+    let test = "subgroup_path_is_bitwise_the_direct_path";
+    let (Some(direct_ctx), Some(subgroup_ctx)) = (on_path(ConvPath::Direct, test), on_path(ConvPath::Subgroup, test))
+    else {
+        return;
+    };
     for (i, s) in [
         shape(3, (5, 7), 16, 48, 3, 1),
         shape(2, (9, 8), 32, 16, 3, 2),
@@ -365,19 +426,19 @@ fn subgroup_path_is_bitwise_the_direct_path() {
     .enumerate()
     {
         let d = data(s, 1400 + i as u64);
-        let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d.x);
-        let w = Tensor::from_f32(ctx, "w", &[s.weight_len()], &d.w);
-        let dy = Tensor::from_f32(ctx, "dy", &[s.output_len()], &d.dy);
-        let run = |path: ConvPath| {
+        let x = Tensor::from_f32(&direct_ctx, "x", &[s.input_len()], &d.x);
+        let w = Tensor::from_f32(&direct_ctx, "w", &[s.weight_len()], &d.w);
+        let dy = Tensor::from_f32(&direct_ctx, "dy", &[s.output_len()], &d.dy);
+        let run = |ctx: &GpuContext| {
             let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
             let dx = Tensor::zeros(ctx, "dx", &[s.input_len()]);
             let dw = Tensor::zeros(ctx, "dw", &[s.weight_len()]);
             let mut ops = vec![
-                conv2d_forward_with(ctx, path, s, &x, &w, &y, Some(&dy)),
-                conv2d_backward_data_with(ctx, path, s, &dy, &w, &dx, false),
+                conv2d_forward(ctx, s, &x, &w, &y, Some(&dy)),
+                conv2d_backward_data(ctx, s, &dy, &w, &dx, false),
             ];
-            ops.extend(conv2d_backward_weights_with(ctx, path, s, &x, &dy, &dw, false, None));
-            if ctx.subgroup_size == Some(8) && path == ConvPath::Subgroup {
+            ops.extend(conv2d_backward_weights(ctx, s, &x, &dy, &dw, false, None));
+            if ctx.profile.conv_path == ConvPath::Subgroup {
                 // The weight gradient: the taps kernel for 3x3 stride 1 or 2 with 32-column blocks,
                 // else only where its rows fill whole subgroups of 16-row blocks.
                 let dw_rows = s.kernel * s.kernel * s.in_c;
@@ -407,7 +468,7 @@ fn subgroup_path_is_bitwise_the_direct_path() {
                     .collect::<Vec<u32>>()
             })
         };
-        let (direct, subgroup, again) = (run(ConvPath::Direct), run(ConvPath::Subgroup), run(ConvPath::Subgroup));
+        let (direct, subgroup, again) = (run(&direct_ctx), run(&subgroup_ctx), run(&subgroup_ctx));
         for (name, (a, b)) in ["y", "dx", "dw"].iter().zip(direct.iter().zip(&subgroup)) {
             assert!(a == b, "conv2d {name}: subgroup path differs from direct for {s:?}");
         }
@@ -416,55 +477,82 @@ fn subgroup_path_is_bitwise_the_direct_path() {
 }
 
 #[test]
-fn plain_functions_run_the_adapters_path() {
-    // Subgroup (or direct) on CPU adapters (lavapipe), tiled on GPUs; the plain functions pick it.
-    let ctx = ctx();
-    let want = if ctx.info.device_type != wgpu::DeviceType::Cpu {
-        ConvPath::Tiled
-    } else if ctx.subgroup_size == Some(8) {
-        ConvPath::Subgroup
-    } else {
-        ConvPath::Direct
-    };
-    assert_eq!(ConvPath::for_adapter(ctx), want);
-    let s = shape(2, (6, 7), 8, 12, 3, 2);
-    let d = data(&s, 1300);
-    let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d.x);
-    let w = Tensor::from_f32(ctx, "w", &[s.weight_len()], &d.w);
-    let dy = Tensor::from_f32(ctx, "dy", &[s.output_len()], &d.dy);
-    let outputs = |plain: bool| {
-        let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
-        let dx = Tensor::zeros(ctx, "dx", &[s.input_len()]);
-        let dw = Tensor::zeros(ctx, "dw", &[s.weight_len()]);
-        let mut ops = if plain {
-            vec![
-                conv2d_forward(ctx, &s, &x, &w, &y, None),
-                conv2d_backward_data(ctx, &s, &dy, &w, &dx, false),
-            ]
-        } else {
-            vec![
-                conv2d_forward_with(ctx, want, &s, &x, &w, &y, None),
-                conv2d_backward_data_with(ctx, want, &s, &dy, &w, &dx, false),
-            ]
-        };
-        ops.extend(if plain {
-            conv2d_backward_weights(ctx, &s, &x, &dy, &dw, false, None)
-        } else {
-            conv2d_backward_weights_with(ctx, want, &s, &x, &dy, &dw, false, None)
-        });
-        ctx.run(&ops.iter().collect::<Vec<_>>()).unwrap();
-        [y, dx, dw].map(|t| {
-            t.read_f32(ctx)
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect::<Vec<u32>>()
-        })
-    };
+fn each_adapter_gets_its_path_and_cannot_be_forced_onto_one_it_cannot_run() {
+    // (cpu, browser, subgroup size) -> the adapter's own path.
+    for (cpu, browser, sg, want) in [
+        (false, false, None, ConvPath::Tiled),
+        (false, false, Some(8), ConvPath::Tiled),
+        (true, false, Some(8), ConvPath::Subgroup),
+        (true, false, Some(16), ConvPath::Direct),
+        (true, false, None, ConvPath::Direct),
+        (true, true, Some(8), ConvPath::Tiled),
+        (false, true, None, ConvPath::Tiled),
+    ] {
+        let p = AdapterProfile::new(cpu, browser, sg);
+        assert_eq!(p.conv_path, want, "cpu {cpu} browser {browser} subgroups {sg:?}");
+        assert_eq!(ConvPath::for_adapter(&p), want);
+        // Every adapter runs the tiled path.
+        assert_eq!(p.with_conv_path(ConvPath::Tiled).unwrap().conv_path, ConvPath::Tiled);
+    }
+    let refused = |p: AdapterProfile, path: ConvPath| p.with_conv_path(path).unwrap_err().to_string();
+    let e = refused(AdapterProfile::new(true, false, Some(16)), ConvPath::Subgroup);
     assert!(
-        outputs(true) == outputs(false),
-        "the plain functions did not run {want:?}"
+        e.contains("'subgroup'") && e.contains("exactly 8 lanes") && e.contains("subgroups of 16"),
+        "{e}"
     );
+    let e = refused(AdapterProfile::new(false, false, None), ConvPath::Subgroup);
+    assert!(e.contains("no fixed subgroup size"), "{e}");
+    let e = refused(AdapterProfile::new(true, true, Some(8)), ConvPath::Direct);
+    assert!(e.contains("'direct'") && e.contains("WebGPU"), "{e}");
+    let gpu = AdapterProfile::new(false, false, None);
+    assert_eq!(
+        gpu.with_conv_path(ConvPath::Direct).unwrap().conv_path,
+        ConvPath::Direct
+    );
+    // The names --conv-path and ADAMATCH_CONV_PATH take.
+    for path in ConvPath::ALL {
+        assert_eq!(path.name().parse::<ConvPath>(), Ok(path));
+        assert_eq!(path.name().to_uppercase().parse::<ConvPath>(), Ok(path));
+    }
+    let e = "fast".parse::<ConvPath>().unwrap_err();
+    assert!(e.contains("'fast'") && e.contains("tiled, direct or subgroup"), "{e}");
+}
+
+#[test]
+fn the_pass_functions_run_the_contexts_path() {
+    // A forced context's ops are its path's kernels: the plans are what runs.
+    let s = shape(2, (16, 16), 16, 32, 3, 1);
+    let x = Tensor::zeros(ctx(), "x", &[s.input_len()]);
+    let w = Tensor::zeros(ctx(), "w", &[s.weight_len()]);
+    let y = Tensor::zeros(ctx(), "y", &[s.output_len()]);
+    let mut ran = Vec::new();
+    for path in ConvPath::ALL {
+        let Some(ctx) = &on_path(path, "the_pass_functions_run_the_contexts_path") else {
+            continue;
+        };
+        let labels = [
+            conv2d_forward(ctx, &s, &x, &w, &y, None).label,
+            conv2d_backward_data(ctx, &s, &y, &w, &x, false).label,
+            conv2d_backward_weights(ctx, &s, &x, &y, &w, false, None)[0]
+                .label
+                .clone(),
+        ];
+        for (label, kernel) in labels.iter().zip(kernels(path, &s)) {
+            assert!(
+                label.ends_with(&format!("::{}", kernel.entry_point())),
+                "{path}: {label} is not {kernel:?}"
+            );
+            assert_eq!(kernel.path(), path, "{path}: {kernel:?} for {s:?}");
+        }
+        ran.push(labels);
+    }
+    // The paths run different kernels, so forcing one is never a no-op.
+    for (i, a) in ran.iter().enumerate() {
+        assert!(
+            ran[i + 1..].iter().all(|b| a != b),
+            "two paths ran the same kernels {a:?}"
+        );
+    }
 }
 
 #[test]
@@ -512,23 +600,15 @@ fn reference_backward_matches_finite_differences() {
 /// first. Each layer's dw must be bitwise what it is with a scratch of its own.
 #[test]
 fn backward_weights_share_one_scratch_across_layers() {
-    let ctx = ctx();
     for path in ConvPath::ALL {
-        if path == ConvPath::Subgroup && ctx.subgroup_size != Some(8) {
-            // The subgroup kernels need 8-lane subgroups; elsewhere this path runs the direct
-            // kernels, already checked above.
-            println!(
-                "SKIPPED backward_weights_share_one_scratch_across_layers on the subgroup path: the adapter's \
-                 subgroup size is {:?}, not 8",
-                ctx.subgroup_size
-            );
+        let Some(ctx) = &on_path(path, "backward_weights_share_one_scratch_across_layers") else {
             continue;
-        }
+        };
         // Several split-K chunks in both; the second needs fewer partials than the first.
         let layers = [shape(5, (30, 31), 5, 6, 3, 1), shape(3, (16, 16), 16, 32, 3, 2)];
         let len = layers
             .iter()
-            .map(|s| conv2d_backward_weights_scratch_len_with(path, s))
+            .map(|s| conv2d_backward_weights_scratch_len(ctx, s))
             .max()
             .unwrap()
             + 37;
@@ -542,17 +622,8 @@ fn backward_weights_share_one_scratch_across_layers() {
             let dy = Tensor::from_f32(ctx, "dy", &[s.output_len()], &d.dy);
             let shared = Tensor::zeros(ctx, "dw shared", &[s.weight_len()]);
             let own = Tensor::zeros(ctx, "dw own", &[s.weight_len()]);
-            shared_ops.extend(conv2d_backward_weights_with(
-                ctx,
-                path,
-                s,
-                &x,
-                &dy,
-                &shared,
-                false,
-                Some(&scratch),
-            ));
-            own_ops.extend(conv2d_backward_weights_with(ctx, path, s, &x, &dy, &own, false, None));
+            shared_ops.extend(conv2d_backward_weights(ctx, s, &x, &dy, &shared, false, Some(&scratch)));
+            own_ops.extend(conv2d_backward_weights(ctx, s, &x, &dy, &own, false, None));
             outputs.push((*s, shared, own));
         }
         ctx.run(&shared_ops.iter().chain(&own_ops).collect::<Vec<_>>()).unwrap();

@@ -385,12 +385,11 @@ test("without WebGPU the page says so and still shows the network input", async 
 test("every WGSL entry point compiles into a pipeline in the browser at WebGPU's default limits", async () => {
   // naga (tests/shaders.rs) is more lenient than browsers' compilers: this catches WGSL only a
   // browser rejects, and workgroup memory beyond the 16 KiB default, in training kernels too.
-  const dir = path.join(ROOT, "shaders");
-  const files = Object.fromEntries(
-    fs.readdirSync(dir)
-      .filter((f) => f.endsWith(".wgsl"))
-      .map((f) => [f, fs.readFileSync(path.join(dir, f), "utf8")]),
-  );
+  // The modules as the engine makes them (src/shaders.rs: Rust's constants prepended), one per
+  // shaders/*.wgsl file.
+  const files = JSON.parse(await page.evaluate(async () => (await import("./pkg/adamatch_wgpu.js")).shaderSources()));
+  const onDisk = fs.readdirSync(path.join(ROOT, "shaders")).filter((f) => f.endsWith(".wgsl")).sort();
+  assert.deepEqual(Object.keys(files).sort(), onDisk, "one module per shaders/*.wgsl file");
   // conv2d_subgroup.wgsl (appended to conv2d.wgsl by src/shaders.rs, needs the subgroup
   // feature) is the native CPU-adapter path only: the wasm32 build takes the tiled conv path and
   // never creates it. Chromium's Tint rejects its subgroupBroadcast calls outside subgroup-uniform
