@@ -607,6 +607,40 @@ impl Tensor {
         }
     }
 
+    /// The `shape` elements of a kernel's scratch starting `elem_offset` elements into `scratch`
+    /// (a caller's buffer shared by many ops that run one after another, its contents
+    /// overwritten), or a new zeroed tensor of that shape when `scratch` is None. `elem_offset`
+    /// must keep the storage offset alignment (a multiple of 64 elements).
+    pub fn scratch(
+        ctx: &GpuContext,
+        scratch: Option<&Tensor>,
+        label: &str,
+        elem_offset: usize,
+        shape: &[usize],
+    ) -> Tensor {
+        let need: usize = shape.iter().product();
+        match scratch {
+            Some(t) => {
+                assert!(
+                    t.len() >= elem_offset + need,
+                    "{label}: scratch of {} elements, {} needed",
+                    t.len(),
+                    elem_offset + need
+                );
+                assert!(
+                    elem_offset.is_multiple_of(64),
+                    "{label}: unaligned scratch offset {elem_offset}"
+                );
+                Tensor {
+                    buffer: t.buffer.clone(),
+                    offset: t.offset + elem_offset as u64 * 4,
+                    shape: shape.to_vec(),
+                }
+            }
+            None => Tensor::zeros(ctx, label, shape),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
@@ -656,8 +690,9 @@ impl Tensor {
 /// One recorded dispatch: pipeline, bind group (made once) and workgroup counts.
 ///
 /// Binding convention for every shader: `@binding(0)` is the op's uniform parameter block
-/// (when the entry point has one), then storage buffers at the binding numbers the shader
-/// declares. Only the bindings an entry point uses may be passed.
+/// (when the entry point has one), then storage buffers, which the Rust side names as the
+/// shader does (`var<storage, read> x` is bound as "x"). Only the bindings an entry point uses
+/// may be passed.
 pub struct Op {
     /// `file::entry_point` of the kernel.
     pub label: String,
@@ -673,9 +708,8 @@ pub struct Op {
 }
 
 impl Op {
-    /// Builds an op for `shader::entry`. `uniform` goes to binding 0; `storage` lists
-    /// (binding, tensor) pairs.
-    pub fn new(
+    /// [`Op::new`] with binding numbers.
+    fn numbered(
         ctx: &GpuContext,
         shader: Shader,
         entry: &'static str,
@@ -715,9 +749,10 @@ impl Op {
         }
     }
 
-    /// [`Op::new`] with the storage buffers bound by the names the shader declares them under.
-    /// Panics on a name the shader does not declare (a bug in the calling wrapper).
-    pub fn named(
+    /// Builds an op for `shader::entry`: `uniform` goes to binding 0, and `storage` lists
+    /// (name, tensor) pairs, bound where the shader declares `var<storage, ...> name`. Panics on
+    /// a name the shader does not declare (a bug in the calling wrapper).
+    pub fn new(
         ctx: &GpuContext,
         shader: Shader,
         entry: &'static str,
@@ -734,7 +769,7 @@ impl Op {
                 (binding, t)
             })
             .collect();
-        Op::new(ctx, shader, entry, uniform, &numbered, workgroups)
+        Op::numbered(ctx, shader, entry, uniform, &numbered, workgroups)
     }
 
     /// Sets the FLOP count used in benchmark reports.

@@ -5,11 +5,13 @@ use serde::{Deserialize, Serialize};
 
 /// How u8 pixels become network inputs. Recorded in every weights file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum InputScale {
     /// (x - 127.5) / 128, as the AdaMatch paper's code.
     Paper,
     /// x / 255, as the Keras example's Rescaling layer.
+    #[cfg_attr(not(target_arch = "wasm32"), value(alias = "keras-example"))]
     Keras,
 }
 

@@ -7,6 +7,7 @@
 //! - [`network`]: the WideResNet built from the kernels; [`weights`]: safetensors files.
 //! - [`data`]: dataset loaders (MNIST IDX, SVHN MAT, image folders), synthetic domains, downloads.
 //! - [`train`]: the AdaMatch step and training loop; [`inference`]: classification; [`bench`].
+//! - [`cli`]: the command line's subcommands and their handlers (`src/main.rs` only parses).
 //! - `web` (wasm32 with the `web` feature): the browser exports over [`inference`]; [`serve`]:
 //!   the web demo over HTTP on this machine (native).
 //!
@@ -15,6 +16,8 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
 pub mod data;
 pub mod gpu;
 pub mod inference;

@@ -94,7 +94,7 @@ fn conv2d_kernels_name_exactly_the_shaders_entry_points() {
 
 #[test]
 fn bindings_are_found_by_name_in_every_shader() {
-    // The declarations Op::named resolves names against: all of them, each name and number once.
+    // The declarations Op::new resolves names against: all of them, each name and number once.
     use adamatch_wgpu::shaders::Shader;
     for shader in Shader::ALL {
         let src = shader.file_source();

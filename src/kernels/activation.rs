@@ -37,7 +37,7 @@ pub fn activation_forward(ctx: &GpuContext, x: &Tensor, y: &Tensor, slope: f32) 
         Shader::Activation,
         "activation_forward",
         Some(bytemuck::bytes_of(&p)),
-        &[(1, x), (2, y)],
+        &[("x", x), ("y", y)],
         grid_1d(x.len(), WG),
     )
 }
@@ -57,7 +57,7 @@ pub fn activation_backward(ctx: &GpuContext, x: &Tensor, dy: &Tensor, dx: &Tenso
         Shader::Activation,
         "activation_backward",
         Some(bytemuck::bytes_of(&p)),
-        &[(1, x), (3, dy), (4, dx)],
+        &[("x", x), ("dy", dy), ("dx", dx)],
         grid_1d(x.len(), WG),
     )
 }

@@ -828,7 +828,7 @@ pub fn augment_images(
         Shader::Augment,
         "augment_images",
         Some(&uniforms(n, size, scale)),
-        &[(1, src), (2, params), (3, dst), (4, &scratch)],
+        &[("src", src), ("params", params), ("dst", dst), ("img", &scratch)],
         grid_1d(n, 1),
     )
     .with_detail(format!("augment {n}x{size}x{size}x3 ({})", scale.name()))
@@ -852,7 +852,7 @@ pub fn scale_images(ctx: &GpuContext, n: usize, size: usize, src: &Tensor, dst: 
         Shader::Augment,
         "scale_images",
         Some(&uniforms(words, size, scale)),
-        &[(1, src), (3, dst)],
+        &[("src", src), ("dst", dst)],
         grid_1d(words, WG),
     )
     .with_detail(format!("scale {n}x{size}x{size}x3 ({})", scale.name()))

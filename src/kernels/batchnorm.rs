@@ -6,8 +6,9 @@
 //! a row). When `channels % 4 == 0` (every layer of the network) the `*_vec4` kernels run: a
 //! channel lane is 16 channels read as 4 `vec4`s, about 2x faster on lavapipe than the scalar
 //! kernels (one channel per lane), which handle the other channel counts. Per-channel reductions
-//! write partials (scalar: one per chunk; vec4: one per row lane) to a scratch buffer this module
-//! allocates, then combine them per channel in a fixed order, so results are bitwise
+//! write partials (scalar: one per chunk; vec4: one per row lane) to a scratch buffer (the
+//! caller's, shared by its layers, or one of their own), then combine them per channel in a fixed
+//! order, so results are bitwise
 //! reproducible. The scratch holds at most [`MAX_CHUNKS`] (scalar) or [`MAX_PARTIALS`] (vec4)
 //! partials per channel.
 
@@ -247,6 +248,12 @@ pub fn batchnorm_reduction_partials(ctx: &GpuContext, s: &BatchNormShape) -> usi
     plan(ctx, s, use_vec4(s), true).partials
 }
 
+/// f32 elements of scratch that [`batchnorm_stats`] and [`batchnorm_backward`] need for `s`: a
+/// network workspace makes one of its largest layer's need and hands it to every layer.
+pub fn batchnorm_scratch_len(ctx: &GpuContext, s: &BatchNormShape) -> usize {
+    3 * batchnorm_reduction_partials(ctx, s) * s.channels
+}
+
 fn check_shape(s: &BatchNormShape, what: &str) {
     assert!(s.rows > 0 && s.channels > 0, "{what}: empty shape {s:?}");
     assert!(
@@ -261,7 +268,8 @@ fn check_len(t: &Tensor, len: usize, what: &str, name: &str) {
 
 /// Batch mean and biased variance of `x` into `mean`/`var` (`[channels]` each); if
 /// `update_running`, also `running_mean/running_var = momentum * running + (1 - momentum) * batch`.
-/// Allocates its scratch partials itself; returns its ops in order.
+/// Its partial sums go to `scratch` (at least [`batchnorm_scratch_len`] elements, overwritten;
+/// None allocates them); returns its ops in order.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_stats(
     ctx: &GpuContext,
@@ -273,6 +281,7 @@ pub fn batchnorm_stats(
     running_var: &Tensor,
     momentum: f32,
     update_running: bool,
+    scratch: Option<&Tensor>,
 ) -> Vec<Op> {
     let what = "batchnorm_stats";
     check_shape(s, what);
@@ -287,14 +296,20 @@ pub fn batchnorm_stats(
     }
     let vec4 = use_vec4(s);
     let pl = plan(ctx, s, vec4, true);
-    let scratch = Tensor::zeros(ctx, "batchnorm stats partials", &[3, pl.partials, s.channels]);
+    let scratch = Tensor::scratch(
+        ctx,
+        scratch,
+        "batchnorm stats partials",
+        0,
+        &[3, pl.partials, s.channels],
+    );
     let mut p = params(s, &pl);
     p.momentum = momentum;
     p.flags = if update_running { FLAG_UPDATE_RUNNING } else { 0 };
     let bindings = if vec4 {
-        [(20, x), (30, &scratch)]
+        [("x4", x), ("partials_out4", &scratch)]
     } else {
-        [(1, x), (8, &scratch)]
+        [("x", x), ("partials_out", &scratch)]
     };
     let partial = Op::new(
         ctx,
@@ -311,11 +326,11 @@ pub fn batchnorm_stats(
         "batchnorm_stats_finalize",
         Some(bytemuck::bytes_of(&p)),
         &[
-            (9, &scratch),
-            (10, mean),
-            (11, var),
-            (12, running_mean),
-            (13, running_var),
+            ("partials_in", &scratch),
+            ("mean_out", mean),
+            ("var_out", var),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
         ],
         [s.channels as u32, 1, 1],
     );
@@ -351,9 +366,23 @@ pub fn batchnorm_apply(
     p.eps = eps;
     p.slope = slope;
     let bindings = if vec4 {
-        [(20, x), (25, mean), (26, var), (27, gamma), (28, beta), (21, y)]
+        [
+            ("x4", x),
+            ("mean4", mean),
+            ("var4", var),
+            ("gamma4", gamma),
+            ("beta4", beta),
+            ("y4", y),
+        ]
     } else {
-        [(1, x), (2, mean), (3, var), (4, gamma), (5, beta), (6, y)]
+        [
+            ("x", x),
+            ("mean", mean),
+            ("var_", var),
+            ("gamma", gamma),
+            ("beta", beta),
+            ("y", y),
+        ]
     };
     Op::new(
         ctx,
@@ -389,13 +418,16 @@ pub struct BatchNormBackward<'a> {
     pub batch_stats: bool,
     /// `dgamma += ...`, `dbeta += ...` instead of `=`.
     pub accumulate_params: bool,
+    /// The partial sums (at least [`batchnorm_scratch_len`] elements, overwritten); None
+    /// allocates them.
+    pub scratch: Option<&'a Tensor>,
 }
 
 /// Backward of [`batchnorm_apply`] (activation included). With `dz = dy * act'(z)` and
 /// `xhat = (x - mean) / sqrt(var + eps)`: `dbeta (+)= sum dz`, `dgamma (+)= sum dz * xhat`;
 /// training mode `dx = gamma * rstd * (dz - mean(dz) - xhat * mean(dz * xhat))`, inference mode
 /// `dx = gamma * rstd * dz`; plus `addend` if given. Returns its ops in order (partial
-/// reduction, per-channel finalize, input gradient); allocates its scratch itself.
+/// reduction, per-channel finalize, input gradient).
 pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBackward) -> Vec<Op> {
     let what = "batchnorm_backward";
     check_shape(s, what);
@@ -417,7 +449,15 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
     }
     let vec4 = use_vec4(s);
     let pl = plan(ctx, s, vec4, true);
-    let scratch = Tensor::zeros(ctx, "batchnorm backward partials", &[2, pl.partials, s.channels]);
+    let scratch = Tensor::scratch(
+        ctx,
+        b.scratch,
+        "batchnorm backward partials",
+        0,
+        &[2, pl.partials, s.channels],
+    );
+    // The finalize kernel reads the partials and writes these in one dispatch: a buffer of their
+    // own (a writable range of the partials' buffer would conflict with their read-only binding).
     let coef = Tensor::zeros(ctx, "batchnorm backward coefficients", &[5, s.channels]);
     let with_args = |pl: &Plan| Params {
         eps: b.eps,
@@ -430,23 +470,23 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
     let uniform = bytemuck::bytes_of(&p);
     let partial_bindings = if vec4 {
         [
-            (20, b.x),
-            (25, b.mean),
-            (26, b.var),
-            (27, b.gamma),
-            (28, b.beta),
-            (22, b.dy),
-            (30, &scratch),
+            ("x4", b.x),
+            ("mean4", b.mean),
+            ("var4", b.var),
+            ("gamma4", b.gamma),
+            ("beta4", b.beta),
+            ("dy4", b.dy),
+            ("partials_out4", &scratch),
         ]
     } else {
         [
-            (1, b.x),
-            (2, b.mean),
-            (3, b.var),
-            (4, b.gamma),
-            (5, b.beta),
-            (7, b.dy),
-            (8, &scratch),
+            ("x", b.x),
+            ("mean", b.mean),
+            ("var_", b.var),
+            ("gamma", b.gamma),
+            ("beta", b.beta),
+            ("dy", b.dy),
+            ("partials_out", &scratch),
         ]
     };
     let partial = Op::new(
@@ -464,21 +504,25 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
         "batchnorm_backward_finalize",
         Some(uniform),
         &[
-            (2, b.mean),
-            (3, b.var),
-            (4, b.gamma),
-            (5, b.beta),
-            (9, &scratch),
-            (14, b.dgamma),
-            (15, b.dbeta),
-            (16, &coef),
+            ("mean", b.mean),
+            ("var_", b.var),
+            ("gamma", b.gamma),
+            ("beta", b.beta),
+            ("partials_in", &scratch),
+            ("dgamma", b.dgamma),
+            ("dbeta", b.dbeta),
+            ("coef_out", &coef),
         ],
         [s.channels as u32, 1, 1],
     );
     // The input gradient is elementwise: the tiling without the bound on chunks.
     let pl_input = plan(ctx, s, vec4, false);
     let p_input = with_args(&pl_input);
-    let (x, dy, coef_b, dx) = if vec4 { (20, 22, 29, 23) } else { (1, 7, 17, 18) };
+    let (x, dy, coef_b, dx, addend) = if vec4 {
+        ("x4", "dy4", "coef4", "dx4", "addend4")
+    } else {
+        ("x", "dy", "coef", "dx", "addend")
+    };
     let input = match b.addend {
         None => Op::new(
             ctx,
@@ -497,13 +541,7 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
                 "batchnorm_backward_input_add_vec4",
             ),
             Some(bytemuck::bytes_of(&p_input)),
-            &[
-                (x, b.x),
-                (dy, b.dy),
-                (coef_b, &coef),
-                (dx, b.dx),
-                (if vec4 { 24 } else { 19 }, a),
-            ],
+            &[(x, b.x), (dy, b.dy), (coef_b, &coef), (dx, b.dx), (addend, a)],
             pl_input.grid(),
         ),
     }

@@ -401,7 +401,7 @@ impl Conv2dPlan {
 
     /// The op of this plan over `storage`, bound by the shader's names for its buffers.
     fn op(&self, ctx: &GpuContext, storage: &[(&str, &Tensor)]) -> Op {
-        Op::named(
+        Op::new(
             ctx,
             self.kernel.shader(),
             self.kernel.entry_point(),
@@ -785,21 +785,7 @@ pub fn conv2d_backward_weights(
     check_len(what, "dw", dw, s.weight_len());
     let [gemm, reduce] = backward_weights_plan(ctx.profile.conv_path, s, accumulate);
     let shape = [gemm.params.splits as usize, s.kernel * s.kernel * s.in_c, s.out_c];
-    let need: usize = shape.iter().product();
-    let partials = match scratch {
-        Some(t) => {
-            assert!(
-                t.len() >= need,
-                "{what}: scratch of {} elements, {need} needed",
-                t.len()
-            );
-            Tensor {
-                shape: shape.to_vec(),
-                ..t.clone()
-            }
-        }
-        None => Tensor::zeros(ctx, "conv2d dw partials", &shape),
-    };
+    let partials = Tensor::scratch(ctx, scratch, "conv2d dw partials", 0, &shape);
     let p = &partials;
     let storage: &[(&str, &Tensor)] = match gemm.kernel {
         Conv2dKernel::BackwardWeightsTapsSubgroup => &[("x4", x), ("dy4", dy), ("partials4", p)],

@@ -80,7 +80,7 @@ pub fn dense_forward(
         Shader::Dense,
         "dense_forward",
         Some(bytemuck::bytes_of(&p)),
-        &[(1, x), (2, w), (3, b), (4, y)],
+        &[("x", x), ("w", w), ("b", b), ("y", y)],
         tiles(rows, out_f),
     )
     .with_flops(2.0 * (rows * in_f * out_f) as f64)
@@ -117,7 +117,7 @@ pub fn dense_backward(
         Shader::Dense,
         "dense_backward_data",
         Some(bytemuck::bytes_of(&p_data)),
-        &[(2, w), (5, dy), (6, dx)],
+        &[("w", w), ("dy", dy), ("dx", dx)],
         tiles(rows, in_f),
     )
     .with_flops(gemm_flops);
@@ -126,7 +126,7 @@ pub fn dense_backward(
         Shader::Dense,
         "dense_backward_weights",
         Some(bytemuck::bytes_of(&p_params)),
-        &[(1, x), (5, dy), (7, dw)],
+        &[("x", x), ("dy", dy), ("dw", dw)],
         tiles(in_f, out_f),
     )
     .with_flops(gemm_flops);
@@ -137,7 +137,7 @@ pub fn dense_backward(
         Shader::Dense,
         "dense_backward_bias",
         Some(bytemuck::bytes_of(&p_params)),
-        &[(5, dy), (8, db)],
+        &[("dy", dy), ("db", db)],
         [bias_groups as u32, 1, 1],
     )
     .with_flops((rows * out_f) as f64);

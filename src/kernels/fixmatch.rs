@@ -125,7 +125,12 @@ impl FixMatchLoss {
             shader,
             "fixmatch_pseudo_labels",
             u,
-            &[(1, joint_logits), (2, &target_strong), (3, &pseudo), (4, &mask)],
+            &[
+                ("joint", joint_logits),
+                ("target_strong", &target_strong),
+                ("pseudo", &pseudo),
+                ("mask", &mask),
+            ],
             grid_1d(ub, WG),
         )];
         let source_targets = Targets::Hard(labels);
@@ -157,7 +162,11 @@ impl FixMatchLoss {
             shader,
             "fixmatch_assemble_grads",
             u,
-            &[(5, &d_source_weak), (6, &d_target_strong), (7, d_joint)],
+            &[
+                ("d_source_weak", &d_source_weak),
+                ("d_target_strong", &d_target_strong),
+                ("d_joint", d_joint),
+            ],
             grid_1d(joint_len, WG),
         ));
         ops.push(Op::new(
@@ -165,7 +174,12 @@ impl FixMatchLoss {
             shader,
             "fixmatch_metrics",
             u,
-            &[(4, &mask), (8, &source_loss), (9, &target_loss), (10, &metrics)],
+            &[
+                ("mask", &mask),
+                ("source_loss", &source_loss),
+                ("target_loss", &target_loss),
+                ("metrics", &metrics),
+            ],
             [1, 1, 1],
         ));
         let ops = ops.into_iter().map(|op| op.with_detail(detail.clone())).collect();

@@ -157,7 +157,13 @@ pub fn sgd_step(
         Shader::Optimizer,
         "sgd_momentum_step",
         Some(bytemuck::bytes_of(&p)),
-        &[(1, scalars), (2, params), (3, grads), (4, velocity), (6, decay_mask)],
+        &[
+            ("s", scalars),
+            ("params", params),
+            ("grads", grads),
+            ("moment1", velocity),
+            ("decay_mask", decay_mask),
+        ],
         grid_1d(params.len(), WG),
     )
     .with_detail(format!("sgd momentum {momentum} nesterov {nesterov}, {len} params"))
@@ -199,7 +205,14 @@ pub fn adam_step(
         Shader::Optimizer,
         "adam_step",
         Some(bytemuck::bytes_of(&p)),
-        &[(1, scalars), (2, params), (3, grads), (4, m), (5, v), (6, decay_mask)],
+        &[
+            ("s", scalars),
+            ("params", params),
+            ("grads", grads),
+            ("moment1", m),
+            ("moment2", v),
+            ("decay_mask", decay_mask),
+        ],
         grid_1d(params.len(), WG),
     )
     .with_detail(format!("adam b1 {beta1} b2 {beta2} eps {eps}, {len} params"))
@@ -228,7 +241,7 @@ pub fn ema_update(ctx: &GpuContext, ema: &Tensor, x: &Tensor, decay: f32) -> Op 
         Shader::Optimizer,
         "ema_update",
         Some(bytemuck::bytes_of(&p)),
-        &[(7, ema), (8, x)],
+        &[("ema", ema), ("ema_source", x)],
         grid_1d(ema.len(), WG),
     )
     .with_detail(format!("ema decay {decay}, {len} values"))
@@ -256,7 +269,7 @@ pub fn grad_check(ctx: &GpuContext, grads: &Tensor, metrics: &Tensor) -> Vec<Op>
         Shader::Optimizer,
         "grad_check_partials",
         uniform,
-        &[(3, grads), (9, &partials)],
+        &[("grads", grads), ("partials", &partials)],
         grid_1d(n_partials * WG as usize, WG),
     )
     .with_detail(format!("{len} grads -> {n_partials} partials"));
@@ -265,7 +278,7 @@ pub fn grad_check(ctx: &GpuContext, grads: &Tensor, metrics: &Tensor) -> Vec<Op>
         Shader::Optimizer,
         "grad_check_combine",
         uniform,
-        &[(9, &partials), (10, metrics)],
+        &[("partials", &partials), ("metrics", metrics)],
         [1, 1, 1],
     )
     .with_detail(format!("{n_partials} partials"));

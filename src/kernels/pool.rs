@@ -58,7 +58,7 @@ pub fn global_avg_pool_forward(
         Shader::Pool,
         "global_avg_pool_forward",
         Some(bytemuck::bytes_of(&p)),
-        &[(1, x), (2, y)],
+        &[("x", x), ("y", y)],
         grid_1d(batch * channels, WG),
     )
     .with_flops((batch * hw * channels) as f64)
@@ -82,7 +82,7 @@ pub fn global_avg_pool_backward(
         Shader::Pool,
         "global_avg_pool_backward",
         Some(bytemuck::bytes_of(&p)),
-        &[(3, dy), (4, dx)],
+        &[("dy", dy), ("dx", dx)],
         grid_1d(batch * hw * channels, WG),
     )
     .with_flops((batch * hw * channels) as f64)

@@ -85,7 +85,7 @@ pub fn softmax_ce_forward(
             Shader::SoftmaxCe,
             "softmax_ce_forward_hard",
             uniform,
-            &[(1, logits), (2, labels), (5, row_loss)],
+            &[("logits", logits), ("labels", labels), ("row_loss", row_loss)],
             grid_1d(rows, WG),
         ),
         Targets::Soft(t) => Op::new(
@@ -93,7 +93,7 @@ pub fn softmax_ce_forward(
             Shader::SoftmaxCe,
             "softmax_ce_forward_soft",
             uniform,
-            &[(1, logits), (3, t), (5, row_loss)],
+            &[("logits", logits), ("targets", t), ("row_loss", row_loss)],
             grid_1d(rows, WG),
         ),
     };
@@ -102,7 +102,7 @@ pub fn softmax_ce_forward(
         Shader::SoftmaxCe,
         "softmax_ce_loss_sum",
         uniform,
-        &[(4, row_weight), (5, row_loss), (6, loss)],
+        &[("row_weight", row_weight), ("row_loss", row_loss), ("loss", loss)],
         [1, 1, 1],
     );
     vec![per_row, sum]
@@ -134,7 +134,12 @@ pub fn softmax_ce_backward(
             Shader::SoftmaxCe,
             "softmax_ce_backward_hard",
             uniform,
-            &[(1, logits), (2, labels), (4, row_weight), (7, dlogits)],
+            &[
+                ("logits", logits),
+                ("labels", labels),
+                ("row_weight", row_weight),
+                ("dlogits", dlogits),
+            ],
             grid_1d(rows, WG),
         ),
         Targets::Soft(t) => Op::new(
@@ -142,7 +147,12 @@ pub fn softmax_ce_backward(
             Shader::SoftmaxCe,
             "softmax_ce_backward_soft",
             uniform,
-            &[(1, logits), (3, t), (4, row_weight), (7, dlogits)],
+            &[
+                ("logits", logits),
+                ("targets", t),
+                ("row_weight", row_weight),
+                ("dlogits", dlogits),
+            ],
             grid_1d(rows, WG),
         ),
     }

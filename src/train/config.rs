@@ -8,6 +8,7 @@ use crate::input::InputScale;
 use crate::network::{Activation, WideResNetConfig};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Algorithm {
     /// The full AdaMatch step.
@@ -35,6 +36,57 @@ pub enum Optimizer {
     Adam { beta1: f32, beta2: f32, eps: f32 },
 }
 
+/// The optimizers, as `--optimizer` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+pub enum OptimizerKind {
+    /// SGD with momentum 0.9 (the paper).
+    Sgd,
+    /// Adam with Keras' defaults (the Keras example).
+    Adam,
+}
+
+impl Optimizer {
+    /// `kind` with the settings the presets use: momentum 0.9 for SGD (Nesterov when asked), and
+    /// Keras' beta1 0.9, beta2 0.999, eps 1e-7 for Adam.
+    pub fn of(kind: OptimizerKind, nesterov: bool) -> Optimizer {
+        match kind {
+            OptimizerKind::Sgd => Optimizer::Sgd {
+                momentum: 0.9,
+                nesterov,
+            },
+            OptimizerKind::Adam => Optimizer::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-7,
+            },
+        }
+    }
+}
+
+/// The learning-rate schedules, as `--lr-schedule` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+pub enum LrScheduleKind {
+    /// The paper's cosine decay to lr / 4.
+    Paper,
+    /// The Keras example's CosineDecay to 0.25 lr.
+    Keras,
+    /// No decay.
+    Constant,
+}
+
+impl LrSchedule {
+    /// `kind` with the presets' settings.
+    pub fn of(kind: LrScheduleKind) -> LrSchedule {
+        match kind {
+            LrScheduleKind::Paper => LrSchedule::PaperCosine,
+            LrScheduleKind::Keras => LrSchedule::KerasCosine { alpha: 0.25 },
+            LrScheduleKind::Constant => LrSchedule::Constant,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum LrSchedule {
@@ -49,6 +101,7 @@ pub enum LrSchedule {
 
 /// How the second (source-only) forward pass runs its batch norms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum SourcePassBn {
     /// Batch statistics of the source-only batch; running statistics discarded (paper).
@@ -58,6 +111,7 @@ pub enum SourcePassBn {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum AlignmentKind {
     /// EMA of source means (momentum 0.999), mean of the last 128 target means.
@@ -67,6 +121,7 @@ pub enum AlignmentKind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum PseudoLabels {
     Hard,
@@ -74,6 +129,7 @@ pub enum PseudoLabels {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum AugmentStyle {
     /// Weak: reflect-pad 4 + crop + flip; strong: weak + 2 RandAugment ops + 16x16 cutout.
@@ -173,10 +229,7 @@ impl TrainConfig {
             labeled_target_batch: 0,
             uratio: 3,
             steps: 131_072,
-            optimizer: Optimizer::Sgd {
-                momentum: 0.9,
-                nesterov: false,
-            },
+            optimizer: Optimizer::of(OptimizerKind::Sgd, false),
             lr: 0.03,
             lr_schedule: LrSchedule::PaperCosine,
             weight_decay: 0.001,
@@ -205,12 +258,8 @@ impl TrainConfig {
                 input_scale: InputScale::Keras,
                 // 2 epochs of 60000 / 64 = 937 steps.
                 steps: 2 * 937,
-                optimizer: Optimizer::Adam {
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-7,
-                },
-                lr_schedule: LrSchedule::KerasCosine { alpha: 0.25 },
+                optimizer: Optimizer::of(OptimizerKind::Adam, false),
+                lr_schedule: LrSchedule::of(LrScheduleKind::Keras),
                 // Declared as an L2 regularizer on the kernels but never added to the loss.
                 weight_decay: 0.0,
                 ema: None,

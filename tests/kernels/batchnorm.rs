@@ -1,7 +1,7 @@
 use adamatch_wgpu::gpu::{GpuContext, Op, Tensor};
 use adamatch_wgpu::kernels::batchnorm::{
-    batchnorm_apply, batchnorm_backward, batchnorm_reduction_partials, batchnorm_stats, BatchNormBackward,
-    BatchNormShape, BatchNormTuning, MAX_PARTIALS,
+    batchnorm_apply, batchnorm_backward, batchnorm_reduction_partials, batchnorm_scratch_len, batchnorm_stats,
+    BatchNormBackward, BatchNormShape, BatchNormTuning, MAX_PARTIALS,
 };
 
 use crate::ctx;
@@ -181,7 +181,7 @@ fn op_labels(ctx: &GpuContext, s: &BatchNormShape) -> Vec<String> {
         unreachable!()
     };
     let (y, dy, dx, addend) = (x.clone(), x.clone(), x.clone(), x.clone());
-    let mut ops = batchnorm_stats(ctx, s, &x, mean, var, rmean, rvar, MOMENTUM, true);
+    let mut ops = batchnorm_stats(ctx, s, &x, mean, var, rmean, rvar, MOMENTUM, true, None);
     ops.push(batchnorm_apply(ctx, s, &x, mean, var, gamma, beta, &y, EPS, 0.1));
     for a in [None, Some(&addend)] {
         ops.extend(batchnorm_backward(
@@ -202,6 +202,7 @@ fn op_labels(ctx: &GpuContext, s: &BatchNormShape) -> Vec<String> {
                 slope: 0.1,
                 batch_stats: true,
                 accumulate_params: false,
+                scratch: None,
             },
         ));
     }
@@ -262,7 +263,7 @@ fn stats_match_reference_with_and_without_running_update() {
                 let rvar = Tensor::from_f32(ctx, "running var", &[channels], &run1);
                 run(
                     ctx,
-                    &batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, update),
+                    &batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, update, None),
                 );
                 let what = format!("rows {rows} channels {channels} offset {offset} update {update}");
                 // Mean: absolute floor relative to the data's spread (1) and offset.
@@ -313,7 +314,7 @@ fn training_forward_matches_reference() {
                 let rmean = Tensor::zeros(ctx, "running mean", &[channels]);
                 let rvar = Tensor::zeros(ctx, "running var", &[channels]);
                 let y = Tensor::zeros(ctx, "y", &[rows, channels]);
-                let mut ops = batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, 0.9, false);
+                let mut ops = batchnorm_stats(ctx, &s, &x, &mean, &var, &rmean, &rvar, 0.9, false, None);
                 ops.push(batchnorm_apply(ctx, &s, &x, &mean, &var, &gamma, &beta, &y, EPS, slope));
                 run(ctx, &ops);
                 let (want, _, _) = cpu::batchnorm_forward_train(
@@ -424,7 +425,7 @@ fn gpu_backward(
             let rmean = Tensor::zeros(ctx, "running mean", &[channels]);
             let rvar = Tensor::zeros(ctx, "running var", &[channels]);
             ops.extend(batchnorm_stats(
-                ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, false,
+                ctx, &s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, false, None,
             ));
         }
     }
@@ -446,6 +447,7 @@ fn gpu_backward(
             slope,
             batch_stats: stats.is_none(),
             accumulate_params: accumulate,
+            scratch: None,
         },
     ));
     run(ctx, &ops);
@@ -564,6 +566,19 @@ struct FullPass {
 }
 
 fn full_pass(ctx: &GpuContext, s: &BatchNormShape, x: &[f32], dy: &[f32], gamma: &[f32], beta: &[f32]) -> FullPass {
+    full_pass_with(ctx, s, x, dy, gamma, beta, None)
+}
+
+/// [`full_pass`] with its partial sums in `scratch` (None: scratch of its own).
+fn full_pass_with(
+    ctx: &GpuContext,
+    s: &BatchNormShape,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    scratch: Option<&Tensor>,
+) -> FullPass {
     let (rows, channels) = (s.rows, s.channels);
     let x = Tensor::from_f32(ctx, "x", &[rows, channels], x);
     let dy = Tensor::from_f32(ctx, "dy", &[rows, channels], dy);
@@ -577,7 +592,7 @@ fn full_pass(ctx: &GpuContext, s: &BatchNormShape, x: &[f32], dy: &[f32], gamma:
     let dx = Tensor::zeros(ctx, "dx", &[rows, channels]);
     let dgamma = Tensor::zeros(ctx, "dgamma", &[channels]);
     let dbeta = Tensor::zeros(ctx, "dbeta", &[channels]);
-    let mut ops = batchnorm_stats(ctx, s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, true);
+    let mut ops = batchnorm_stats(ctx, s, &x, &mean, &var, &rmean, &rvar, MOMENTUM, true, scratch);
     ops.push(batchnorm_apply(ctx, s, &x, &mean, &var, &gamma, &beta, &y, EPS, 0.1));
     ops.extend(batchnorm_backward(
         ctx,
@@ -597,6 +612,7 @@ fn full_pass(ctx: &GpuContext, s: &BatchNormShape, x: &[f32], dy: &[f32], gamma:
             slope: 0.1,
             batch_stats: true,
             accumulate_params: false,
+            scratch,
         },
     ));
     FullPass {
@@ -622,6 +638,58 @@ fn run_all_bits(tuning: BatchNormTuning, rows: usize, channels: usize) -> Vec<Ve
         .iter()
         .map(|t| read(ctx, t).iter().map(|v| v.to_bits()).collect())
         .collect()
+}
+
+/// One scratch for several layers, as a network workspace holds it: larger than any layer needs,
+/// NaN-filled beforehand, reused by each layer right after the previous one. Every output must be
+/// bitwise what it is with scratch of its own, on both tunings.
+#[test]
+fn layers_share_one_scratch() {
+    for tuning in BatchNormTuning::ALL {
+        let ctx = &tuned(tuning);
+        // Scalar and vec4 kernels; the second layer needs less scratch than the first.
+        let layers = [
+            BatchNormShape {
+                rows: 3 * 17 * 17 + 5,
+                channels: 36,
+            },
+            BatchNormShape {
+                rows: 2 * 9 * 9,
+                channels: 17,
+            },
+        ];
+        let len = layers.iter().map(|s| batchnorm_scratch_len(ctx, s)).max().unwrap() + 37;
+        let scratch = Tensor::from_f32(ctx, "shared scratch", &[len], &vec![f32::NAN; len]);
+        let bits = |f: &FullPass| -> Vec<Vec<u32>> {
+            [&f.mean, &f.var, &f.rmean, &f.rvar, &f.y, &f.dx, &f.dgamma, &f.dbeta]
+                .iter()
+                .map(|t| read(ctx, t).iter().map(|v| v.to_bits()).collect())
+                .collect()
+        };
+        let (mut shared, mut own) = (Vec::new(), Vec::new());
+        for (i, s) in layers.iter().enumerate() {
+            let inp = Inputs::new(4321 + i as u64, s.rows, s.channels, 1.0);
+            shared.push(full_pass_with(
+                ctx,
+                s,
+                &inp.x,
+                &inp.dy,
+                &inp.gamma,
+                &inp.beta,
+                Some(&scratch),
+            ));
+            own.push(full_pass_with(ctx, s, &inp.x, &inp.dy, &inp.gamma, &inp.beta, None));
+        }
+        for f in shared.iter().chain(&own) {
+            run(ctx, &f.ops);
+        }
+        for (s, (a, b)) in layers.iter().zip(shared.iter().zip(&own)) {
+            assert!(
+                bits(a) == bits(b),
+                "{tuning:?} {s:?}: outputs with the shared scratch differ"
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,0 +1,97 @@
+//! The `adamatch-wgpu` command line: the arguments of every subcommand and its handler, one
+//! module per command family (`data` lives with the datasets, in [`crate::data::cli`]).
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::data::cli::DataCommand;
+use crate::gpu::{AdapterChoice, GpuContext};
+use crate::kernels::conv2d::ConvPath;
+
+pub mod bench;
+pub mod predict;
+pub mod serve;
+pub mod train;
+
+#[derive(Parser)]
+#[command(
+    name = "adamatch-wgpu",
+    version,
+    about = "AdaMatch domain adaptation trained on any GPU with hand-written WGSL kernels"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to pick the adapter and its kernels; every subcommand takes these.
+#[derive(Args, Clone)]
+pub struct GpuArgs {
+    /// GPU backend: vulkan, metal, dx12, gl or all.
+    #[arg(long, global = true, env = "ADAMATCH_BACKEND")]
+    backend: Option<String>,
+    /// Use the adapter whose name contains this text (see `info`).
+    #[arg(long, global = true, env = "ADAMATCH_ADAPTER")]
+    adapter: Option<String>,
+    /// Run every convolution on this path instead of the adapter's own (tiled: GPUs; direct and
+    /// subgroup: CPU adapters). Refused with the reason where the adapter cannot run it.
+    #[arg(long, global = true, value_enum, env = "ADAMATCH_CONV_PATH")]
+    conv_path: Option<ConvPath>,
+}
+
+impl GpuArgs {
+    pub fn choice(&self) -> AdapterChoice {
+        AdapterChoice {
+            backend: self.backend.clone(),
+            adapter: self.adapter.clone(),
+            conv_path: self.conv_path,
+        }
+    }
+
+    pub fn context(&self) -> Result<GpuContext> {
+        let ctx = GpuContext::new_blocking(&self.choice())?;
+        eprintln!(
+            "adapter: {} (convolution path: {})",
+            ctx.adapter_summary(),
+            ctx.profile.conv_path
+        );
+        Ok(ctx)
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// List every GPU adapter and the limits that matter.
+    Info,
+    /// Classify PNG/JPEG images with trained weights.
+    Predict(predict::PredictArgs),
+    /// Time each kernel at WRN-28-2 shapes and the whole training-mode forward+backward.
+    Bench(bench::BenchArgs),
+    /// Train with AdaMatch (or the FixMatch or source-only baseline) on a source and a target domain.
+    Train(Box<train::TrainArgs>),
+    /// Accuracy, per-class accuracy and confusion matrix of trained weights on a dataset.
+    Eval(train::EvalArgs),
+    /// Serve the web demo (web/) on this machine, with these weights as the page's default.
+    Serve(serve::ServeArgs),
+    /// Download, check, inspect and preview datasets.
+    Data {
+        #[command(subcommand)]
+        cmd: DataCommand,
+    },
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let gpu = &cli.gpu;
+    match cli.command {
+        Command::Info => predict::info(gpu),
+        Command::Predict(a) => predict::run(gpu, &a),
+        Command::Bench(a) => bench::run(gpu, &a),
+        Command::Train(a) => train::run(gpu, &a),
+        Command::Eval(a) => train::eval(gpu, &a),
+        Command::Serve(a) => serve::run(&a),
+        Command::Data { cmd } => crate::data::cli::run(cmd),
+    }
+}

@@ -1,0 +1,430 @@
+//! `train` (a run from the command line's preset and overrides) and `eval` (accuracy of
+//! trained weights on a dataset).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::GpuArgs;
+use crate::data::download::resolve_data_dir;
+use crate::data::spec::{load_sized, parse_dataset_spec, DatasetSpec, Split};
+use crate::data::Preprocess;
+use crate::inference::Classifier;
+use crate::input::InputScale;
+use crate::network::Activation;
+use crate::train::config::{
+    Algorithm, AlignmentKind, AugmentStyle, InvertViews, LrSchedule, LrScheduleKind, Optimizer, OptimizerKind,
+    PseudoLabels, SourcePassBn, TrainConfig,
+};
+use crate::train::eval::Evaluator;
+use crate::train::run::{RunOptions, Setting};
+use crate::weights;
+
+/// The paper's three settings (see `train --setting`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SettingArg {
+    Uda,
+    Ssda,
+    Ssl,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// paper (default), keras-example or tiny; every value can be overridden below.
+    #[arg(long, default_value = "paper")]
+    preset: String,
+    /// Labeled source domain: mnist, svhn, synth-digits[:SEED], synth-house[:SEED], idx:PATH,
+    /// mat:PATH, dir:PATH or a path.
+    #[arg(long, default_value = "synth-digits")]
+    source: String,
+    /// Target domain; its labels, if any, are never used for training [default: synth-house].
+    #[arg(long)]
+    target: Option<String>,
+    /// uda (labeled source, unlabeled target), ssda (also --target-labeled images) or ssl (one
+    /// dataset, --source: --labels-per-class labeled images of each class, the rest unlabeled)
+    /// [default: ssda with --target-labeled, else uda].
+    #[arg(long, value_enum)]
+    setting: Option<SettingArg>,
+    /// SSDA: labeled target images (a dataset of the target domain; its training split).
+    #[arg(long, value_name = "DATASET")]
+    target_labeled: Option<String>,
+    /// SSDA: use this many of --target-labeled's images per class (a seeded pick) [default: all].
+    #[arg(long, value_name = "N")]
+    target_labels_per_class: Option<usize>,
+    /// SSL: labeled images per class picked from the source's training split.
+    #[arg(long, value_name = "N")]
+    labels_per_class: Option<usize>,
+    /// Seed of the labeled picks (SSDA, SSL), apart from the training seed.
+    #[arg(long, default_value_t = 0)]
+    labels_seed: u64,
+    /// Labeled source test set [default: the source's test split].
+    #[arg(long, value_name = "DATASET")]
+    source_test: Option<String>,
+    /// Labeled target test set [default: the target's test split; when that is unlabeled,
+    /// evaluation reports the predicted classes, mean confidence and mask rate instead].
+    #[arg(long, value_name = "DATASET")]
+    target_test: Option<String>,
+    /// Run directory (config.json, metrics.jsonl, checkpoint, model.safetensors, plots).
+    #[arg(long, default_value = "runs/default")]
+    out: PathBuf,
+    /// Continue the run in --out from its checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Start from these weights (a model.safetensors of the same network, e.g. a source-only
+    /// run's) instead of a random initialisation.
+    #[arg(long, value_name = "WEIGHTS")]
+    init: Option<PathBuf>,
+    /// adamatch, or a baseline: fixmatch or source-only.
+    #[arg(long, value_enum)]
+    algorithm: Option<Algorithm>,
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Source images per step (the target batch is uratio times larger).
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long)]
+    uratio: Option<usize>,
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f32>,
+    #[arg(long, allow_negative_numbers = true)]
+    weight_decay: Option<f32>,
+    /// sgd or adam.
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerKind>,
+    /// Nesterov momentum for SGD.
+    #[arg(long)]
+    nesterov: bool,
+    /// EMA momentum of the evaluation weights, or "none".
+    #[arg(long)]
+    ema: Option<String>,
+    /// AdaMatch's relative confidence threshold factor.
+    #[arg(long, allow_negative_numbers = true)]
+    tau: Option<f32>,
+    /// FixMatch's fixed confidence threshold [default: 0.95].
+    #[arg(long, allow_negative_numbers = true)]
+    confidence: Option<f32>,
+    /// Distribution alignment: paper (EMA / 128-batch history) or keras (per batch, clipped).
+    #[arg(long, value_enum)]
+    alignment: Option<AlignmentKind>,
+    /// Pseudo-labels: hard (argmax) or soft.
+    #[arg(long, value_enum)]
+    pseudo_labels: Option<PseudoLabels>,
+    /// Source loss = SCALE * (CE_weak + CE_strong).
+    #[arg(long, allow_negative_numbers = true)]
+    source_scale: Option<f32>,
+    /// Batch norm of the second (source-only) pass: train (batch statistics) or inference.
+    #[arg(long, value_enum)]
+    source_pass_bn: Option<SourcePassBn>,
+    /// Augmentations: paper or keras.
+    #[arg(long, value_enum)]
+    augment: Option<AugmentStyle>,
+    /// Random horizontal flips in the weak and strong views (true or false).
+    #[arg(long)]
+    hflip: Option<bool>,
+    /// Which training views invert the levels of their image (p = 0.5): none, strong or all.
+    /// For digits and text, which read the same light on dark and dark on light.
+    #[arg(long, value_enum)]
+    invert: Option<InvertViews>,
+    /// Batch-norm recalibration: training-mode passes over N batches of weak views set the
+    /// evaluation weights' statistics before each evaluation and the export (0: off).
+    #[arg(long)]
+    bn_calibration: Option<usize>,
+    /// Learning-rate schedule: paper, keras (cosine to 0.25x) or constant.
+    #[arg(long, value_enum)]
+    lr_schedule: Option<LrScheduleKind>,
+    #[arg(long)]
+    depth: Option<usize>,
+    #[arg(long)]
+    width: Option<usize>,
+    /// Side of the network's input images in pixels: a multiple of 8 from 16 to 128 (default
+    /// 32). Image files are fitted into it; MNIST, SVHN and the built-in pair are resized to it.
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// relu, leaky (0.1) or leakyS.
+    #[arg(long)]
+    activation: Option<String>,
+    #[arg(long, allow_negative_numbers = true)]
+    bn_momentum: Option<f32>,
+    /// paper or keras.
+    #[arg(long, value_enum)]
+    input_scale: Option<InputScale>,
+    #[arg(long)]
+    log_every: Option<u64>,
+    #[arg(long)]
+    eval_every: Option<u64>,
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Test images per evaluation ("all" for the whole test sets).
+    #[arg(long)]
+    eval_limit: Option<String>,
+    /// Dataset cache [default: $ADAMATCH_DATA or the user cache dir/adamatch-wgpu].
+    #[arg(long, env = "ADAMATCH_DATA")]
+    data_dir: Option<PathBuf>,
+    /// No progress bar (log lines instead).
+    #[arg(long)]
+    no_progress: bool,
+    /// Stop with a checkpoint after this many steps of this invocation (as an interruption would).
+    #[arg(long, hide = true)]
+    stop_after: Option<u64>,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    weights: PathBuf,
+    /// Dataset (its test split unless --split train). Labeled: accuracy, per-class accuracy
+    /// and confusion matrix; always: predicted classes, mean confidence and mask rate.
+    #[arg(long)]
+    data: String,
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    split: Split,
+    /// How 28x28 MNIST images become 32x32 [default: pad for paper-scaled weights, resize for keras].
+    #[arg(long, value_enum)]
+    preprocess: Option<Preprocess>,
+    /// Evaluate at most N images: a seeded sample keeping each class's share (the same one
+    /// `train --eval-limit` uses).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Top-1 probability an image must reach to count in the mask rate (FixMatch's fixed
+    /// threshold by default).
+    #[arg(long, default_value_t = 0.95, value_parser = parse_probability)]
+    threshold: f64,
+    #[arg(long)]
+    json: bool,
+    #[arg(long, env = "ADAMATCH_DATA")]
+    data_dir: Option<PathBuf>,
+}
+
+/// A probability in [0, 1] (refuses NaN).
+fn parse_probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!("{v} is not a probability in [0, 1]")),
+        Err(e) => Err(format!("'{s}': {e}")),
+    }
+}
+
+/// The preset with every flag the user gave applied on top.
+fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
+    let mut c = TrainConfig::preset(&a.preset)?;
+    macro_rules! set {
+        ($($field:ident).+ <- $arg:expr) => {
+            if let Some(v) = $arg {
+                c.$($field).+ = v;
+            }
+        };
+    }
+    set!(algorithm <- a.algorithm);
+    set!(steps <- a.steps);
+    set!(seed <- a.seed);
+    set!(batch <- a.batch);
+    set!(uratio <- a.uratio);
+    set!(lr <- a.lr);
+    set!(weight_decay <- a.weight_decay);
+    set!(tau <- a.tau);
+    set!(confidence <- a.confidence);
+    set!(network.depth <- a.depth);
+    set!(network.width <- a.width);
+    set!(network.image_size <- a.image_size);
+    set!(network.bn_momentum <- a.bn_momentum);
+    set!(log_every <- a.log_every);
+    set!(eval_every <- a.eval_every);
+    set!(checkpoint_every <- a.checkpoint_every);
+    set!(input_scale <- a.input_scale);
+    set!(alignment <- a.alignment);
+    set!(pseudo_labels <- a.pseudo_labels);
+    set!(source_scale <- a.source_scale);
+    set!(hflip <- a.hflip);
+    set!(invert <- a.invert);
+    set!(bn_calibration <- a.bn_calibration);
+    set!(source_pass_bn <- a.source_pass_bn);
+    set!(augment <- a.augment);
+    set!(lr_schedule <- a.lr_schedule.map(LrSchedule::of));
+    set!(optimizer <- a.optimizer.map(|kind| Optimizer::of(kind, a.nesterov)));
+    if let Some(v) = &a.activation {
+        c.network.activation = Activation::parse(v)?;
+    }
+    if let Optimizer::Sgd { nesterov, .. } = &mut c.optimizer {
+        *nesterov |= a.nesterov;
+    }
+    if let Some(v) = &a.ema {
+        c.ema = if v == "none" {
+            None
+        } else {
+            Some(
+                v.parse()
+                    .with_context(|| format!("--ema {v}: expected a number or none"))?,
+            )
+        };
+    }
+    if let Some(v) = &a.eval_limit {
+        c.eval_limit = if v == "all" {
+            None
+        } else {
+            Some(
+                v.parse()
+                    .with_context(|| format!("--eval-limit {v}: expected a number or all"))?,
+            )
+        };
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// The run's setting from --setting and the flags that go with it; a flag of another setting is
+/// an error naming both.
+fn setting(a: &TrainArgs) -> Result<Setting> {
+    let chosen = a.setting.unwrap_or(if a.target_labeled.is_some() {
+        SettingArg::Ssda
+    } else {
+        SettingArg::Uda
+    });
+    let refuse = |flag: &str, given: bool| -> Result<()> {
+        if given {
+            bail!(
+                "{flag} does not apply to --setting {}",
+                format!("{chosen:?}").to_lowercase()
+            );
+        }
+        Ok(())
+    };
+    Ok(match chosen {
+        SettingArg::Uda => {
+            refuse("--labels-per-class", a.labels_per_class.is_some())?;
+            refuse("--target-labels-per-class", a.target_labels_per_class.is_some())?;
+            Setting::Uda
+        }
+        SettingArg::Ssda => {
+            refuse("--labels-per-class", a.labels_per_class.is_some())?;
+            let labeled = a
+                .target_labeled
+                .as_deref()
+                .context("--setting ssda needs --target-labeled DATASET (labeled target images)")?;
+            Setting::Ssda {
+                labeled: parse_dataset_spec(labeled).context("--target-labeled")?,
+                per_class: a.target_labels_per_class,
+            }
+        }
+        SettingArg::Ssl => {
+            refuse("--target", a.target.is_some())?;
+            refuse("--target-labeled", a.target_labeled.is_some())?;
+            refuse("--target-labels-per-class", a.target_labels_per_class.is_some())?;
+            Setting::Ssl {
+                per_class: a
+                    .labels_per_class
+                    .context("--setting ssl needs --labels-per-class N (labeled images per class of --source)")?,
+            }
+        }
+    })
+}
+
+pub fn run(gpu: &GpuArgs, a: &TrainArgs) -> Result<()> {
+    let cfg = train_config(a)?;
+    let ctx = gpu.context()?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!("second Ctrl-C: exiting without a checkpoint");
+                std::process::exit(130);
+            }
+            eprintln!("Ctrl-C: saving a checkpoint after this step (Ctrl-C again to quit now)");
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let opts = RunOptions {
+        out_dir: a.out.clone(),
+        setting: setting(a)?,
+        labels_seed: a.labels_seed,
+        source: parse_dataset_spec(&a.source)?,
+        target: match &a.target {
+            Some(t) => parse_dataset_spec(t)?,
+            None => DatasetSpec::default_target(),
+        },
+        source_test: a
+            .source_test
+            .as_deref()
+            .map(parse_dataset_spec)
+            .transpose()
+            .context("--source-test")?,
+        target_test: a
+            .target_test
+            .as_deref()
+            .map(parse_dataset_spec)
+            .transpose()
+            .context("--target-test")?,
+        data_dir: resolve_data_dir(a.data_dir.as_deref()),
+        resume: a.resume,
+        init: a.init.clone(),
+        stop_after: a.stop_after,
+        progress: !a.no_progress,
+        interrupted,
+    };
+    let data = match &opts.setting {
+        Setting::Uda => format!("source {} -> target {}", opts.source, opts.target),
+        Setting::Ssda { labeled, per_class } => format!(
+            "source {} -> target {} with labeled target images from {labeled}{}",
+            opts.source,
+            opts.target,
+            per_class.map(|n| format!(" ({n} per class)")).unwrap_or_default()
+        ),
+        Setting::Ssl { per_class } => format!(
+            "{}: {per_class} labeled images per class, the rest unlabeled",
+            opts.source
+        ),
+    };
+    eprintln!(
+        "preset {} ({:?}, {}), {} steps, {data}, run directory {}",
+        cfg.preset,
+        cfg.algorithm,
+        opts.setting.name(),
+        cfg.steps,
+        a.out.display()
+    );
+    let summary = crate::train::run::train(&ctx, cfg, &opts)?;
+    if let Some((s, t)) = &summary.last_eval {
+        println!("source test: {}", s.summary());
+        println!("target test: {}", t.summary());
+    }
+    println!(
+        "{} steps in {:.1} s; run directory {}",
+        summary.steps_done,
+        summary.wall_s,
+        a.out.display()
+    );
+    Ok(())
+}
+
+pub fn eval(gpu: &GpuArgs, a: &EvalArgs) -> Result<()> {
+    let w = weights::load(&a.weights)?;
+    let spec = parse_dataset_spec(&a.data)?;
+    let pre = a.preprocess.unwrap_or(match w.input_scale {
+        InputScale::Paper => Preprocess::Pad,
+        InputScale::Keras => Preprocess::Resize,
+    });
+    let data = load_sized(
+        &spec,
+        a.split,
+        pre,
+        &resolve_data_dir(a.data_dir.as_deref()),
+        w.config.image_size,
+    )?
+    .sample(a.limit.unwrap_or(usize::MAX), crate::train::run::EVAL_SAMPLE_SEED);
+    let ctx = gpu.context()?;
+    let clf = Classifier::new(&ctx, &w, w.input_scale, 1)?;
+    let mut ev = Evaluator::new(&ctx, &clf.net, 256, w.classes.clone())?;
+    let r = ev.run(&ctx, &clf.net, &data, w.input_scale, None, Some(a.threshold))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("{} ({} images): {}", spec, r.images, r.summary());
+        print!("{}", r.confusion_table());
+    }
+    Ok(())
+}
