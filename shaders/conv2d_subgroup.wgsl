@@ -238,6 +238,154 @@ fn conv2d_backward_weights_subgroup(
 }
 
 // ---------------------------------------------------------------------------------------------
+// The three taps of one kernel row, written once for every `_rows` kernel: forward and backward
+// data, 16 or 32 columns (rows 16 or 8 pixels wide only change where the pixels come from). A
+// block's top 8 rows read the 8-pixel windows of one 10-pixel run and its bottom 8 rows those of
+// another (16-wide rows: pixels 0-9 and 8-17 of one row; 8-wide: one row each). Forward, tap kw
+// reads window kw; backward data walks the kernel row mirrored, tap b reading window 2 - b. Each
+// block sums the taps in order, as the pasted blocks these replace did (bitwise the same).
+
+// The 8-pixel windows starting at pixels 0, 1 and 2 of a 10-pixel run.
+struct TapWindows {
+    at0: array<vec4<f32>, 8>,
+    at1: array<vec4<f32>, 8>,
+    at2: array<vec4<f32>, 8>,
+}
+
+fn tap_windows(px: array<vec4<f32>, 10>) -> TapWindows {
+    return TapWindows(
+        array<vec4<f32>, 8>(px[0], px[1], px[2], px[3], px[4], px[5], px[6], px[7]),
+        array<vec4<f32>, 8>(px[1], px[2], px[3], px[4], px[5], px[6], px[7], px[8]),
+        array<vec4<f32>, 8>(px[2], px[3], px[4], px[5], px[6], px[7], px[8], px[9]),
+    );
+}
+
+// Pixels 0-9 and 8-17 of an 18-pixel run: the runs of a 16-pixel block's top and bottom rows.
+fn top_run(px: array<vec4<f32>, 18>) -> array<vec4<f32>, 10> {
+    return array<vec4<f32>, 10>(px[0], px[1], px[2], px[3], px[4], px[5], px[6], px[7], px[8], px[9]);
+}
+
+fn bottom_run(px: array<vec4<f32>, 18>) -> array<vec4<f32>, 10> {
+    return array<vec4<f32>, 10>(px[8], px[9], px[10], px[11], px[12], px[13], px[14], px[15], px[16], px[17]);
+}
+
+// 16 x 16 blocks, forward: `top`/`bottom` hold columns 0-7 of rows 0-7 / 8-15, `top_r`/`bottom_r`
+// columns 8-15. Tap kw's weights are w rows `row + kw * in_c` and 2 further (this lane's k rows),
+// column quad `col`.
+fn three_taps16_forward(
+    top: ptr<function, Block>,
+    bottom: ptr<function, Block>,
+    top_r: ptr<function, Block>,
+    bottom_r: ptr<function, Block>,
+    t: TapWindows,
+    u: TapWindows,
+    row: u32,
+    wq: u32,
+    col: u32,
+) {
+    let b0 = sg_columns_strided(w4[row * wq + col], w4[(row + 2u) * wq + col]);
+    let b1 = sg_columns_strided(w4[(row + p.in_c) * wq + col], w4[(row + p.in_c + 2u) * wq + col]);
+    let b2 = sg_columns_strided(w4[(row + 2u * p.in_c) * wq + col], w4[(row + 2u * p.in_c + 2u) * wq + col]);
+    direct_product_bn(top, t.at0, b0[0], b0[1]);
+    direct_product_bn(bottom, u.at0, b0[0], b0[1]);
+    direct_product_bn(top_r, t.at0, b0[2], b0[3]);
+    direct_product_bn(bottom_r, u.at0, b0[2], b0[3]);
+    direct_product_bn(top, t.at1, b1[0], b1[1]);
+    direct_product_bn(bottom, u.at1, b1[0], b1[1]);
+    direct_product_bn(top_r, t.at1, b1[2], b1[3]);
+    direct_product_bn(bottom_r, u.at1, b1[2], b1[3]);
+    direct_product_bn(top, t.at2, b2[0], b2[1]);
+    direct_product_bn(bottom, u.at2, b2[0], b2[1]);
+    direct_product_bn(top_r, t.at2, b2[2], b2[3]);
+    direct_product_bn(bottom_r, u.at2, b2[2], b2[3]);
+}
+
+// 16 x 16 blocks, backward data: tap b's weights are the rows of input channels `row` and
+// `row + 8` of tap (a, b), w row `row + b * in_c`, output-channel quad `col`.
+fn three_taps16_backward(
+    top: ptr<function, Block>,
+    bottom: ptr<function, Block>,
+    top_r: ptr<function, Block>,
+    bottom_r: ptr<function, Block>,
+    t: TapWindows,
+    u: TapWindows,
+    row: u32,
+    wq: u32,
+    col: u32,
+) {
+    let m0 = sg_columns_blocked(w4[row * wq + col], w4[(row + 8u) * wq + col]);
+    let m1 = sg_columns_blocked(w4[(row + p.in_c) * wq + col], w4[(row + p.in_c + 8u) * wq + col]);
+    let m2 = sg_columns_blocked(w4[(row + 2u * p.in_c) * wq + col], w4[(row + 2u * p.in_c + 8u) * wq + col]);
+    direct_product_bk(top, t.at2, m0[0], m0[1]);
+    direct_product_bk(bottom, u.at2, m0[0], m0[1]);
+    direct_product_bk(top_r, t.at2, m0[2], m0[3]);
+    direct_product_bk(bottom_r, u.at2, m0[2], m0[3]);
+    direct_product_bk(top, t.at1, m1[0], m1[1]);
+    direct_product_bk(bottom, u.at1, m1[0], m1[1]);
+    direct_product_bk(top_r, t.at1, m1[2], m1[3]);
+    direct_product_bk(bottom_r, u.at1, m1[2], m1[3]);
+    direct_product_bk(top, t.at0, m2[0], m2[1]);
+    direct_product_bk(bottom, u.at0, m2[0], m2[1]);
+    direct_product_bk(top_r, t.at0, m2[2], m2[3]);
+    direct_product_bk(bottom_r, u.at0, m2[2], m2[3]);
+}
+
+// 16 x 32 blocks, forward: t0..t3 rows 0-7 and b0..b3 rows 8-15 of column groups 0..3; tap kw's
+// weights are w rows `row + kw * in_c` .. + 3, column quad `col`, loaded just before its products.
+fn three_taps32_forward(
+    t0: ptr<function, Block>,
+    t1: ptr<function, Block>,
+    t2: ptr<function, Block>,
+    t3: ptr<function, Block>,
+    b0: ptr<function, Block>,
+    b1: ptr<function, Block>,
+    b2: ptr<function, Block>,
+    b3: ptr<function, Block>,
+    t: TapWindows,
+    u: TapWindows,
+    row: u32,
+    wq: u32,
+    col: u32,
+) {
+    let m_0 = w32_strided(row, wq, col);
+    product32_bn(t0, t1, t2, t3, t.at0, m_0);
+    product32_bn(b0, b1, b2, b3, u.at0, m_0);
+    let m_1 = w32_strided(row + p.in_c, wq, col);
+    product32_bn(t0, t1, t2, t3, t.at1, m_1);
+    product32_bn(b0, b1, b2, b3, u.at1, m_1);
+    let m_2 = w32_strided(row + 2u * p.in_c, wq, col);
+    product32_bn(t0, t1, t2, t3, t.at2, m_2);
+    product32_bn(b0, b1, b2, b3, u.at2, m_2);
+}
+
+// 16 x 32 blocks, backward data: tap b's weights are `w32_blocked(row + b * in_c, wq, col)`.
+fn three_taps32_backward(
+    t0: ptr<function, Block>,
+    t1: ptr<function, Block>,
+    t2: ptr<function, Block>,
+    t3: ptr<function, Block>,
+    b0: ptr<function, Block>,
+    b1: ptr<function, Block>,
+    b2: ptr<function, Block>,
+    b3: ptr<function, Block>,
+    t: TapWindows,
+    u: TapWindows,
+    row: u32,
+    wq: u32,
+    col: u32,
+) {
+    let m_0 = w32_blocked(row, wq, col);
+    product32_bk(t0, t1, t2, t3, t.at2, m_0);
+    product32_bk(b0, b1, b2, b3, u.at2, m_0);
+    let m_1 = w32_blocked(row + p.in_c, wq, col);
+    product32_bk(t0, t1, t2, t3, t.at1, m_1);
+    product32_bk(b0, b1, b2, b3, u.at1, m_1);
+    let m_2 = w32_blocked(row + 2u * p.in_c, wq, col);
+    product32_bk(t0, t1, t2, t3, t.at0, m_2);
+    product32_bk(b0, b1, b2, b3, u.at0, m_2);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Forward of a 3x3 stride-1 convolution whose output rows are a multiple of 16 wide: a block's
 // 16 GEMM rows are then 16 neighbouring pixels of one output row, and for each kernel row kh its
 // three taps kw read the same 18 neighbouring input pixels, shifted by one: loaded once per four
@@ -324,33 +472,7 @@ fn forward_rows_subgroup(t: u32, lane: u32) {
             let px = x4_pixels18(row_ok, base, w0, c4);
             // Weight rows (kh, kw, c + lane_row) and (kh, kw, c + 2 + lane_row) for kw = 0, 1, 2.
             let row = (kh * 3u) * p.in_c + c + lane_row;
-            let b0 = sg_columns_strided(w4[row * wq + lane_quad], w4[(row + 2u) * wq + lane_quad]);
-            let b1 = sg_columns_strided(
-                w4[(row + p.in_c) * wq + lane_quad],
-                w4[(row + p.in_c + 2u) * wq + lane_quad],
-            );
-            let b2 = sg_columns_strided(
-                w4[(row + 2u * p.in_c) * wq + lane_quad],
-                w4[(row + 2u * p.in_c + 2u) * wq + lane_quad],
-            );
-            let t0 = array<vec4<f32>, 8>(px[0], px[1], px[2], px[3], px[4], px[5], px[6], px[7]);
-            let u0 = array<vec4<f32>, 8>(px[8], px[9], px[10], px[11], px[12], px[13], px[14], px[15]);
-            direct_product_bn(&top, t0, b0[0], b0[1]);
-            direct_product_bn(&bottom, u0, b0[0], b0[1]);
-            direct_product_bn(&top_r, t0, b0[2], b0[3]);
-            direct_product_bn(&bottom_r, u0, b0[2], b0[3]);
-            let t1 = array<vec4<f32>, 8>(px[1], px[2], px[3], px[4], px[5], px[6], px[7], px[8]);
-            let u1 = array<vec4<f32>, 8>(px[9], px[10], px[11], px[12], px[13], px[14], px[15], px[16]);
-            direct_product_bn(&top, t1, b1[0], b1[1]);
-            direct_product_bn(&bottom, u1, b1[0], b1[1]);
-            direct_product_bn(&top_r, t1, b1[2], b1[3]);
-            direct_product_bn(&bottom_r, u1, b1[2], b1[3]);
-            let t2 = array<vec4<f32>, 8>(px[2], px[3], px[4], px[5], px[6], px[7], px[8], px[9]);
-            let u2 = array<vec4<f32>, 8>(px[10], px[11], px[12], px[13], px[14], px[15], px[16], px[17]);
-            direct_product_bn(&top, t2, b2[0], b2[1]);
-            direct_product_bn(&bottom, u2, b2[0], b2[1]);
-            direct_product_bn(&top_r, t2, b2[2], b2[3]);
-            direct_product_bn(&bottom_r, u2, b2[2], b2[3]);
+            three_taps16_forward(&top, &bottom, &top_r, &bottom_r, tap_windows(top_run(px)), tap_windows(bottom_run(px)), row, wq, lane_quad);
         }
     }
 
@@ -452,33 +574,7 @@ fn backward_data_rows_subgroup(t: u32, lane: u32) {
         let w_row = a * 3u * p.in_c + n0 + lane;
         for (var q = 0u; q < wq; q++) {
             let px = dy4_pixels18(row_ok, base, d0, q);
-            let m_b0 = sg_columns_blocked(w4[w_row * wq + q], w4[(w_row + 8u) * wq + q]);
-            let m_b1 = sg_columns_blocked(w4[(w_row + p.in_c) * wq + q], w4[(w_row + p.in_c + 8u) * wq + q]);
-            let m_b2 = sg_columns_blocked(
-                w4[(w_row + 2u * p.in_c) * wq + q],
-                w4[(w_row + 2u * p.in_c + 8u) * wq + q],
-            );
-            // Tap b = 0: pixels i + 2.
-            let t0 = array<vec4<f32>, 8>(px[2], px[3], px[4], px[5], px[6], px[7], px[8], px[9]);
-            let u0 = array<vec4<f32>, 8>(px[10], px[11], px[12], px[13], px[14], px[15], px[16], px[17]);
-            direct_product_bk(&top, t0, m_b0[0], m_b0[1]);
-            direct_product_bk(&bottom, u0, m_b0[0], m_b0[1]);
-            direct_product_bk(&top_r, t0, m_b0[2], m_b0[3]);
-            direct_product_bk(&bottom_r, u0, m_b0[2], m_b0[3]);
-            // b = 1: pixels i + 1.
-            let t1 = array<vec4<f32>, 8>(px[1], px[2], px[3], px[4], px[5], px[6], px[7], px[8]);
-            let u1 = array<vec4<f32>, 8>(px[9], px[10], px[11], px[12], px[13], px[14], px[15], px[16]);
-            direct_product_bk(&top, t1, m_b1[0], m_b1[1]);
-            direct_product_bk(&bottom, u1, m_b1[0], m_b1[1]);
-            direct_product_bk(&top_r, t1, m_b1[2], m_b1[3]);
-            direct_product_bk(&bottom_r, u1, m_b1[2], m_b1[3]);
-            // b = 2: pixels i.
-            let t2 = array<vec4<f32>, 8>(px[0], px[1], px[2], px[3], px[4], px[5], px[6], px[7]);
-            let u2 = array<vec4<f32>, 8>(px[8], px[9], px[10], px[11], px[12], px[13], px[14], px[15]);
-            direct_product_bk(&top, t2, m_b2[0], m_b2[1]);
-            direct_product_bk(&bottom, u2, m_b2[0], m_b2[1]);
-            direct_product_bk(&top_r, t2, m_b2[2], m_b2[3]);
-            direct_product_bk(&bottom_r, u2, m_b2[2], m_b2[3]);
+            three_taps16_backward(&top, &bottom, &top_r, &bottom_r, tap_windows(top_run(px)), tap_windows(bottom_run(px)), w_row, wq, q);
         }
     }
 
@@ -531,33 +627,7 @@ fn forward_rows8_subgroup(t: u32, lane: u32) {
             let top_px = x4_pixels10(top_ok, top_base, w0, c4);
             let bottom_px = x4_pixels10(bottom_ok, bottom_base, w0, c4);
             let row = (kh * 3u) * p.in_c + c + lane_row;
-            let b0 = sg_columns_strided(w4[row * wq + lane_quad], w4[(row + 2u) * wq + lane_quad]);
-            let b1 = sg_columns_strided(
-                w4[(row + p.in_c) * wq + lane_quad],
-                w4[(row + p.in_c + 2u) * wq + lane_quad],
-            );
-            let b2 = sg_columns_strided(
-                w4[(row + 2u * p.in_c) * wq + lane_quad],
-                w4[(row + 2u * p.in_c + 2u) * wq + lane_quad],
-            );
-            let t0 = array<vec4<f32>, 8>(top_px[0], top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7]);
-            let u0 = array<vec4<f32>, 8>(bottom_px[0], bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7]);
-            direct_product_bn(&top, t0, b0[0], b0[1]);
-            direct_product_bn(&bottom, u0, b0[0], b0[1]);
-            direct_product_bn(&top_r, t0, b0[2], b0[3]);
-            direct_product_bn(&bottom_r, u0, b0[2], b0[3]);
-            let t1 = array<vec4<f32>, 8>(top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8]);
-            let u1 = array<vec4<f32>, 8>(bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8]);
-            direct_product_bn(&top, t1, b1[0], b1[1]);
-            direct_product_bn(&bottom, u1, b1[0], b1[1]);
-            direct_product_bn(&top_r, t1, b1[2], b1[3]);
-            direct_product_bn(&bottom_r, u1, b1[2], b1[3]);
-            let t2 = array<vec4<f32>, 8>(top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8], top_px[9]);
-            let u2 = array<vec4<f32>, 8>(bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8], bottom_px[9]);
-            direct_product_bn(&top, t2, b2[0], b2[1]);
-            direct_product_bn(&bottom, u2, b2[0], b2[1]);
-            direct_product_bn(&top_r, t2, b2[2], b2[3]);
-            direct_product_bn(&bottom_r, u2, b2[2], b2[3]);
+            three_taps16_forward(&top, &bottom, &top_r, &bottom_r, tap_windows(top_px), tap_windows(bottom_px), row, wq, lane_quad);
         }
     }
 
@@ -608,31 +678,7 @@ fn backward_data_rows8_subgroup(t: u32, lane: u32) {
         for (var q = 0u; q < wq; q++) {
             let top_px = dy4_pixels10(top_ok, top_base, d0, q);
             let bottom_px = dy4_pixels10(bottom_ok, bottom_base, d0, q);
-            let m_b0 = sg_columns_blocked(w4[w_row * wq + q], w4[(w_row + 8u) * wq + q]);
-            let m_b1 = sg_columns_blocked(w4[(w_row + p.in_c) * wq + q], w4[(w_row + p.in_c + 8u) * wq + q]);
-            let m_b2 = sg_columns_blocked(
-                w4[(w_row + 2u * p.in_c) * wq + q],
-                w4[(w_row + 2u * p.in_c + 8u) * wq + q],
-            );
-            // Tap b reads pixel i + 2 - b.
-            let t0 = array<vec4<f32>, 8>(top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8], top_px[9]);
-            let u0 = array<vec4<f32>, 8>(bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8], bottom_px[9]);
-            direct_product_bk(&top, t0, m_b0[0], m_b0[1]);
-            direct_product_bk(&bottom, u0, m_b0[0], m_b0[1]);
-            direct_product_bk(&top_r, t0, m_b0[2], m_b0[3]);
-            direct_product_bk(&bottom_r, u0, m_b0[2], m_b0[3]);
-            let t1 = array<vec4<f32>, 8>(top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8]);
-            let u1 = array<vec4<f32>, 8>(bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8]);
-            direct_product_bk(&top, t1, m_b1[0], m_b1[1]);
-            direct_product_bk(&bottom, u1, m_b1[0], m_b1[1]);
-            direct_product_bk(&top_r, t1, m_b1[2], m_b1[3]);
-            direct_product_bk(&bottom_r, u1, m_b1[2], m_b1[3]);
-            let t2 = array<vec4<f32>, 8>(top_px[0], top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7]);
-            let u2 = array<vec4<f32>, 8>(bottom_px[0], bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7]);
-            direct_product_bk(&top, t2, m_b2[0], m_b2[1]);
-            direct_product_bk(&bottom, u2, m_b2[0], m_b2[1]);
-            direct_product_bk(&top_r, t2, m_b2[2], m_b2[3]);
-            direct_product_bk(&bottom_r, u2, m_b2[2], m_b2[3]);
+            three_taps16_backward(&top, &bottom, &top_r, &bottom_r, tap_windows(top_px), tap_windows(bottom_px), w_row, wq, q);
         }
     }
 
@@ -800,21 +846,7 @@ fn forward_rows32_subgroup(t: u32, lane: u32) {
             let px = x4_pixels18(row_ok, base, w0, c4);
             // Weight rows (kh, kw, c .. c + 3), kw = 0, 1, 2.
             let row = (kh * 3u) * p.in_c + c;
-            let m_0 = w32_strided(row, wq, quad);
-            let top0 = array<vec4<f32>, 8>(px[0], px[1], px[2], px[3], px[4], px[5], px[6], px[7]);
-            let bottom0 = array<vec4<f32>, 8>(px[8], px[9], px[10], px[11], px[12], px[13], px[14], px[15]);
-            product32_bn(&t0, &t1, &t2, &t3, top0, m_0);
-            product32_bn(&b0, &b1, &b2, &b3, bottom0, m_0);
-            let m_1 = w32_strided(row + p.in_c, wq, quad);
-            let top1 = array<vec4<f32>, 8>(px[1], px[2], px[3], px[4], px[5], px[6], px[7], px[8]);
-            let bottom1 = array<vec4<f32>, 8>(px[9], px[10], px[11], px[12], px[13], px[14], px[15], px[16]);
-            product32_bn(&t0, &t1, &t2, &t3, top1, m_1);
-            product32_bn(&b0, &b1, &b2, &b3, bottom1, m_1);
-            let m_2 = w32_strided(row + 2u * p.in_c, wq, quad);
-            let top2 = array<vec4<f32>, 8>(px[2], px[3], px[4], px[5], px[6], px[7], px[8], px[9]);
-            let bottom2 = array<vec4<f32>, 8>(px[10], px[11], px[12], px[13], px[14], px[15], px[16], px[17]);
-            product32_bn(&t0, &t1, &t2, &t3, top2, m_2);
-            product32_bn(&b0, &b1, &b2, &b3, bottom2, m_2);
+            three_taps32_forward(&t0, &t1, &t2, &t3, &b0, &b1, &b2, &b3, tap_windows(top_run(px)), tap_windows(bottom_run(px)), row, wq, quad);
         }
     }
 
@@ -862,15 +894,7 @@ fn forward_rows8_32_subgroup(t: u32, lane: u32) {
             let top_px = x4_pixels10(top_ok, top_base, w0, c4);
             let bottom_px = x4_pixels10(bottom_ok, bottom_base, w0, c4);
             let row = (kh * 3u) * p.in_c + c;
-            let m_0 = w32_strided(row, wq, quad);
-            product32_bn(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(top_px[0], top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7]), m_0);
-            product32_bn(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(bottom_px[0], bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7]), m_0);
-            let m_1 = w32_strided(row + p.in_c, wq, quad);
-            product32_bn(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8]), m_1);
-            product32_bn(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8]), m_1);
-            let m_2 = w32_strided(row + 2u * p.in_c, wq, quad);
-            product32_bn(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8], top_px[9]), m_2);
-            product32_bn(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8], bottom_px[9]), m_2);
+            three_taps32_forward(&t0, &t1, &t2, &t3, &b0, &b1, &b2, &b3, tap_windows(top_px), tap_windows(bottom_px), row, wq, quad);
         }
     }
 
@@ -921,18 +945,7 @@ fn backward_data_rows32_subgroup(t: u32, lane: u32) {
         let w_row = a * 3u * p.in_c + n0 + lane;
         for (var q = 0u; q < wq; q++) {
             let px = dy4_pixels18(row_ok, base, d0, q);
-            // Tap b = 0: pixels i + 2.
-            let m_0 = w32_blocked(w_row, wq, q);
-            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(px[2], px[3], px[4], px[5], px[6], px[7], px[8], px[9]), m_0);
-            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(px[10], px[11], px[12], px[13], px[14], px[15], px[16], px[17]), m_0);
-            // b = 1: pixels i + 1.
-            let m_1 = w32_blocked(w_row + p.in_c, wq, q);
-            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(px[1], px[2], px[3], px[4], px[5], px[6], px[7], px[8]), m_1);
-            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(px[9], px[10], px[11], px[12], px[13], px[14], px[15], px[16]), m_1);
-            // b = 2: pixels i.
-            let m_2 = w32_blocked(w_row + 2u * p.in_c, wq, q);
-            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(px[0], px[1], px[2], px[3], px[4], px[5], px[6], px[7]), m_2);
-            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(px[8], px[9], px[10], px[11], px[12], px[13], px[14], px[15]), m_2);
+            three_taps32_backward(&t0, &t1, &t2, &t3, &b0, &b1, &b2, &b3, tap_windows(top_run(px)), tap_windows(bottom_run(px)), w_row, wq, q);
         }
     }
 
@@ -983,16 +996,7 @@ fn backward_data_rows8_32_subgroup(t: u32, lane: u32) {
         for (var q = 0u; q < wq; q++) {
             let top_px = dy4_pixels10(top_ok, top_base, d0, q);
             let bottom_px = dy4_pixels10(bottom_ok, bottom_base, d0, q);
-            // Tap b reads pixel i + 2 - b.
-            let m_0 = w32_blocked(w_row, wq, q);
-            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8], top_px[9]), m_0);
-            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8], bottom_px[9]), m_0);
-            let m_1 = w32_blocked(w_row + p.in_c, wq, q);
-            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7], top_px[8]), m_1);
-            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7], bottom_px[8]), m_1);
-            let m_2 = w32_blocked(w_row + 2u * p.in_c, wq, q);
-            product32_bk(&t0, &t1, &t2, &t3, array<vec4<f32>, 8>(top_px[0], top_px[1], top_px[2], top_px[3], top_px[4], top_px[5], top_px[6], top_px[7]), m_2);
-            product32_bk(&b0, &b1, &b2, &b3, array<vec4<f32>, 8>(bottom_px[0], bottom_px[1], bottom_px[2], bottom_px[3], bottom_px[4], bottom_px[5], bottom_px[6], bottom_px[7]), m_2);
+            three_taps32_backward(&t0, &t1, &t2, &t3, &b0, &b1, &b2, &b3, tap_windows(top_px), tap_windows(bottom_px), w_row, wq, q);
         }
     }
 
