@@ -48,7 +48,12 @@ pub fn info(args: &GpuArgs) -> Result<()> {
         }
     }
     match GpuContext::new_blocking(&args.choice()) {
-        Ok(ctx) => println!("selected: {}", ctx.adapter_summary()),
+        Ok(ctx) => println!(
+            "selected: {}\n    kernels: convolution path {}, batch-norm tuning {:?}",
+            ctx.adapter_summary(),
+            ctx.profile.conv_path,
+            ctx.profile.batchnorm
+        ),
         Err(e) => println!("no usable adapter for the current choice: {e:#}"),
     }
     Ok(())
