@@ -8,11 +8,12 @@
 //! - [`data`]: dataset loaders (MNIST IDX, SVHN MAT, image folders), synthetic domains, downloads.
 //! - [`train`]: the AdaMatch step and training loop; [`inference`]: classification; [`bench`].
 //! - [`cli`]: the command line's subcommands and their handlers (`src/main.rs` only parses).
-//! - `web` (wasm32 with the `web` feature): the browser exports over [`inference`]; [`serve`]:
-//!   the web demo over HTTP on this machine (native).
+//! - `web` (wasm32 with the `web` feature): the browser exports over [`inference`] and
+//!   [`train`]; [`serve`]: the web demo over HTTP on this machine (native).
 //!
-//! On wasm32 the crate is the inference path only: `train` and `bench` (files, clocks, blocking
-//! waits) are native-only.
+//! On wasm32 the crate has inference and the training step ([`train::trainer`], its config and
+//! evaluation, every readback awaited); the training loop of `train` (files, clocks, Ctrl-C),
+//! `bench` and the CLI are native-only.
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
@@ -27,7 +28,6 @@ pub mod network;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
 pub mod shaders;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod train;
 #[cfg(all(target_arch = "wasm32", feature = "web"))]
 pub mod web;

@@ -495,6 +495,38 @@ fn bn_calibration_sets_the_batch_statistics_of_the_training_mix() {
 }
 
 #[test]
+fn bn_calibration_runs_once_per_step() {
+    // Evaluating and exporting at one step (the end of a run, the browser's evaluate then
+    // exportWeights) calibrate once: a second call at the same step keeps the statistics even
+    // when handed other images, and a training step makes the next call calibrate again.
+    use adamatch_wgpu::data::{Dataset, IMAGE_BYTES};
+    let ctx = ctx();
+    let mut cfg = small("tiny");
+    cfg.batch = 3;
+    cfg.uratio = 2;
+    cfg.bn_calibration = 2;
+    let constant = |v: u8, n: usize| Dataset::new(vec![v; n * IMAGE_BYTES], Some(vec![0; n]), "constant").unwrap();
+    let (bright, dark) = ((constant(200, 5), constant(31, 7)), (constant(90, 5), constant(10, 7)));
+    let mut trainer = Trainer::new(ctx, cfg).unwrap();
+    let running = |t: &mut Trainer, data: &(Dataset, Dataset)| {
+        let net = t.calibrated_eval_net(ctx, &data.0, &data.1).unwrap();
+        net.read_running(ctx).unwrap()
+    };
+    let first = running(&mut trainer, &bright);
+    assert!(first == running(&mut trainer, &dark), "recalibrated at the same step");
+    let exported =
+        pollster::block_on(trainer.export_weights_async(ctx, &dark.0, &dark.1, &adamatch_wgpu::data::digit_classes()))
+            .unwrap();
+    assert!(
+        weights::from_bytes(&exported).unwrap().running == first,
+        "the export used other statistics"
+    );
+    trainer.step(ctx, &bright.0, &bright.1).unwrap();
+    let after_step = running(&mut trainer, &dark);
+    assert!(after_step != first, "not recalibrated after a step");
+}
+
+#[test]
 fn init_starts_from_the_given_weights_and_refuses_another_network() {
     let ctx = ctx();
     let mut cfg = small("tiny");

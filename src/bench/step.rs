@@ -293,7 +293,7 @@ pub fn run(ctx: &GpuContext, opts: &StepBenchOptions) -> Result<StepReport> {
     let n = &cfg.network;
     let adamatch = cfg.algorithm == Algorithm::Adamatch;
     let target_batch = if adamatch { cfg.target_batch() } else { 0 };
-    let images_per_step = cfg.batch + target_batch;
+    let images_per_step = cfg.images_per_step();
     Ok(StepReport {
         adapter: ctx.adapter_summary(),
         conv_path: ctx.profile.conv_path.name().to_string(),

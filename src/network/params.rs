@@ -105,9 +105,23 @@ impl WideResNet {
     }
 
     /// Reads all parameters (flat layout, gaps included).
+    pub async fn read_params_async(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        Tensor::view(&self.params, 0, &[self.param_layout.len])
+            .read_f32_async(ctx)
+            .await
+    }
+
+    /// Reads all running statistics (flat layout).
+    pub async fn read_running_async(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        Tensor::view(&self.running, 0, &[self.running_layout.len])
+            .read_f32_async(ctx)
+            .await
+    }
+
+    /// [`WideResNet::read_params_async`], waiting (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_params(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        Tensor::view(&self.params, 0, &[self.param_layout.len]).read_f32(ctx)
+        pollster::block_on(self.read_params_async(ctx))
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -115,9 +129,10 @@ impl WideResNet {
         Tensor::view(&self.grads, 0, &[self.param_layout.len]).read_f32(ctx)
     }
 
+    /// [`WideResNet::read_running_async`], waiting (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_running(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        Tensor::view(&self.running, 0, &[self.running_layout.len]).read_f32(ctx)
+        pollster::block_on(self.read_running_async(ctx))
     }
 
     pub fn write_params(&self, ctx: &GpuContext, flat: &[f32]) {

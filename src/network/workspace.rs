@@ -228,11 +228,18 @@ impl Workspace {
         }
     }
 
+    /// Records `pass` into one command encoder and submits it (not waited for: a readback after
+    /// it sees its results).
+    pub fn submit(&mut self, ctx: &GpuContext, net: &WideResNet, pass: Pass) {
+        let ops: Vec<&Op> = self.ops(ctx, net, pass).iter().collect();
+        ctx.submit(&ops);
+    }
+
     /// Runs `pass` now and waits (native only; tests, predict and eval).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn run(&mut self, ctx: &GpuContext, net: &WideResNet, pass: Pass) -> anyhow::Result<()> {
-        let ops: Vec<&Op> = self.ops(ctx, net, pass).iter().collect();
-        ctx.run(&ops)
+        self.submit(ctx, net, pass);
+        ctx.wait()
     }
 
     fn bn_shape(&self, hw: usize, c: usize) -> BatchNormShape {

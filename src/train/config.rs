@@ -314,6 +314,26 @@ impl TrainConfig {
         self.batch + self.labeled_target_batch
     }
 
+    /// How dataset images are fitted to the network's side: zero padding for the paper's
+    /// augmentation, resizing for the Keras example's.
+    pub fn preprocess(&self) -> crate::data::Preprocess {
+        match self.augment {
+            AugmentStyle::Paper => crate::data::Preprocess::Pad,
+            AugmentStyle::Keras => crate::data::Preprocess::Resize,
+        }
+    }
+
+    /// Distinct images a step draws (the labeled batch and, when the algorithm uses it, the
+    /// target batch): what images/s counts in `train`'s log and the browser trainer.
+    pub fn images_per_step(&self) -> usize {
+        self.labeled_batch()
+            + if self.algorithm.uses_target() {
+                self.target_batch()
+            } else {
+                0
+            }
+    }
+
     /// Images in the joint pass: both views of the labeled and of the target batch.
     pub fn joint_batch(&self) -> usize {
         2 * self.labeled_batch() + 2 * self.target_batch()

@@ -11,6 +11,8 @@ use crate::gpu::GpuContext;
 use crate::input::InputScale;
 use crate::network::{Pass, WideResNet, Workspace};
 
+use super::config::{Algorithm, TrainConfig};
+
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalResult {
     pub images: usize,
@@ -39,6 +41,9 @@ pub struct EvalResult {
     pub mask_rate: Option<f64>,
 }
 
+/// Seed of the evaluation subsets (`eval_limit`): the same images for every run and seed.
+pub const EVAL_SAMPLE_SEED: u64 = 0;
+
 /// An inference-mode workspace for evaluating one network repeatedly.
 pub struct Evaluator {
     ws: Workspace,
@@ -61,9 +66,23 @@ impl Evaluator {
         })
     }
 
+    /// [`Evaluator::run_async`], waiting (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn run(
+        &mut self,
+        ctx: &GpuContext,
+        net: &WideResNet,
+        data: &Dataset,
+        scale: InputScale,
+        limit: Option<usize>,
+        threshold: Option<f64>,
+    ) -> Result<EvalResult> {
+        pollster::block_on(self.run_async(ctx, net, data, scale, limit, threshold))
+    }
+
     /// Evaluates `net` (which must have the architecture the evaluator was built for) on the
     /// first `limit` images of `data`; `threshold` (a top-1 probability) sets `mask_rate`.
-    pub fn run(
+    pub async fn run_async(
         &mut self,
         ctx: &GpuContext,
         net: &WideResNet,
@@ -104,8 +123,8 @@ impl Evaluator {
             let mut input = scale.scale(&data.images[start * bytes..(start + m) * bytes]);
             input.resize(batch * bytes, 0.0);
             self.ws.input.write_f32(ctx, &input);
-            self.ws.run(ctx, net, Pass::ForwardInference)?;
-            let logits = self.ws.logits.read_f32(ctx)?;
+            self.ws.submit(ctx, net, Pass::ForwardInference);
+            let logits = self.ws.logits.read_f32_async(ctx).await?;
             for (i, row) in logits.chunks(classes).take(m).enumerate() {
                 let pred = row
                     .iter()
@@ -158,6 +177,30 @@ impl Evaluator {
             mask_rate: threshold.map(|_| confident as f64 / n as f64),
         })
     }
+}
+
+/// The source and target test results of one evaluation of a run: `net` on both test sets
+/// (the first `limit` images of each); the target's mask rate at the run's own pseudo-label
+/// threshold (FixMatch's fixed one, else AdaMatch's relative one: tau times the mean confidence
+/// on the source).
+pub async fn evaluate_run(
+    ctx: &GpuContext,
+    evaluator: &mut Evaluator,
+    net: &WideResNet,
+    cfg: &TrainConfig,
+    source_test: &Dataset,
+    target_test: &Dataset,
+) -> Result<(EvalResult, EvalResult)> {
+    let (scale, limit) = (cfg.input_scale, cfg.eval_limit);
+    let s = evaluator.run_async(ctx, net, source_test, scale, limit, None).await?;
+    let threshold = Some(match cfg.algorithm {
+        Algorithm::Fixmatch => cfg.confidence as f64,
+        _ => cfg.tau as f64 * s.mean_confidence,
+    });
+    let t = evaluator
+        .run_async(ctx, net, target_test, scale, limit, threshold)
+        .await?;
+    Ok((s, t))
 }
 
 /// The softmax probability of class `top` in a row of logits, in f64.

@@ -1,9 +1,13 @@
 //! AdaMatch training: presets ([`config`]), the GPU step ([`trainer`]), checkpoints, evaluation,
-//! plots and the loop behind `adamatch-wgpu train` ([`run`]).
+//! plots and the loop behind `adamatch-wgpu train` ([`run`]). The browser build has the step,
+//! its config and evaluation; checkpoints, plots and the loop (files, clocks) are native-only.
 
+#[cfg(not(target_arch = "wasm32"))]
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod plots;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod run;
 pub mod trainer;

@@ -11,13 +11,13 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::data::spec::{load_sized, DatasetSpec, Split};
-use crate::data::{check_same_classes, Dataset, ImageSource, Preprocess, Source};
+use crate::data::{check_same_classes, Dataset, ImageSource, Source};
 use crate::gpu::GpuContext;
 use crate::weights;
 
 use super::checkpoint;
-use super::config::{AugmentStyle, TrainConfig};
-use super::eval::{EvalResult, Evaluator};
+use super::config::TrainConfig;
+use super::eval::{evaluate_run, EvalResult, Evaluator};
 use super::plots;
 use super::trainer::{StepMetrics, Trainer};
 
@@ -90,15 +90,7 @@ pub struct RunSummary {
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const MODEL: &str = "model.safetensors";
 
-/// Seed of the evaluation subsets (`--eval-limit`): the same images for every run and seed.
-pub const EVAL_SAMPLE_SEED: u64 = 0;
-
-fn preprocess_for(cfg: &TrainConfig) -> Preprocess {
-    match cfg.augment {
-        AugmentStyle::Paper => Preprocess::Pad,
-        AugmentStyle::Keras => Preprocess::Resize,
-    }
-}
+pub use super::eval::EVAL_SAMPLE_SEED;
 
 /// The run's data: training sources and test sets (the source's labeled; the target's labeled
 /// or not, see [`RunOptions::target_test`]), and SSDA's labeled target images.
@@ -122,7 +114,7 @@ fn pickable(source: Source) -> Dataset {
 }
 
 pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
-    let pre = preprocess_for(cfg);
+    let pre = cfg.preprocess();
     let limit = cfg.eval_limit.unwrap_or(usize::MAX);
     let size = cfg.network.image_size;
     let mut source_train = load_sized(&opts.source, Split::Train, pre, &opts.data_dir, size)
@@ -448,15 +440,14 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     let mut history: Vec<StepMetrics> = Vec::new();
     let evaluate = |trainer: &mut Trainer, evaluator: &mut Evaluator| -> Result<(EvalResult, EvalResult)> {
         let net = trainer.calibrated_eval_net(ctx, &data.source_train, &data.target_train)?;
-        let s = evaluator.run(ctx, net, &data.source_test, cfg.input_scale, cfg.eval_limit, None)?;
-        // The threshold of the run's own pseudo-labels: FixMatch's fixed one, else AdaMatch's
-        // relative one, tau times the mean confidence on the source.
-        let threshold = Some(match cfg.algorithm {
-            crate::train::config::Algorithm::Fixmatch => cfg.confidence as f64,
-            _ => cfg.tau as f64 * s.mean_confidence,
-        });
-        let t = evaluator.run(ctx, net, &data.target_test, cfg.input_scale, cfg.eval_limit, threshold)?;
-        Ok((s, t))
+        pollster::block_on(evaluate_run(
+            ctx,
+            evaluator,
+            net,
+            &cfg,
+            &data.source_test,
+            &data.target_test,
+        ))
     };
     let mut finished = true;
     while trainer.step < cfg.steps {
@@ -483,7 +474,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
                 );
             }
             let (t0, s0) = last_log;
-            let imgs = (step - s0) as f64 * (cfg.batch + cfg.target_batch()) as f64;
+            let imgs = (step - s0) as f64 * cfg.images_per_step() as f64;
             let ips = imgs / t0.elapsed().as_secs_f64().max(1e-9);
             last_log = (Instant::now(), step);
             append_line(
@@ -533,17 +524,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         b.finish_and_clear();
     }
     if finished {
-        let mut extra = std::collections::BTreeMap::new();
-        extra.insert("step".to_string(), trainer.step.to_string());
-        extra.insert("preset".to_string(), cfg.preset.clone());
-        extra.insert(
-            "weights".to_string(),
-            if cfg.ema.is_some() { "ema" } else { "raw" }.to_string(),
-        );
-        if cfg.bn_calibration > 0 {
-            extra.insert("bn_calibration".to_string(), cfg.bn_calibration.to_string());
-        }
-        extra.insert("classes".to_string(), serde_json::to_string(&data.classes)?);
+        let extra = trainer.export_metadata(&data.classes)?;
         let net = trainer.calibrated_eval_net(ctx, &data.source_train, &data.target_train)?;
         weights::save(ctx, net, &dir.join(MODEL), cfg.input_scale, &extra)?;
         if let Err(e) = plots::write_plots(dir, &metrics_path, last_eval.as_ref().map(|(_, t)| t)) {

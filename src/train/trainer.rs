@@ -5,6 +5,8 @@
 //! step — augmentation, the two forward passes, the loss reductions, both backward passes, the
 //! gradient check, the optimizer and the EMA — is recorded into one command encoder.
 
+use std::collections::BTreeMap;
+
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -163,6 +165,9 @@ struct BnCalibration {
     /// Weak views of the source then the target images into `ws`'s input.
     aug_ops: Vec<Op>,
     batches: usize,
+    /// The step `net` was last calibrated at: evaluating and exporting at one step (the end of
+    /// a run) calibrate once. Cleared by anything that changes the weights.
+    done_at: Option<u64>,
 }
 
 /// Refuses a batch whose largest buffer (the first stage's activations of the main pass) the
@@ -442,6 +447,7 @@ impl Trainer {
                     source_params,
                     aug_ops: ops,
                     batches,
+                    done_at: None,
                 })
             }
         };
@@ -668,6 +674,13 @@ impl Trainer {
         Ok(())
     }
 
+    /// Forgets the calibration made for the previous weights.
+    pub fn weights_changed(&mut self) {
+        if let Some(cal) = &mut self.calibration {
+            cal.done_at = None;
+        }
+    }
+
     /// Copies the raw weights into the EMA copy (at the start of a run).
     pub fn init_ema(&self, ctx: &GpuContext) {
         if let Some(ema) = &self.ema_net {
@@ -754,6 +767,7 @@ impl Trainer {
 
     /// Runs one optimizer step on the given batch (submitted, not waited for).
     pub fn step_with(&mut self, ctx: &GpuContext, batch: &HostBatch) -> Result<()> {
+        self.weights_changed();
         self.upload_batch(ctx, batch)?;
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         {
@@ -769,9 +783,15 @@ impl Trainer {
         Ok(())
     }
 
-    /// Reads the last step's metrics (waits for the GPU; call at the logging interval only).
+    /// [`Trainer::metrics_async`], waiting (native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn metrics(&self, ctx: &GpuContext) -> Result<StepMetrics> {
-        let g = self.grad_metrics.read_f32(ctx)?;
+        pollster::block_on(self.metrics_async(ctx))
+    }
+
+    /// Reads the last step's metrics (waits for the GPU; call at the logging interval only).
+    pub async fn metrics_async(&self, ctx: &GpuContext) -> Result<StepMetrics> {
+        let g = self.grad_metrics.read_f32_async(ctx).await?;
         let mut m = StepMetrics {
             step: self.step,
             lr: self.last_lr,
@@ -781,7 +801,7 @@ impl Trainer {
         };
         let (metrics, pseudo_mask) = match &self.loss {
             Loss::AdaMatch(l) => {
-                let align = l.align.read_f32(ctx)?;
+                let align = l.align.read_f32_async(ctx).await?;
                 let ratio = &align[..l.config.classes];
                 m.align_ratio_min = Some(ratio.iter().copied().fold(f32::INFINITY, f32::min));
                 m.align_ratio_max = Some(ratio.iter().copied().fold(f32::NEG_INFINITY, f32::max));
@@ -790,7 +810,7 @@ impl Trainer {
             Loss::FixMatch(l) => (&l.metrics, Some((&l.pseudo, &l.mask))),
             Loss::SourceOnly { loss, .. } => (loss, None),
         };
-        let v = metrics.read_f32(ctx)?;
+        let v = metrics.read_f32_async(ctx).await?;
         let Some((pseudo, mask)) = pseudo_mask else {
             m.total_loss = v[0];
             m.source_loss = v[0];
@@ -805,9 +825,11 @@ impl Trainer {
         m.mu = v[METRIC_MU];
         let truth = &self.last_target_labels;
         if !truth.is_empty() {
-            let pseudo: Vec<u32> =
-                bytemuck::pod_collect_to_vec(&ctx.read_bytes(&pseudo.buffer, pseudo.offset, pseudo.bytes())?);
-            let mask = mask.read_f32(ctx)?;
+            let pseudo = ctx
+                .read_bytes_async(&pseudo.buffer, pseudo.offset, pseudo.bytes())
+                .await?;
+            let pseudo: Vec<u32> = bytemuck::pod_collect_to_vec(&pseudo);
+            let mask = mask.read_f32_async(ctx).await?;
             let right = |masked_only: bool| {
                 let rows = truth.iter().zip(&pseudo).zip(&mask);
                 let rows: Vec<bool> = rows
@@ -828,11 +850,22 @@ impl Trainer {
         self.ema_net.as_ref().unwrap_or(&self.net)
     }
 
+    /// [`Trainer::calibrated_eval_net_async`], waiting (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn calibrated_eval_net(
+        &mut self,
+        ctx: &GpuContext,
+        source: &dyn ImageSource,
+        target: &dyn ImageSource,
+    ) -> Result<&WideResNet> {
+        pollster::block_on(self.calibrated_eval_net_async(ctx, source, target))
+    }
+
     /// The network to evaluate and export now: [`Trainer::eval_net`], or with `bn_calibration`
     /// a copy of it whose batch-norm statistics are recomputed for its weights (see
     /// [`BnCalibration`]). The batches come from their own RNG, seeded by the run's seed and the
     /// step, so training draws the same batches with or without calibration.
-    pub fn calibrated_eval_net(
+    pub async fn calibrated_eval_net_async(
         &mut self,
         ctx: &GpuContext,
         source: &dyn ImageSource,
@@ -848,6 +881,9 @@ impl Trainer {
         let Some(cal) = &mut self.calibration else {
             return Ok(self.ema_net.as_ref().unwrap_or(&self.net));
         };
+        if cal.done_at == Some(self.step) {
+            return Ok(&cal.net);
+        }
         let eval = self.ema_net.as_ref().unwrap_or(&self.net);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&eval.params, 0, &cal.net.params, 0, eval.params.size());
@@ -874,14 +910,48 @@ impl Trainer {
                     .built_ops(Pass::ForwardTrain { update_running: true })
                     .expect("built in Trainer::new"),
             );
-            ctx.run(&ops)?;
-            for (s, v) in sum.iter_mut().zip(running.read_f32(ctx)?) {
+            ctx.submit(&ops);
+            for (s, v) in sum.iter_mut().zip(running.read_f32_async(ctx).await?) {
                 *s += v as f64;
             }
         }
         let mean: Vec<f32> = sum.iter().map(|s| (s / cal.batches as f64) as f32).collect();
         running.write_f32(ctx, &mean);
+        cal.done_at = Some(self.step);
         Ok(&cal.net)
+    }
+
+    /// The metadata of an exported weights file besides the network and input scaling: the
+    /// step, preset, which weights (EMA or raw), the calibration and the class names.
+    pub fn export_metadata(&self, classes: &[String]) -> Result<BTreeMap<String, String>> {
+        let cfg = &self.cfg;
+        let mut extra = BTreeMap::new();
+        extra.insert("step".to_string(), self.step.to_string());
+        extra.insert("preset".to_string(), cfg.preset.clone());
+        let which = if cfg.ema.is_some() { "ema" } else { "raw" };
+        extra.insert("weights".to_string(), which.to_string());
+        if cfg.bn_calibration > 0 {
+            extra.insert("bn_calibration".to_string(), cfg.bn_calibration.to_string());
+        }
+        extra.insert("classes".to_string(), serde_json::to_string(classes)?);
+        Ok(extra)
+    }
+
+    /// The weights file (`.safetensors` bytes) `train` writes as `model.safetensors` at this
+    /// step: the calibrated evaluation network with [`Trainer::export_metadata`].
+    pub async fn export_weights_async(
+        &mut self,
+        ctx: &GpuContext,
+        source: &dyn ImageSource,
+        target: &dyn ImageSource,
+        classes: &[String],
+    ) -> Result<Vec<u8>> {
+        let extra = self.export_metadata(classes)?;
+        let scale = self.cfg.input_scale;
+        let net = self.calibrated_eval_net_async(ctx, source, target).await?;
+        let params = net.read_params_async(ctx).await?;
+        let running = net.read_running_async(ctx).await?;
+        crate::weights::to_bytes(net, &params, &running, scale, &extra)
     }
 
     /// Every piece of GPU state a checkpoint must hold, by name (flat f32 tensors).
