@@ -1,6 +1,9 @@
 // The demo page: picks an image (file, drop or sample), lets the user crop it, and classifies
 // the RGBA pixels with the wasm build of adamatch-wgpu (pkg/, built by scripts/build-web.sh).
-// All URLs are relative, so any static file server works.
+// All URLs are relative, so any static file server works. The Adapt panel (training in the
+// page) is adapt.js.
+
+import { setupAdapt } from "./adapt.js";
 
 const $ = (id) => document.getElementById(id);
 const view = $("view");
@@ -48,6 +51,17 @@ function enqueue(job) {
 
 async function main() {
   setupInputs();
+  setupAdapt({
+    wasm: () => state.wasm,
+    showMessage,
+    clearMessage,
+    errorText,
+    // Weights trained in the page: the classifier switches to them and reclassifies.
+    useWeights: (bytes, name) =>
+      enqueue(() => loadWeights(bytes, name)).then(() => {
+        if (state.image && $("message").dataset.kind !== "error") return classifyCurrent();
+      }),
+  });
   // Independent of WebGPU: the samples and the 32x32 preview work without it.
   const samplesLoaded = loadSamples();
 
