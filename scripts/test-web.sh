@@ -64,4 +64,5 @@ if ! npm ci --no-audit --no-fund --loglevel=error; then
   echo "error: could not install playwright-core with npm (tests/web/package-lock.json)." >&2
   exit 1
 fi
-node --test web.test.mjs
+# One file at a time: both drive a browser, and CI has two cores.
+node --test --test-concurrency=1 web.test.mjs train.test.mjs

@@ -10,95 +10,45 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import { createInterface } from "node:readline";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import {
+  BIN,
+  ROOT,
+  WEB,
+  OUT,
+  env,
+  requireSetup,
+  maxAbsDiff,
+  startServer,
+  launchBrowser,
+  openDemo,
+  nextResult as nextResultOf,
+  currentRun as currentRunOf,
+  messageText as messageTextOf,
+  clickSample as clickSampleOf,
+  nativePredict as nativePredictWith,
+} from "./harness.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const BIN = process.env.ADAMATCH_BIN || path.join(ROOT, "target/debug/adamatch-wgpu");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const WEB = path.join(ROOT, "web");
-const OUT = path.join(ROOT, "target/web");
 // Browser and native run the same kernels on different GPUs (SwiftShader vs the native
 // adapter) with different summation orders; probabilities must agree to this.
 const PROB_TOL = 1e-4;
 // Logits are unnormalised (|l| up to ~10): the same relative precision.
 const LOGIT_TOL = 1e-4;
 
-const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || os.tmpdir() };
 const samples = JSON.parse(fs.readFileSync(path.join(WEB, "samples/samples.json"), "utf8"));
 const report = { results: [], maxProbDiff: 0, maxLogitDiff: 0 };
 
 let tmp, userWeights, server, serverUrl, browser, page;
 const pageErrors = [];
 
-function requireFile(file, fix) {
-  if (!fs.existsSync(file)) throw new Error(`${file} is missing: ${fix}`);
-}
-
-// Native results for image files, keyed by path.
-function nativePredict(files) {
-  const r = spawnSync(BIN, ["predict", "--json", "--weights", userWeights, ...files], { env, encoding: "utf8" });
-  assert.equal(r.status, 0, `native predict failed: ${r.stderr}`);
-  const out = new Map();
-  for (const line of r.stdout.trim().split("\n")) {
-    const o = JSON.parse(line);
-    out.set(o.file, o);
-  }
-  return out;
-}
-
-function maxAbsDiff(a, b) {
-  assert.equal(a.length, b.length);
-  return Math.max(...a.map((v, i) => Math.abs(v - b[i])));
-}
-
-async function startServer() {
-  const child = spawn(BIN, ["serve", "--port", "0", "--weights", userWeights], {
-    env,
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const lines = createInterface({ input: child.stdout });
-  const first = await new Promise((resolve, reject) => {
-    lines.once("line", resolve);
-    child.once("exit", (code) => reject(new Error(`serve exited with ${code} before listening`)));
-  });
-  const m = /^serving (http:\/\/\S+)$/.exec(first);
-  if (!m) throw new Error(`unexpected first line from serve: ${first}`);
-  lines.on("line", () => {}); // keep draining
-  return { child, url: m[1] };
-}
-
-// The result of the next classification (the #result run counter goes past `previousRun`).
-async function nextResult(previousRun) {
-  await page.waitForFunction(
-    (prev) => Number(document.getElementById("result").dataset.run) > prev,
-    previousRun,
-    { timeout: 120_000 },
-  );
-  return page.evaluate(() => {
-    const d = document.getElementById("result").dataset;
-    return {
-      run: Number(d.run),
-      source: d.source,
-      className: d.className,
-      shown: document.getElementById("digit").textContent,
-      probs: JSON.parse(d.probs),
-      logits: JSON.parse(d.logits),
-      ms: Number(d.ms),
-    };
-  });
-}
-
-const currentRun = () => page.evaluate(() => Number(document.getElementById("result").dataset.run));
-const messageText = () => page.evaluate(() => {
-  const m = document.getElementById("message");
-  return m.hidden ? "" : m.textContent;
-});
+const nativePredict = (files) => nativePredictWith(userWeights, files);
+const nextResult = (previousRun) => nextResultOf(page, previousRun);
+const currentRun = () => currentRunOf(page);
+const messageText = () => messageTextOf(page);
+const clickSample = (file) => clickSampleOf(page, file);
 
 function compare(name, browserResult, native) {
   const dp = maxAbsDiff(browserResult.probs, native.probs);
@@ -138,51 +88,16 @@ async function loadWeightsFile(file, modelLine) {
   return nextResult(run);
 }
 
-async function clickSample(file) {
-  const run = await currentRun();
-  await page.click(`#samples button[data-file="${file}"]`);
-  return nextResult(run);
-}
 
 before(async () => {
-  requireFile(BIN, "build it with `cargo build` (or set ADAMATCH_BIN)");
-  requireFile(CHROMIUM, "install Debian's chromium (apt-get install -y chromium) or set CHROMIUM");
-  requireFile(path.join(WEB, "pkg/adamatch_wgpu_bg.wasm"), "build the web bundle with scripts/build-web.sh");
-  requireFile(path.join(WEB, "model.safetensors"), "the default weights are part of the repository");
-  fs.mkdirSync(OUT, { recursive: true });
+  requireSetup();
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "adamatch-web-"));
   // The user's own weights (serve --weights): a copy, served at the page's default URL.
   userWeights = path.join(tmp, "user.safetensors");
   fs.copyFileSync(path.join(WEB, "model.safetensors"), userWeights);
-  ({ child: server, url: serverUrl } = await startServer());
-
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    // Playwright gives every launch a fresh temporary profile (user-data-dir). WebGPU is
-    // behind --enable-unsafe-webgpu on Linux; headless Chromium then offers SwiftShader.
-    // The rest keeps a closed network quiet.
-    args: [
-      "--enable-unsafe-webgpu",
-      "--no-sandbox",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      "--disable-quic",
-      "--disable-default-apps",
-    ],
-  });
-  page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
-  page.on("pageerror", (e) => pageErrors.push(String(e)));
-  page.on("console", (m) => {
-    if (m.type() === "error") console.log("browser console:", m.text());
-  });
-  await page.goto(serverUrl);
-  // Start-up: WebGPU device, default weights, then the first sample is classified.
-  await page.waitForFunction(() => document.body.dataset.ready === "1", null, { timeout: 180_000 });
-  const msg = await messageText();
-  assert.equal(msg, "", `the page reported a problem at start-up: ${msg}`);
+  ({ child: server, url: serverUrl } = await startServer(userWeights));
+  browser = await launchBrowser();
+  page = await openDemo(browser, serverUrl, pageErrors);
 });
 
 after(async () => {
