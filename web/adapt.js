@@ -305,6 +305,14 @@ export function setupAdapt(page) {
     }
   }
 
+  // A run in progress lives only in this tab: the browser asks before a reload or close drops it.
+  window.addEventListener("beforeunload", (ev) => {
+    if (["starting", "running", "pausing", "paused", "stopping", "finishing"].includes(run.state)) {
+      ev.preventDefault();
+      ev.returnValue = "";
+    }
+  });
+
   setState("idle");
   draw();
 }
