@@ -3,6 +3,8 @@
 // synth-house or to the user's own photos, plots the run, and at the end hands the weights to
 // the classifier above and offers them as a download.
 
+import { acceptDrops } from "./drop.js";
+
 const $ = (id) => document.getElementById(id);
 
 // Aim for about this long per `step(n)` call, so the plot and the buttons stay live on fast and
@@ -51,17 +53,7 @@ export function setupAdapt(page) {
     addPhotos(ev.target.files);
     ev.target.value = "";
   });
-  const drop = $("adapt-drop");
-  drop.addEventListener("dragover", (ev) => {
-    ev.preventDefault();
-    drop.classList.add("over");
-  });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (ev) => {
-    ev.preventDefault();
-    drop.classList.remove("over");
-    addPhotos(ev.dataTransfer.files);
-  });
+  acceptDrops($("adapt-drop"), addPhotos);
 
   const number = (id) => Number($(id).value);
   function options() {
@@ -97,12 +89,15 @@ export function setupAdapt(page) {
     run.evals = [];
     run.perCall = 1;
     panel.dataset.history = "[]";
+    panel.dataset.step = "0";
     panel.dataset.eval = "";
     $("adapt-eval").textContent = "";
     setState("starting");
     const opts = options();
     run.sourceOnly = opts.algorithm === "source-only";
+    run.totalSteps = opts.steps;
     run.evalEvery = Math.max(1, number("adapt-eval-every"));
+    draw();
     $("adapt-status").textContent = "Building the network and compiling the kernels…";
     try {
       run.trainer = await page.wasm().WebTrainer.create(opts);
@@ -117,9 +112,7 @@ export function setupAdapt(page) {
       run.trainer = null;
       return fail(e);
     }
-    panel.dataset.step = "0";
     setState("running");
-    draw();
     loop();
   }
 
@@ -253,7 +246,7 @@ export function setupAdapt(page) {
     const pad = { l: 40, r: 40, t: 24, b: 24 };
     g.clearRect(0, 0, W, H);
     g.font = "11px system-ui, sans-serif";
-    const steps = run.trainer ? run.trainer.steps : 1;
+    const steps = run.totalSteps || 1;
     const maxLoss = Math.max(1, ...run.history.flatMap((m) => [m.total_loss, m.source_loss, m.target_loss]));
     const x = (s) => pad.l + ((W - pad.l - pad.r) * s) / steps;
     const y = (v, max) => H - pad.b - ((H - pad.t - pad.b) * Math.min(v, max)) / max;

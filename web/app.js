@@ -4,6 +4,7 @@
 // page) is adapt.js.
 
 import { setupAdapt } from "./adapt.js";
+import { acceptDrops } from "./drop.js";
 
 const $ = (id) => document.getElementById(id);
 const view = $("view");
@@ -169,16 +170,8 @@ function setupInputs() {
     classifyCurrent();
   });
 
-  const drop = $("drop");
-  drop.addEventListener("dragover", (ev) => {
-    ev.preventDefault();
-    drop.classList.add("over");
-  });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (ev) => {
-    ev.preventDefault();
-    drop.classList.remove("over");
-    const f = ev.dataTransfer.files[0];
+  acceptDrops($("drop"), (files) => {
+    const f = files[0];
     if (!f) return;
     if (f.name.toLowerCase().endsWith(".safetensors")) openWeightsFile(f);
     else openFile(f);

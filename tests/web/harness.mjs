@@ -135,3 +135,26 @@ export async function clickSample(page, file) {
   await page.click(`#samples button[data-file="${file}"]`);
   return nextResult(page, run);
 }
+
+/// The demo served with a copy of the default weights as the user's (`weights`, in a fresh
+/// temporary folder `tmp`) and opened in a fresh browser: what each test file starts from.
+export async function startDemo(prefix) {
+  requireSetup();
+  const demo = { pageErrors: [] };
+  demo.tmp = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  demo.weights = path.join(demo.tmp, "user.safetensors");
+  fs.copyFileSync(path.join(WEB, "model.safetensors"), demo.weights);
+  ({ child: demo.server, url: demo.url } = await startServer(demo.weights));
+  demo.browser = await launchBrowser();
+  demo.page = await openDemo(demo.browser, demo.url, demo.pageErrors);
+  return demo;
+}
+
+/// Closes what [`startDemo`] opened and writes `report` to target/web/`reportName`.
+export async function stopDemo(demo, reportName, report) {
+  await demo?.browser?.close();
+  demo?.server?.kill();
+  if (demo?.tmp) fs.rmSync(demo.tmp, { recursive: true, force: true });
+  fs.mkdirSync(OUT, { recursive: true });
+  fs.writeFileSync(path.join(OUT, reportName), JSON.stringify(report, null, 2) + "\n");
+}

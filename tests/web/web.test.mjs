@@ -12,7 +12,6 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import {
   BIN,
@@ -20,11 +19,9 @@ import {
   WEB,
   OUT,
   env,
-  requireSetup,
   maxAbsDiff,
-  startServer,
-  launchBrowser,
-  openDemo,
+  startDemo,
+  stopDemo,
   nextResult as nextResultOf,
   currentRun as currentRunOf,
   messageText as messageTextOf,
@@ -41,8 +38,7 @@ const LOGIT_TOL = 1e-4;
 const samples = JSON.parse(fs.readFileSync(path.join(WEB, "samples/samples.json"), "utf8"));
 const report = { results: [], maxProbDiff: 0, maxLogitDiff: 0 };
 
-let tmp, userWeights, server, serverUrl, browser, page;
-const pageErrors = [];
+let demo, tmp, userWeights, serverUrl, browser, page;
 
 const nativePredict = (files) => nativePredictWith(userWeights, files);
 const nextResult = (previousRun) => nextResultOf(page, previousRun);
@@ -90,24 +86,15 @@ async function loadWeightsFile(file, modelLine) {
 
 
 before(async () => {
-  requireSetup();
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "adamatch-web-"));
+  demo = await startDemo("adamatch-web-");
   // The user's own weights (serve --weights): a copy, served at the page's default URL.
-  userWeights = path.join(tmp, "user.safetensors");
-  fs.copyFileSync(path.join(WEB, "model.safetensors"), userWeights);
-  ({ child: server, url: serverUrl } = await startServer(userWeights));
-  browser = await launchBrowser();
-  page = await openDemo(browser, serverUrl, pageErrors);
+  ({ tmp, weights: userWeights, url: serverUrl, browser, page } = demo);
 });
 
 after(async () => {
-  await browser?.close();
-  server?.kill();
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   const times = report.results.map((r) => r.ms).sort((a, b) => a - b);
   report.medianMs = times.length ? times[Math.floor(times.length / 2)] : null;
-  fs.mkdirSync(OUT, { recursive: true });
-  fs.writeFileSync(path.join(OUT, "report.json"), JSON.stringify(report, null, 2) + "\n");
+  await stopDemo(demo, "report.json", report);
   console.log(
     `web: ${report.results.length} browser classifications, median ${report.medianMs?.toFixed(1)} ms, ` +
       `max |p - native| ${report.maxProbDiff.toExponential(2)}, max |logit - native| ` +
@@ -348,5 +335,5 @@ test("every WGSL entry point compiles into a pipeline in the browser at WebGPU's
 });
 
 test("no uncaught errors in the page", () => {
-  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(demo.pageErrors, []);
 });
