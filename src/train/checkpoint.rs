@@ -117,7 +117,7 @@ pub fn restore(ctx: &GpuContext, trainer: &mut Trainer, path: &Path) -> Result<(
         t.write_f32(ctx, &data);
     }
     trainer.step = step;
-    trainer.weights_changed();
+    trainer.forget_calibration();
     trainer.rng = rng;
     Ok(())
 }

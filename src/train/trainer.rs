@@ -166,7 +166,8 @@ struct BnCalibration {
     aug_ops: Vec<Op>,
     batches: usize,
     /// The step `net` was last calibrated at: evaluating and exporting at one step (the end of
-    /// a run) calibrate once. Cleared by anything that changes the weights.
+    /// a run) calibrate once. Cleared by anything that changes the weights or the data
+    /// ([`Trainer::forget_calibration`]).
     done_at: Option<u64>,
 }
 
@@ -674,8 +675,9 @@ impl Trainer {
         Ok(())
     }
 
-    /// Forgets the calibration made for the previous weights.
-    pub fn weights_changed(&mut self) {
+    /// Forgets the batch-norm calibration made at this step: the weights or the data it was
+    /// drawn from changed.
+    pub fn forget_calibration(&mut self) {
         if let Some(cal) = &mut self.calibration {
             cal.done_at = None;
         }
@@ -767,7 +769,7 @@ impl Trainer {
 
     /// Runs one optimizer step on the given batch (submitted, not waited for).
     pub fn step_with(&mut self, ctx: &GpuContext, batch: &HostBatch) -> Result<()> {
-        self.weights_changed();
+        self.forget_calibration();
         self.upload_batch(ctx, batch)?;
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         {

@@ -313,6 +313,8 @@ impl WebTrainer {
         let photos = Dataset::sized(pixels, side, None, Vec::new(), "your images").map_err(js_error)?;
         let n = photos.len() as u32;
         run.target = Target::Photos(photos);
+        // An evaluation before this one calibrated batch norm on the built-in target.
+        run.trainer.forget_calibration();
         Ok(n)
     }
 
