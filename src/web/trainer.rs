@@ -80,6 +80,8 @@ pub struct WebTrainer {
     run: RefCell<Run>,
     config_json: String,
     total_steps: u64,
+    /// The source's class names, in output order.
+    classes: Vec<String>,
     /// Readable at any moment, also while a call holds `run`.
     steps_done: Cell<u64>,
     train_ms: Cell<f64>,
@@ -132,7 +134,7 @@ fn parse_algorithm(name: &str) -> Result<Algorithm> {
 }
 
 /// The run's configuration: the preset, then each option given, checked as `train` checks it.
-pub fn config_from_options(options: &JsValue) -> Result<TrainConfig> {
+fn config_from_options(options: &JsValue) -> Result<TrainConfig> {
     if options.is_object() {
         let keys = js_sys::Object::keys(&js_sys::Object::from(options.clone()));
         for key in keys.iter().filter_map(|k| k.as_string()) {
@@ -222,7 +224,7 @@ fn target_image(entry: &JsValue, index: usize, side: usize) -> Result<Vec<u8>> {
     Ok(crate::data::image::resize_and_pad_rgba(&rgba, w, h, side))
 }
 
-/// Metrics as a JavaScript object (the fields of `train`'s metrics.jsonl).
+/// A value as a plain JavaScript object (through JSON: the fields `train` writes to its files).
 fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue> {
     let text = serde_json::to_string(value)?;
     js_sys::JSON::parse(&text).map_err(|e| anyhow!("internal error: JSON.parse failed: {e:?}"))
@@ -274,6 +276,7 @@ impl WebTrainer {
         Ok(WebTrainer {
             ctx,
             total_steps: run.trainer.cfg.steps,
+            classes: run.classes.clone(),
             run: RefCell::new(run),
             config_json,
             steps_done: Cell::new(0),
@@ -450,7 +453,7 @@ impl WebTrainer {
     /// The class names, in output order.
     #[wasm_bindgen(getter)]
     pub fn classes(&self) -> Vec<String> {
-        crate::data::digit_classes()
+        self.classes.clone()
     }
 
     /// What the adapter calls itself.
@@ -482,7 +485,7 @@ async fn synth_test_set(spec: &DatasetSpec, size: usize) -> Result<Source> {
         name = part.name;
         yield_to_page().await;
     }
-    let classes = crate::data::digit_classes();
+    let classes = ImageSource::classes(&stream);
     Ok(Source::Finite(Dataset::sized(
         images,
         size,

@@ -248,6 +248,7 @@ test("the API takes the user's photos, refuses bad input and a busy or finished 
     out.last = (await t.step(10)).step;
     out.finished = await err(t.step(1));
     out.stepsDone = t.stepsDone;
+    out.classes = t.classes;
     const e = await t.evaluate();
     out.eval = { sourceLabeled: e.source.labeled, targetLabeled: e.target.labeled, predicted: e.target.predicted, images: e.target.images };
     t.free();
@@ -267,6 +268,7 @@ test("the API takes the user's photos, refuses bad input and a busy or finished 
   assert.equal(r.last, 3, "step(10) stops at the run's 3 steps");
   assert.match(r.finished, /the run is finished \(3 steps\)/);
   assert.equal(r.stepsDone, 3);
+  assert.deepEqual(r.classes, ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"], "the source's classes");
   assert.deepEqual(
     [r.eval.sourceLabeled, r.eval.targetLabeled, r.eval.images, r.eval.predicted.reduce((a, b) => a + b)],
     [true, false, 2, 2],
