@@ -212,36 +212,50 @@ pub fn run(ctx: &GpuContext, opts: &BenchOptions) -> Result<BenchReport> {
 }
 
 /// The human-readable table.
-pub fn print_report(r: &BenchReport) {
-    println!("adapter: {}", r.adapter);
-    println!("convolution path: {}", r.conv_path);
-    println!(
+pub fn print_report(r: &BenchReport) -> anyhow::Result<()> {
+    crate::outln!("adapter: {}", r.adapter)?;
+    crate::outln!("convolution path: {}", r.conv_path)?;
+    crate::outln!(
         "network: {}, batch {}, kernel timing by {}",
-        r.network, r.batch, r.kernel_timing
-    );
-    println!();
-    println!(
+        r.network,
+        r.batch,
+        r.kernel_timing
+    )?;
+    crate::outln!()?;
+    crate::outln!(
         "{:<34} {:<34} {:>5} {:>10} {:>9}",
-        "kernel", "shape", "calls", "ms", "GFLOP/s"
-    );
+        "kernel",
+        "shape",
+        "calls",
+        "ms",
+        "GFLOP/s"
+    )?;
     for k in &r.kernels {
         let gf = if k.gflops > 0.0 {
             format!("{:.2}", k.gflops)
         } else {
             "-".into()
         };
-        println!(
+        crate::outln!(
             "{:<34} {:<34} {:>5} {:>10.3} {:>9}",
-            k.kernel, k.shape, k.calls, k.ms, gf
-        );
+            k.kernel,
+            k.shape,
+            k.calls,
+            k.ms,
+            gf
+        )?;
     }
-    println!(
+    crate::outln!(
         "{:<34} {:<34} {:>5} {:>10.3}",
-        "sum of kernels", "", "", r.kernels_total_ms
-    );
-    println!();
-    println!(
+        "sum of kernels",
+        "",
+        "",
+        r.kernels_total_ms
+    )?;
+    crate::outln!()?;
+    crate::outln!(
         "forward+backward (training mode): {:.1} ms per batch of {} = {:.1} images/s, {:.2} GFLOP/s ({:.1} GFLOP per pass)",
         r.pass_ms, r.batch, r.pass_images_per_s, r.pass_gflops, r.pass_gflop
-    );
+    )?;
+    Ok(())
 }

@@ -9,6 +9,7 @@ use crate::gpu::{AdapterChoice, GpuContext};
 use crate::kernels::conv2d::ConvPath;
 
 pub mod bench;
+pub mod parse;
 pub mod predict;
 pub mod serve;
 pub mod train;
@@ -52,7 +53,7 @@ impl GpuArgs {
 
     pub fn context(&self) -> Result<GpuContext> {
         let ctx = GpuContext::new_blocking(&self.choice())?;
-        eprintln!(
+        crate::errln!(
             "adapter: {} (convolution path: {})",
             ctx.adapter_summary(),
             ctx.profile.conv_path

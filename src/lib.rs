@@ -19,6 +19,7 @@
 pub mod bench;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
+pub mod console;
 pub mod data;
 pub mod gpu;
 pub mod inference;

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use http_body_util::Full;
-use hyper::body::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Frame};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::weights;
@@ -30,6 +31,15 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The URL path the page loads its default weights from.
 pub const WEIGHTS_URL: &str = "/model.safetensors";
+
+/// Bytes read from a file per body frame: memory per connection stays this, whatever the file.
+pub const STREAM_CHUNK: usize = 64 * 1024;
+
+/// What the page may load: its own scripts, wasm and styles; images from itself, `data:` and
+/// `blob:` URLs; no plugins, no framing by other sites, no forms sent anywhere.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+     style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The command that builds the wasm bundle, named in errors.
 pub const BUILD_COMMAND: &str = "scripts/build-web.sh";
@@ -68,6 +78,9 @@ struct Site {
     /// Canonical, so that a file's canonical path can be checked to lie inside it.
     dir: PathBuf,
     weights: PathBuf,
+    /// The address bound: requests must name it, a loopback address or `localhost` as their
+    /// `Host` (a DNS name that resolves here, as in DNS rebinding, is refused).
+    bound: SocketAddr,
 }
 
 impl WebServer {
@@ -112,9 +125,10 @@ impl WebServer {
         let dir = dir
             .canonicalize()
             .with_context(|| format!("cannot resolve {}", dir.display()))?;
+        let bound = listener.local_addr()?;
         Ok(WebServer {
             listener,
-            site: Arc::new(Site { dir, weights }),
+            site: Arc::new(Site { dir, weights, bound }),
             deadline: opts.deadline,
         })
     }
@@ -197,8 +211,8 @@ impl RateLimitedLog {
             return;
         }
         match self.suppressed {
-            0 => eprintln!("serve: {line}"),
-            n => eprintln!("serve: {line} ({n} more like it in the last second)"),
+            0 => crate::errln!("serve: {line}"),
+            n => crate::errln!("serve: {line} ({n} more like it in the last second)"),
         }
         self.last = Some(now);
         self.suppressed = 0;
@@ -217,46 +231,129 @@ fn for_log(path: &str) -> String {
     format!("{}... ({} bytes)", &path[..end], path.len())
 }
 
-async fn answer<B>(site: &Site, req: &Request<B>) -> Response<Full<Bytes>> {
+/// The body of an answer: a small buffer or a file streamed in [`STREAM_CHUNK`] frames.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+async fn answer<B>(site: &Site, req: &Request<B>) -> Response<Body> {
     let head_only = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head_only {
-        return respond(
+        let mut r = respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             b"only GET and HEAD\n".to_vec(),
             false,
         );
+        r.headers_mut()
+            .insert("Allow", "GET, HEAD".parse().expect("a header value"));
+        return r;
+    }
+    if !host_allowed(site, req.headers().get("host")) {
+        return respond(
+            StatusCode::MISDIRECTED_REQUEST,
+            "text/plain",
+            b"unknown Host: open the page through localhost or the address serve printed\n".to_vec(),
+            head_only,
+        );
     }
     let target = req.uri().path();
     let not_found = || {
-        eprintln!("serve: 404 {}", for_log(target));
+        crate::errln!("serve: 404 {}", for_log(target));
         respond(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec(), head_only)
     };
-    let Some(path) = resolve(site, target) else {
-        return not_found();
+    let server_error = |e: std::io::Error| {
+        crate::errln!("serve: 500 {}: {e}", for_log(target));
+        respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            b"could not read the file\n".to_vec(),
+            head_only,
+        )
     };
-    match tokio::fs::read(&path).await {
-        Ok(body) => respond(StatusCode::OK, content_type(&path), body, head_only),
-        Err(_) => not_found(),
+    let path = match resolve(site, target) {
+        Ok(Some(path)) => path,
+        Ok(None) => return not_found(),
+        Err(e) => return server_error(e),
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return not_found(),
+        Err(e) => return server_error(e),
+    };
+    let len = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return server_error(e),
+    };
+    let body = if head_only { empty() } else { file_body(file, len) };
+    with_headers(Response::builder().status(StatusCode::OK), content_type(&path), len)
+        .body(body)
+        .expect("a response of valid parts")
+}
+
+/// Whether a request's `Host` names this server: `localhost`, a loopback address, or the
+/// address it is bound to (any IP literal when bound to all interfaces), with or without the
+/// port. Refusing other names stops DNS rebinding: a site whose name resolves to 127.0.0.1
+/// cannot read the page or the user's weights.
+fn host_allowed(site: &Site, host: Option<&hyper::header::HeaderValue>) -> bool {
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+        // HTTP/1.0 without Host: only a local tool sends that.
+        return host.is_none();
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    if name.eq_ignore_ascii_case("localhost") || name.to_ascii_lowercase().ends_with(".localhost") {
+        return true;
+    }
+    match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback() || ip == site.bound.ip() || site.bound.ip().is_unspecified(),
+        Err(_) => false,
     }
 }
 
 /// The file for a request path: `/` is index.html, [`WEIGHTS_URL`] the weights; anything else a
-/// regular file whose canonical path lies inside the directory. None for paths leaving it (`..`,
-/// a symbolic link out), not decodable, or not regular files.
-fn resolve(site: &Site, path: &str) -> Option<PathBuf> {
-    let path = percent_decode(path)?;
+/// regular file whose canonical path lies inside the directory and no part of whose path is
+/// hidden (`.git`, `.env`). Ok(None) for paths leaving it (`..`, a symbolic link out), hidden,
+/// not decodable, missing, or not regular files; an error for a file that exists but cannot be
+/// looked at (out of file descriptors, permissions), which is the server's failure, not a 404.
+fn resolve(site: &Site, path: &str) -> std::io::Result<Option<PathBuf>> {
+    let Some(path) = percent_decode(path) else {
+        return Ok(None);
+    };
     if path == WEIGHTS_URL {
-        return Some(site.weights.clone());
+        return Ok(Some(site.weights.clone()));
     }
-    let rel = path.strip_prefix('/')?;
+    let Some(rel) = path.strip_prefix('/') else {
+        return Ok(None);
+    };
     let rel = if rel.is_empty() { "index.html" } else { rel };
     let rel = Path::new(rel);
-    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-        return None;
+    let visible = |c: Component| matches!(c, Component::Normal(n) if !n.to_string_lossy().starts_with('.'));
+    if !rel.components().all(visible) {
+        return Ok(None);
     }
-    let full = site.dir.join(rel).canonicalize().ok()?;
-    (full.starts_with(&site.dir) && full.metadata().ok()?.is_file()).then_some(full)
+    let full = match site.dir.join(rel).canonicalize() {
+        Ok(p) => p,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    if !full.starts_with(&site.dir) {
+        return Ok(None);
+    }
+    // A link inside the folder to a hidden file is hidden too.
+    let inside = full.strip_prefix(&site.dir).unwrap_or(&full);
+    if !inside.components().all(visible) {
+        return Ok(None);
+    }
+    Ok(full.metadata()?.is_file().then_some(full))
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -294,16 +391,91 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-fn respond(status: StatusCode, content_type: &str, body: Vec<u8>, head_only: bool) -> Response<Full<Bytes>> {
-    let len = body.len();
-    let body = if head_only { Vec::new() } else { body };
-    Response::builder()
-        .status(status)
-        .header("Content-Type", content_type)
+fn with_headers(b: hyper::http::response::Builder, content_type: &str, len: u64) -> hyper::http::response::Builder {
+    b.header("Content-Type", content_type)
         .header("Content-Length", len)
         // no-store: a rebuilt bundle or retrained weights show on the next reload.
         .header("Cache-Control", "no-store")
         .header("X-Content-Type-Options", "nosniff")
-        .body(Full::new(Bytes::from(body)))
+        .header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        .header("X-Frame-Options", "DENY")
+        .header("Referrer-Policy", "no-referrer")
+        .header("Cross-Origin-Opener-Policy", "same-origin")
+        .header("Cross-Origin-Resource-Policy", "same-origin")
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>, head_only: bool) -> Response<Body> {
+    let len = body.len() as u64;
+    let body = if head_only {
+        empty()
+    } else {
+        Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed()
+    };
+    with_headers(Response::builder().status(status), content_type, len)
+        .body(body)
         .expect("a response of valid parts")
+}
+
+/// A file as a body of [`STREAM_CHUNK`]-byte frames, read as the client takes them, ending after
+/// `len` bytes (the length the answer declared, even if the file grows meanwhile).
+fn file_body(file: tokio::fs::File, len: u64) -> Body {
+    FileBody {
+        file,
+        left: len,
+        buf: vec![0; STREAM_CHUNK],
+    }
+    .boxed()
+}
+
+struct FileBody {
+    file: tokio::fs::File,
+    left: u64,
+    buf: Vec<u8>,
+}
+
+impl hyper::body::Body for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        use std::task::Poll;
+        use tokio::io::AsyncRead;
+        let this = self.get_mut();
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        let want = (this.left as usize).min(this.buf.len());
+        let mut rb = tokio::io::ReadBuf::new(&mut this.buf[..want]);
+        match std::pin::Pin::new(&mut this.file).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    // The file shrank under us: the declared length cannot be kept.
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file shrank while it was sent",
+                    ))));
+                }
+                this.left -= n as u64;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(&this.buf[..n])))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
 }

@@ -119,9 +119,79 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         path.file_name().and_then(|n| n.to_str()).unwrap_or("weights"),
         std::process::id()
     ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    let written = std::fs::write(&tmp, bytes)
+        .with_context(|| format!("writing {}", tmp.display()))
+        .and_then(|_| {
+            std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        });
+    if written.is_err() {
+        // A full disk must not stay full of our half-written file.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// The largest safetensors header accepted (the crate's own limit).
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Opens a safetensors file the user named (`what`: "weights file", "checkpoint") and checks,
+/// before reading more than 8 bytes, that it is a regular file whose declared header fits in it.
+/// Returns the file, its size and the header's length.
+#[cfg(not(target_arch = "wasm32"))]
+fn open_checked(path: &Path, what: &str) -> Result<(std::fs::File, u64, u64)> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{what} {} is not a regular file (a folder, device or pipe): name a .safetensors file",
+            path.display()
+        );
+    }
+    let size = meta.len();
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {what} {}", path.display()))?;
+    let mut len = [0u8; 8];
+    if size < 8 || f.read_exact(&mut len).is_err() {
+        bail!(
+            "{what} {} is not a safetensors file: {size} bytes, shorter than its 8-byte header length",
+            path.display()
+        );
+    }
+    let n = u64::from_le_bytes(len);
+    if n > MAX_HEADER_BYTES || n > size - 8 {
+        bail!(
+            "{what} {} is not a safetensors file: its header declares {n} bytes but the file holds {} after the length",
+            path.display(),
+            size - 8
+        );
+    }
+    Ok((f, size, n))
+}
+
+/// Reads a safetensors file whole after [`open_checked`]'s checks, never more than the size the
+/// file had when opened.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_checked(path: &Path, what: &str) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let (mut f, size, _) = open_checked(path, what)?;
+    f.rewind()
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let mut bytes = Vec::with_capacity(size as usize);
+    f.take(size)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    Ok(bytes)
+}
+
+/// The JSON header of a safetensors file, read without its tensors.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_header(path: &Path, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let (f, _, n) = open_checked(path, what)?;
+    let mut header = Vec::with_capacity(n as usize);
+    f.take(n)
+        .read_to_end(&mut header)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    Ok(header)
 }
 
 /// Reads the network's parameters and running statistics and saves them to `path`.
@@ -141,7 +211,7 @@ pub fn save(
 /// Reads and checks a weights file.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn load(path: &Path) -> Result<Weights> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read weights file {}", path.display()))?;
+    let bytes = read_checked(path, "weights file")?;
     from_bytes(&bytes).with_context(|| format!("invalid weights file {}", path.display()))
 }
 

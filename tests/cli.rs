@@ -404,7 +404,8 @@ fn predict_and_eval_use_the_image_size_of_the_weights() {
 #[test]
 fn an_image_size_training_cannot_take_is_refused_before_anything_runs() {
     let dir = tmp_dir("image-size");
-    for bad in ["12", "44", "136"] {
+    // 0 and 4096 named the network's limit ("maximum 512"), not the flag's range (issue 24).
+    for bad in ["12", "44", "136", "0", "4096"] {
         let out = bin()
             .args(["train", "--preset", "tiny", "--image-size", bad, "--out"])
             .arg(dir.join("run"))
@@ -413,9 +414,10 @@ fn an_image_size_training_cannot_take_is_refused_before_anything_runs() {
         assert!(!out.status.success(), "--image-size {bad} was accepted");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains(&format!("--image-size {bad}")) && err.contains("multiple of 8 from 16 to 128"),
+            err.contains(&format!("'{bad}' for '--image-size")) && err.contains("multiple of 8 from 16 to 128"),
             "{err}"
         );
+        assert!(!err.contains("512"), "{err}");
         assert!(
             !dir.join("run").exists(),
             "--image-size {bad}: a run directory was made"

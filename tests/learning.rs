@@ -67,6 +67,7 @@ fn run(ctx: &GpuContext, data: &Path, algorithm: Algorithm) -> (f64, f64) {
         target_test: None,
         data_dir: std::env::temp_dir(),
         resume: false,
+        overwrite: false,
         init: None,
         stop_after: None,
         progress: false,

@@ -41,6 +41,7 @@ fn options(dir: &Path, resume: bool, stop_after: Option<u64>) -> RunOptions {
         target_test: None,
         data_dir: std::env::temp_dir(),
         resume,
+        overwrite: false,
         init: None,
         stop_after,
         progress: false,

@@ -333,18 +333,23 @@ pub fn run(ctx: &GpuContext, opts: &StepBenchOptions) -> Result<StepReport> {
     })
 }
 
-fn print_rows(title: &str, rows: &[ProfileRow], limit: usize) {
-    println!(
+fn print_rows(title: &str, rows: &[ProfileRow], limit: usize) -> anyhow::Result<()> {
+    crate::outln!(
         "{:<44} {:>6} {:>11} {:>7} {:>9} {:>9}",
-        title, "calls", "ms", "share", "GFLOP", "GFLOP/s"
-    );
+        title,
+        "calls",
+        "ms",
+        "share",
+        "GFLOP",
+        "GFLOP/s"
+    )?;
     for r in rows.iter().take(limit) {
         let gf = if r.gflop > 0.0 {
             format!("{:.2}", r.gflops)
         } else {
             "-".into()
         };
-        println!(
+        crate::outln!(
             "{:<44} {:>6} {:>11.2} {:>6.1}% {:>9.2} {:>9}",
             r.name,
             r.calls,
@@ -352,48 +357,57 @@ fn print_rows(title: &str, rows: &[ProfileRow], limit: usize) {
             100.0 * r.share,
             r.gflop,
             gf
-        );
+        )?;
     }
     if rows.len() > limit {
-        println!("({} more)", rows.len() - limit);
+        crate::outln!("({} more)", rows.len() - limit)?;
     }
-    println!();
+    crate::outln!()?;
+    Ok(())
 }
 
 /// The human-readable report.
-pub fn print_report(r: &StepReport) {
-    println!("adapter: {}", r.adapter);
-    println!("convolution path: {}", r.conv_path);
-    println!(
+pub fn print_report(r: &StepReport) -> anyhow::Result<()> {
+    crate::outln!("adapter: {}", r.adapter)?;
+    crate::outln!("convolution path: {}", r.conv_path)?;
+    crate::outln!(
         "preset {} ({}), {}, {} source + {} target images per step, main pass {} rows",
-        r.preset, r.algorithm, r.network, r.source_batch, r.target_batch, r.joint_batch
-    );
+        r.preset,
+        r.algorithm,
+        r.network,
+        r.source_batch,
+        r.target_batch,
+        r.joint_batch
+    )?;
     if let Some(l) = r.host_load {
-        println!("host load average: {:.2} {:.2} {:.2}", l[0], l[1], l[2]);
+        crate::outln!("host load average: {:.2} {:.2} {:.2}", l[0], l[1], l[2])?;
     }
-    println!();
+    crate::outln!()?;
     if !r.families.is_empty() {
-        println!(
+        crate::outln!(
             "one step profiled op by op ({}): {} ops, {:.1} ms in all",
-            r.kernel_timing, r.ops_per_step, r.profile_total_ms
-        );
-        print_rows("family", &r.families, usize::MAX);
-        print_rows("phase", &r.phases, usize::MAX);
-        print_rows("kernel", &r.kernels, 20);
+            r.kernel_timing,
+            r.ops_per_step,
+            r.profile_total_ms
+        )?;
+        print_rows("family", &r.families, usize::MAX)?;
+        print_rows("phase", &r.phases, usize::MAX)?;
+        print_rows("kernel", &r.kernels, 20)?;
     }
     let times: Vec<String> = r.step_times_ms.iter().map(|t| format!("{t:.1}")).collect();
-    println!("step times (ms): {}", times.join(", "));
+    crate::outln!("step times (ms): {}", times.join(", "))?;
     if let Some(c) = r.step_cpu_s {
-        println!("CPU time of the cheapest step (all threads): {c:.1} s");
+        crate::outln!("CPU time of the cheapest step (all threads): {c:.1} s")?;
     }
-    println!(
+    crate::outln!(
         "step: {:.1} ms (median {:.1}) = {:.1} images/s, {:.2} GFLOP/s ({:.1} GFLOP per step), GPU memory {:.1} MiB, loss {:.4}",
         r.step_ms, r.step_ms_median, r.images_per_s, r.gflops, r.step_gflop, r.gpu_memory_mib, r.loss
-    );
+    )?;
     if let Some(e) = &r.engine {
-        println!(
+        crate::outln!(
             "main pass forward+backward alone (batch {}): {:.1} ms, {:.2} GFLOP/s ({:.1} GFLOP); step/engine throughput {:.3}, engine share of step time {:.3}",
             e.batch, e.pass_ms, e.gflops, e.gflop, e.throughput_ratio, e.time_share
-        );
+        )?;
     }
+    Ok(())
 }

@@ -74,9 +74,9 @@ fn run_step(gpu: &GpuArgs, args: &BenchArgs) -> Result<()> {
         },
     )?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        bench::step::print_report(&report);
+        bench::step::print_report(&report)?;
     }
     Ok(())
 }
@@ -106,9 +106,9 @@ pub fn run(gpu: &GpuArgs, args: &BenchArgs) -> Result<()> {
         },
     )?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        bench::print_report(&report);
+        bench::print_report(&report)?;
     }
     Ok(())
 }

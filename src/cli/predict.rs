@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::GpuArgs;
+use crate::console::{printable, printable_path};
 use crate::gpu::{self, GpuContext};
 use crate::inference::Classifier;
 use crate::input::InputScale;
@@ -34,27 +35,30 @@ pub fn info(args: &GpuArgs) -> Result<()> {
     }
     for (i, a) in adapters.iter().enumerate() {
         let inf = a.get_info();
-        println!("[{i}] {}", inf.name);
-        println!(
+        crate::outln!("[{i}] {}", inf.name)?;
+        crate::outln!(
             "    backend: {:?}, type: {:?}, driver: {} {}",
-            inf.backend, inf.device_type, inf.driver, inf.driver_info
-        );
-        println!(
+            inf.backend,
+            inf.device_type,
+            inf.driver,
+            inf.driver_info
+        )?;
+        crate::outln!(
             "    timestamp queries: {}",
             a.features().contains(wgpu::Features::TIMESTAMP_QUERY)
-        );
+        )?;
         for (name, v) in gpu::describe_limits(&a.limits()) {
-            println!("    {name}: {v}");
+            crate::outln!("    {name}: {v}")?;
         }
     }
     match GpuContext::new_blocking(&args.choice()) {
-        Ok(ctx) => println!(
+        Ok(ctx) => crate::outln!(
             "selected: {}\n    kernels: convolution path {}, batch-norm tuning {:?}",
             ctx.adapter_summary(),
             ctx.profile.conv_path,
             ctx.profile.batchnorm
-        ),
-        Err(e) => println!("no usable adapter for the current choice: {e:#}"),
+        )?,
+        Err(e) => crate::outln!("no usable adapter for the current choice: {e:#}")?,
     }
     Ok(())
 }
@@ -64,7 +68,7 @@ pub fn run(gpu: &GpuArgs, args: &PredictArgs) -> Result<()> {
     let scale = match args.input_scale {
         Some(s) => {
             if s != w.input_scale {
-                eprintln!(
+                crate::errln!(
                     "warning: {} was trained with input scale '{}', using '{}' as asked",
                     args.weights.display(),
                     w.input_scale.name(),
@@ -84,7 +88,16 @@ pub fn run(gpu: &GpuArgs, args: &PredictArgs) -> Result<()> {
                 path.display()
             );
         }
-        let img = image::open(path).with_context(|| format!("cannot decode image {}", path.display()))?;
+        let meta = std::fs::metadata(path).with_context(|| format!("cannot read image {}", path.display()))?;
+        if !meta.is_file() {
+            bail!(
+                "{} is not a regular file (a device or pipe): predict takes image files",
+                path.display()
+            );
+        }
+        let reader = image::ImageReader::open(path).with_context(|| format!("cannot open image {}", path.display()))?;
+        let img = crate::data::image::decode_upright(reader)
+            .with_context(|| format!("cannot decode image {}", path.display()))?;
         pixels.extend_from_slice(&crate::data::image::resize_and_pad(&img, w.config.image_size));
     }
     let ctx = gpu.context()?;
@@ -99,31 +112,31 @@ pub fn run(gpu: &GpuArgs, args: &PredictArgs) -> Result<()> {
                 "probs": p.probs,
                 "logits": p.logits,
             });
-            println!("{obj}");
+            crate::outln!("{obj}")?;
         } else if p.probs.len() <= 10 {
             let probs: Vec<String> = p.probs.iter().map(|v| format!("{v:.4}")).collect();
-            println!(
+            crate::outln!(
                 "{}: class {} (p = {:.4})  probs [{}]",
-                path.display(),
-                w.classes[p.class],
+                printable_path(path),
+                printable(&w.classes[p.class]),
                 p.probs[p.class],
                 probs.join(", ")
-            );
+            )?;
         } else {
             let mut order: Vec<usize> = (0..p.probs.len()).collect();
             order.sort_by(|&a, &b| p.probs[b].total_cmp(&p.probs[a]).then(a.cmp(&b)));
             let top: Vec<String> = order[..5]
                 .iter()
-                .map(|&c| format!("{} {:.4}", w.classes[c], p.probs[c]))
+                .map(|&c| format!("{} {:.4}", printable(&w.classes[c]), p.probs[c]))
                 .collect();
-            println!(
+            crate::outln!(
                 "{}: class {} (p = {:.4})  top 5 of {}: {}",
-                path.display(),
-                w.classes[p.class],
+                printable_path(path),
+                printable(&w.classes[p.class]),
                 p.probs[p.class],
                 p.probs.len(),
                 top.join(", ")
-            );
+            )?;
         }
     }
     Ok(())

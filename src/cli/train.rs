@@ -8,19 +8,21 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::GpuArgs;
+use super::{parse, GpuArgs};
 use crate::data::download::resolve_data_dir;
 use crate::data::spec::{load_sized, parse_dataset_spec, DatasetSpec, Split};
 use crate::data::Preprocess;
 use crate::inference::Classifier;
 use crate::input::InputScale;
 use crate::network::Activation;
+use crate::train::checkpoint;
 use crate::train::config::{
     Algorithm, AlignmentKind, AugmentStyle, InvertViews, LrSchedule, LrScheduleKind, Optimizer, OptimizerKind,
     PseudoLabels, SourcePassBn, TrainConfig,
 };
 use crate::train::eval::Evaluator;
-use crate::train::run::{RunOptions, Setting};
+use crate::train::record::RunInputs;
+use crate::train::run::{RunOptions, Setting, CHECKPOINT};
 use crate::weights;
 
 /// The paper's three settings (see `train --setting`).
@@ -33,13 +35,13 @@ pub enum SettingArg {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// paper (default), keras-example or tiny; every value can be overridden below.
-    #[arg(long, default_value = "paper")]
-    preset: String,
+    /// paper, keras-example or tiny; every value can be overridden below [default: paper].
+    #[arg(long)]
+    preset: Option<String>,
     /// Labeled source domain: mnist, svhn, synth-digits[:SEED], synth-house[:SEED], idx:PATH,
-    /// mat:PATH, dir:PATH or a path.
-    #[arg(long, default_value = "synth-digits")]
-    source: String,
+    /// mat:PATH, dir:PATH or a path [default: synth-digits].
+    #[arg(long)]
+    source: Option<String>,
     /// Target domain; its labels, if any, are never used for training [default: synth-house].
     #[arg(long)]
     target: Option<String>,
@@ -52,14 +54,14 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DATASET")]
     target_labeled: Option<String>,
     /// SSDA: use this many of --target-labeled's images per class (a seeded pick) [default: all].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse::positive)]
     target_labels_per_class: Option<usize>,
     /// SSL: labeled images per class picked from the source's training split.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse::positive)]
     labels_per_class: Option<usize>,
-    /// Seed of the labeled picks (SSDA, SSL), apart from the training seed.
-    #[arg(long, default_value_t = 0)]
-    labels_seed: u64,
+    /// Seed of the labeled picks (SSDA, SSL), apart from the training seed [default: 0].
+    #[arg(long)]
+    labels_seed: Option<u64>,
     /// Labeled source test set [default: the source's test split].
     #[arg(long, value_name = "DATASET")]
     source_test: Option<String>,
@@ -70,9 +72,13 @@ pub struct TrainArgs {
     /// Run directory (config.json, metrics.jsonl, checkpoint, model.safetensors, plots).
     #[arg(long, default_value = "runs/default")]
     out: PathBuf,
-    /// Continue the run in --out from its checkpoint.
+    /// Continue the run in --out from its checkpoint, with the run's own settings (a flag given
+    /// with a different value is refused).
     #[arg(long)]
     resume: bool,
+    /// Replace the run that --out holds (its files; anything else in the folder stays).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Start from these weights (a model.safetensors of the same network, e.g. a source-only
     /// run's) instead of a random initialisation.
     #[arg(long, value_name = "WEIGHTS")]
@@ -80,14 +86,14 @@ pub struct TrainArgs {
     /// adamatch, or a baseline: fixmatch or source-only.
     #[arg(long, value_enum)]
     algorithm: Option<Algorithm>,
-    #[arg(long)]
+    #[arg(long, value_parser = parse::steps)]
     steps: Option<u64>,
     #[arg(long)]
     seed: Option<u64>,
     /// Source images per step (the target batch is uratio times larger).
-    #[arg(long)]
+    #[arg(long, value_parser = parse::positive)]
     batch: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = parse::positive)]
     uratio: Option<usize>,
     #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
@@ -132,18 +138,18 @@ pub struct TrainArgs {
     invert: Option<InvertViews>,
     /// Batch-norm recalibration: training-mode passes over N batches of weak views set the
     /// evaluation weights' statistics before each evaluation and the export (0: off).
-    #[arg(long)]
+    #[arg(long, value_parser = parse::bn_calibration)]
     bn_calibration: Option<usize>,
     /// Learning-rate schedule: paper, keras (cosine to 0.25x) or constant.
     #[arg(long, value_enum)]
     lr_schedule: Option<LrScheduleKind>,
-    #[arg(long)]
+    #[arg(long, value_parser = parse::depth)]
     depth: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = parse::width)]
     width: Option<usize>,
     /// Side of the network's input images in pixels: a multiple of 8 from 16 to 128 (default
     /// 32). Image files are fitted into it; MNIST, SVHN and the built-in pair are resized to it.
-    #[arg(long)]
+    #[arg(long, value_parser = parse::image_size)]
     image_size: Option<usize>,
     /// relu, leaky (0.1) or leakyS.
     #[arg(long)]
@@ -153,15 +159,15 @@ pub struct TrainArgs {
     /// paper or keras.
     #[arg(long, value_enum)]
     input_scale: Option<InputScale>,
-    #[arg(long)]
+    #[arg(long, value_parser = parse::steps)]
     log_every: Option<u64>,
-    #[arg(long)]
+    #[arg(long, value_parser = parse::steps)]
     eval_every: Option<u64>,
-    #[arg(long)]
+    #[arg(long, value_parser = parse::steps)]
     checkpoint_every: Option<u64>,
     /// Test images per evaluation ("all" for the whole test sets).
-    #[arg(long)]
-    eval_limit: Option<String>,
+    #[arg(long, value_parser = parse::eval_limit_or_all)]
+    eval_limit: Option<parse::EvalLimit>,
     /// Dataset cache [default: $ADAMATCH_DATA or the user cache dir/adamatch-wgpu].
     #[arg(long, env = "ADAMATCH_DATA")]
     data_dir: Option<PathBuf>,
@@ -188,7 +194,7 @@ pub struct EvalArgs {
     preprocess: Option<Preprocess>,
     /// Evaluate at most N images: a seeded sample keeping each class's share (the same one
     /// `train --eval-limit` uses).
-    #[arg(long)]
+    #[arg(long, value_parser = parse::eval_limit)]
     limit: Option<usize>,
     /// Top-1 probability an image must reach to count in the mask rate (FixMatch's fixed
     /// threshold by default).
@@ -211,7 +217,15 @@ fn parse_probability(s: &str) -> Result<f64, String> {
 
 /// The preset with every flag the user gave applied on top.
 fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
-    let mut c = TrainConfig::preset(&a.preset)?;
+    let c = TrainConfig::preset(a.preset.as_deref().unwrap_or("paper"))?;
+    with_flags(c, a)
+}
+
+/// `c` with every flag the user gave applied on top (for `--resume`, `c` is the run's own).
+fn with_flags(mut c: TrainConfig, a: &TrainArgs) -> Result<TrainConfig> {
+    if let Some(p) = &a.preset {
+        c.preset = p.clone();
+    }
     macro_rules! set {
         ($($field:ident).+ <- $arg:expr) => {
             if let Some(v) = $arg {
@@ -262,106 +276,132 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
             )
         };
     }
-    if let Some(v) = &a.eval_limit {
-        c.eval_limit = if v == "all" {
-            None
-        } else {
-            Some(
-                v.parse()
-                    .with_context(|| format!("--eval-limit {v}: expected a number or all"))?,
-            )
-        };
-    }
+    set!(eval_limit <- a.eval_limit.map(|l| l.0));
     c.validate()?;
     Ok(c)
 }
 
-/// The run's setting from --setting and the flags that go with it; a flag of another setting is
-/// an error naming both.
-fn setting(a: &TrainArgs) -> Result<Setting> {
-    let chosen = a.setting.unwrap_or(if a.target_labeled.is_some() {
-        SettingArg::Ssda
-    } else {
-        SettingArg::Uda
+/// The run's inputs: the flags given, over the defaults of a new run or over the record of the
+/// run `--resume` continues (so that a resumed run needs no flag repeated).
+fn run_inputs(a: &TrainArgs, saved: Option<&RunInputs>) -> RunInputs {
+    let mut i = saved.cloned().unwrap_or_else(|| RunInputs {
+        setting: String::new(),
+        source: "synth-digits".into(),
+        target: DatasetSpec::default_target().to_string(),
+        ..RunInputs::default()
     });
+    macro_rules! given {
+        ($field:ident <- $arg:expr) => {
+            if let Some(v) = $arg {
+                i.$field = v;
+            }
+        };
+    }
+    given!(source <- a.source.clone());
+    given!(target <- a.target.clone());
+    given!(labels_seed <- a.labels_seed);
+    given!(source_test <- a.source_test.clone().map(Some));
+    given!(target_test <- a.target_test.clone().map(Some));
+    given!(target_labeled <- a.target_labeled.clone().map(Some));
+    given!(target_labels_per_class <- a.target_labels_per_class.map(Some));
+    given!(labels_per_class <- a.labels_per_class.map(Some));
+    given!(init <- a.init.as_ref().map(|p| Some(p.display().to_string())));
+    if let Some(s) = a.setting {
+        i.setting = format!("{s:?}").to_lowercase();
+    } else if a.target_labeled.is_some() || i.setting.is_empty() {
+        // SSDA when labeled target images are named, else UDA.
+        i.setting = if i.target_labeled.is_some() { "ssda" } else { "uda" }.into();
+    }
+    if i.setting == "ssl" && saved.is_none() {
+        i.target = String::new();
+    }
+    i
+}
+
+/// The run's setting from its inputs; a flag of another setting is an error naming both.
+fn setting_of(i: &RunInputs, a: &TrainArgs) -> Result<Setting> {
+    let chosen = i.setting.as_str();
     let refuse = |flag: &str, given: bool| -> Result<()> {
         if given {
-            bail!(
-                "{flag} does not apply to --setting {}",
-                format!("{chosen:?}").to_lowercase()
-            );
+            bail!("{flag} does not apply to --setting {chosen}");
         }
         Ok(())
     };
     Ok(match chosen {
-        SettingArg::Uda => {
-            refuse("--labels-per-class", a.labels_per_class.is_some())?;
-            refuse("--target-labels-per-class", a.target_labels_per_class.is_some())?;
-            Setting::Uda
-        }
-        SettingArg::Ssda => {
-            refuse("--labels-per-class", a.labels_per_class.is_some())?;
-            let labeled = a
+        "ssda" => {
+            refuse("--labels-per-class", i.labels_per_class.is_some())?;
+            let labeled = i
                 .target_labeled
                 .as_deref()
                 .context("--setting ssda needs --target-labeled DATASET (labeled target images)")?;
             Setting::Ssda {
                 labeled: parse_dataset_spec(labeled).context("--target-labeled")?,
-                per_class: a.target_labels_per_class,
+                per_class: i.target_labels_per_class,
             }
         }
-        SettingArg::Ssl => {
+        "ssl" => {
             refuse("--target", a.target.is_some())?;
-            refuse("--target-labeled", a.target_labeled.is_some())?;
-            refuse("--target-labels-per-class", a.target_labels_per_class.is_some())?;
+            refuse("--target-labeled", i.target_labeled.is_some())?;
+            refuse("--target-labels-per-class", i.target_labels_per_class.is_some())?;
             Setting::Ssl {
-                per_class: a
+                per_class: i
                     .labels_per_class
                     .context("--setting ssl needs --labels-per-class N (labeled images per class of --source)")?,
             }
         }
+        _ => {
+            refuse("--labels-per-class", i.labels_per_class.is_some())?;
+            refuse("--target-labels-per-class", i.target_labels_per_class.is_some())?;
+            Setting::Uda
+        }
     })
 }
 
+/// The configuration and inputs of the run: a new run's from the preset and flags, a resumed
+/// run's from its checkpoint with the flags given on top (`train` refuses any difference).
+fn resolve_run(a: &TrainArgs) -> Result<(TrainConfig, RunInputs)> {
+    let ckpt = a.out.join(CHECKPOINT);
+    if a.resume && ckpt.exists() {
+        if let Some(run) = checkpoint::peek(&ckpt)?.record {
+            return Ok((with_flags(run.config.clone(), a)?, run_inputs(a, Some(&run.inputs))));
+        }
+    }
+    Ok((train_config(a)?, run_inputs(a, None)))
+}
+
 pub fn run(gpu: &GpuArgs, a: &TrainArgs) -> Result<()> {
-    let cfg = train_config(a)?;
+    let (cfg, inputs) = resolve_run(a)?;
+    let setting = setting_of(&inputs, a)?;
+    let dataset = |flag: &str, spec: &str| parse_dataset_spec(spec).with_context(|| flag.to_string());
+    let dataset_opt = |flag: &str, spec: &Option<String>| spec.as_deref().map(|s| dataset(flag, s)).transpose();
     let ctx = gpu.context()?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
         ctrlc::set_handler(move || {
             if flag.swap(true, Ordering::SeqCst) {
-                eprintln!("second Ctrl-C: exiting without a checkpoint");
+                crate::errln!("second Ctrl-C: exiting without a checkpoint");
                 std::process::exit(130);
             }
-            eprintln!("Ctrl-C: saving a checkpoint after this step (Ctrl-C again to quit now)");
+            crate::errln!("Ctrl-C: saving a checkpoint after this step (Ctrl-C again to quit now)");
         })
         .context("installing the Ctrl-C handler")?;
     }
     let opts = RunOptions {
         out_dir: a.out.clone(),
-        setting: setting(a)?,
-        labels_seed: a.labels_seed,
-        source: parse_dataset_spec(&a.source)?,
-        target: match &a.target {
-            Some(t) => parse_dataset_spec(t)?,
-            None => DatasetSpec::default_target(),
+        source: dataset("--source", &inputs.source)?,
+        target: match &setting {
+            Setting::Ssl { .. } => DatasetSpec::default_target(),
+            _ => dataset("--target", &inputs.target)?,
         },
-        source_test: a
-            .source_test
-            .as_deref()
-            .map(parse_dataset_spec)
-            .transpose()
-            .context("--source-test")?,
-        target_test: a
-            .target_test
-            .as_deref()
-            .map(parse_dataset_spec)
-            .transpose()
-            .context("--target-test")?,
+        setting,
+        labels_seed: inputs.labels_seed,
+        source_test: dataset_opt("--source-test", &inputs.source_test)?,
+        target_test: dataset_opt("--target-test", &inputs.target_test)?,
         data_dir: resolve_data_dir(a.data_dir.as_deref()),
         resume: a.resume,
-        init: a.init.clone(),
+        overwrite: a.overwrite,
+        init: inputs.init.as_ref().map(PathBuf::from),
         stop_after: a.stop_after,
         progress: !a.no_progress,
         interrupted,
@@ -379,7 +419,7 @@ pub fn run(gpu: &GpuArgs, a: &TrainArgs) -> Result<()> {
             opts.source
         ),
     };
-    eprintln!(
+    crate::errln!(
         "preset {} ({:?}, {}), {} steps, {data}, run directory {}",
         cfg.preset,
         cfg.algorithm,
@@ -389,15 +429,15 @@ pub fn run(gpu: &GpuArgs, a: &TrainArgs) -> Result<()> {
     );
     let summary = crate::train::run::train(&ctx, cfg, &opts)?;
     if let Some((s, t)) = &summary.last_eval {
-        println!("source test: {}", s.summary());
-        println!("target test: {}", t.summary());
+        crate::outln!("source test: {}", s.summary())?;
+        crate::outln!("target test: {}", t.summary())?;
     }
-    println!(
+    crate::outln!(
         "{} steps in {:.1} s; run directory {}",
         summary.steps_done,
         summary.wall_s,
         a.out.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -421,10 +461,10 @@ pub fn eval(gpu: &GpuArgs, a: &EvalArgs) -> Result<()> {
     let mut ev = Evaluator::new(&ctx, &clf.net, 256, w.classes.clone())?;
     let r = ev.run(&ctx, &clf.net, &data, w.input_scale, None, Some(a.threshold))?;
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        crate::outln!("{}", serde_json::to_string(&r)?)?;
     } else {
-        println!("{} ({} images): {}", spec, r.images, r.summary());
-        print!("{}", r.confusion_table());
+        crate::outln!("{} ({} images): {}", spec, r.images, r.summary())?;
+        crate::out!("{}", r.confusion_table())?;
     }
     Ok(())
 }

@@ -1,6 +1,5 @@
 //! The `data` subcommands: `download`, `check`, `info`, `preview` (native only).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -176,30 +175,28 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             let spec = parse_dataset_spec(&dataset)?;
             let source = load(&spec, split, preprocess, &dir)?;
             preview(&source, &out, count, GridLayout { cols, scale }, seed)?;
-            println!("wrote {} ({count} samples of {})", out.display(), source.describe());
+            crate::outln!("wrote {} ({count} samples of {})", out.display(), source.describe())?;
             Ok(())
         }
     }
 }
 
 fn check(list: &[Downloadable], dir: &Path, missing_is_error: bool) -> Result<()> {
-    let mut o = std::io::stdout().lock();
     let (mut bad, mut missing) = (0, 0);
-    writeln!(o, "cache: {}", dir.display())?;
+    crate::outln!("cache: {}", dir.display())?;
     for d in list {
         let sub = dir.join(d.name());
         for f in dataset_files(d.name())? {
             let path = sub.join(&f.name);
             match check_file(&sub, &f) {
-                FileStatus::Ok => writeln!(o, "  ok       {}", path.display())?,
+                FileStatus::Ok => crate::outln!("  ok       {}", path.display())?,
                 FileStatus::Missing { partial: None } => {
                     missing += 1;
-                    writeln!(o, "  missing  {}", path.display())?
+                    crate::outln!("  missing  {}", path.display())?
                 }
                 FileStatus::Missing { partial: Some(n) } => {
                     missing += 1;
-                    writeln!(
-                        o,
+                    crate::outln!(
                         "  missing  {} ({n} bytes downloaded so far; `data download {}` resumes)",
                         path.display(),
                         d.name()
@@ -207,7 +204,7 @@ fn check(list: &[Downloadable], dir: &Path, missing_is_error: bool) -> Result<()
                 }
                 FileStatus::Bad(why) => {
                     bad += 1;
-                    writeln!(o, "  BAD      {}: {why}", path.display())?
+                    crate::outln!("  BAD      {}: {why}", path.display())?
                 }
             }
         }
@@ -222,7 +219,6 @@ fn check(list: &[Downloadable], dir: &Path, missing_is_error: bool) -> Result<()
 }
 
 fn info(spec: &DatasetSpec, split: Split, preprocess: Preprocess, stream_samples: usize, dir: &Path) -> Result<()> {
-    let mut o = std::io::stdout().lock();
     let t = Instant::now();
     let source = load(spec, split, preprocess, dir)?;
     let elapsed = t.elapsed();
@@ -234,29 +230,32 @@ fn info(spec: &DatasetSpec, split: Split, preprocess: Preprocess, stream_samples
             &sample
         }
     };
-    writeln!(o, "{spec} [{}]: {}", split.name(), source.describe())?;
+    crate::outln!("{spec} [{}]: {}", split.name(), source.describe())?;
+    if let Some(line) = super::spec::skipped_summary(spec, split)? {
+        crate::outln!("  {line}")?;
+    }
     match ImageSource::len(&source) {
-        Some(n) => writeln!(o, "  images: {n} of 32x32x3 (loaded in {:.2} s)", elapsed.as_secs_f64())?,
-        None => writeln!(o, "  images: unlimited; statistics over the first {}", ds.len())?,
+        Some(n) => crate::outln!("  images: {n} of 32x32x3 (loaded in {:.2} s)", elapsed.as_secs_f64())?,
+        None => crate::outln!("  images: unlimited; statistics over the first {}", ds.len())?,
     }
     let m = channel_means(&ds.images);
-    writeln!(o, "  mean RGB: {:.2} {:.2} {:.2}", m[0], m[1], m[2])?;
+    crate::outln!("  mean RGB: {:.2} {:.2} {:.2}", m[0], m[1], m[2])?;
     match ds.histogram() {
-        None => writeln!(o, "  labels: none (unlabeled)")?,
+        None => crate::outln!("  labels: none (unlabeled)")?,
         Some(h) => {
             let total: usize = h.iter().sum();
             let max = h.iter().copied().max().unwrap_or(1).max(1);
             let classes = &ds.classes;
             let wide = classes.iter().map(|c| c.chars().count()).max().unwrap_or(1);
-            writeln!(o, "  labels: {} classes", classes.len())?;
+            crate::outln!("  labels: {} classes", classes.len())?;
             for (d, &c) in h.iter().enumerate() {
                 let pct = 100.0 * c as f64 / total.max(1) as f64;
                 let bar = "#".repeat((c * 40).div_ceil(max));
-                let name = &classes[d];
+                let name = &*crate::console::printable(&classes[d]);
                 if *name == d.to_string() {
-                    writeln!(o, "    {name:>wide$}: {c:>7} {pct:5.1}% {bar}")?;
+                    crate::outln!("    {name:>wide$}: {c:>7} {pct:5.1}% {bar}")?;
                 } else {
-                    writeln!(o, "    {name:>wide$} ({d}): {c:>7} {pct:5.1}% {bar}")?;
+                    crate::outln!("    {name:>wide$} ({d}): {c:>7} {pct:5.1}% {bar}")?;
                 }
             }
         }
@@ -290,10 +289,9 @@ pub fn preview(source: &dyn ImageSource, out: &Path, count: usize, layout: GridL
     let labels = source.has_labels().then_some(labels.as_slice());
     let (w, h, rgb) = render_grid(&images, labels, layout);
     let img = ::image::RgbImage::from_raw(w, h, rgb).context("grid buffer size")?;
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create folder", parent.display()))?;
-    }
-    img.save_with_format(out, ::image::ImageFormat::Png)
-        .with_context(|| format!("{}: cannot write PNG", out.display()))?;
-    Ok(())
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), ::image::ImageFormat::Png)
+        .with_context(|| format!("{}: cannot encode PNG", out.display()))?;
+    // A temporary file and a rename: a full disk leaves no truncated grid.
+    crate::weights::write_atomically(out, &png).with_context(|| format!("{}: cannot write PNG", out.display()))
 }

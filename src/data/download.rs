@@ -371,10 +371,10 @@ pub fn download_dataset(dataset: &str, data_dir: &Path, opts: &DownloadOptions) 
     for f in &files {
         match download_file(&dir, f, opts)? {
             Downloaded::AlreadyPresent => {
-                println!("{}: already present, checksum ok", dir.join(&f.name).display())
+                crate::outln!("{}: already present, checksum ok", dir.join(&f.name).display())?
             }
             Downloaded::Fetched(url) => {
-                println!("{}: downloaded from {url}, checksum ok", dir.join(&f.name).display())
+                crate::outln!("{}: downloaded from {url}, checksum ok", dir.join(&f.name).display())?
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Image folders: labeled (`DIR/<class>/*.png`, one subfolder per class, any names) and
-//! unlabeled (PNG/JPEG files directly in `DIR`, or anywhere under it for `images:DIR`). Any size is accepted; every image goes through
+//! unlabeled (image files directly in `DIR`, or anywhere under it for `images:DIR`). Any size is accepted; every image goes through
 //! [`super::image::resize_and_pad`] to the side asked for (32 unless `train --image-size`).
 //! The format is detected from the content, so a misnamed file still loads; files are decoded
 //! in parallel, in a deterministic (sorted) order.
@@ -11,54 +11,147 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::image::resize_and_pad;
 use super::{image_bytes, Dataset, Label};
 
-/// Deepest folder nesting searched (guards against pathological trees).
-const MAX_DEPTH: usize = 32;
+/// Deepest folder nesting followed; deeper is an error naming the folder (never a silent drop).
+pub const MAX_DEPTH: usize = 64;
+
+/// File extensions decoded as images (case-insensitive); the format itself is read from the
+/// content.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"];
+
+/// Folders of version control, notebooks, archivers and file managers: never classes or images,
+/// skipped and counted.
+pub const TOOL_FOLDERS: &[&str] = &[
+    ".git",
+    ".svn",
+    ".hg",
+    ".ipynb_checkpoints",
+    "__MACOSX",
+    ".Trash",
+    ".Trashes",
+    ".thumbnails",
+    ".Spotlight-V100",
+    ".fseventsd",
+];
 
 fn is_image_name(p: &Path) -> bool {
-    matches!(
-        p.extension()
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    // `._x.png`: macOS AppleDouble metadata beside x.png, not an image.
+    !name.starts_with("._")
+        && p.extension()
             .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref(),
-        Some("png" | "jpg" | "jpeg")
-    )
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// All PNG/JPEG files (by extension, case-insensitive) under `dir`, recursively, sorted.
-/// Symbolic links to folders are not followed.
-pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+fn is_tool_folder(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| TOOL_FOLDERS.contains(&n))
+}
+
+/// What a folder tree holds: its image files and what was deliberately left out (files that are
+/// not images, tool folders), both sorted.
+#[derive(Debug, Default)]
+pub struct FolderScan {
+    pub images: Vec<PathBuf>,
+    pub skipped: Vec<PathBuf>,
+}
+
+impl FolderScan {
+    /// A line for the user: how many files and folders were skipped, with a few names.
+    pub fn skipped_summary(&self) -> Option<String> {
+        if self.skipped.is_empty() {
+            return None;
+        }
+        let names: Vec<String> = self
+            .skipped
+            .iter()
+            .take(4)
+            .map(|p| crate::console::printable_path(p))
+            .collect();
+        let more = self.skipped.len().saturating_sub(names.len());
+        Some(format!(
+            "skipped {} entr{} that are not images or are tool folders ({}{})",
+            self.skipped.len(),
+            if self.skipped.len() == 1 { "y" } else { "ies" },
+            names.join(", "),
+            if more > 0 {
+                format!(", and {more} more")
+            } else {
+                String::new()
+            }
+        ))
+    }
+}
+
+/// Every image file under `dir`, recursively, following symbolic links to folders (a link
+/// leading back to one of its own ancestors is an error, as is nesting beyond [`MAX_DEPTH`]);
+/// other files and tool folders are counted in `skipped`. An entry that cannot be read (a
+/// dangling link) is an error naming it.
+pub fn scan(dir: &Path) -> Result<FolderScan> {
+    fn walk(dir: &Path, depth: usize, ancestors: &mut Vec<PathBuf>, out: &mut FolderScan) -> Result<()> {
         let rd = std::fs::read_dir(dir).with_context(|| format!("{}: cannot read folder", dir.display()))?;
         for entry in rd {
             let entry = entry.with_context(|| format!("{}: cannot read folder", dir.display()))?;
             let path = entry.path();
-            let ft = entry
-                .file_type()
-                .with_context(|| format!("{}: cannot stat", path.display()))?;
-            if ft.is_dir() {
-                if depth < MAX_DEPTH {
-                    walk(&path, depth + 1, out)?;
+            let meta = std::fs::metadata(&path)
+                .with_context(|| format!("{}: cannot read (a broken symbolic link?)", path.display()))?;
+            if meta.is_dir() {
+                if is_tool_folder(&path) {
+                    out.skipped.push(path);
+                    continue;
                 }
-            } else if is_image_name(&path) {
-                out.push(path);
+                let real = path
+                    .canonicalize()
+                    .with_context(|| format!("{}: cannot resolve", path.display()))?;
+                if ancestors.contains(&real) {
+                    bail!(
+                        "{}: a symbolic link loop (it leads back to {}, which holds it)",
+                        path.display(),
+                        real.display()
+                    );
+                }
+                if depth >= MAX_DEPTH {
+                    bail!(
+                        "{}: folders nested more than {MAX_DEPTH} deep; move the images up",
+                        path.display()
+                    );
+                }
+                ancestors.push(real);
+                walk(&path, depth + 1, ancestors, out)?;
+                ancestors.pop();
+            } else if meta.is_file() && is_image_name(&path) {
+                out.images.push(path);
+            } else {
+                out.skipped.push(path);
             }
         }
         Ok(())
     }
-    let mut out = Vec::new();
-    walk(dir, 0, &mut out)?;
-    out.sort();
+    let mut out = FolderScan::default();
+    let root = dir
+        .canonicalize()
+        .with_context(|| format!("{}: cannot read folder", dir.display()))?;
+    walk(dir, 0, &mut vec![root], &mut out)?;
+    out.images.sort();
+    out.skipped.sort();
     Ok(out)
+}
+
+/// All image files under `dir`, recursively, sorted (see [`scan`]).
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(scan(dir)?.images)
 }
 
 /// Decodes one image file (format from its content) and fits it into `side` x `side` x 3.
 pub fn load_image_file(path: &Path, side: usize) -> Result<Vec<u8>> {
-    let img = ::image::ImageReader::open(path)
-        .with_context(|| format!("{}: cannot open", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("{}: cannot read", path.display()))?
-        .decode()
-        .map_err(|e| anyhow!("{}: not a readable PNG/JPEG image: {e}", path.display()))?;
+    let reader = ::image::ImageReader::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let img = super::image::decode_upright(reader).map_err(|e| {
+        anyhow!(
+            "{}: not a readable image ({}): {e}",
+            path.display(),
+            IMAGE_EXTENSIONS.join(", ")
+        )
+    })?;
     Ok(resize_and_pad(&img, side))
 }
 
@@ -98,18 +191,19 @@ pub fn layout(dir: &Path) -> Result<FolderLayout> {
     let (mut subfolders, mut top_images) = (Vec::new(), Vec::new());
     for entry in rd {
         let entry = entry.with_context(|| format!("{}: cannot read folder", dir.display()))?;
-        let ft = entry
-            .file_type()
-            .with_context(|| format!("{}: cannot stat", entry.path().display()))?;
+        let path = entry.path();
+        // Symbolic links to folders are class folders too.
+        let meta = std::fs::metadata(&path)
+            .with_context(|| format!("{}: cannot read (a broken symbolic link?)", path.display()))?;
         let name = entry.file_name();
-        if ft.is_dir() {
+        if meta.is_dir() {
             let Some(name) = name.to_str() else {
-                bail!("{}: a class folder name is not valid UTF-8", entry.path().display());
+                bail!("{}: a class folder name is not valid UTF-8", path.display());
             };
-            if !name.starts_with('.') {
+            if !is_tool_folder(&path) {
                 subfolders.push(name.to_string());
             }
-        } else if is_image_name(&entry.path()) {
+        } else if meta.is_file() && is_image_name(&path) {
             top_images.push(entry.path());
         }
     }
@@ -141,7 +235,7 @@ pub fn layout(dir: &Path) -> Result<FolderLayout> {
     }
     if let Some(name) = empty.first() {
         bail!(
-            "{}: class folder '{name}' holds no PNG/JPEG image (every subfolder of a labeled folder is a class)",
+            "{}: class folder '{name}' holds no image (every subfolder of a labeled folder is a class)",
             dir.display()
         );
     }
@@ -162,14 +256,14 @@ pub fn is_labeled_dir(dir: &Path) -> bool {
     matches!(layout(dir), Ok(FolderLayout::Labeled(_)))
 }
 
-/// Loads a labeled folder `DIR/<class>/...` (PNG/JPEG files, searched recursively in each class
+/// Loads a labeled folder `DIR/<class>/...` (image files, searched recursively in each class
 /// folder) with the subfolder names as classes (see [`layout`]). Errors on an unlabeled or
 /// ambiguous folder, an empty class folder, fewer than 2 or more than 1000 classes, or an
 /// unreadable image. Images are fitted into `side` x `side`.
 pub fn load_labeled_dir(dir: &Path, side: usize) -> Result<Dataset> {
     let classes = match layout(dir)? {
         FolderLayout::Labeled(c) => c,
-        FolderLayout::Unlabeled => bail!("{}: no class subfolders holding PNG/JPEG images", dir.display()),
+        FolderLayout::Unlabeled => bail!("{}: no class subfolders holding images", dir.display()),
     };
     let mut paths = Vec::new();
     let mut labels = Vec::new();
@@ -182,7 +276,7 @@ pub fn load_labeled_dir(dir: &Path, side: usize) -> Result<Dataset> {
     Dataset::sized(images, side, Some(labels), classes, dir.display().to_string())
 }
 
-/// Loads every PNG/JPEG under `dir` (recursively, sorted by path) without labels, fitted into
+/// Loads every image under `dir` (recursively, sorted by path) without labels, fitted into
 /// `side` x `side`.
 pub fn load_unlabeled_dir(dir: &Path, side: usize) -> Result<Dataset> {
     if !dir.is_dir() {
@@ -190,7 +284,7 @@ pub fn load_unlabeled_dir(dir: &Path, side: usize) -> Result<Dataset> {
     }
     let paths = list_images(dir)?;
     if paths.is_empty() {
-        bail!("{}: no PNG/JPEG images found", dir.display());
+        bail!("{}: no images found ({})", dir.display(), IMAGE_EXTENSIONS.join(", "));
     }
     let images = decode_all(&paths, side)?;
     Dataset::sized(images, side, None, Vec::new(), dir.display().to_string())

@@ -296,6 +296,28 @@ pub fn resize_and_pad_rgba(rgba: &[u8], width: u32, height: u32, side: usize) ->
     out
 }
 
+/// Decodes an image (format from its content) upright: a JPEG's (or TIFF's, WebP's) EXIF
+/// orientation is applied, as browsers do when they decode it, so a phone's portrait photo is
+/// not read sideways.
+pub fn decode_upright<R: std::io::BufRead + std::io::Seek>(
+    reader: image::ImageReader<R>,
+) -> image::ImageResult<image::DynamicImage> {
+    use image::ImageDecoder;
+    let mut decoder = reader.with_guessed_format()?.into_decoder()?;
+    // An unreadable orientation tag is no reason to refuse the pixels.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder)?;
+    img.apply_orientation(orientation);
+    Ok(img)
+}
+
+/// [`decode_upright`] of a file's or an upload's bytes.
+pub fn decode_upright_bytes(bytes: &[u8]) -> image::ImageResult<image::DynamicImage> {
+    decode_upright(image::ImageReader::new(std::io::Cursor::new(bytes)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

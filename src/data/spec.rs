@@ -358,3 +358,17 @@ pub fn load_sized(
     };
     Ok(Source::Finite(ds.resized(size)))
 }
+
+/// For an image folder, the line saying what it deliberately left out (files that are not
+/// images, tool folders); None for other datasets or when nothing was skipped.
+pub fn skipped_summary(spec: &DatasetSpec, split: Split) -> Result<Option<String>> {
+    Ok(match spec {
+        DatasetSpec::Dir(p) | DatasetSpec::Images(p) => {
+            let dir = split_folder(p, split);
+            folder::scan(&dir)?
+                .skipped_summary()
+                .map(|s| format!("{}: {s}", crate::console::printable_path(&dir)))
+        }
+        _ => None,
+    })
+}

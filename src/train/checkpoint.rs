@@ -14,6 +14,7 @@ use crate::gpu::GpuContext;
 use crate::weights::write_atomically;
 
 use super::config::TrainConfig;
+use super::record::RunRecord;
 use super::trainer::Trainer;
 
 pub const CHECKPOINT_FORMAT: &str = "adamatch-wgpu-checkpoint/1";
@@ -39,8 +40,9 @@ fn parse_rng_state(s: &str) -> Result<ChaCha8Rng> {
     Ok(rng)
 }
 
-/// Writes the trainer's whole state to `path` (waits for the GPU).
-pub fn save(ctx: &GpuContext, trainer: &Trainer, path: &Path) -> Result<()> {
+/// Writes the trainer's whole state to `path` (waits for the GPU), with the run's record and
+/// identity.
+pub fn save(ctx: &GpuContext, trainer: &Trainer, record: &RunRecord, path: &Path) -> Result<()> {
     let tensors = trainer.state_tensors();
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
@@ -61,16 +63,27 @@ pub fn save(ctx: &GpuContext, trainer: &Trainer, path: &Path) -> Result<()> {
     meta.insert("config".to_string(), serde_json::to_string(&trainer.cfg)?);
     meta.insert("step".to_string(), trainer.step.to_string());
     meta.insert("rng".to_string(), rng_state(&trainer.rng));
+    meta.insert("run".to_string(), serde_json::to_string(record)?);
+    meta.insert("run_id".to_string(), record.id());
     let bytes = crate::weights::serialize_canonical(views, meta)?;
     write_atomically(path, &bytes)
 }
 
-/// The step and config recorded in a checkpoint, without loading it.
-pub fn peek(path: &Path) -> Result<(u64, TrainConfig)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow!("checkpoint {} is not a safetensors file: {e}", path.display()))?;
-    let meta = header.metadata().clone().unwrap_or_default();
+/// What a checkpoint says of its run, read without its tensors.
+pub struct Peeked {
+    pub step: u64,
+    pub config: TrainConfig,
+    /// The run's record and identity (None in checkpoints written before they were stored).
+    pub record: Option<RunRecord>,
+}
+
+/// The step, config and run record of a checkpoint, reading its header only.
+pub fn peek(path: &Path) -> Result<Peeked> {
+    let header = crate::weights::read_header(path, "checkpoint")?;
+    let meta: HashMap<String, String> = serde_json::from_slice::<serde_json::Value>(&header)
+        .ok()
+        .and_then(|v| serde_json::from_value(v.get("__metadata__")?.clone()).ok())
+        .unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(CHECKPOINT_FORMAT) {
         bail!(
             "{} is not an adamatch-wgpu checkpoint (format {:?})",
@@ -82,15 +95,29 @@ pub fn peek(path: &Path) -> Result<(u64, TrainConfig)> {
         .get("step")
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow!("checkpoint has no step"))?;
-    let cfg = serde_json::from_str(meta.get("config").ok_or_else(|| anyhow!("checkpoint has no config"))?)
+    let config = serde_json::from_str(meta.get("config").ok_or_else(|| anyhow!("checkpoint has no config"))?)
         .map_err(|e| anyhow!("checkpoint {} has an unreadable config: {e}", path.display()))?;
-    Ok((step, cfg))
+    let record = match meta.get("run") {
+        None => None,
+        Some(json) => {
+            let r: RunRecord = serde_json::from_str(json)
+                .map_err(|e| anyhow!("checkpoint {} has an unreadable run record: {e}", path.display()))?;
+            if meta.get("run_id") != Some(&r.id()) {
+                bail!(
+                    "checkpoint {}: its run identity does not match its record (edited by hand?)",
+                    path.display()
+                );
+            }
+            Some(r)
+        }
+    };
+    Ok(Peeked { step, config, record })
 }
 
 /// Restores a trainer built from the checkpoint's own config to the saved state.
 pub fn restore(ctx: &GpuContext, trainer: &mut Trainer, path: &Path) -> Result<()> {
     let what = || format!("checkpoint {}", path.display());
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", what()))?;
+    let bytes = crate::weights::read_checked(path, "checkpoint")?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{} is not a safetensors file: {e}", what()))?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| anyhow!("{}: {e}", what()))?;
     let meta = header.metadata().clone().unwrap_or_default();

@@ -340,10 +340,21 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        self.network.blocks_per_stage()?;
+        // The flag's own range first: the network's limits name no flag.
         crate::data::check_image_size(self.network.image_size)?;
-        if self.batch == 0 || self.uratio == 0 || self.steps == 0 {
-            bail!("batch, uratio and steps must be positive");
+        self.network.blocks_per_stage()?;
+        if self.batch == 0 || self.uratio == 0 {
+            bail!("batch (--batch) and uratio (--uratio) must be positive");
+        }
+        check_count("--steps", self.steps, 1, MAX_STEPS)?;
+        check_count(
+            "--bn-calibration",
+            self.bn_calibration as u64,
+            0,
+            MAX_BN_CALIBRATION as u64,
+        )?;
+        if let Some(n) = self.eval_limit {
+            check_count("--eval-limit", n as u64, 1, MAX_EVAL_LIMIT as u64)?;
         }
         // Every range check is written so that NaN fails it.
         if !(self.lr.is_finite() && self.lr > 0.0) {
@@ -395,9 +406,25 @@ impl TrainConfig {
             }
             _ => {}
         }
-        if self.log_every == 0 || self.eval_every == 0 || self.checkpoint_every == 0 {
-            bail!("log, eval and checkpoint intervals must be positive");
-        }
+        check_count("--log-every", self.log_every, 1, MAX_STEPS)?;
+        check_count("--eval-every", self.eval_every, 1, MAX_STEPS)?;
+        check_count("--checkpoint-every", self.checkpoint_every, 1, MAX_STEPS)?;
         Ok(())
     }
+}
+
+/// The most steps a run may ask for (the paper's longest run is 131,072 steps of 64 images;
+/// this is 7,600 times that).
+pub const MAX_STEPS: u64 = 1_000_000_000;
+/// The most batch-norm calibration batches (each a training-mode pass before every evaluation).
+pub const MAX_BN_CALIBRATION: usize = 1024;
+/// The most test images one evaluation may take per test set.
+pub const MAX_EVAL_LIMIT: usize = 100_000_000;
+
+/// Refuses a count outside `min..=max`, naming the flag and the range.
+pub fn check_count(flag: &str, value: u64, min: u64, max: u64) -> Result<()> {
+    if !(min..=max).contains(&value) {
+        bail!("{flag} {value}: must be from {min} to {max}");
+    }
+    Ok(())
 }

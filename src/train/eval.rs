@@ -6,6 +6,7 @@
 use anyhow::{bail, Result};
 use serde::Serialize;
 
+use crate::console::printable;
 use crate::data::{check_same_classes, Dataset};
 use crate::gpu::GpuContext;
 use crate::input::InputScale;
@@ -229,7 +230,13 @@ impl EvalResult {
         };
         let shares: Vec<String> = order
             .iter()
-            .map(|&c| format!("{}:{:.0}%", self.classes[c], 100.0 * self.predicted[c] as f64 / n))
+            .map(|&c| {
+                format!(
+                    "{}:{:.0}%",
+                    printable(&self.classes[c]),
+                    100.0 * self.predicted[c] as f64 / n
+                )
+            })
             .collect();
         let mask = match (self.mask_rate, self.threshold) {
             (Some(r), Some(t)) => format!(", {:.1}% at least {t:.2} sure", 100.0 * r),
@@ -254,7 +261,7 @@ impl EvalResult {
             .unwrap_or(1)
             .clamp(5, 24);
         let name = |c: usize| {
-            let n: String = self.classes[c].chars().take(name_width).collect();
+            let n: String = printable(&self.classes[c]).chars().take(name_width).collect();
             format!("{n:>name_width$} {:>4}", format!("({c})"))
         };
         let (Some(confusion), Some(per_class)) = (&self.confusion, &self.per_class) else {

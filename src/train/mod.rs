@@ -9,5 +9,7 @@ pub mod eval;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plots;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod record;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod run;
 pub mod trainer;

@@ -312,7 +312,10 @@ pub fn write_plots(dir: &Path, metrics: &Path, final_target: Option<&EvalResult>
     }
     let save = |img: RgbImage, name: &str| -> Result<()> {
         let path = dir.join(name);
-        img.save(&path).with_context(|| format!("writing {}", path.display()))
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .with_context(|| format!("encoding {}", path.display()))?;
+        crate::weights::write_atomically(&path, &png)
     };
     save(
         line_chart(

@@ -19,6 +19,7 @@ use super::checkpoint;
 use super::config::TrainConfig;
 use super::eval::{evaluate_run, EvalResult, Evaluator};
 use super::plots;
+use super::record::{self, RunInputs, RunRecord};
 use super::trainer::{StepMetrics, Trainer};
 
 /// Which of the paper's three settings a run trains in.
@@ -65,8 +66,10 @@ pub struct RunOptions {
     /// unlabeled: evaluation then reports what can be known without labels).
     pub target_test: Option<DatasetSpec>,
     pub data_dir: PathBuf,
-    /// Continue from `out_dir/checkpoint.safetensors`.
+    /// Continue from `out_dir/checkpoint.safetensors`: every setting must be the run's own.
     pub resume: bool,
+    /// Replace the run in `out_dir` (its files; anything else there stays).
+    pub overwrite: bool,
     /// Start from these weights (a `model.safetensors` of the same network) instead of a random
     /// initialisation, e.g. adaptation from a source-only model (the official code's
     /// `ablation/adamatch_pretrain.py`). Ignored by `resume`, which restores its checkpoint.
@@ -77,6 +80,32 @@ pub struct RunOptions {
     pub progress: bool,
     /// Set by a Ctrl-C handler: checkpoint and stop.
     pub interrupted: Arc<AtomicBool>,
+}
+
+impl RunOptions {
+    /// The inputs as the run's record holds them.
+    pub fn inputs(&self) -> RunInputs {
+        let (target_labeled, target_labels_per_class, labels_per_class) = match &self.setting {
+            Setting::Uda => (None, None, None),
+            Setting::Ssda { labeled, per_class } => (Some(labeled.to_string()), *per_class, None),
+            Setting::Ssl { per_class } => (None, None, Some(*per_class)),
+        };
+        RunInputs {
+            setting: self.setting.name().to_string(),
+            source: self.source.to_string(),
+            target: match self.setting {
+                Setting::Ssl { .. } => String::new(),
+                _ => self.target.to_string(),
+            },
+            source_test: self.source_test.as_ref().map(DatasetSpec::to_string),
+            target_test: self.target_test.as_ref().map(DatasetSpec::to_string),
+            target_labeled,
+            target_labels_per_class,
+            labels_per_class,
+            labels_seed: self.labels_seed,
+            init: self.init.as_ref().map(|p| p.display().to_string()),
+        }
+    }
 }
 
 /// What a finished (or stopped) run reports.
@@ -111,6 +140,32 @@ fn pickable(source: Source) -> Dataset {
         Source::Finite(d) => d,
         s @ Source::Synthetic(_) => s.take(STREAM_POOL),
     }
+}
+
+/// Says what the run's image folders deliberately left out (files that are not images, tool
+/// folders), once per folder.
+fn note_skipped(opts: &RunOptions) -> Result<()> {
+    let mut specs = vec![
+        (&opts.source, Split::Train),
+        (opts.source_test.as_ref().unwrap_or(&opts.source), Split::Test),
+    ];
+    if !matches!(opts.setting, Setting::Ssl { .. }) {
+        specs.push((&opts.target, Split::Train));
+        specs.push((opts.target_test.as_ref().unwrap_or(&opts.target), Split::Test));
+    }
+    if let Setting::Ssda { labeled, .. } = &opts.setting {
+        specs.push((labeled, Split::Train));
+    }
+    let mut said = Vec::new();
+    for (spec, split) in specs {
+        if let Some(line) = crate::data::spec::skipped_summary(spec, split)? {
+            if !said.contains(&line) {
+                crate::errln!("note: {line}");
+                said.push(line);
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunData> {
@@ -273,46 +328,84 @@ fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-/// The `init` entry of an existing run's config.json (None when absent or unreadable).
-fn read_init_entry(path: &Path) -> Option<String> {
+/// An entry of an existing run's config.json (None when absent or unreadable).
+fn read_config_entry(path: &Path, key: &str) -> Option<serde_json::Value> {
     let text = std::fs::read_to_string(path).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    value.get("init")?.as_str().map(str::to_string)
+    value.get(key).cloned()
 }
 
-/// The `classes` entry of an existing run's config.json (None when absent or unreadable).
-fn read_classes_entry(path: &Path) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    serde_json::from_value(value.get("classes")?.clone()).ok()
+/// Checks what `opts.out_dir` holds against what is asked: a new run needs a directory without a
+/// run (or `overwrite`); a resumed one a checkpoint of this very run. Returns the configuration
+/// to train with (a resumed run's own).
+fn check_run_directory(cfg: TrainConfig, opts: &RunOptions) -> Result<TrainConfig> {
+    let dir = &opts.out_dir;
+    let ckpt = dir.join(CHECKPOINT);
+    if !opts.resume {
+        let present = record::existing_run_files(dir);
+        if !present.is_empty() && !opts.overwrite {
+            bail!(
+                "{} already holds a run ({}): pass --resume to continue it (its checkpoint), --overwrite to \
+                 replace it, or choose another --out",
+                dir.display(),
+                present.join(", ")
+            );
+        }
+        return Ok(cfg);
+    }
+    if opts.overwrite {
+        bail!(
+            "--resume continues the run in {} and --overwrite replaces it: pass one of them",
+            dir.display()
+        );
+    }
+    if !ckpt.exists() {
+        bail!("--resume: no checkpoint at {}", ckpt.display());
+    }
+    let saved = checkpoint::peek(&ckpt)?;
+    let given = RunRecord {
+        config: cfg.clone(),
+        inputs: opts.inputs(),
+    };
+    match &saved.record {
+        Some(run) => {
+            // The flags describe the run itself or nothing is resumed.
+            let mut given = given;
+            given.config.network.num_classes = run.config.network.num_classes;
+            given.config.labeled_target_batch = run.config.labeled_target_batch;
+            record::check_same_run(dir, run, &given)?;
+            if let Some(id) =
+                read_config_entry(&dir.join("config.json"), "run_id").and_then(|v| v.as_str().map(str::to_string))
+            {
+                if id != run.id() {
+                    bail!(
+                        "--resume: {} belongs to another run (run {}) than {}'s config.json (run {id}): it was \
+                         copied from elsewhere; resume it in its own directory, or move it away to keep this run",
+                        ckpt.display(),
+                        run.id(),
+                        dir.display()
+                    );
+                }
+            }
+        }
+        None => {
+            if saved.config != cfg {
+                crate::errln!("note: resuming with the checkpoint's own configuration; other flags are ignored");
+            }
+        }
+    }
+    crate::errln!("resuming {} from step {}", dir.display(), saved.step);
+    Ok(saved.config)
 }
 
 pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     let dir = &opts.out_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating the run directory {}", dir.display()))?;
     let ckpt = dir.join(CHECKPOINT);
     let metrics_path = dir.join("metrics.jsonl");
-    let mut cfg = if opts.resume {
-        if !ckpt.exists() {
-            bail!("--resume: no checkpoint at {}", ckpt.display());
-        }
-        let (step, saved) = checkpoint::peek(&ckpt)?;
-        if saved != cfg {
-            eprintln!("note: resuming with the checkpoint's own configuration; other flags are ignored");
-        }
-        eprintln!("resuming {} from step {step}", dir.display());
-        saved
-    } else {
-        if ckpt.exists() {
-            bail!(
-                "{} already holds a checkpoint: pass --resume to continue it, or choose another --out",
-                dir.display()
-            );
-        }
-        cfg
-    };
+    let mut cfg = check_run_directory(cfg, opts)?;
     cfg.validate()?;
     let data = load_data(&cfg, opts)?;
+    note_skipped(opts)?;
     // The network's head has one output per class of the source.
     if opts.resume {
         if cfg.network.num_classes != data.classes.len() {
@@ -323,7 +416,9 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
                 data.classes.len()
             );
         }
-        if let Some(saved) = read_classes_entry(&dir.join("config.json")) {
+        if let Some(saved) = read_config_entry(&dir.join("config.json"), "classes")
+            .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+        {
             check_same_classes(
                 &format!("the source domain {}", opts.source),
                 &data.classes,
@@ -345,7 +440,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         cfg.labeled_target_batch = if data.labeled_target.is_some() { cfg.batch } else { 0 };
     }
     if data.target_test.labels.is_none() {
-        eprintln!(
+        crate::errln!(
             "note: the target test set {} is unlabeled: evaluation reports the predicted classes, the mean \
              confidence and the mask rate on it, not an accuracy (--target-test names a labeled one)",
             data.target_test.name
@@ -373,15 +468,26 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
                 .with_context(|| format!("--init {}", path.display()))?;
         }
         trainer.init_ema(ctx);
-        let _ = std::fs::remove_file(&metrics_path);
     }
-    let init = if opts.resume {
-        // The checkpoint's own config.json entry stays true: read it back.
-        read_init_entry(&dir.join("config.json"))
-    } else {
-        opts.init.as_ref().map(|p| p.display().to_string())
+    // Everything is checked: only now is the directory made (a failed start leaves none) and a
+    // replaced run's files removed.
+    if opts.overwrite {
+        record::remove_run_files(dir)?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the run directory {}", dir.display()))?;
+    let init = match &opts.init {
+        // A checkpoint without a run record: its config.json entry stays true.
+        None if opts.resume => {
+            read_config_entry(&dir.join("config.json"), "init").and_then(|v| v.as_str().map(str::to_string))
+        }
+        init => init.as_ref().map(|p| p.display().to_string()),
+    };
+    let run = RunRecord {
+        config: cfg.clone(),
+        inputs: opts.inputs(),
     };
     let config_json = json!({
+        "run_id": run.id(),
         "config": cfg,
         "init": init,
         "classes": &data.classes,
@@ -430,7 +536,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     };
     let say = |s: String| match &bar {
         Some(b) => b.println(s),
-        None => eprintln!("{s}"),
+        None => crate::errln!("{s}"),
     };
 
     let start = Instant::now();
@@ -460,7 +566,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
             if m.non_finite {
                 let last_good = if ckpt.exists() {
                     let at = checkpoint::peek(&ckpt)
-                        .map(|(s, _)| format!(" (step {s})"))
+                        .map(|p| format!(" (step {})", p.step))
                         .unwrap_or_default();
                     format!("The last good checkpoint is {}{at}; ", ckpt.display())
                 } else {
@@ -509,7 +615,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
             last_eval = Some((s, t));
         }
         if step % cfg.checkpoint_every == 0 || step == cfg.steps || stop_now {
-            checkpoint::save(ctx, &trainer, &ckpt)?;
+            checkpoint::save(ctx, &trainer, &run, &ckpt)?;
         }
         if stop_now && step < cfg.steps {
             finished = false;
@@ -528,7 +634,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         let net = trainer.calibrated_eval_net(ctx, &data.source_train, &data.target_train)?;
         weights::save(ctx, net, &dir.join(MODEL), cfg.input_scale, &extra)?;
         if let Err(e) = plots::write_plots(dir, &metrics_path, last_eval.as_ref().map(|(_, t)| t)) {
-            eprintln!("warning: could not draw the plots: {e:#}");
+            crate::errln!("warning: could not draw the plots: {e:#}");
         }
     }
     Ok(RunSummary {

@@ -204,8 +204,8 @@ fn target_image(entry: &JsValue, index: usize, side: usize) -> Result<Vec<u8>> {
     };
     if let Some(bytes) = encoded {
         let bytes = js_sys::Uint8Array::new(&bytes).to_vec();
-        let img = image::load_from_memory(&bytes)
-            .map_err(|e| anyhow!("target image {name}: not a readable PNG/JPEG image: {e}"))?;
+        let img = crate::data::image::decode_upright_bytes(&bytes)
+            .map_err(|e| anyhow!("target image {name}: not a readable image: {e}"))?;
         return Ok(crate::data::image::resize_and_pad(&img, side));
     }
     let (Some(data), Some(w), Some(h)) = (
