@@ -335,10 +335,11 @@ fn resolve(site: &Site, path: &str) -> std::io::Result<Option<PathBuf>> {
     }
     let full = match site.dir.join(rel).canonicalize() {
         Ok(p) => p,
+        // Missing, or a name no file can have (too long): the request's fault, a 404.
         Err(e)
             if matches!(
                 e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory | std::io::ErrorKind::InvalidFilename
             ) =>
         {
             return Ok(None)

@@ -295,7 +295,7 @@ fn a_flood_of_idle_connections_does_not_stop_it_and_logs_stay_short() {
     // A 50 KB path is logged cut to 200 bytes (issue 13: every 404 logged the whole path).
     let long = format!("/{}", "a".repeat(50_000));
     let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    write!(s, "GET {long} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(s, "GET {long} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -357,4 +357,138 @@ fn out_of_file_descriptors_it_logs_once_a_second_and_recovers() {
     );
     // Issue 13: ~2.2 million lines; now at most one a second (the test spans about 4 s).
     assert!(accept_lines <= 6, "{accept_lines} accept-error lines:\n{text}");
+}
+
+/// One raw request; (status, header lines lowercased, body).
+fn raw_request(port: u16, text: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(text.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("no header end");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), raw[split + 4..].to_vec())
+}
+
+fn get_with_host(port: u16, target: &str, host: &str) -> (u16, String, Vec<u8>) {
+    raw_request(
+        port,
+        &format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Issue 24 row 17: dotfiles were served, 405 had no `Allow`, no security headers, any `Host`
+/// was accepted (DNS rebinding), a read error answered 404.
+#[test]
+fn hidden_files_methods_headers_hosts_and_read_errors() {
+    let root = tmp_dir("headers");
+    let web = web_dir(&root, true);
+    std::fs::write(web.join(".env"), "SECRET=1").unwrap();
+    std::fs::create_dir_all(web.join(".git")).unwrap();
+    std::fs::write(web.join(".git/config"), "[core]").unwrap();
+    std::os::unix::fs::symlink(web.join(".env"), web.join("visible.txt")).unwrap();
+    std::os::unix::fs::symlink(web.join("loop.js"), web.join("loop.js")).unwrap();
+    let server = start(&["--dir".as_ref(), web.as_os_str()]);
+    let p = server.port;
+    for target in ["/.env", "/.git/config", "/samples/../.env", "/visible.txt"] {
+        let (status, _, body) = get_with_host(p, target, "127.0.0.1");
+        assert_eq!(status, 404, "{target}: {}", String::from_utf8_lossy(&body));
+    }
+    let (status, head, _) = get_with_host(p, "/", &format!("localhost:{p}"));
+    assert_eq!(status, 200);
+    for h in [
+        "content-security-policy: default-src 'self'",
+        "x-frame-options: deny",
+        "referrer-policy: no-referrer",
+        "x-content-type-options: nosniff",
+    ] {
+        assert!(head.contains(h), "no '{h}' in {head}");
+    }
+    let (status, head, _) = raw_request(p, "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(status, 405);
+    assert!(head.contains("allow: get, head"), "{head}");
+    // DNS rebinding: a name that resolves here is not this server's name.
+    for host in ["evil.example", &format!("evil.example:{p}"), "127.0.0.1.nip.io"] {
+        let (status, _, _) = get_with_host(p, "/", host);
+        assert_eq!(status, 421, "Host {host}");
+    }
+    for host in [
+        format!("127.0.0.1:{p}"),
+        format!("[::1]:{p}"),
+        "localhost".to_string(),
+        format!("app.localhost:{p}"),
+    ] {
+        assert_eq!(get_with_host(p, "/", &host).0, 200, "Host {host}");
+    }
+    // A file the server cannot read (a link loop) is its failure: 500, not "not found".
+    assert_eq!(get_with_host(p, "/loop.js", "127.0.0.1").0, 500);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Issue 24 row 13: the server read a whole file per request (20 slow clients of 146 MB: RSS
+/// 6 MB -> 2.8 GB). Streamed, 300 clients of a 150 MB file that read nothing past the head
+/// hold the memory flat.
+#[test]
+fn big_files_are_streamed_with_flat_memory_under_300_slow_clients() {
+    let root = tmp_dir("stream");
+    let web = web_dir(&root, true);
+    let big = web.join("big.bin");
+    let size: u64 = 150 << 20;
+    {
+        // Sparse: no disk, and the pattern's last bytes mark the end.
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(size).unwrap();
+        use std::io::{Seek, SeekFrom};
+        let mut f = f;
+        f.seek(SeekFrom::Start(size - 4)).unwrap();
+        f.write_all(b"END!").unwrap();
+    }
+    let server = start(&["--dir".as_ref(), web.as_os_str()]);
+    let p = server.port;
+    let pid = server.child.id();
+    let before = rss_kib(pid);
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        write!(s, "GET /big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        clients.push(s);
+    }
+    // Let the server fill every socket it serves.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let during = rss_kib(pid);
+    assert!(
+        during < before + 200 * 1024,
+        "RSS grew from {before} KiB to {during} KiB under 300 slow clients"
+    );
+    drop(clients);
+    // One client that reads it all gets every byte, ending with the marker.
+    let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    write!(
+        s,
+        "GET /big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut total = 0u64;
+    let mut tail = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 16 {
+            tail.drain(..tail.len() - 16);
+        }
+    }
+    assert!(total > size, "{total} bytes for a {size}-byte file and its head");
+    assert!(tail.ends_with(b"END!"));
+    assert!(rss_kib(pid) < before + 200 * 1024);
 }

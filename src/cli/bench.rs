@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::GpuArgs;
+use super::{parse, GpuArgs};
 use crate::bench::{self, BenchOptions};
 use crate::network::{Activation, WideResNetConfig};
 use crate::train::config::TrainConfig;
@@ -17,34 +17,34 @@ pub struct BenchArgs {
     #[arg(long, default_value = "paper", requires = "step")]
     preset: String,
     /// With --step: timed steps (after --warmup untimed ones).
-    #[arg(long, default_value_t = 3, requires = "step")]
+    #[arg(long, default_value_t = 3, requires = "step", value_parser = parse::positive)]
     steps: usize,
-    #[arg(long, default_value_t = 1, requires = "step")]
+    #[arg(long, default_value_t = 1, requires = "step", value_parser = |s: &str| parse::count::<usize>(s, 0, 1_000_000))]
     warmup: usize,
     /// With --step: target images per source image (default: the preset's).
-    #[arg(long, requires = "step")]
+    #[arg(long, requires = "step", value_parser = parse::positive)]
     uratio: Option<usize>,
     /// With --step: skip the op-by-op profile.
     #[arg(long, requires = "step")]
     no_profile: bool,
     /// With --step: the side of the images (default: the preset's, 32).
-    #[arg(long, requires = "step")]
+    #[arg(long, requires = "step", value_parser = parse::image_size)]
     image_size: Option<usize>,
     /// With --step: timed runs of the main pass's forward+backward alone (0 skips it).
-    #[arg(long, default_value_t = 1, requires = "step")]
+    #[arg(long, default_value_t = 1, requires = "step", value_parser = |s: &str| parse::count::<usize>(s, 0, 1_000_000))]
     engine_reps: usize,
     /// Batch size of the timed pass (64); with --step, source images per step (the preset's).
-    #[arg(long)]
+    #[arg(long, value_parser = parse::positive)]
     batch: Option<usize>,
-    #[arg(long, default_value_t = 28)]
+    #[arg(long, default_value_t = 28, value_parser = parse::depth)]
     depth: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = parse::width)]
     width: usize,
     /// relu or leaky (slope 0.1).
     #[arg(long, default_value = "leaky")]
     activation: String,
     /// Timed repetitions of the whole pass.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = parse::positive)]
     reps: usize,
     #[arg(long)]
     json: bool,

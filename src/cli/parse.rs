@@ -44,7 +44,9 @@ pub fn eval_limit_or_all(s: &str) -> Result<EvalLimit, String> {
     if s == "all" {
         return Ok(EvalLimit(None));
     }
-    eval_limit(s).map(|n| EvalLimit(Some(n))).map_err(|e| format!("{e}, or all"))
+    eval_limit(s)
+        .map(|n| EvalLimit(Some(n)))
+        .map_err(|e| format!("{e}, or all"))
 }
 
 /// `--image-size`: the sides training supports.

@@ -77,7 +77,7 @@ pub enum DataCommand {
         #[arg(long, value_enum, default_value_t = Preprocess::Pad)]
         preprocess: Preprocess,
         /// Images summarised from an infinite synthetic training stream.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 10_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
         stream_samples: usize,
         /// Cache directory [default: $ADAMATCH_DATA or the user cache dir/adamatch-wgpu].
         #[arg(long, env = "ADAMATCH_DATA")]
@@ -95,13 +95,13 @@ pub enum DataCommand {
         #[arg(long, value_enum, default_value_t = Split::Train)]
         split: Split,
         /// Number of samples.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
         count: usize,
         /// Tiles per row.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000))]
         cols: usize,
         /// Enlargement factor of each 32x32 tile.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=32))]
         scale: usize,
         /// Seed choosing which samples are shown (0 = the first ones).
         #[arg(long, default_value_t = 0)]

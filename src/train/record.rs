@@ -29,6 +29,29 @@ pub fn is_temporary(name: &str) -> bool {
     name.starts_with('.') && name.contains(".tmp-")
 }
 
+/// Removes the temporary files a killed run left in `dir` (`.checkpoint.safetensors.tmp-PID`
+/// and the like: a process killed while writing cannot remove its own). Where `/proc` tells which
+/// processes live, a live process's file is left alone.
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let proc = Path::new("/proc/self").exists();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = RUN_FILES.iter().any(|f| name.starts_with(&format!(".{f}.tmp-")));
+        if !ours {
+            continue;
+        }
+        let pid = name.rsplit("tmp-").next().unwrap_or("");
+        if proc && pid != std::process::id().to_string() && Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let _ = std::fs::remove_file(e.path());
+    }
+}
+
 /// The run files present in `dir` (none when it does not exist).
 pub fn existing_run_files(dir: &Path) -> Vec<&'static str> {
     RUN_FILES.iter().copied().filter(|f| dir.join(f).exists()).collect()
@@ -115,6 +138,15 @@ fn show(v: &Value) -> String {
     match v {
         Value::Null => "(none)".into(),
         Value::String(s) => s.clone(),
+        // The config's f32 values, widened on their way into JSON: shown as the f32 they are.
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if (x as f32) as f64 == x {
+                (x as f32).to_string()
+            } else {
+                x.to_string()
+            }
+        }
         other => other.to_string(),
     }
 }

@@ -360,7 +360,17 @@ fn check_run_directory(cfg: TrainConfig, opts: &RunOptions) -> Result<TrainConfi
         );
     }
     if !ckpt.exists() {
-        bail!("--resume: no checkpoint at {}", ckpt.display());
+        let present = record::existing_run_files(dir);
+        if present.is_empty() {
+            bail!("--resume: no checkpoint at {}", ckpt.display());
+        }
+        bail!(
+            "--resume: no checkpoint at {} ({} holds {}): the run stopped before its first checkpoint \
+             or its checkpoint was removed; start it again with --overwrite",
+            ckpt.display(),
+            dir.display(),
+            present.join(", ")
+        );
     }
     let saved = checkpoint::peek(&ckpt)?;
     let given = RunRecord {
@@ -403,6 +413,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     let ckpt = dir.join(CHECKPOINT);
     let metrics_path = dir.join("metrics.jsonl");
     let mut cfg = check_run_directory(cfg, opts)?;
+    record::remove_stale_temporaries(dir);
     cfg.validate()?;
     let data = load_data(&cfg, opts)?;
     note_skipped(opts)?;
@@ -628,6 +639,11 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     }
     if let Some(b) = &bar {
         b.finish_and_clear();
+    }
+    if finished && last_eval.is_none() && trainer.step == cfg.steps {
+        // Resumed from the final checkpoint (stopped before the export): its evaluation is in
+        // metrics.jsonl already; computed again (deterministically) for the report and plots.
+        last_eval = Some(evaluate(&mut trainer, &mut evaluator)?);
     }
     if finished {
         let extra = trainer.export_metadata(&data.classes)?;

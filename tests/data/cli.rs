@@ -79,3 +79,29 @@ fn info_and_check_run() {
     let msg = format!("{:#}", run(cmd(&["check", "--data-dir", d])).unwrap_err());
     assert!(msg.contains("1 bad"), "{msg}");
 }
+
+/// Issue 24: what an image folder deliberately leaves out is counted in `data info`.
+#[test]
+fn data_info_counts_what_a_folder_skips() {
+    use adamatch_wgpu::data::spec::{parse_dataset_spec, skipped_summary, Split};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        image::RgbImage::new(8, 8).save(root.join(class).join("1.png")).unwrap();
+    }
+    std::fs::write(root.join("a/.DS_Store"), "x").unwrap();
+    std::fs::write(root.join("README.txt"), "x").unwrap();
+    let spec = parse_dataset_spec(&format!("dir:{}", root.display())).unwrap();
+    let line = skipped_summary(&spec, Split::Train).unwrap().unwrap();
+    assert!(
+        line.contains("skipped 2 entries") && line.contains("README.txt"),
+        "{line}"
+    );
+    run(cmd(&["info", &format!("dir:{}", root.display())])).unwrap();
+    assert!(
+        skipped_summary(&parse_dataset_spec("synth-digits").unwrap(), Split::Train)
+            .unwrap()
+            .is_none()
+    );
+}
