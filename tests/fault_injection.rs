@@ -1,0 +1,160 @@
+//! Issue 24's fault injection: a training process killed (SIGKILL, no chance to clean up) at 20
+//! seeded random moments (while it starts, trains, evaluates, writes checkpoints, exports) and
+//! resumed each time ends with the files of an uninterrupted run, byte for byte, and no temporary
+//! file left.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_adamatch-wgpu"));
+    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    c
+}
+
+/// A WRN-10-1 run on the built-in pair at 16 px (seconds on lavapipe) with a checkpoint every 2 steps and an evaluation every 4.
+const RUN: &[&str] = &[
+    "train",
+    "--preset",
+    "tiny",
+    "--depth",
+    "10",
+    "--width",
+    "1",
+    "--batch",
+    "2",
+    "--uratio",
+    "2",
+    "--eval-limit",
+    "16",
+    "--bn-calibration",
+    "2",
+    "--image-size",
+    "16",
+    "--steps",
+    "16",
+    "--log-every",
+    "1",
+    "--eval-every",
+    "4",
+    "--checkpoint-every",
+    "2",
+    "--no-progress",
+];
+
+/// The run's files, with metrics.jsonl's wall-clock field (images/s) taken out.
+fn run_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let mut bytes = std::fs::read(e.path()).unwrap();
+        if name == "metrics.jsonl" {
+            let lines: Vec<String> = String::from_utf8(bytes)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v.as_object_mut().unwrap().remove("images_per_s");
+                    v.to_string()
+                })
+                .collect();
+            bytes = lines.join("\n").into_bytes();
+        }
+        files.insert(name, bytes);
+    }
+    files
+}
+
+/// A seeded generator (SplitMix64) for the kill moments.
+struct Moments(u64);
+
+impl Moments {
+    fn next_fraction(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) as f64 / u64::MAX as f64
+    }
+}
+
+#[test]
+fn a_run_killed_at_20_random_moments_ends_byte_identical_to_a_straight_one() {
+    let root = std::env::temp_dir().join(format!("adamatch-faults-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (straight, killed) = (root.join("straight"), root.join("killed"));
+    let t = Instant::now();
+    let o = bin().args(RUN).arg("--out").arg(&straight).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let whole = t.elapsed();
+
+    let mut moments = Moments(24);
+    let mut log = Vec::new();
+    let mut kills = 0;
+    while kills < 20 {
+        let mut cmd = bin();
+        cmd.args(RUN).arg("--out").arg(&killed);
+        if killed.join("checkpoint.safetensors").exists() {
+            cmd.arg("--resume");
+        } else if killed.exists() {
+            // Killed before its first checkpoint: the run starts again.
+            cmd.arg("--overwrite");
+        }
+        // Up to the straight run's whole time: moments in start-up, training, evaluation,
+        // checkpoint writing and the export all come up.
+        let delay = whole.mul_f64(moments.next_fraction());
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(delay);
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    status.success(),
+                    "an attempt failed after {log:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                log.push(format!("finished before {delay:?}"));
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                log.push(format!("killed at {delay:?}"));
+            }
+        }
+    }
+    let o = bin()
+        .args(RUN)
+        .arg("--out")
+        .arg(&killed)
+        .arg(if killed.join("checkpoint.safetensors").exists() {
+            "--resume"
+        } else {
+            "--overwrite"
+        })
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the last resume: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    eprintln!("{} attempts over a {whole:?} run: {}", log.len(), log.join(", "));
+    let (a, b) = (run_files(&straight), run_files(&killed));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "other files (temporaries?) after {log:?}"
+    );
+    for (name, bytes) in &a {
+        assert!(
+            *bytes == b[name],
+            "{name} differs from the straight run's after {log:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
