@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_adamatch-wgpu"));
