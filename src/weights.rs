@@ -93,7 +93,7 @@ pub fn serialize_canonical(views: Vec<(String, TensorView<'_>)>, meta: HashMap<S
 }
 
 /// `v` with every object's keys in sorted order (whatever map type serde_json was built with).
-fn sorted_json(v: &serde_json::Value) -> serde_json::Value {
+pub fn sorted_json(v: &serde_json::Value) -> serde_json::Value {
     match v {
         serde_json::Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();

@@ -5,30 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_adamatch-wgpu"));
-    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    c
-}
+mod common;
+use common::{bin, TINY};
 
 /// A WRN-10-1 run on the built-in pair at 16 px (seconds on lavapipe) with a checkpoint every 2 steps and an evaluation every 4.
-const RUN: &[&str] = &[
-    "train",
-    "--preset",
-    "tiny",
-    "--depth",
-    "10",
-    "--width",
-    "1",
-    "--batch",
-    "2",
-    "--uratio",
-    "2",
-    "--eval-limit",
-    "16",
+const RUN_FLAGS: &[&str] = &[
     "--bn-calibration",
     "2",
     "--image-size",
@@ -41,7 +25,6 @@ const RUN: &[&str] = &[
     "4",
     "--checkpoint-every",
     "2",
-    "--no-progress",
 ];
 
 /// The run's files, with metrics.jsonl's wall-clock field (images/s) taken out.
@@ -87,7 +70,13 @@ fn a_run_killed_at_20_random_moments_ends_byte_identical_to_a_straight_one() {
     let _ = std::fs::remove_dir_all(&root);
     let (straight, killed) = (root.join("straight"), root.join("killed"));
     let t = Instant::now();
-    let o = bin().args(RUN).arg("--out").arg(&straight).output().unwrap();
+    let o = bin()
+        .args(TINY)
+        .args(RUN_FLAGS)
+        .arg("--out")
+        .arg(&straight)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let whole = t.elapsed();
 
@@ -96,7 +85,7 @@ fn a_run_killed_at_20_random_moments_ends_byte_identical_to_a_straight_one() {
     let mut kills = 0;
     while kills < 20 {
         let mut cmd = bin();
-        cmd.args(RUN).arg("--out").arg(&killed);
+        cmd.args(TINY).args(RUN_FLAGS).arg("--out").arg(&killed);
         if killed.join("checkpoint.safetensors").exists() {
             cmd.arg("--resume");
         } else if killed.exists() {
@@ -127,7 +116,8 @@ fn a_run_killed_at_20_random_moments_ends_byte_identical_to_a_straight_one() {
         }
     }
     let o = bin()
-        .args(RUN)
+        .args(TINY)
+        .args(RUN_FLAGS)
         .arg("--out")
         .arg(&killed)
         .arg(if killed.join("checkpoint.safetensors").exists() {

@@ -96,21 +96,11 @@ pub struct RunRecord {
 impl RunRecord {
     /// The run's identity: the first 16 bytes of the SHA-256 of its record as sorted JSON, in hex.
     pub fn id(&self) -> String {
-        let json = serde_json::to_vec(&sorted(&serde_json::to_value(self).expect("a serializable record")))
-            .expect("JSON of a value");
+        let json = serde_json::to_vec(&crate::weights::sorted_json(
+            &serde_json::to_value(self).expect("a serializable record"),
+        ))
+        .expect("JSON of a value");
         Sha256::digest(&json)[..16].iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-fn sorted(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
-        }
-        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
-        other => other.clone(),
     }
 }
 
