@@ -408,16 +408,9 @@ fn check_run_directory(cfg: TrainConfig, opts: &RunOptions) -> Result<TrainConfi
     Ok(saved.config)
 }
 
-pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
-    let dir = &opts.out_dir;
-    let ckpt = dir.join(CHECKPOINT);
-    let metrics_path = dir.join("metrics.jsonl");
-    let mut cfg = check_run_directory(cfg, opts)?;
-    record::remove_stale_temporaries(dir);
-    cfg.validate()?;
-    let data = load_data(&cfg, opts)?;
-    note_skipped(opts)?;
-    // The network's head has one output per class of the source.
+/// The network's head: one output per class of the source. A resumed run must still have its
+/// classes and its labeled target images.
+fn fit_classes(cfg: &mut TrainConfig, opts: &RunOptions, data: &RunData) -> Result<()> {
     if opts.resume {
         if cfg.network.num_classes != data.classes.len() {
             bail!(
@@ -427,7 +420,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
                 data.classes.len()
             );
         }
-        if let Some(saved) = read_config_entry(&dir.join("config.json"), "classes")
+        if let Some(saved) = read_config_entry(&opts.out_dir.join("config.json"), "classes")
             .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
         {
             check_same_classes(
@@ -450,20 +443,19 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         // SSDA: a labeled target batch of the source batch's size, as in the official code.
         cfg.labeled_target_batch = if data.labeled_target.is_some() { cfg.batch } else { 0 };
     }
-    if data.target_test.labels.is_none() {
-        crate::errln!(
-            "note: the target test set {} is unlabeled: evaluation reports the predicted classes, the mean \
-             confidence and the mask rate on it, not an accuracy (--target-test names a labeled one)",
-            data.target_test.name
-        );
-    }
+    Ok(())
+}
 
+/// The trainer of the run: restored from its checkpoint (and metrics.jsonl cut back to it), or
+/// new, from `--init` weights or a random initialisation.
+fn start_trainer(ctx: &GpuContext, cfg: &TrainConfig, opts: &RunOptions, data: &RunData) -> Result<Trainer> {
+    let metrics_path = opts.out_dir.join("metrics.jsonl");
     let mut trainer = Trainer::new(ctx, cfg.clone())?;
     if let Some(d) = &data.labeled_target {
         trainer.set_labeled_target(d.clone())?;
     }
     if opts.resume {
-        checkpoint::restore(ctx, &mut trainer, &ckpt)?;
+        checkpoint::restore(ctx, &mut trainer, &opts.out_dir.join(CHECKPOINT))?;
         truncate_metrics(&metrics_path, trainer.step)?;
     } else {
         if let Some(path) = &opts.init {
@@ -480,26 +472,21 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         }
         trainer.init_ema(ctx);
     }
-    // Everything is checked: only now is the directory made (a failed start leaves none) and a
-    // replaced run's files removed.
-    if opts.overwrite {
-        record::remove_run_files(dir)?;
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating the run directory {}", dir.display()))?;
+    Ok(trainer)
+}
+
+/// Writes config.json: the run's identity and record, its classes and data, where it ran.
+fn write_config_json(ctx: &GpuContext, opts: &RunOptions, run: &RunRecord, data: &RunData) -> Result<()> {
     let init = match &opts.init {
         // A checkpoint without a run record: its config.json entry stays true.
         None if opts.resume => {
-            read_config_entry(&dir.join("config.json"), "init").and_then(|v| v.as_str().map(str::to_string))
+            read_config_entry(&opts.out_dir.join("config.json"), "init").and_then(|v| v.as_str().map(str::to_string))
         }
         init => init.as_ref().map(|p| p.display().to_string()),
     };
-    let run = RunRecord {
-        config: cfg.clone(),
-        inputs: opts.inputs(),
-    };
     let config_json = json!({
         "run_id": run.id(),
-        "config": cfg,
+        "config": &run.config,
         "init": init,
         "classes": &data.classes,
         "setting": opts.setting.name(),
@@ -524,9 +511,52 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         "version": env!("CARGO_PKG_VERSION"),
     });
     weights::write_atomically(
-        &dir.join("config.json"),
+        &opts.out_dir.join("config.json"),
         serde_json::to_string_pretty(&config_json)?.as_bytes(),
     )?;
+    Ok(())
+}
+
+fn progress_bar(steps: u64, at: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+            .expect("a valid progress template"),
+    );
+    bar.set_position(at);
+    bar
+}
+
+pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
+    let dir = &opts.out_dir;
+    let ckpt = dir.join(CHECKPOINT);
+    let metrics_path = dir.join("metrics.jsonl");
+    let mut cfg = check_run_directory(cfg, opts)?;
+    record::remove_stale_temporaries(dir);
+    cfg.validate()?;
+    let data = load_data(&cfg, opts)?;
+    note_skipped(opts)?;
+    fit_classes(&mut cfg, opts, &data)?;
+    if data.target_test.labels.is_none() {
+        crate::errln!(
+            "note: the target test set {} is unlabeled: evaluation reports the predicted classes, the mean \
+             confidence and the mask rate on it, not an accuracy (--target-test names a labeled one)",
+            data.target_test.name
+        );
+    }
+
+    let mut trainer = start_trainer(ctx, &cfg, opts, &data)?;
+    // Everything is checked: only now is the directory made (a failed start leaves none) and a
+    // replaced run's files removed.
+    if opts.overwrite {
+        record::remove_run_files(dir)?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the run directory {}", dir.display()))?;
+    let run = RunRecord {
+        config: cfg.clone(),
+        inputs: opts.inputs(),
+    };
+    write_config_json(ctx, opts, &run, &data)?;
 
     let mut evaluator = Evaluator::new(
         ctx,
@@ -534,17 +564,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         256.min(cfg.eval_limit.unwrap_or(256)).max(1),
         data.classes.clone(),
     )?;
-    let bar = if opts.progress {
-        let bar = indicatif::ProgressBar::new(cfg.steps);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-                .unwrap(),
-        );
-        bar.set_position(trainer.step);
-        Some(bar)
-    } else {
-        None
-    };
+    let bar = opts.progress.then(|| progress_bar(cfg.steps, trainer.step));
     let say = |s: String| match &bar {
         Some(b) => b.println(s),
         None => crate::errln!("{s}"),
