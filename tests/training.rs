@@ -392,7 +392,7 @@ fn an_existing_run_is_not_overwritten() {
     let before = std::fs::read(dir.join(CHECKPOINT)).unwrap();
     let err = format!("{:#}", train(ctx, cfg, &options(&dir, false, None)).err().unwrap());
     assert!(
-        err.contains("already holds a checkpoint") && err.contains("--resume"),
+        err.contains("already holds a run") && err.contains("--resume") && err.contains("--overwrite"),
         "{err}"
     );
     assert_eq!(std::fs::read(dir.join(CHECKPOINT)).unwrap(), before);
