@@ -87,13 +87,21 @@ export function launchBrowser() {
 }
 
 /// A page of the demo at `url`, started up (WebGPU device, default weights, first sample
-/// classified); uncaught errors go to `pageErrors`.
+/// classified); uncaught errors and Content-Security-Policy violations go to `pageErrors`.
 export async function openDemo(browser, url, pageErrors) {
   const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
   page.on("pageerror", (e) => pageErrors.push(String(e)));
   page.on("console", (m) => {
-    if (m.type() === "error") console.log("browser console:", m.text());
+    if (m.type() !== "error") return;
+    console.log("browser console:", m.text());
+    // Anything serve's Content-Security-Policy refused is a failure of the page.
+    if (/Content Security Policy|CSP violation/.test(m.text())) pageErrors.push(m.text());
   });
+  await page.addInitScript(() =>
+    document.addEventListener("securitypolicyviolation", (e) =>
+      console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`),
+    ),
+  );
   await page.goto(url);
   await page.waitForFunction(() => document.body.dataset.ready === "1", null, { timeout: 180_000 });
   const msg = await messageText(page);
