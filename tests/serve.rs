@@ -462,6 +462,7 @@ fn big_files_are_streamed_with_flat_memory_under_300_slow_clients() {
     // Let the server fill every socket it serves.
     std::thread::sleep(std::time::Duration::from_secs(2));
     let during = rss_kib(pid);
+    eprintln!("serve RSS: {before} KiB idle, {during} KiB under 300 slow clients of a 150 MB file");
     assert!(
         during < before + 200 * 1024,
         "RSS grew from {before} KiB to {during} KiB under 300 slow clients"
