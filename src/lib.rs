@@ -21,6 +21,7 @@ pub mod bench;
 pub mod cli;
 pub mod console;
 pub mod data;
+pub mod fault;
 pub mod gpu;
 pub mod inference;
 pub mod input;

@@ -122,6 +122,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let written = std::fs::write(&tmp, bytes)
         .with_context(|| format!("writing {}", tmp.display()))
         .and_then(|_| {
+            crate::fault::point(&format!(
+                "write:{}",
+                path.file_name().and_then(|n| n.to_str()).unwrap_or("")
+            ));
             std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
         });
     if written.is_err() {

@@ -1,7 +1,8 @@
-//! Issue 24's fault injection: a training process killed (SIGKILL, no chance to clean up) at 20
-//! seeded random moments (while it starts, trains, evaluates, writes checkpoints, exports) and
-//! resumed each time ends with the files of an uninterrupted run, byte for byte, and no temporary
-//! file left.
+//! Issue 24's fault injection: a training process ended without a chance to clean up at 20
+//! seeded random moments (SIGKILL at a random time while it starts, trains, evaluates, writes
+//! checkpoints, exports; or an abort at a seeded fault point, `ADAMATCH_FAULT`, such as a
+//! checkpoint's temporary copy written and not yet renamed) and resumed each time ends with the
+//! files of an uninterrupted run, byte for byte, and no temporary file left.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -80,10 +81,22 @@ fn a_run_killed_at_20_random_moments_ends_byte_identical_to_a_straight_one() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let whole = t.elapsed();
 
+    // The fault points a timed kill rarely hits (a checkpoint's temporary copy written and not
+    // yet renamed lasts milliseconds): each with the largest count one invocation reaches, taken
+    // in turn (those of the training loop first, while the run has steps left).
+    let points: &[(&str, u64)] = &[
+        ("write:checkpoint.safetensors", 4),
+        ("step", 8),
+        ("eval", 2),
+        ("write:config.json", 1),
+        ("write:model.safetensors", 1),
+        ("write:loss.png", 1),
+        ("export", 1),
+    ];
     let mut moments = Moments(24);
     let mut log = Vec::new();
-    let mut kills = 0;
-    while kills < 20 {
+    let mut faults = 0;
+    while faults < 20 {
         let mut cmd = bin();
         cmd.args(TINY).args(RUN_FLAGS).arg("--out").arg(&killed);
         if killed.join("checkpoint.safetensors").exists() {
@@ -92,27 +105,43 @@ fn a_run_killed_at_20_random_moments_ends_byte_identical_to_a_straight_one() {
             // Killed before its first checkpoint: the run starts again.
             cmd.arg("--overwrite");
         }
-        // Up to the straight run's whole time: moments in start-up, training, evaluation,
-        // checkpoint writing and the export all come up.
-        let delay = whole.mul_f64(moments.next_fraction());
+        // Every other fault a SIGKILL at a moment up to the straight run's time (start-up,
+        // training, evaluation, checkpoint writing, the export), else an abort at the next fault
+        // point.
+        let (delay, fault) = if faults % 2 == 0 {
+            (Some(whole.mul_f64(moments.next_fraction())), None)
+        } else {
+            let (point, most) = points[(faults / 2) % points.len()];
+            let n = 1 + (moments.next_fraction() * most as f64) as u64 % most;
+            cmd.env("ADAMATCH_FAULT", format!("{point}:{n}"));
+            (None, Some(format!("{point}:{n}")))
+        };
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        std::thread::sleep(delay);
-        match child.try_wait().unwrap() {
-            Some(status) => {
-                let out = child.wait_with_output().unwrap();
-                assert!(
-                    status.success(),
-                    "an attempt failed after {log:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                log.push(format!("finished before {delay:?}"));
-            }
-            None => {
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+            if child.try_wait().unwrap().is_none() {
                 child.kill().unwrap();
                 child.wait().unwrap();
-                kills += 1;
-                log.push(format!("killed at {delay:?}"));
+                faults += 1;
+                log.push(format!("killed at {d:?}"));
+                continue;
             }
+        }
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            log.push(format!(
+                "finished before {}",
+                fault.clone().unwrap_or_else(|| format!("{delay:?}"))
+            ));
+        } else {
+            use std::os::unix::process::ExitStatusExt;
+            assert!(
+                fault.is_some() && out.status.signal() == Some(6),
+                "an attempt failed after {log:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            faults += 1;
+            log.push(format!("aborted at {}", fault.unwrap_or_default()));
         }
     }
     let o = bin()

@@ -589,6 +589,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     let mut finished = true;
     while trainer.step < cfg.steps {
         trainer.step(ctx, &data.source_train, &data.target_train)?;
+        crate::fault::point("step");
         let step = trainer.step;
         let stop_now =
             opts.interrupted.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|n| step - start_step >= n);
@@ -634,6 +635,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         }
         if step % cfg.eval_every == 0 || step == cfg.steps {
             let (s, t) = evaluate(&mut trainer, &mut evaluator)?;
+            crate::fault::point("eval");
             say(format!(
                 "step {step}: source test {}; target test {}",
                 s.summary(),
@@ -666,6 +668,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         last_eval = Some(evaluate(&mut trainer, &mut evaluator)?);
     }
     if finished {
+        crate::fault::point("export");
         let extra = trainer.export_metadata(&data.classes)?;
         let net = trainer.calibrated_eval_net(ctx, &data.source_train, &data.target_train)?;
         weights::save(ctx, net, &dir.join(MODEL), cfg.input_scale, &extra)?;
