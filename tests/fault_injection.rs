@@ -96,7 +96,10 @@ fn a_run_killed_at_20_random_moments_ends_byte_identical_to_a_straight_one() {
     let mut moments = Moments(24);
     let mut log = Vec::new();
     let mut faults = 0;
-    while faults < 20 {
+    for attempt in 0.. {
+        if faults == 20 {
+            break;
+        }
         let mut cmd = bin();
         cmd.args(TINY).args(RUN_FLAGS).arg("--out").arg(&killed);
         if killed.join("checkpoint.safetensors").exists() {
@@ -108,10 +111,10 @@ fn a_run_killed_at_20_random_moments_ends_byte_identical_to_a_straight_one() {
         // Every other fault a SIGKILL at a moment up to the straight run's time (start-up,
         // training, evaluation, checkpoint writing, the export), else an abort at the next fault
         // point.
-        let (delay, fault) = if faults % 2 == 0 {
+        let (delay, fault) = if attempt % 2 == 0 {
             (Some(whole.mul_f64(moments.next_fraction())), None)
         } else {
-            let (point, most) = points[(faults / 2) % points.len()];
+            let (point, most) = points[(attempt / 2) % points.len()];
             let n = 1 + (moments.next_fraction() * most as f64) as u64 % most;
             cmd.env("ADAMATCH_FAULT", format!("{point}:{n}"));
             (None, Some(format!("{point}:{n}")))
