@@ -1,7 +1,30 @@
 #!/usr/bin/env bash
 # Makes sure wgpu will find an adapter. With no GPU driver at all, installs Mesa's lavapipe (a
 # CPU Vulkan driver) on Debian/Ubuntu when running as root, and otherwise says what to install.
+#
+#   bash scripts/ensure-gpu.sh               # checks (and installs) only
+#   icd="$(bash scripts/ensure-gpu.sh --icd)" # also prints the Vulkan ICD file to run on, if any
+#
+# With --icd, on a machine without a GPU (no render node, no NVIDIA driver) and where the caller
+# has not chosen a driver (VK_ICD_FILENAMES unset), it prints the newest lavapipe that
+# scripts/lavapipe.sh can unpack into target/ without touching the system (Mesa 25 on Debian
+# bookworm, whose own is 22.3: faster for this project's kernels); nothing when the system's
+# driver is the one to use. ADAMATCH_NEWEST_LAVAPIPE=0 keeps the system's lavapipe.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+PRINT_ICD=0
+[ "${1:-}" = "--icd" ] && PRINT_ICD=1
+
+has_gpu() {
+  ls /dev/dri/renderD* >/dev/null 2>&1 || command -v nvidia-smi >/dev/null 2>&1
+}
+
+print_icd() {
+  if [ "$PRINT_ICD" = 1 ] && [ -z "${VK_ICD_FILENAMES:-}" ] && [ "${ADAMATCH_NEWEST_LAVAPIPE:-1}" != 0 ] &&
+    [ "$(uname -s)" = "Linux" ] && ! has_gpu; then
+    bash scripts/lavapipe.sh || true
+  fi
+}
 
 have_vulkan_icd() {
   local f
@@ -14,13 +37,17 @@ have_vulkan_icd() {
 if [ "$(uname -s)" = "Darwin" ]; then
   exit 0 # Metal is always there.
 fi
-if have_vulkan_icd || ls /dev/dri/renderD* >/dev/null 2>&1 || command -v nvidia-smi >/dev/null 2>&1; then
+if have_vulkan_icd || has_gpu; then
+  print_icd
   exit 0
 fi
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
   echo "no GPU driver found: installing mesa-vulkan-drivers (lavapipe, a CPU Vulkan driver)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers >/dev/null
-  have_vulkan_icd && exit 0
+  if have_vulkan_icd; then
+    print_icd
+    exit 0
+  fi
 fi
 cat >&2 <<'MSG'
 error: no GPU driver found and none could be installed.

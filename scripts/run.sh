@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-rust.sh
-bash scripts/ensure-gpu.sh
+icd="$(bash scripts/ensure-gpu.sh --icd)"
+[ -n "$icd" ] && export VK_ICD_FILENAMES="$icd"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 cargo build --release --locked
 if [ $# -eq 0 ]; then

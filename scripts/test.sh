@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-rust.sh
-bash scripts/ensure-gpu.sh
+icd="$(bash scripts/ensure-gpu.sh --icd)"
+[ -n "$icd" ] && export VK_ICD_FILENAMES="$icd"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
