@@ -1,11 +1,13 @@
-"""Times the seed's Keras AdaMatch training step (WideResNet-28-2, 64 source + 192 target images)
-on the JAX backend, on random data of the right shapes, for comparison with `adamatch-wgpu bench
---step`. Run through scripts/keras-step-bench.sh, which makes the Python environment.
+"""Times the seed's Keras AdaMatch training step (WideResNet-28-2, 64 source + 192 target images,
+or another depth, width and batch) on the TensorFlow backend (the seed's own) or JAX, on random data
+of the right shapes, for comparison with `adamatch-wgpu bench --step`. Run through
+scripts/keras-step-bench.sh, which makes the Python environments.
 
 The network (`wide_basic`, `get_network`) and the `AdaMatch` model with its `compute_loss` are
 copied from the seed, the Keras example "Semi-supervision and domain adaptation with AdaMatch" by
 Sayak Paul (keras.io, Apache-2.0; /work/shared/seed/keras-adamatch-example.txt in the project),
-unchanged except for the backend (JAX instead of TensorFlow) and the removal of the data loading.
+unchanged except for the backend choice, the depth, width and batch as arguments (the seed's
+values by default) and the removal of the data loading.
 
 Prints one JSON object (the last line): every timed step, the fastest and the median, the CPU
 seconds of the cheapest step (all threads), the time of the first (compiling) step, and the host's
@@ -18,7 +20,15 @@ import os
 import platform
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+# The backend must be chosen before keras is imported.
+ap = argparse.ArgumentParser(description=__doc__)
+ap.add_argument("--backend", choices=["tensorflow", "jax"], default="tensorflow")
+ap.add_argument("--steps", type=int, default=3, help="timed steps after the compiling one")
+ap.add_argument("--depth", type=int, default=28)
+ap.add_argument("--width", type=int, default=2)
+ap.add_argument("--source-batch", type=int, default=64, help="the target batch is 3x this")
+ARGS = ap.parse_args()
+os.environ["KERAS_BACKEND"] = ARGS.backend
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -28,7 +38,7 @@ keras.utils.set_random_seed(42)
 
 # --- constants of the seed ------------------------------------------------------------------
 RESIZE_TO = 32
-SOURCE_BATCH_SIZE = 64
+SOURCE_BATCH_SIZE = ARGS.source_batch
 TARGET_BATCH_SIZE = 3 * SOURCE_BATCH_SIZE
 EPOCHS = 2
 STEPS_PER_EPOCH = 60000 // SOURCE_BATCH_SIZE
@@ -36,8 +46,8 @@ TOTAL_STEPS = EPOCHS * STEPS_PER_EPOCH
 LEARNING_RATE = 0.03
 WEIGHT_DECAY = 0.0005
 INIT = "he_normal"
-DEPTH = 28
-WIDTH_MULT = 2
+DEPTH = ARGS.depth
+WIDTH_MULT = ARGS.width
 
 
 # --- the seed's AdaMatch model (verbatim) ---------------------------------------------------
@@ -260,10 +270,14 @@ def batch(rng):
     return (s_imgs, labels, t_imgs), np.zeros((SOURCE_BATCH_SIZE,), dtype="float32")
 
 
+def peak_rss_bytes():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--steps", type=int, default=3, help="timed steps after the compiling one")
-    args = ap.parse_args()
+    args = ARGS
 
     wrn_model = get_network()
     reduce_lr = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, TOTAL_STEPS, 0.25)
@@ -293,13 +307,22 @@ def main():
             flush=True,
         )
 
-    import jax
+    if args.backend == "jax":
+        import jax
 
+        framework = f"keras {keras.__version__}, jax {jax.__version__} ({jax.default_backend()})"
+    else:
+        import tensorflow as tf
+
+        framework = f"keras {keras.__version__}, tensorflow {tf.__version__} (cpu)"
     ordered = sorted(times)
     print(
         json.dumps(
             {
-                "framework": f"keras {keras.__version__}, jax {jax.__version__} ({jax.default_backend()})",
+                "framework": framework,
+                "backend": args.backend,
+                "network": f"WRN-{DEPTH}-{WIDTH_MULT}",
+                "source_batch": SOURCE_BATCH_SIZE,
                 "python": platform.python_version(),
                 "images_per_step": SOURCE_BATCH_SIZE + TARGET_BATCH_SIZE,
                 "compile_and_first_step_s": compile_s,
@@ -307,6 +330,7 @@ def main():
                 "step_s_min": ordered[0],
                 "step_s_median": ordered[len(ordered) // 2],
                 "step_cpu_s": min(cpu),
+                "peak_rss_bytes": peak_rss_bytes(),
                 "host_load": list(os.getloadavg()),
             }
         ),
