@@ -487,20 +487,36 @@ fn weights_that_are_devices_pipes_or_lie_about_their_size_are_refused_unread() {
 }
 
 /// `sh -c` running the binary with the file-size limit at `kib` KiB, so writes beyond it fail
-/// as on a full disk (SIGXFSZ ignored: the write returns EFBIG).
-fn with_file_size_limit(kib: u64, args: &[String]) -> Output {
+/// as on a full disk (SIGXFSZ ignored: the write returns EFBIG). Lavapipe from Mesa 24 on backs
+/// device memory with memfd files, which the limit caps too: such a driver dies of SIGBUS before
+/// any file of ours is written. Then the command runs again on the system's driver (without
+/// `VK_ICD_FILENAMES`, which `scripts/test.sh` sets to the newest lavapipe); `None` where that
+/// one dies the same way (the caller says SKIPPED).
+fn with_file_size_limit(kib: u64, args: &[String]) -> Option<Output> {
+    use std::os::unix::process::ExitStatusExt;
+    const SIGBUS: i32 = 7;
     let mut script = format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\"");
     for i in 0..args.len() {
         script.push_str(&format!(" \"${{{}}}\"", i + 1));
     }
-    Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .arg(env!("CARGO_BIN_EXE_adamatch-wgpu"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .unwrap()
+    let run = |system_driver: bool| {
+        let mut c = Command::new("bash");
+        c.arg("-c")
+            .arg(&script)
+            .arg(env!("CARGO_BIN_EXE_adamatch-wgpu"))
+            .args(args)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir());
+        if system_driver {
+            c.env_remove("VK_ICD_FILENAMES");
+        }
+        c.output().unwrap()
+    };
+    let o = run(false);
+    if o.status.signal() != Some(SIGBUS) {
+        return Some(o);
+    }
+    let o = run(true);
+    (o.status.signal() != Some(SIGBUS)).then_some(o)
 }
 
 /// Issue 24 row 15: a checkpoint write on a full disk left `.checkpoint.safetensors.tmp-N`
@@ -513,7 +529,10 @@ fn a_failed_write_leaves_no_temporary_or_truncated_file() {
     args.extend(["--steps", "4", "--checkpoint-every", "2", "--out"].map(String::from));
     args.push(run.display().to_string());
     // A WRN-10-1 checkpoint is about 930 KiB; config, metrics and the 310 KiB model fit.
-    let o = with_file_size_limit(600, &args);
+    let Some(o) = with_file_size_limit(600, &args) else {
+        eprintln!("SKIPPED: this adapter's driver cannot run under a file-size limit (SIGBUS), so a full disk cannot be emulated");
+        return;
+    };
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(stderr(&o).contains("checkpoint.safetensors"), "{}", text(&o));
     assert!(temporaries(&run).is_empty(), "left {:?}", temporaries(&run));
@@ -532,7 +551,8 @@ fn a_failed_write_leaves_no_temporary_or_truncated_file() {
             .into_iter()
             .chain([grid.display().to_string()])
             .collect::<Vec<_>>(),
-    );
+    )
+    .expect("data preview needs no adapter");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(!grid.exists(), "a truncated grid.png stayed");
     assert!(temporaries(&root).is_empty(), "left {:?}", temporaries(&root));
