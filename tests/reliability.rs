@@ -490,8 +490,8 @@ fn weights_that_are_devices_pipes_or_lie_about_their_size_are_refused_unread() {
 /// as on a full disk (SIGXFSZ ignored: the write returns EFBIG). Lavapipe from Mesa 24 on backs
 /// device memory with memfd files, which the limit caps too: such a driver dies of SIGBUS before
 /// any file of ours is written. Then the command runs again on the system's driver (without
-/// `VK_ICD_FILENAMES`, which `scripts/test.sh` sets to the newest lavapipe); `None` where that
-/// one dies the same way (the caller says SKIPPED).
+/// `VK_ICD_FILENAMES`, which `ADAMATCH_NEWEST_LAVAPIPE=1 scripts/test.sh` sets to the newest
+/// lavapipe); `None` where that one dies the same way (the caller says SKIPPED).
 fn with_file_size_limit(kib: u64, args: &[String]) -> Option<Output> {
     use std::os::unix::process::ExitStatusExt;
     const SIGBUS: i32 = 7;
