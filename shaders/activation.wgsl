@@ -11,18 +11,13 @@
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 
-// Dispatches wider than 65,535 workgroups are split into 2D (see gpu::grid_1d).
-fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
 @compute @workgroup_size(WG)
 fn activation_forward(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = linear_index(wid, nwg, lid);
+    let i = linear_index(wid, nwg, lid, WG);
     if (i >= p.len) {
         return;
     }
@@ -36,7 +31,7 @@ fn activation_backward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = linear_index(wid, nwg, lid);
+    let i = linear_index(wid, nwg, lid, WG);
     if (i >= p.len) {
         return;
     }

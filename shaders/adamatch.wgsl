@@ -55,14 +55,7 @@
 @group(0) @binding(20) var<storage, read_write> d_source: array<f32>;
 @group(0) @binding(21) var<storage, read> source_loss: array<f32>;
 @group(0) @binding(22) var<storage, read> target_loss: array<f32>;
-@group(0) @binding(23) var<storage, read_write> metrics: array<f32>;
-
-const REDUCE_WG: u32 = 256u;
-
-// Dispatches wider than 65,535 workgroups are split into 2D (see gpu::grid_1d).
-fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
+@group(0) @binding(23) var<storage, read_write> metrics: LossMetrics;
 
 // probs[out_row] = softmax(z[row]), max subtracted first.
 fn softmax_of_z(row: u32, out_row: u32) {
@@ -105,7 +98,7 @@ fn adamatch_prepare_rows(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let r = linear_index(wid, nwg, lid);
+    let r = linear_index(wid, nwg, lid, WG);
     let l = p.labeled_rows;
     let ub = p.target_rows;
     let c = p.classes;
@@ -220,7 +213,7 @@ fn adamatch_pseudo_labels(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let j = linear_index(wid, nwg, lid);
+    let j = linear_index(wid, nwg, lid, WG);
     if (j >= p.target_rows) {
         return;
     }
@@ -253,7 +246,7 @@ fn adamatch_assemble_grads(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = linear_index(wid, nwg, lid);
+    let i = linear_index(wid, nwg, lid, WG);
     let c = p.classes;
     let source_rows = 2u * p.labeled_rows;
     let ub = p.target_rows;
@@ -273,7 +266,7 @@ fn adamatch_assemble_grads(
     }
 }
 
-// metrics = [total, source, target (unweighted by mu), mask rate, c_tau, mu].
+// LossMetrics (src/kernels/adamatch.rs): total, source, target (unweighted by mu), mask rate, c_tau, mu.
 @compute @workgroup_size(REDUCE_WG)
 fn adamatch_metrics(@builtin(local_invocation_index) lid: u32) {
     var acc = 0.0;
@@ -292,11 +285,11 @@ fn adamatch_metrics(@builtin(local_invocation_index) lid: u32) {
         let mu = scalars[MU_INDEX];
         let src = source_loss[0];
         let tgt = target_loss[0];
-        metrics[0] = src + mu * tgt;
-        metrics[1] = src;
-        metrics[2] = tgt;
-        metrics[3] = partial[0] / f32(p.target_rows);
-        metrics[4] = align[p.classes];
-        metrics[5] = mu;
+        metrics.total_loss = src + mu * tgt;
+        metrics.source_loss = src;
+        metrics.target_loss = tgt;
+        metrics.mask_rate = partial[0] / f32(p.target_rows);
+        metrics.c_tau = align[p.classes];
+        metrics.mu = mu;
     }
 }

@@ -236,6 +236,9 @@ fn apply_op(base: u32, p: u32, slot: OpSlot) -> u32 {
                        blend(channel(s, 1u), channel(px, 1u), slot.m[0], 0),
                        blend(channel(s, 2u), channel(px, 2u), slot.m[0], 0));
         }
+        case OP_IDENTITY: {
+            return px;
+        }
         default: {
             return px;
         }
@@ -383,7 +386,7 @@ fn scale_images(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    let i = linear_index(wid, nwg, lid, WG);
     if (i >= u.count) {
         return;
     }

@@ -29,7 +29,7 @@
 // choice is a constant argument, folded away at compile time: on lavapipe the general path left
 // behind a runtime branch, even a uniform one, slowed the aligned K loop by about 40%.
 
-// TILE_M, TILE_N, TILE_K (tile sizes), THREAD_M (rows per invocation), REDUCE_WG, and the direct
+// TILE_M, TILE_N, TILE_K (tile sizes), THREAD_M (rows per invocation), and the direct
 // variant's DIRECT_M x DIRECT_N outputs per invocation and DIRECT_WG workgroup size are WGSL
 // consts that src/kernels/conv2d.rs (WGSL_CONSTANTS) writes ahead of this file, and checks there:
 // TILE_K a multiple of 4, TILE_M of THREAD_M and of TILE_K, TILE_N of 4, TILE_M a multiple of WG
@@ -747,7 +747,7 @@ fn conv2d_backward_weights_reduce(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = (wid.y * nwg.x + wid.x) * REDUCE_WG + lid;
+    let i = linear_index(wid, nwg, lid, REDUCE_WG);
     let len = p.gemm_m * p.gemm_n;
     if (i >= len) {
         return;
@@ -786,7 +786,7 @@ struct Bases {
 }
 
 fn direct_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * DIRECT_WG + lid;
+    return linear_index(wid, nwg, lid, DIRECT_WG);
 }
 
 // Which block of a GEMM output with `columns` columns invocation t owns: (first row, first
@@ -1086,15 +1086,6 @@ fn forward_direct(t: u32, fast: bool, wide: bool) {
 }
 
 @compute @workgroup_size(DIRECT_WG)
-fn conv2d_forward_direct_aligned(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    forward_direct(direct_index(wid, nwg, lid), true, false);
-}
-
-@compute @workgroup_size(DIRECT_WG)
 fn conv2d_forward_direct_wide(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -1278,15 +1269,6 @@ fn backward_data_direct(t: u32, fast: bool, wide: bool) {
 }
 
 @compute @workgroup_size(DIRECT_WG)
-fn conv2d_backward_data_direct_aligned(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    backward_data_direct(direct_index(wid, nwg, lid), true, false);
-}
-
-@compute @workgroup_size(DIRECT_WG)
 fn conv2d_backward_data_direct_wide(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -1453,15 +1435,6 @@ fn backward_weights_direct(t: u32, fast: bool, wide: bool) {
         store_partial_block(chunk, m0, n0 + 8u, top_r, fast);
         store_partial_block(chunk, m0 + 8u, n0 + 8u, bottom_r, fast);
     }
-}
-
-@compute @workgroup_size(DIRECT_WG)
-fn conv2d_backward_weights_direct_aligned(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    backward_weights_direct(direct_index(wid, nwg, lid), true, false);
 }
 
 @compute @workgroup_size(DIRECT_WG)

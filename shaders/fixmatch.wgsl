@@ -32,14 +32,7 @@
 @group(0) @binding(7) var<storage, read_write> d_joint: array<f32>;
 @group(0) @binding(8) var<storage, read> source_loss: array<f32>;
 @group(0) @binding(9) var<storage, read> target_loss: array<f32>;
-@group(0) @binding(10) var<storage, read_write> metrics: array<f32>;
-
-const REDUCE_WG: u32 = 256u;
-
-// Dispatches wider than 65,535 workgroups are split into 2D (see gpu::grid_1d).
-fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
+@group(0) @binding(10) var<storage, read_write> metrics: LossMetrics;
 
 // One invocation per target row j.
 @compute @workgroup_size(WG)
@@ -48,7 +41,7 @@ fn fixmatch_pseudo_labels(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let j = linear_index(wid, nwg, lid);
+    let j = linear_index(wid, nwg, lid, WG);
     let ub = p.target_rows;
     if (j >= ub) {
         return;
@@ -85,7 +78,7 @@ fn fixmatch_assemble_grads(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = linear_index(wid, nwg, lid);
+    let i = linear_index(wid, nwg, lid, WG);
     let c = p.classes;
     let b = p.batch;
     let ub = p.target_rows;
@@ -104,7 +97,7 @@ fn fixmatch_assemble_grads(
 
 var<workgroup> partial: array<f32, REDUCE_WG>;
 
-// metrics = [total, source, target, mask rate, threshold, target weight (1)]: the layout of
+// LossMetrics (src/kernels/adamatch.rs), with the threshold as c_tau and a target weight of 1: the layout of
 // adamatch_metrics, so both losses report through the same code.
 @compute @workgroup_size(REDUCE_WG)
 fn fixmatch_metrics(@builtin(local_invocation_index) lid: u32) {
@@ -123,11 +116,11 @@ fn fixmatch_metrics(@builtin(local_invocation_index) lid: u32) {
     if (lid == 0u) {
         let src = source_loss[0];
         let tgt = target_loss[0];
-        metrics[0] = src + tgt;
-        metrics[1] = src;
-        metrics[2] = tgt;
-        metrics[3] = partial[0] / f32(p.target_rows);
-        metrics[4] = p.threshold;
-        metrics[5] = 1.0;
+        metrics.total_loss = src + tgt;
+        metrics.source_loss = src;
+        metrics.target_loss = tgt;
+        metrics.mask_rate = partial[0] / f32(p.target_rows);
+        metrics.c_tau = p.threshold;
+        metrics.mu = 1.0;
     }
 }

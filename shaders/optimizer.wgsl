@@ -24,11 +24,6 @@
 @group(0) @binding(9) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(10) var<storage, read_write> metrics: array<f32>;
 
-// Dispatches wider than 65,535 workgroups are split into 2D (see gpu::grid_1d).
-fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
 // The gradient with the (masked) L2 term: g + wd * w on decayed tensors only.
 fn decayed_grad(i: u32) -> f32 {
     return grads[i] + s.weight_decay * decay_mask[i] * params[i];
@@ -42,7 +37,7 @@ fn sgd_momentum_step(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = linear_index(wid, nwg, lid);
+    let i = linear_index(wid, nwg, lid, WG);
     if (i >= p.len) {
         return;
     }
@@ -62,7 +57,7 @@ fn adam_step(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = linear_index(wid, nwg, lid);
+    let i = linear_index(wid, nwg, lid, WG);
     if (i >= p.len) {
         return;
     }
@@ -82,7 +77,7 @@ fn ema_update(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = linear_index(wid, nwg, lid);
+    let i = linear_index(wid, nwg, lid, WG);
     if (i >= p.len) {
         return;
     }

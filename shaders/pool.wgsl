@@ -10,11 +10,6 @@
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 
-// Dispatches wider than 65,535 workgroups are split into 2D (see gpu::grid_1d).
-fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
 // One invocation per (n, c).
 @compute @workgroup_size(WG)
 fn global_avg_pool_forward(
@@ -22,7 +17,7 @@ fn global_avg_pool_forward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = linear_index(wid, nwg, lid);
+    let i = linear_index(wid, nwg, lid, WG);
     if (i >= p.batch * p.channels) {
         return;
     }
@@ -44,7 +39,7 @@ fn global_avg_pool_backward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = linear_index(wid, nwg, lid);
+    let i = linear_index(wid, nwg, lid, WG);
     let per_image = p.hw * p.channels;
     if (i >= p.batch * per_image) {
         return;

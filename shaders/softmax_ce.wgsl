@@ -23,13 +23,6 @@
 @group(0) @binding(6) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dlogits: array<f32>;
 
-const REDUCE_WG: u32 = 256u;
-
-// Dispatches wider than 65,535 workgroups are split into 2D (see gpu::grid_1d).
-fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid;
-}
-
 struct RowStats {
     // Row maximum.
     max: f32,
@@ -63,7 +56,7 @@ fn softmax_ce_forward_hard(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let r = linear_index(wid, nwg, lid);
+    let r = linear_index(wid, nwg, lid, WG);
     if (r >= p.rows) {
         return;
     }
@@ -83,7 +76,7 @@ fn softmax_ce_forward_soft(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let r = linear_index(wid, nwg, lid);
+    let r = linear_index(wid, nwg, lid, WG);
     if (r >= p.rows) {
         return;
     }
@@ -126,7 +119,7 @@ fn softmax_ce_backward_hard(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let r = linear_index(wid, nwg, lid);
+    let r = linear_index(wid, nwg, lid, WG);
     if (r >= p.rows) {
         return;
     }
@@ -149,7 +142,7 @@ fn softmax_ce_backward_soft(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let r = linear_index(wid, nwg, lid);
+    let r = linear_index(wid, nwg, lid, WG);
     if (r >= p.rows) {
         return;
     }

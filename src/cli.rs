@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::data::cli::DataCommand;
 use crate::gpu::{AdapterChoice, GpuContext};
-use crate::kernels::conv2d::ConvPath;
+use crate::profile::ConvPath;
 
 pub mod bench;
 pub mod parse;
@@ -38,7 +38,9 @@ pub struct GpuArgs {
     adapter: Option<String>,
     /// Run every convolution on this path instead of the adapter's own (tiled: GPUs; direct and
     /// subgroup: CPU adapters). Refused with the reason where the adapter cannot run it.
-    #[arg(long, global = true, value_enum, env = "ADAMATCH_CONV_PATH")]
+    /// `ADAMATCH_CONV_PATH` does the same for every process (read by the GPU context alone);
+    /// this flag wins over it.
+    #[arg(long, global = true, value_enum)]
     conv_path: Option<ConvPath>,
 }
 

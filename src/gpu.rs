@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::kernels::batchnorm::BatchNormTuning;
-use crate::kernels::conv2d::ConvPath;
+use crate::profile::{conv_path_from_env, AdapterProfile, BatchNormTuning, ConvPath, CONV_PATH_ENV};
 use crate::shaders::Shader;
 
 /// Largest workgroup count wgpu allows in one dispatch dimension.
@@ -27,63 +26,6 @@ pub struct AdapterChoice {
     /// Force every convolution onto this path (None: `ADAMATCH_CONV_PATH` when set, else the
     /// adapter's own, [`ConvPath::for_adapter`]). A path the adapter cannot run is an error.
     pub conv_path: Option<ConvPath>,
-}
-
-/// The environment variable that forces a convolution path on every context of a process
-/// (tests and benchmarks included): `tiled`, `direct` or `subgroup`.
-pub const CONV_PATH_ENV: &str = "ADAMATCH_CONV_PATH";
-
-/// What the kernels choose their variants by: the adapter's kind and subgroups (facts), and the
-/// variants chosen from them or forced (`--conv-path`, [`GpuContext::with_conv_path`]). One
-/// profile per context; conv2d and batch norm read nothing else about the adapter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AdapterProfile {
-    /// A CPU adapter (lavapipe, SwiftShader, WARP): it runs each workgroup as one task and pays
-    /// per workgroup and per barrier.
-    pub cpu: bool,
-    /// WebGPU in a browser, whose validation is stricter than wgpu-core's.
-    pub browser: bool,
-    /// The subgroup size when the device has subgroups of one fixed size (lavapipe: 8).
-    pub subgroup_size: Option<u32>,
-    /// The path every convolution takes.
-    pub conv_path: ConvPath,
-    /// Batch norm's split of rows into workgroups.
-    pub batchnorm: BatchNormTuning,
-}
-
-impl AdapterProfile {
-    /// The facts of an adapter with the variants it runs best (measured on lavapipe and GPUs).
-    pub fn new(cpu: bool, browser: bool, subgroup_size: Option<u32>) -> AdapterProfile {
-        let mut p = AdapterProfile {
-            cpu,
-            browser,
-            subgroup_size,
-            conv_path: ConvPath::Tiled,
-            batchnorm: BatchNormTuning::Gpu,
-        };
-        p.conv_path = ConvPath::for_adapter(&p);
-        p.batchnorm = BatchNormTuning::for_adapter(&p);
-        p
-    }
-
-    /// This profile with every convolution on `path`, or why the adapter cannot run it.
-    pub fn with_conv_path(self, path: ConvPath) -> Result<AdapterProfile> {
-        if let Some(why) = path.refusal(&self) {
-            bail!("convolution path '{}' cannot run on this adapter: {why}", path.name());
-        }
-        Ok(AdapterProfile {
-            conv_path: path,
-            ..self
-        })
-    }
-}
-
-/// The path `ADAMATCH_CONV_PATH` names, if it is set (never in a browser).
-fn conv_path_from_env() -> Result<Option<ConvPath>> {
-    match std::env::var(CONV_PATH_ENV) {
-        Ok(v) if !v.is_empty() => v.parse().map(Some).map_err(|e| anyhow!("{CONV_PATH_ENV}={v}: {e}")),
-        _ => Ok(None),
-    }
 }
 
 /// Limits the engine needs beyond WebGPU's defaults, with the reason shown when one is missing.
@@ -240,8 +182,9 @@ pub struct GpuContext {
     pub timestamps: bool,
     /// What the kernels choose their variants by.
     pub profile: AdapterProfile,
-    modules: Arc<Mutex<HashMap<Shader, wgpu::ShaderModule>>>,
-    pipelines: Arc<Mutex<HashMap<(Shader, &'static str), wgpu::ComputePipeline>>>,
+    /// Compiled modules by [`Shader::file_name`], pipelines by file name and entry point.
+    modules: Arc<Mutex<HashMap<&'static str, wgpu::ShaderModule>>>,
+    pipelines: Arc<Mutex<HashMap<(&'static str, &'static str), wgpu::ComputePipeline>>>,
     /// Bytes of every storage and uniform buffer made through this context (never decreased:
     /// the engine allocates once and reuses, so this is its peak; `bench --step` reports it).
     allocated: Arc<AtomicU64>,
@@ -416,15 +359,15 @@ impl GpuContext {
     }
 
     /// The pipeline for `entry` in `shader`, compiled once per process.
-    pub fn pipeline(&self, shader: Shader, entry: &'static str) -> wgpu::ComputePipeline {
+    pub fn pipeline(&self, shader: &'static Shader, entry: &'static str) -> wgpu::ComputePipeline {
         let mut pipelines = self.pipelines.lock().unwrap();
-        if let Some(p) = pipelines.get(&(shader, entry)) {
+        if let Some(p) = pipelines.get(&(shader.file_name, entry)) {
             return p.clone();
         }
         let module = {
             let mut modules = self.modules.lock().unwrap();
             modules
-                .entry(shader)
+                .entry(shader.file_name)
                 .or_insert_with(|| {
                     self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some(shader.file_name()),
@@ -442,7 +385,7 @@ impl GpuContext {
             compilation_options: Default::default(),
             cache: None,
         });
-        pipelines.insert((shader, entry), pipeline.clone());
+        pipelines.insert((shader.file_name, entry), pipeline.clone());
         pipeline
     }
 
@@ -711,7 +654,7 @@ impl Op {
     /// [`Op::new`] with binding numbers.
     fn numbered(
         ctx: &GpuContext,
-        shader: Shader,
+        shader: &'static Shader,
         entry: &'static str,
         uniform: Option<&[u8]>,
         storage: &[(u32, &Tensor)],
@@ -754,7 +697,7 @@ impl Op {
     /// a name the shader does not declare (a bug in the calling wrapper).
     pub fn new(
         ctx: &GpuContext,
-        shader: Shader,
+        shader: &'static Shader,
         entry: &'static str,
         uniform: Option<&[u8]>,
         storage: &[(&str, &Tensor)],

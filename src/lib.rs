@@ -1,6 +1,7 @@
 //! adamatch-wgpu: AdaMatch domain adaptation trained on the GPU with hand-written WGSL kernels.
 //!
 //! Modules, one per concern:
+//! - [`profile`]: the adapter facts and kernel variants the kernels choose by (imports nothing).
 //! - [`gpu`]: adapter selection, device, buffers ([`gpu::Tensor`]), recorded ops, readback.
 //! - [`shaders`]: the embedded WGSL sources.
 //! - [`kernels`]: one Rust wrapper per shader file.
@@ -27,6 +28,7 @@ pub mod inference;
 pub mod input;
 pub mod kernels;
 pub mod network;
+pub mod profile;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
 pub mod shaders;

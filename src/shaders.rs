@@ -1,7 +1,8 @@
 //! The WGSL sources, embedded at compile time. One file per operation family in `shaders/`,
 //! each holding that family's forward and backward entry points.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 /// Declares a `#[repr(C)]` struct that the host writes into a buffer and a shader reads, once: the
 /// Rust struct, and in its `WGSL` constant the same struct in WGSL, which [`Shader::source`]
@@ -20,7 +21,11 @@ macro_rules! wgsl_struct {
             $($(#[$field_meta])* $field_vis $field: $ty,)*
         }
 
+        #[allow(dead_code)]
         impl $name {
+            /// The field names, in order (each field is one 4-byte word).
+            pub const FIELDS: &'static [&'static str] = &[$(stringify!($field),)*];
+
             /// This struct's WGSL declaration.
             pub const WGSL: &'static str = concat!(
                 "struct ", stringify!($name), " {\n",
@@ -46,148 +51,110 @@ impl WgslScalar for f32 {}
 #[doc(hidden)]
 pub fn wgsl_scalar<T: WgslScalar>() {}
 
-/// A shader file in `shaders/`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Shader {
-    /// 3x3 / 1x1 convolutions as implicit GEMM: forward, backward-data, backward-weights.
-    Conv2d,
-    /// conv2d's direct path with operands shared through subgroup broadcasts: `conv2d.wgsl`
-    /// followed by `conv2d_subgroup.wgsl`, one module (needs the subgroup feature).
-    Conv2dSubgroup,
-    /// Batch norm fused with the following (leaky) ReLU: statistics, apply, backward.
-    BatchNorm,
-    /// Standalone (leaky) ReLU forward and backward.
-    Activation,
-    /// Global average pooling forward and backward.
-    Pool,
-    /// Fully connected layer forward and backward.
-    Dense,
-    /// Softmax cross-entropy with hard or soft targets and per-row weights.
-    SoftmaxCe,
-    /// SGD / Adam updates, EMA of the weights, gradient norm and NaN check.
-    Optimizer,
-    /// AdaMatch loss: logit interpolation, distribution alignment, pseudo-labels, gradients.
-    AdaMatch,
-    /// FixMatch loss (the baseline): fixed-threshold hard pseudo-labels, gradients.
-    FixMatch,
-    /// Weak/strong data augmentation of u8 images into the scaled f32 input, and plain scaling.
-    Augment,
+/// Workgroup size of the reductions that sum in one fixed tree (the losses' metrics, the
+/// convolution weight gradient's split-K partials): every shader is compiled with it as
+/// `REDUCE_WG`.
+pub const REDUCE_WG: u32 = 256;
+
+/// The constants every shader is compiled with (see [`Shader::source`]).
+const PRELUDE_CONSTANTS: &[(&str, u32)] = &[("REDUCE_WG", REDUCE_WG)];
+
+/// WGSL every shader is compiled with, ahead of its file.
+const PRELUDE: &str = "\
+// The invocation's index in a dispatch of `wg`-invocation workgroups that gpu::grid_1d split into
+// 2D where it was wider than 65,535 workgroups; callers bounds-check it.
+fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * wg + lid;
+}
+";
+
+/// One shader module: a file in `shaders/` (or two, concatenated) with the constants and structs
+/// its Rust wrapper writes for it. Each wrapper in `src/kernels/` defines its own as `SHADER`
+/// (`kernels::SHADERS` lists them all); this file knows none of them.
+#[derive(Debug)]
+pub struct Shader {
+    /// The module's name: its file, or the last of its files.
+    pub file_name: &'static str,
+    /// The WGSL as written.
+    pub file_source: &'static str,
+    /// The wrapper's constants (tile and workgroup sizes, flags, op codes), written once there.
+    pub constants: &'static [(&'static str, u32)],
+    /// The WGSL declarations of the structs the wrapper writes into the shader's buffers
+    /// (declared with [`wgsl_struct!`] in the wrapper).
+    pub structs: &'static [&'static str],
+    /// The shader calls subgroup builtins (its module needs a device with the subgroup feature).
+    pub needs_subgroups: bool,
 }
 
-impl Shader {
-    pub const ALL: &'static [Shader] = &[
-        Shader::Conv2d,
-        Shader::Conv2dSubgroup,
-        Shader::BatchNorm,
-        Shader::Activation,
-        Shader::Pool,
-        Shader::Dense,
-        Shader::SoftmaxCe,
-        Shader::Optimizer,
-        Shader::AdaMatch,
-        Shader::FixMatch,
-        Shader::Augment,
-    ];
+impl PartialEq for Shader {
+    fn eq(&self, other: &Shader) -> bool {
+        self.file_name == other.file_name
+    }
+}
 
-    pub fn file_name(self) -> &'static str {
-        match self {
-            Shader::Conv2d => "conv2d.wgsl",
-            Shader::Conv2dSubgroup => "conv2d_subgroup.wgsl",
-            Shader::BatchNorm => "batchnorm.wgsl",
-            Shader::Activation => "activation.wgsl",
-            Shader::Pool => "pool.wgsl",
-            Shader::Dense => "dense.wgsl",
-            Shader::SoftmaxCe => "softmax_ce.wgsl",
-            Shader::Optimizer => "optimizer.wgsl",
-            Shader::AdaMatch => "adamatch.wgsl",
-            Shader::FixMatch => "fixmatch.wgsl",
-            Shader::Augment => "augment.wgsl",
-        }
+impl Eq for Shader {}
+
+impl Shader {
+    pub fn file_name(&self) -> &'static str {
+        self.file_name
+    }
+
+    /// The file as written (without what [`Shader::source`] prepends).
+    pub fn file_source(&self) -> &'static str {
+        self.file_source
     }
 
     /// The WGSL as the crate compiles it: the constants and structs Rust defines for it (see
-    /// [`Shader::constants`], [`Shader::structs`]), then the file (`conv2d_subgroup.wgsl` after
-    /// `conv2d.wgsl`).
-    pub fn source(self) -> String {
-        let mut src = String::from("// Constants and structs written in Rust and prepended by src/shaders.rs.\n");
+    /// [`Shader::constants`], [`Shader::structs`]), the prelude every shader shares
+    /// (`linear_index`), then the file.
+    pub fn source(&self) -> String {
+        let mut src =
+            String::from("// Constants, structs and helpers written in Rust and prepended by src/shaders.rs.\n");
         for (name, value) in self.constants() {
             src.push_str(&format!("const {name}: u32 = {value}u;\n"));
         }
-        for decl in self.structs() {
+        for decl in self.structs {
             src.push_str(decl);
         }
-        src.push_str(self.file_source());
+        src.push_str(PRELUDE);
+        src.push_str(self.file_source);
         src
     }
 
-    /// The file as written (without the constants [`Shader::source`] prepends).
-    pub fn file_source(self) -> &'static str {
-        match self {
-            Shader::Conv2d => include_str!("../shaders/conv2d.wgsl"),
-            Shader::Conv2dSubgroup => concat!(
-                include_str!("../shaders/conv2d.wgsl"),
-                include_str!("../shaders/conv2d_subgroup.wgsl")
-            ),
-            Shader::BatchNorm => include_str!("../shaders/batchnorm.wgsl"),
-            Shader::Activation => include_str!("../shaders/activation.wgsl"),
-            Shader::Pool => include_str!("../shaders/pool.wgsl"),
-            Shader::Dense => include_str!("../shaders/dense.wgsl"),
-            Shader::SoftmaxCe => include_str!("../shaders/softmax_ce.wgsl"),
-            Shader::Optimizer => include_str!("../shaders/optimizer.wgsl"),
-            Shader::AdaMatch => include_str!("../shaders/adamatch.wgsl"),
-            Shader::FixMatch => include_str!("../shaders/fixmatch.wgsl"),
-            Shader::Augment => include_str!("../shaders/augment.wgsl"),
-        }
+    /// The constants the shader shares with Rust: the prelude's ([`REDUCE_WG`]), then its
+    /// wrapper's.
+    pub fn constants(&self) -> impl Iterator<Item = (&'static str, u32)> {
+        PRELUDE_CONSTANTS.iter().chain(self.constants).copied()
     }
 
-    /// The constants the shader shares with its Rust wrapper (tile and workgroup sizes, flags,
-    /// op codes): the one place they are written is the wrapper's `WGSL_CONSTANTS`.
-    pub fn constants(self) -> &'static [(&'static str, u32)] {
-        use crate::kernels::*;
-        match self {
-            Shader::Conv2d | Shader::Conv2dSubgroup => conv2d::WGSL_CONSTANTS,
-            Shader::BatchNorm => batchnorm::WGSL_CONSTANTS,
-            Shader::Activation => activation::WGSL_CONSTANTS,
-            Shader::Pool => pool::WGSL_CONSTANTS,
-            Shader::Dense => dense::WGSL_CONSTANTS,
-            Shader::SoftmaxCe => softmax_ce::WGSL_CONSTANTS,
-            Shader::Optimizer => optimizer::WGSL_CONSTANTS,
-            Shader::AdaMatch => adamatch::WGSL_CONSTANTS,
-            Shader::FixMatch => fixmatch::WGSL_CONSTANTS,
-            Shader::Augment => augment::WGSL_CONSTANTS,
-        }
+    /// The wrapper's own constants for this shader.
+    pub fn wrapper_constants(&self) -> &'static [(&'static str, u32)] {
+        self.constants
     }
 
-    /// The WGSL declarations of the structs the wrapper writes into the shader's buffers
-    /// (declared with [`wgsl_struct!`] in the wrapper).
-    pub fn structs(self) -> &'static [&'static str] {
-        use crate::kernels::*;
-        match self {
-            Shader::Conv2d | Shader::Conv2dSubgroup => conv2d::WGSL_STRUCTS,
-            Shader::BatchNorm => batchnorm::WGSL_STRUCTS,
-            Shader::Activation => activation::WGSL_STRUCTS,
-            Shader::Pool => pool::WGSL_STRUCTS,
-            Shader::Dense => dense::WGSL_STRUCTS,
-            Shader::SoftmaxCe => softmax_ce::WGSL_STRUCTS,
-            Shader::Optimizer => optimizer::WGSL_STRUCTS,
-            Shader::AdaMatch => adamatch::WGSL_STRUCTS,
-            Shader::FixMatch => fixmatch::WGSL_STRUCTS,
-            Shader::Augment => &[],
-        }
+    /// The WGSL declarations of the wrapper's structs.
+    pub fn structs(&self) -> &'static [&'static str] {
+        self.structs
     }
 
     /// The binding number the shader declares for the buffer `name`
     /// (`@group(0) @binding(N) var<...> name`), read from the source once per process.
-    pub fn binding(self, name: &str) -> Option<u32> {
-        static TABLES: OnceLock<Vec<Vec<(&'static str, u32)>>> = OnceLock::new();
-        let tables = TABLES.get_or_init(|| Shader::ALL.iter().map(|s| bindings(s.file_source())).collect());
-        let i = Shader::ALL.iter().position(|s| *s == self)?;
-        tables[i].iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+    pub fn binding(&self, name: &str) -> Option<u32> {
+        type Tables = HashMap<&'static str, Vec<(&'static str, u32)>>;
+        static TABLES: OnceLock<Mutex<Tables>> = OnceLock::new();
+        let mut tables = TABLES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let table = tables
+            .entry(self.file_name)
+            .or_insert_with(|| bindings(self.file_source));
+        table.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
     }
 
     /// The shader calls subgroup builtins (its module needs a device with the subgroup feature).
-    pub fn needs_subgroups(self) -> bool {
-        matches!(self, Shader::Conv2dSubgroup)
+    pub fn needs_subgroups(&self) -> bool {
+        self.needs_subgroups
     }
 }
 

@@ -56,7 +56,7 @@ pub fn start() {
 /// it prepended), as a JSON object from file name to source: the browser test compiles each.
 #[wasm_bindgen(js_name = shaderSources)]
 pub fn shader_sources() -> String {
-    let sources: std::collections::BTreeMap<&str, String> = crate::shaders::Shader::ALL
+    let sources: std::collections::BTreeMap<&str, String> = crate::kernels::SHADERS
         .iter()
         .map(|s| (s.file_name(), s.source()))
         .collect();

@@ -3,14 +3,15 @@
 
 use std::path::Path;
 
+use adamatch_wgpu::kernels::{conv2d, SHADERS};
+
 #[test]
 fn every_wgsl_file_validates() {
     // Each embedded shader's source as the crate compiles it (conv2d_subgroup.wgsl is appended to
     // conv2d.wgsl), with the subgroup capability only where the shader needs it.
-    use adamatch_wgpu::shaders::Shader;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let mut errors = Vec::new();
-    for shader in Shader::ALL {
+    for shader in SHADERS {
         let src = &shader.source();
         let name = dir.join(shader.file_name()).display().to_string();
         let module = match naga::front::wgsl::parse_str(src) {
@@ -40,16 +41,13 @@ fn every_wgsl_file_validates() {
 fn every_shader_file_is_embedded() {
     // A .wgsl file the crate does not embed would be validated here yet never run.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let embedded: Vec<&str> = adamatch_wgpu::shaders::Shader::ALL
-        .iter()
-        .map(|s| s.file_name())
-        .collect();
+    let embedded: Vec<&str> = adamatch_wgpu::kernels::SHADERS.iter().map(|s| s.file_name()).collect();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().to_string();
         if name.ends_with(".wgsl") {
             assert!(
                 embedded.contains(&name.as_str()),
-                "shaders/{name} is not in Shader::ALL"
+                "shaders/{name} is not in kernels::SHADERS"
             );
         }
     }
@@ -75,17 +73,16 @@ fn conv2d_kernels_name_exactly_the_shaders_entry_points() {
     // Every Conv2dKernel is an entry point of its shader, and every entry point of conv2d.wgsl and
     // conv2d_subgroup.wgsl is a Conv2dKernel: selection can reach each, and none is dead.
     use adamatch_wgpu::kernels::conv2d::Conv2dKernel;
-    use adamatch_wgpu::shaders::Shader;
-    let mut declared = compute_entry_points(Shader::Conv2dSubgroup.file_source());
+    let mut declared = compute_entry_points(conv2d::SUBGROUP_SHADER.file_source());
     declared.sort();
     let mut named: Vec<String> = Conv2dKernel::ALL.iter().map(|k| k.entry_point().to_string()).collect();
     named.sort();
     assert_eq!(named, declared);
-    let plain = compute_entry_points(Shader::Conv2d.file_source());
+    let plain = compute_entry_points(conv2d::SHADER.file_source());
     for &k in Conv2dKernel::ALL {
         assert_eq!(
             plain.iter().any(|e| e == k.entry_point()),
-            k.shader() == Shader::Conv2d,
+            *k.shader() == conv2d::SHADER,
             "{k:?} is declared in the wrong file for {:?}",
             k.shader()
         );
@@ -95,8 +92,7 @@ fn conv2d_kernels_name_exactly_the_shaders_entry_points() {
 #[test]
 fn bindings_are_found_by_name_in_every_shader() {
     // The declarations Op::new resolves names against: all of them, each name and number once.
-    use adamatch_wgpu::shaders::Shader;
-    for shader in Shader::ALL {
+    for shader in SHADERS {
         let src = shader.file_source();
         let mut numbers = Vec::new();
         for line in src.lines().filter(|l| l.contains("@binding(")) {
@@ -126,22 +122,48 @@ fn bindings_are_found_by_name_in_every_shader() {
 }
 
 #[test]
-fn rust_constants_reach_the_wgsl_once() {
-    // Each constant Rust writes for a shader is declared exactly once in what the device compiles
-    // (the file declares none of them itself), with Rust's value.
-    use adamatch_wgpu::shaders::Shader;
-    for shader in Shader::ALL {
+fn rust_constants_reach_the_wgsl_once_and_are_used() {
+    // Each constant Rust writes for a shader is declared by Rust alone (the file does not declare
+    // it again, nor with another value) and the file uses it: a constant the WGSL no longer reads
+    // is a stale contract.
+    let mut unused = Vec::new();
+    for shader in SHADERS {
         let src = shader.source();
+        // The file's code without its comments.
+        let file: String = shader
+            .file_source()
+            .lines()
+            .map(|l| l.split_once("//").map_or(l, |(code, _)| code))
+            .collect::<Vec<_>>()
+            .join("\n");
         for (name, value) in shader.constants() {
-            let decl = format!("const {name}: u32 = {value}u;");
             assert_eq!(
                 src.matches(&format!("const {name}:")).count(),
                 1,
                 "{name} in {}",
                 shader.file_name()
             );
-            assert!(src.contains(&decl), "{decl} missing from {}", shader.file_name());
+            assert!(src.contains(&format!("const {name}: u32 = {value}u;")));
+        }
+        for (name, _) in shader.wrapper_constants() {
+            let used = file.match_indices(name).any(|(i, _)| {
+                let before = file[..i]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+                let after = file[i + name.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+                before && after
+            });
+            if !used {
+                unused.push(format!(
+                    "{} never uses {name}, which Rust writes for it",
+                    shader.file_name()
+                ));
+            }
         }
     }
-    assert!(!Shader::Conv2d.constants().is_empty());
+    assert!(unused.is_empty(), "{unused:#?}");
 }

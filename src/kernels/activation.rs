@@ -5,10 +5,19 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::shaders::{wgsl_struct, Shader};
 
+/// `shaders/activation.wgsl` with what this file writes for it.
+pub static SHADER: Shader = Shader {
+    file_name: "activation.wgsl",
+    file_source: include_str!("../../shaders/activation.wgsl"),
+    constants: WGSL_CONSTANTS,
+    structs: WGSL_STRUCTS,
+    needs_subgroups: false,
+};
+
 /// The constants `shaders/activation.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].
-pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG)];
-pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
+const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG)];
+const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
 
 const WG: u32 = 256;
 
@@ -34,7 +43,7 @@ pub fn activation_forward(ctx: &GpuContext, x: &Tensor, y: &Tensor, slope: f32) 
     };
     Op::new(
         ctx,
-        Shader::Activation,
+        &SHADER,
         "activation_forward",
         Some(bytemuck::bytes_of(&p)),
         &[("x", x), ("y", y)],
@@ -54,7 +63,7 @@ pub fn activation_backward(ctx: &GpuContext, x: &Tensor, dy: &Tensor, dx: &Tenso
     };
     Op::new(
         ctx,
-        Shader::Activation,
+        &SHADER,
         "activation_backward",
         Some(bytemuck::bytes_of(&p)),
         &[("x", x), ("dy", dy), ("dx", dx)],

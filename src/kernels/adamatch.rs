@@ -26,34 +26,58 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
+use crate::kernels::optimizer::StepScalars;
 use crate::kernels::softmax_ce::{softmax_ce_term, Targets};
 use crate::shaders::{wgsl_struct, Shader};
 
+/// `shaders/adamatch.wgsl` with what this file writes for it.
+pub static SHADER: Shader = Shader {
+    file_name: "adamatch.wgsl",
+    file_source: include_str!("../../shaders/adamatch.wgsl"),
+    constants: WGSL_CONSTANTS,
+    structs: WGSL_STRUCTS,
+    needs_subgroups: false,
+};
+
 /// The constants `shaders/adamatch.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].
-pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG), ("MU_INDEX", SCALAR_MU_INDEX as u32)];
-pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
+const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG), ("MU_INDEX", SCALAR_MU_INDEX as u32)];
+const WGSL_STRUCTS: &[&str] = &[Params::WGSL, LossMetrics::WGSL];
 
 const WG: u32 = 64;
 
-/// Index of mu in the per-step scalars tensor (`StepScalars`: lr, weight_decay, adam_bias1,
-/// adam_bias2, mu, step, pad, pad).
-pub const SCALAR_MU_INDEX: usize = 4;
+/// Index of mu in the per-step scalars tensor ([`StepScalars`]).
+pub const SCALAR_MU_INDEX: usize = std::mem::offset_of!(StepScalars, mu) / 4;
+
+wgsl_struct! {
+    /// What the AdaMatch and FixMatch steps report, written by their metrics kernels into
+    /// [`AdaMatchLoss::metrics`] (one f32 each, in this order).
+    #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+    pub struct LossMetrics {
+        /// `source_loss + mu * target_loss` (weight decay not included).
+        pub total_loss: f32,
+        /// The source cross-entropy term, scaled as the preset says.
+        pub source_loss: f32,
+        /// `(1/uB) * sum_i mask_i * CE_i`, not multiplied by mu.
+        pub target_loss: f32,
+        /// Fraction of target rows whose mask is 1.
+        pub mask_rate: f32,
+        /// The relative confidence threshold of the step (FixMatch: its fixed threshold).
+        pub c_tau: f32,
+        /// The target-loss weight read from the scalars (FixMatch: 1).
+        pub mu: f32,
+    }
+}
 
 /// Names of the entries of [`AdaMatchLoss::metrics`], in order.
-pub const METRIC_NAMES: &[&str] = &["total_loss", "source_loss", "target_loss", "mask_rate", "c_tau", "mu"];
-/// `source_loss + mu * target_loss` (weight decay not included).
-pub const METRIC_TOTAL_LOSS: usize = 0;
-/// The source cross-entropy term, scaled as the preset says.
-pub const METRIC_SOURCE_LOSS: usize = 1;
-/// `(1/uB) * sum_i mask_i * CE_i`, not multiplied by mu.
-pub const METRIC_TARGET_LOSS: usize = 2;
-/// Fraction of target rows whose mask is 1.
-pub const METRIC_MASK_RATE: usize = 3;
-/// The relative confidence threshold of the step.
-pub const METRIC_C_TAU: usize = 4;
-/// The target-loss weight read from the scalars.
-pub const METRIC_MU: usize = 5;
+pub const METRIC_NAMES: &[&str] = LossMetrics::FIELDS;
+/// Indices of [`LossMetrics`]' fields in the metrics tensor.
+pub const METRIC_TOTAL_LOSS: usize = std::mem::offset_of!(LossMetrics, total_loss) / 4;
+pub const METRIC_SOURCE_LOSS: usize = std::mem::offset_of!(LossMetrics, source_loss) / 4;
+pub const METRIC_TARGET_LOSS: usize = std::mem::offset_of!(LossMetrics, target_loss) / 4;
+pub const METRIC_MASK_RATE: usize = std::mem::offset_of!(LossMetrics, mask_rate) / 4;
+pub const METRIC_C_TAU: usize = std::mem::offset_of!(LossMetrics, c_tau) / 4;
+pub const METRIC_MU: usize = std::mem::offset_of!(LossMetrics, mu) / 4;
 
 /// How the target pseudo-label distribution is aligned with the source (step 4).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -280,7 +304,7 @@ impl AdaMatchLoss {
             labeled_rows: l as u32,
         };
         let u = Some(bytemuck::bytes_of(&params));
-        let shader = Shader::AdaMatch;
+        let shader = &SHADER;
         let detail = if l == b {
             format!("B={b} uB={ub} C={c}")
         } else {

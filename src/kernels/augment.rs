@@ -95,9 +95,18 @@ use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::input::InputScale;
 use crate::shaders::Shader;
 
+/// `shaders/augment.wgsl` with what this file writes for it.
+pub static SHADER: Shader = Shader {
+    file_name: "augment.wgsl",
+    file_source: include_str!("../../shaders/augment.wgsl"),
+    constants: WGSL_CONSTANTS,
+    structs: &[],
+    needs_subgroups: false,
+};
+
 /// The constants `shaders/augment.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].
-pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[
+const WGSL_CONSTANTS: &[(&str, u32)] = &[
     ("WG", WG),
     ("SLOTS", SLOTS as u32),
     ("OP_IDENTITY", OP_IDENTITY),
@@ -825,7 +834,7 @@ pub fn augment_images(
     let scratch = Tensor::zeros(ctx, "augment scratch", &[(2 * n * size * size).max(1)]);
     Op::new(
         ctx,
-        Shader::Augment,
+        &SHADER,
         "augment_images",
         Some(&uniforms(n, size, scale)),
         &[("src", src), ("params", params), ("dst", dst), ("img", &scratch)],
@@ -849,7 +858,7 @@ pub fn scale_images(ctx: &GpuContext, n: usize, size: usize, src: &Tensor, dst: 
     let words = n * image_words(size);
     Op::new(
         ctx,
-        Shader::Augment,
+        &SHADER,
         "scale_images",
         Some(&uniforms(words, size, scale)),
         &[("src", src), ("dst", dst)],

@@ -14,19 +14,29 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{AdapterProfile, GpuContext, Op, Tensor};
+use crate::gpu::{GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
+pub use crate::profile::BatchNormTuning;
 use crate::shaders::{wgsl_struct, Shader};
+
+/// `shaders/batchnorm.wgsl` with what this file writes for it.
+pub static SHADER: Shader = Shader {
+    file_name: "batchnorm.wgsl",
+    file_source: include_str!("../../shaders/batchnorm.wgsl"),
+    constants: WGSL_CONSTANTS,
+    structs: WGSL_STRUCTS,
+    needs_subgroups: false,
+};
 
 /// The constants `shaders/batchnorm.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].
-pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[
+const WGSL_CONSTANTS: &[(&str, u32)] = &[
     ("WG", WG),
     ("FLAG_BATCH_STATS", FLAG_BATCH_STATS),
     ("FLAG_UPDATE_RUNNING", FLAG_UPDATE_RUNNING),
     ("FLAG_ACCUMULATE", FLAG_ACCUMULATE),
     ("QPT", (VEC4_LANE_CHANNELS / 4) as u32),
 ];
-pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
+const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
 
 const WG: u32 = 256;
 
@@ -38,30 +48,7 @@ pub const MAX_CHUNKS: usize = 1024;
 /// workgroup-level combine): scratch of 3 * MAX_PARTIALS * channels floats.
 pub const MAX_PARTIALS: usize = 2048;
 
-/// Largest workgroup count in one dispatch dimension.
-const MAX_GROUPS: usize = 65_535;
-
-/// How a batch-norm dispatch splits its rows into workgroups. GPUs want enough workgroups to fill
-/// every core; CPU adapters (lavapipe) run each workgroup as one task, pay per workgroup and per
-/// barrier, and prefer a few fat ones (measured ~2-4x faster). Either runs on any adapter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BatchNormTuning {
-    Gpu,
-    Cpu,
-}
-
 impl BatchNormTuning {
-    pub const ALL: [BatchNormTuning; 2] = [BatchNormTuning::Gpu, BatchNormTuning::Cpu];
-
-    /// [`BatchNormTuning::Cpu`] on CPU adapters, else [`BatchNormTuning::Gpu`].
-    pub fn for_adapter(p: &AdapterProfile) -> BatchNormTuning {
-        if p.cpu {
-            BatchNormTuning::Cpu
-        } else {
-            BatchNormTuning::Gpu
-        }
-    }
-
     fn params(self) -> Tuning {
         match self {
             BatchNormTuning::Gpu => Tuning {
@@ -191,13 +178,13 @@ fn plan(ctx: &GpuContext, s: &BatchNormShape, vec4: bool, reduction: bool) -> Pl
     let channel_lanes = units.next_power_of_two().min(MAX_CHANNEL_LANES);
     let channel_tiles = units.div_ceil(channel_lanes);
     assert!(
-        channel_tiles <= MAX_GROUPS,
+        channel_tiles <= MAX_WORKGROUPS_PER_DIM as usize,
         "batchnorm: {} channels is too many",
         s.channels
     );
     let row_lanes = WG as usize / channel_lanes;
     let max_chunks = match (reduction, vec4) {
-        (false, _) => MAX_GROUPS,
+        (false, _) => MAX_WORKGROUPS_PER_DIM as usize,
         (true, false) => MAX_CHUNKS,
         (true, true) => (MAX_PARTIALS / row_lanes).max(1),
     };
@@ -313,7 +300,7 @@ pub fn batchnorm_stats(
     };
     let partial = Op::new(
         ctx,
-        Shader::BatchNorm,
+        &SHADER,
         entry(vec4, "batchnorm_stats_partial", "batchnorm_stats_partial_vec4"),
         Some(bytemuck::bytes_of(&p)),
         &bindings,
@@ -322,7 +309,7 @@ pub fn batchnorm_stats(
     .with_flops(3.0 * s.len() as f64);
     let finalize = Op::new(
         ctx,
-        Shader::BatchNorm,
+        &SHADER,
         "batchnorm_stats_finalize",
         Some(bytemuck::bytes_of(&p)),
         &[
@@ -386,7 +373,7 @@ pub fn batchnorm_apply(
     };
     Op::new(
         ctx,
-        Shader::BatchNorm,
+        &SHADER,
         entry(vec4, "batchnorm_apply", "batchnorm_apply_vec4"),
         Some(bytemuck::bytes_of(&p)),
         &bindings,
@@ -491,7 +478,7 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
     };
     let partial = Op::new(
         ctx,
-        Shader::BatchNorm,
+        &SHADER,
         entry(vec4, "batchnorm_backward_partial", "batchnorm_backward_partial_vec4"),
         Some(uniform),
         &partial_bindings,
@@ -500,7 +487,7 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
     .with_flops(8.0 * s.len() as f64);
     let finalize = Op::new(
         ctx,
-        Shader::BatchNorm,
+        &SHADER,
         "batchnorm_backward_finalize",
         Some(uniform),
         &[
@@ -526,7 +513,7 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
     let input = match b.addend {
         None => Op::new(
             ctx,
-            Shader::BatchNorm,
+            &SHADER,
             entry(vec4, "batchnorm_backward_input", "batchnorm_backward_input_vec4"),
             Some(bytemuck::bytes_of(&p_input)),
             &[(x, b.x), (dy, b.dy), (coef_b, &coef), (dx, b.dx)],
@@ -534,7 +521,7 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
         ),
         Some(a) => Op::new(
             ctx,
-            Shader::BatchNorm,
+            &SHADER,
             entry(
                 vec4,
                 "batchnorm_backward_input_add",

@@ -9,13 +9,12 @@
 //! shape to a [`Conv2dKernel`] and its grid. The pass functions ([`conv2d_forward`] ...) bind
 //! that kernel's buffers by the names the shader gives them.
 
-use std::fmt;
-use std::str::FromStr;
-
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{grid_1d, AdapterProfile, GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
-use crate::shaders::{wgsl_struct, Shader};
+use crate::gpu::{grid_1d, GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
+pub use crate::profile::ConvPath;
+use crate::profile::CONV_SUBGROUP_LANES;
+use crate::shaders::{wgsl_struct, Shader, REDUCE_WG};
 
 /// Output tile rows per workgroup (GEMM M). 9 * 16: it divides the weight-gradient rows (9 * Cin)
 /// of every 3x3 layer with Cin a multiple of 16.
@@ -26,8 +25,6 @@ pub const TILE_N: usize = 32;
 pub const TILE_K: usize = 16;
 /// Output rows per invocation (each owns THREAD_M x 4 outputs).
 const THREAD_M: usize = 8;
-/// Workgroup size of `conv2d_backward_weights_reduce`.
-const REDUCE_WG: usize = 256;
 /// Backward-weights split-K: about one chunk per this many reduction rows, and at most this
 /// many chunks (tiled path).
 const SPLIT_ROWS_TARGET: usize = 2048;
@@ -48,118 +45,64 @@ const DIRECT_MAX_SPLITS: usize = 256;
 /// ...and at most this many partial-sum elements in all (64 MiB; wide layers get fewer chunks).
 const DIRECT_MAX_PARTIALS: usize = 16 << 20;
 /// Lanes per subgroup that `conv2d_subgroup.wgsl` is written for.
-const SG_LANES: usize = 8;
+const SG_LANES: usize = CONV_SUBGROUP_LANES as usize;
+
+/// `shaders/conv2d.wgsl` with what this file writes for it: the tiled and direct paths.
+pub static SHADER: Shader = Shader {
+    file_name: "conv2d.wgsl",
+    file_source: include_str!("../../shaders/conv2d.wgsl"),
+    constants: WGSL_CONSTANTS,
+    structs: WGSL_STRUCTS,
+    needs_subgroups: false,
+};
+
+/// The subgroup path: `conv2d.wgsl` followed by `conv2d_subgroup.wgsl`, one module (needs the
+/// subgroup feature).
+pub static SUBGROUP_SHADER: Shader = Shader {
+    file_name: "conv2d_subgroup.wgsl",
+    file_source: concat!(
+        include_str!("../../shaders/conv2d.wgsl"),
+        include_str!("../../shaders/conv2d_subgroup.wgsl")
+    ),
+    constants: SUBGROUP_WGSL_CONSTANTS,
+    structs: WGSL_STRUCTS,
+    needs_subgroups: true,
+};
 
 /// The constants `conv2d.wgsl` and `conv2d_subgroup.wgsl` are compiled with, and the struct
 /// they share with this file: written here once and prepended to the shader source (see
 /// [`Shader::source`]), so Rust and WGSL cannot disagree.
-pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[
+/// `conv2d_subgroup.wgsl`'s module takes them all; `conv2d.wgsl`'s alone every one but the last,
+/// `SG_LANES`.
+const SUBGROUP_WGSL_CONSTANTS: &[(&str, u32)] = &[
     ("TILE_M", TILE_M as u32),
     ("TILE_N", TILE_N as u32),
     ("TILE_K", TILE_K as u32),
     ("THREAD_M", THREAD_M as u32),
-    ("REDUCE_WG", REDUCE_WG as u32),
     ("DIRECT_M", DIRECT_M as u32),
     ("DIRECT_N", DIRECT_N as u32),
     ("DIRECT_WG", DIRECT_WG as u32),
     ("SG_LANES", SG_LANES as u32),
 ];
+const WGSL_CONSTANTS: &[(&str, u32)] = match SUBGROUP_WGSL_CONSTANTS.split_last() {
+    Some((_, before_sg_lanes)) => before_sg_lanes,
+    None => &[],
+};
 
 // What the shader's staging and unrolled products assume.
 const WG: usize = (TILE_M / THREAD_M) * (TILE_N / 4);
 const _: () = assert!(THREAD_M == 8 && TILE_N.is_multiple_of(4) && TILE_K.is_multiple_of(4));
 const _: () = assert!(TILE_M.is_multiple_of(WG) && TILE_M.is_multiple_of(TILE_K) && WG.is_multiple_of(TILE_M / TILE_K));
-pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
+const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
 
 const _: () = assert!(DIRECT_M == 16 && DIRECT_N == 8 && SG_LANES == 8);
-
-/// How the GEMMs of the convolutions run. The paths compute the same sums in different orders
-/// (results may differ in the last bits); each is bitwise reproducible.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
-pub enum ConvPath {
-    /// Tiles staged in workgroup memory, with barriers: for GPUs.
-    Tiled,
-    /// No workgroup memory and no barriers: each invocation reads its operands straight from
-    /// the storage buffers and keeps a 16 x 8 block of outputs in registers. For CPU adapters
-    /// (lavapipe), where a barrier costs 30-45% of the reduction loop.
-    Direct,
-    /// The direct path with the operand that a subgroup's invocations share loaded once per
-    /// subgroup and broadcast (`conv2d_subgroup.wgsl`), for layers whose channels take the
-    /// 16-column blocks; the direct kernels for the others. Bitwise the direct path's results.
-    /// Needs subgroups of exactly 8 lanes.
-    Subgroup,
-}
-
-impl ConvPath {
-    pub const ALL: [ConvPath; 3] = [ConvPath::Tiled, ConvPath::Direct, ConvPath::Subgroup];
-
-    /// The name `--conv-path` and `ADAMATCH_CONV_PATH` take.
-    pub fn name(self) -> &'static str {
-        match self {
-            ConvPath::Tiled => "tiled",
-            ConvPath::Direct => "direct",
-            ConvPath::Subgroup => "subgroup",
-        }
-    }
-
-    /// The adapter's own path (from the facts of `p`, not its `conv_path`): subgroup on native
-    /// CPU adapters that can run it, else direct on native CPU adapters, and tiled on GPUs and in
-    /// browsers.
-    pub fn for_adapter(p: &AdapterProfile) -> ConvPath {
-        if p.browser || !p.cpu {
-            ConvPath::Tiled
-        } else if ConvPath::Subgroup.refusal(p).is_none() {
-            ConvPath::Subgroup
-        } else {
-            ConvPath::Direct
-        }
-    }
-
-    /// Why the adapter of `p` cannot run this path, or None when it can.
-    pub fn refusal(self, p: &AdapterProfile) -> Option<String> {
-        match self {
-            ConvPath::Tiled => None,
-            ConvPath::Direct | ConvPath::Subgroup if p.browser => Some(
-                "its kernels bind an output and its vec4 view (both writable) to one buffer range, \
-                 which WebGPU's validation rejects"
-                    .into(),
-            ),
-            ConvPath::Subgroup if p.subgroup_size != Some(SG_LANES as u32) => Some(format!(
-                "conv2d_subgroup.wgsl needs subgroups of exactly {SG_LANES} lanes; this adapter has {}",
-                match p.subgroup_size {
-                    Some(n) => format!("subgroups of {n}"),
-                    None => "no fixed subgroup size".into(),
-                }
-            )),
-            ConvPath::Direct | ConvPath::Subgroup => None,
-        }
-    }
-}
-
-impl fmt::Display for ConvPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for ConvPath {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<ConvPath, String> {
-        ConvPath::ALL
-            .into_iter()
-            .find(|p| p.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown convolution path '{s}': choose tiled, direct or subgroup"))
-    }
-}
 
 /// Declares [`Conv2dKernel`] with its entry points, written once.
 macro_rules! conv2d_kernels {
     ($($(#[$doc:meta])* $kernel:ident => $entry:literal,)*) => {
         /// One convolution kernel: an entry point of `conv2d.wgsl`, or of `conv2d_subgroup.wgsl` for the
         /// `*Subgroup` ones. Tiled: `Aligned` for channel counts in whole `TILE_K` / vec4 steps,
-        /// `General` for any. Direct: `Wide` 16-column blocks, `Aligned` vec4 loads, `General` any
+        /// `General` for any. Direct: `Wide` 16-column blocks with vec4 loads, `General` any
         /// channels. Subgroup: `Rows*` for 3x3 stride-1 layers whose rows are 16 (`Rows`) or 8 (`Rows8`)
         /// pixels wide, with 32- (`*32`) or 16-column blocks, plain for the other layers, and `Taps` for
         /// the weight gradient of 3x3 layers.
@@ -185,7 +128,6 @@ conv2d_kernels! {
     ForwardAligned => "conv2d_forward_aligned",
     ForwardGeneral => "conv2d_forward_general",
     ForwardDirectWide => "conv2d_forward_direct_wide",
-    ForwardDirectAligned => "conv2d_forward_direct_aligned",
     ForwardDirectGeneral => "conv2d_forward_direct_general",
     ForwardRows32Subgroup => "conv2d_forward_rows32_subgroup",
     ForwardRowsSubgroup => "conv2d_forward_rows_subgroup",
@@ -195,7 +137,6 @@ conv2d_kernels! {
     BackwardDataAligned => "conv2d_backward_data_aligned",
     BackwardDataGeneral => "conv2d_backward_data_general",
     BackwardDataDirectWide => "conv2d_backward_data_direct_wide",
-    BackwardDataDirectAligned => "conv2d_backward_data_direct_aligned",
     BackwardDataDirectGeneral => "conv2d_backward_data_direct_general",
     BackwardDataRows32Subgroup => "conv2d_backward_data_rows32_subgroup",
     BackwardDataRowsSubgroup => "conv2d_backward_data_rows_subgroup",
@@ -205,7 +146,6 @@ conv2d_kernels! {
     BackwardWeightsAligned => "conv2d_backward_weights_aligned",
     BackwardWeightsGeneral => "conv2d_backward_weights_general",
     BackwardWeightsDirectWide => "conv2d_backward_weights_direct_wide",
-    BackwardWeightsDirectAligned => "conv2d_backward_weights_direct_aligned",
     BackwardWeightsDirectGeneral => "conv2d_backward_weights_direct_general",
     BackwardWeightsTapsSubgroup => "conv2d_backward_weights_taps_subgroup",
     BackwardWeightsSubgroup => "conv2d_backward_weights_subgroup",
@@ -228,10 +168,10 @@ impl Conv2dKernel {
     }
 
     /// The shader module holding the entry point.
-    pub fn shader(self) -> Shader {
+    pub fn shader(self) -> &'static Shader {
         match self.path() {
-            ConvPath::Subgroup => Shader::Conv2dSubgroup,
-            ConvPath::Tiled | ConvPath::Direct => Shader::Conv2d,
+            ConvPath::Subgroup => &SUBGROUP_SHADER,
+            ConvPath::Tiled | ConvPath::Direct => &SHADER,
         }
     }
 }
@@ -442,16 +382,11 @@ fn tiled_aligned(s: &Conv2dShape) -> bool {
     s.in_c.is_multiple_of(TILE_K) && s.out_c.is_multiple_of(4)
 }
 
-/// The direct path's vec4 entry points need both channel counts to be multiples of 4.
-fn direct_aligned(s: &Conv2dShape) -> bool {
-    s.in_c.is_multiple_of(4) && s.out_c.is_multiple_of(4)
-}
-
 /// The direct path's 16-column blocks (`_wide` entry points, and every subgroup kernel) need vec4
-/// loads and a column count that is a multiple of 16 (every WideResNet layer but the RGB stem's
-/// input side).
+/// loads (both channel counts multiples of 4) and a column count that is a multiple of 16 (every
+/// WideResNet layer but the RGB stem's input side).
 fn direct_wide(s: &Conv2dShape, columns: usize) -> bool {
-    direct_aligned(s) && columns.is_multiple_of(2 * DIRECT_N)
+    s.in_c.is_multiple_of(4) && s.out_c.is_multiple_of(4) && columns.is_multiple_of(2 * DIRECT_N)
 }
 
 /// A 3x3 stride-1 convolution whose rows are a multiple of 16 wide (input and output alike): each
@@ -508,13 +443,12 @@ fn subgroup_kernel(k: SubgroupKernels, s: &Conv2dShape, columns: usize) -> (Conv
     }
 }
 
-/// The direct kernel of a pass for `s` with `columns` GEMM columns: 16-column blocks, vec4 or
-/// scalar loads, and whether it is the 16-column one.
-fn direct_kernel(s: &Conv2dShape, columns: usize, [wide, aligned, general]: [Conv2dKernel; 3]) -> (Conv2dKernel, bool) {
+/// The direct kernel of a pass for `s` with `columns` GEMM columns: 16-column blocks with vec4
+/// loads where the channels allow, else scalar loads of any shape (every network's layers but
+/// the RGB stem take the first: channels are multiples of 16); and whether it is the 16-column one.
+fn direct_kernel(s: &Conv2dShape, columns: usize, [wide, general]: [Conv2dKernel; 2]) -> (Conv2dKernel, bool) {
     if direct_wide(s, columns) {
         (wide, true)
-    } else if direct_aligned(s) {
-        (aligned, false)
     } else {
         (general, false)
     }
@@ -547,7 +481,7 @@ pub fn forward_plan(path: ConvPath, s: &Conv2dShape, residual: bool) -> Conv2dPl
             p,
         ),
         ConvPath::Direct | ConvPath::Subgroup => {
-            let kernels = [ForwardDirectWide, ForwardDirectAligned, ForwardDirectGeneral];
+            let kernels = [ForwardDirectWide, ForwardDirectGeneral];
             let (kernel, wide) = direct_kernel(s, s.out_c, kernels);
             Conv2dPlan::new(kernel, direct_grid(m, s.out_c, 1, wide), p)
         }
@@ -591,11 +525,7 @@ pub fn backward_data_plan(path: ConvPath, s: &Conv2dShape, accumulate: bool) -> 
         }
         ConvPath::Direct | ConvPath::Subgroup => {
             p.phase_tiles = phase_rows.div_ceil(DIRECT_M) as u32;
-            let kernels = [
-                BackwardDataDirectWide,
-                BackwardDataDirectAligned,
-                BackwardDataDirectGeneral,
-            ];
+            let kernels = [BackwardDataDirectWide, BackwardDataDirectGeneral];
             let (kernel, wide) = direct_kernel(s, s.in_c, kernels);
             Conv2dPlan::new(kernel, direct_grid(phase_rows, s.in_c, phases, wide), p)
         }
@@ -651,16 +581,12 @@ pub fn backward_weights_plan(path: ConvPath, s: &Conv2dShape, accumulate: bool) 
             Conv2dPlan::new(kernel, [n.div_ceil(TILE_N) as u32, tiles_m as u32, splits as u32], p)
         }
         ConvPath::Direct | ConvPath::Subgroup => {
-            let kernels = [
-                BackwardWeightsDirectWide,
-                BackwardWeightsDirectAligned,
-                BackwardWeightsDirectGeneral,
-            ];
+            let kernels = [BackwardWeightsDirectWide, BackwardWeightsDirectGeneral];
             let (kernel, wide) = direct_kernel(s, n, kernels);
             Conv2dPlan::new(kernel, direct_grid(m, n, splits, wide), p)
         }
     };
-    let reduce = Conv2dPlan::new(BackwardWeightsReduce, grid_1d(m * n, REDUCE_WG as u32), p);
+    let reduce = Conv2dPlan::new(BackwardWeightsReduce, grid_1d(m * n, REDUCE_WG), p);
     [gemm, reduce]
 }
 

@@ -6,10 +6,19 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::{GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
 use crate::shaders::{wgsl_struct, Shader};
 
+/// `shaders/dense.wgsl` with what this file writes for it.
+pub static SHADER: Shader = Shader {
+    file_name: "dense.wgsl",
+    file_source: include_str!("../../shaders/dense.wgsl"),
+    constants: WGSL_CONSTANTS,
+    structs: WGSL_STRUCTS,
+    needs_subgroups: false,
+};
+
 /// The constants `shaders/dense.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].
-pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[("TS", TILE as u32), ("BIAS_WG", BIAS_WG as u32)];
-pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
+const WGSL_CONSTANTS: &[(&str, u32)] = &[("TS", TILE as u32), ("BIAS_WG", BIAS_WG as u32)];
+const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
 
 /// GEMM tile edge (workgroup is TILE x TILE).
 const TILE: usize = 16;
@@ -77,7 +86,7 @@ pub fn dense_forward(
     assert_eq!(y.len(), rows * out_f, "dense_forward: y size");
     Op::new(
         ctx,
-        Shader::Dense,
+        &SHADER,
         "dense_forward",
         Some(bytemuck::bytes_of(&p)),
         &[("x", x), ("w", w), ("b", b), ("y", y)],
@@ -114,7 +123,7 @@ pub fn dense_backward(
     let gemm_flops = 2.0 * (rows * in_f * out_f) as f64;
     let data = Op::new(
         ctx,
-        Shader::Dense,
+        &SHADER,
         "dense_backward_data",
         Some(bytemuck::bytes_of(&p_data)),
         &[("w", w), ("dy", dy), ("dx", dx)],
@@ -123,7 +132,7 @@ pub fn dense_backward(
     .with_flops(gemm_flops);
     let weights = Op::new(
         ctx,
-        Shader::Dense,
+        &SHADER,
         "dense_backward_weights",
         Some(bytemuck::bytes_of(&p_params)),
         &[("x", x), ("dy", dy), ("dw", dw)],
@@ -134,7 +143,7 @@ pub fn dense_backward(
     assert!(bias_groups <= MAX_WORKGROUPS_PER_DIM as usize);
     let bias = Op::new(
         ctx,
-        Shader::Dense,
+        &SHADER,
         "dense_backward_bias",
         Some(bytemuck::bytes_of(&p_params)),
         &[("dy", dy), ("db", db)],

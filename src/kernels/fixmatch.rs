@@ -13,14 +13,23 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
-use crate::kernels::adamatch::METRIC_NAMES;
+use crate::kernels::adamatch::{LossMetrics, METRIC_NAMES};
 use crate::kernels::softmax_ce::{softmax_ce_term, Targets};
 use crate::shaders::{wgsl_struct, Shader};
 
+/// `shaders/fixmatch.wgsl` with what this file writes for it.
+pub static SHADER: Shader = Shader {
+    file_name: "fixmatch.wgsl",
+    file_source: include_str!("../../shaders/fixmatch.wgsl"),
+    constants: WGSL_CONSTANTS,
+    structs: WGSL_STRUCTS,
+    needs_subgroups: false,
+};
+
 /// The constants `shaders/fixmatch.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].
-pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG)];
-pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
+const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG)];
+const WGSL_STRUCTS: &[&str] = &[Params::WGSL, LossMetrics::WGSL];
 
 const WG: u32 = 64;
 
@@ -117,7 +126,7 @@ impl FixMatchLoss {
             threshold: cfg.threshold,
         };
         let u = Some(bytemuck::bytes_of(&params));
-        let shader = Shader::FixMatch;
+        let shader = &SHADER;
         let detail = format!("B={b} uB={ub} C={c}");
 
         let mut ops = vec![Op::new(

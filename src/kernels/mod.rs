@@ -11,3 +11,20 @@ pub mod fixmatch;
 pub mod optimizer;
 pub mod pool;
 pub mod softmax_ce;
+
+use crate::shaders::Shader;
+
+/// Every shader module the crate compiles, each defined by its wrapper.
+pub static SHADERS: &[&Shader] = &[
+    &conv2d::SHADER,
+    &conv2d::SUBGROUP_SHADER,
+    &batchnorm::SHADER,
+    &activation::SHADER,
+    &pool::SHADER,
+    &dense::SHADER,
+    &softmax_ce::SHADER,
+    &optimizer::SHADER,
+    &adamatch::SHADER,
+    &fixmatch::SHADER,
+    &augment::SHADER,
+];

@@ -14,10 +14,19 @@ use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::network::Architecture;
 use crate::shaders::{wgsl_struct, Shader};
 
+/// `shaders/optimizer.wgsl` with what this file writes for it.
+pub static SHADER: Shader = Shader {
+    file_name: "optimizer.wgsl",
+    file_source: include_str!("../../shaders/optimizer.wgsl"),
+    constants: WGSL_CONSTANTS,
+    structs: WGSL_STRUCTS,
+    needs_subgroups: false,
+};
+
 /// The constants `shaders/optimizer.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].
-pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG), ("CHECK_CHUNK", CHECK_CHUNK as u32)];
-pub(crate) const WGSL_STRUCTS: &[&str] = &[StepScalars::WGSL, Params::WGSL];
+const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG), ("CHECK_CHUNK", CHECK_CHUNK as u32)];
+const WGSL_STRUCTS: &[&str] = &[StepScalars::WGSL, Params::WGSL];
 
 const WG: u32 = 256;
 /// Gradient elements reduced by one first-pass workgroup of [`grad_check`] (16 per invocation).
@@ -37,10 +46,9 @@ wgsl_struct! {
         pub adam_bias2: f32,
         /// AdaMatch target-loss weight, used by the loss kernels ([`mu_warmup`]).
         pub mu: f32,
-        /// The step index, informational.
-        pub step: f32,
         pub _pad0: f32,
         pub _pad1: f32,
+        pub _pad2: f32,
     }
 }
 
@@ -154,7 +162,7 @@ pub fn sgd_step(
     };
     Op::new(
         ctx,
-        Shader::Optimizer,
+        &SHADER,
         "sgd_momentum_step",
         Some(bytemuck::bytes_of(&p)),
         &[
@@ -202,7 +210,7 @@ pub fn adam_step(
     };
     Op::new(
         ctx,
-        Shader::Optimizer,
+        &SHADER,
         "adam_step",
         Some(bytemuck::bytes_of(&p)),
         &[
@@ -238,7 +246,7 @@ pub fn ema_update(ctx: &GpuContext, ema: &Tensor, x: &Tensor, decay: f32) -> Op 
     };
     Op::new(
         ctx,
-        Shader::Optimizer,
+        &SHADER,
         "ema_update",
         Some(bytemuck::bytes_of(&p)),
         &[("ema", ema), ("ema_source", x)],
@@ -266,7 +274,7 @@ pub fn grad_check(ctx: &GpuContext, grads: &Tensor, metrics: &Tensor) -> Vec<Op>
     let uniform = Some(bytemuck::bytes_of(&p));
     let first = Op::new(
         ctx,
-        Shader::Optimizer,
+        &SHADER,
         "grad_check_partials",
         uniform,
         &[("grads", grads), ("partials", &partials)],
@@ -275,7 +283,7 @@ pub fn grad_check(ctx: &GpuContext, grads: &Tensor, metrics: &Tensor) -> Vec<Op>
     .with_detail(format!("{len} grads -> {n_partials} partials"));
     let combine = Op::new(
         ctx,
-        Shader::Optimizer,
+        &SHADER,
         "grad_check_combine",
         uniform,
         &[("partials", &partials), ("metrics", metrics)],

@@ -6,10 +6,19 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::shaders::{wgsl_struct, Shader};
 
+/// `shaders/pool.wgsl` with what this file writes for it.
+pub static SHADER: Shader = Shader {
+    file_name: "pool.wgsl",
+    file_source: include_str!("../../shaders/pool.wgsl"),
+    constants: WGSL_CONSTANTS,
+    structs: WGSL_STRUCTS,
+    needs_subgroups: false,
+};
+
 /// The constants `shaders/pool.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].
-pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG)];
-pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
+const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG)];
+const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
 
 const WG: u32 = 256;
 
@@ -55,7 +64,7 @@ pub fn global_avg_pool_forward(
     assert_eq!(y.len(), batch * channels, "global_avg_pool_forward: y size");
     Op::new(
         ctx,
-        Shader::Pool,
+        &SHADER,
         "global_avg_pool_forward",
         Some(bytemuck::bytes_of(&p)),
         &[("x", x), ("y", y)],
@@ -79,7 +88,7 @@ pub fn global_avg_pool_backward(
     assert_eq!(dx.len(), batch * hw * channels, "global_avg_pool_backward: dx size");
     Op::new(
         ctx,
-        Shader::Pool,
+        &SHADER,
         "global_avg_pool_backward",
         Some(bytemuck::bytes_of(&p)),
         &[("dy", dy), ("dx", dx)],

@@ -6,10 +6,19 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::shaders::{wgsl_struct, Shader};
 
+/// `shaders/softmax_ce.wgsl` with what this file writes for it.
+pub static SHADER: Shader = Shader {
+    file_name: "softmax_ce.wgsl",
+    file_source: include_str!("../../shaders/softmax_ce.wgsl"),
+    constants: WGSL_CONSTANTS,
+    structs: WGSL_STRUCTS,
+    needs_subgroups: false,
+};
+
 /// The constants `shaders/softmax_ce.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].
-pub(crate) const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG)];
-pub(crate) const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
+const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG)];
+const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
 
 const WG: u32 = 64;
 
@@ -82,7 +91,7 @@ pub fn softmax_ce_forward(
     let per_row = match targets {
         Targets::Hard(labels) => Op::new(
             ctx,
-            Shader::SoftmaxCe,
+            &SHADER,
             "softmax_ce_forward_hard",
             uniform,
             &[("logits", logits), ("labels", labels), ("row_loss", row_loss)],
@@ -90,7 +99,7 @@ pub fn softmax_ce_forward(
         ),
         Targets::Soft(t) => Op::new(
             ctx,
-            Shader::SoftmaxCe,
+            &SHADER,
             "softmax_ce_forward_soft",
             uniform,
             &[("logits", logits), ("targets", t), ("row_loss", row_loss)],
@@ -99,7 +108,7 @@ pub fn softmax_ce_forward(
     };
     let sum = Op::new(
         ctx,
-        Shader::SoftmaxCe,
+        &SHADER,
         "softmax_ce_loss_sum",
         uniform,
         &[("row_weight", row_weight), ("row_loss", row_loss), ("loss", loss)],
@@ -131,7 +140,7 @@ pub fn softmax_ce_backward(
     match targets {
         Targets::Hard(labels) => Op::new(
             ctx,
-            Shader::SoftmaxCe,
+            &SHADER,
             "softmax_ce_backward_hard",
             uniform,
             &[
@@ -144,7 +153,7 @@ pub fn softmax_ce_backward(
         ),
         Targets::Soft(t) => Op::new(
             ctx,
-            Shader::SoftmaxCe,
+            &SHADER,
             "softmax_ce_backward_soft",
             uniform,
             &[

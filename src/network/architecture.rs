@@ -4,6 +4,8 @@
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::conv2d::Conv2dShape;
+
 /// Offsets in the flat parameter buffer are multiples of this many f32 (256 bytes, the largest
 /// storage-offset alignment WebGPU allows), so any tensor can be bound on its own.
 pub const PARAM_ALIGN: usize = 64;
@@ -232,6 +234,21 @@ pub(super) struct ConvLayer {
     pub(super) out_c: usize,
 }
 
+impl ConvLayer {
+    /// This layer's geometry over a batch of `batch` square inputs of side `in_hw`.
+    pub(super) fn shape(&self, batch: usize, in_hw: usize) -> Conv2dShape {
+        Conv2dShape {
+            batch,
+            in_h: in_hw,
+            in_w: in_hw,
+            in_c: self.in_c,
+            out_c: self.out_c,
+            kernel: self.kernel,
+            stride: self.stride,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct Block {
     pub(super) bn1: BnLayer,
@@ -374,17 +391,20 @@ impl Architecture {
         self.trainable_count() + self.running_layout.specs.iter().map(|s| s.len()).sum::<usize>()
     }
 
+    /// Every convolution over a batch of `batch` images: the stem, then each block's conv1, conv2
+    /// and projection shortcut.
+    pub fn conv_shapes(&self, batch: usize) -> Vec<Conv2dShape> {
+        let mut convs = vec![self.stem.shape(batch, self.image_size)];
+        for b in &self.blocks {
+            convs.extend([b.conv1.shape(batch, b.in_hw), b.conv2.shape(batch, b.out_hw)]);
+            convs.extend(b.shortcut.map(|sc| sc.shape(batch, b.in_hw)));
+        }
+        convs
+    }
+
     /// FLOPs of one image's forward pass (convolutions and dense; multiply-add = 2).
     pub fn forward_flops_per_image(&self) -> f64 {
-        let conv =
-            |c: &ConvLayer, out_hw: usize| 2.0 * (out_hw * out_hw * c.kernel * c.kernel * c.in_c * c.out_c) as f64;
-        let mut f = conv(&self.stem, self.image_size);
-        for b in &self.blocks {
-            f += conv(&b.conv1, b.out_hw) + conv(&b.conv2, b.out_hw);
-            if let Some(s) = &b.shortcut {
-                f += conv(s, b.out_hw);
-            }
-        }
-        f + 2.0 * (self.final_c * self.num_classes) as f64
+        let conv: f64 = self.conv_shapes(1).iter().map(Conv2dShape::flops).sum();
+        conv + 2.0 * (self.final_c * self.num_classes) as f64
     }
 }

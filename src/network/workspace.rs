@@ -161,17 +161,6 @@ impl Workspace {
         }
     }
 
-    /// Every convolution of `net` with its input side: the stem, then each block's conv1, conv2
-    /// and projection shortcut.
-    fn convolutions(net: &WideResNet) -> Vec<(ConvLayer, usize)> {
-        let mut convs = vec![(net.stem, net.config.image_size)];
-        for b in &net.blocks {
-            convs.extend([(b.conv1, b.in_hw), (b.conv2, b.out_hw)]);
-            convs.extend(b.shortcut.map(|sc| (sc, b.in_hw)));
-        }
-        convs
-    }
-
     /// Every batch norm of `net` with its side: each block's two, then the head's.
     fn batch_norms(net: &WideResNet) -> Vec<(BnLayer, usize)> {
         let mut bns: Vec<(BnLayer, usize)> = net
@@ -187,9 +176,10 @@ impl Workspace {
     pub fn ops(&mut self, ctx: &GpuContext, net: &WideResNet, pass: Pass) -> &[Op] {
         if !self.passes.contains_key(&pass) {
             if matches!(pass, Pass::Backward { .. }) && self.dw_scratch.is_none() {
-                let len = Self::convolutions(net)
+                let len = net
+                    .conv_shapes(self.batch)
                     .iter()
-                    .map(|(c, hw)| conv2d_backward_weights_scratch_len(ctx, &self.conv_shape(c, *hw)))
+                    .map(|s| conv2d_backward_weights_scratch_len(ctx, s))
                     .max()
                     .unwrap_or(1);
                 self.dw_scratch = Some(Tensor::zeros(ctx, "conv2d dw partials", &[len]));
@@ -300,15 +290,7 @@ impl Workspace {
     }
 
     fn conv_shape(&self, c: &ConvLayer, in_hw: usize) -> Conv2dShape {
-        Conv2dShape {
-            batch: self.batch,
-            in_h: in_hw,
-            in_w: in_hw,
-            in_c: c.in_c,
-            out_c: c.out_c,
-            kernel: c.kernel,
-            stride: c.stride,
-        }
+        c.shape(self.batch, in_hw)
     }
 
     fn build_forward(&self, ctx: &GpuContext, net: &WideResNet, update_running: Option<bool>) -> Vec<Op> {

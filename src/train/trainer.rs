@@ -486,19 +486,23 @@ impl Trainer {
             LrSchedule::KerasCosine { alpha } => optimizer::lr_keras_cosine(base, t, total, alpha as f64),
             LrSchedule::Constant => base,
         };
-        let (b1, b2) = match self.cfg.optimizer {
-            Optimizer::Adam { beta1, beta2, .. } => (beta1 as f64, beta2 as f64),
-            Optimizer::Sgd { .. } => (0.9, 0.999),
+        // SGD reads no bias corrections: 1 leaves a value that would be read unchanged.
+        let (adam_bias1, adam_bias2) = match self.cfg.optimizer {
+            Optimizer::Adam { beta1, beta2, .. } => (
+                optimizer::bias_correction(beta1 as f64, t + 1),
+                optimizer::bias_correction(beta2 as f64, t + 1),
+            ),
+            Optimizer::Sgd { .. } => (1.0, 1.0),
         };
         StepScalars {
             lr: lr as f32,
             weight_decay: self.cfg.weight_decay,
-            adam_bias1: optimizer::bias_correction(b1, t + 1),
-            adam_bias2: optimizer::bias_correction(b2, t + 1),
+            adam_bias1,
+            adam_bias2,
             mu: optimizer::mu_warmup(t, total) as f32,
-            step: t as f32,
             _pad0: 0.0,
             _pad1: 0.0,
+            _pad2: 0.0,
         }
     }
 

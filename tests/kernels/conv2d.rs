@@ -1,8 +1,9 @@
-use adamatch_wgpu::gpu::{AdapterProfile, GpuContext, Tensor};
+use adamatch_wgpu::gpu::{GpuContext, Tensor};
 use adamatch_wgpu::kernels::conv2d::{
     backward_data_plan, backward_weights_plan, conv2d_backward_data, conv2d_backward_weights,
     conv2d_backward_weights_scratch_len, conv2d_forward, forward_plan, Conv2dKernel, Conv2dShape, ConvPath,
 };
+use adamatch_wgpu::profile::AdapterProfile;
 
 use crate::ctx;
 use crate::reference::{assert_close, conv2d as cpu, random_vec, to_f64};
@@ -379,6 +380,47 @@ fn direct_path_takes_16_column_blocks_where_channels_allow() {
     assert_eq!(wide(&shape(2, (8, 8), 16, 12, 3, 1)), [false, true, false]);
     assert_eq!(wide(&shape(2, (8, 8), 12, 32, 3, 1)), [true, false, true]);
     assert_eq!(wide(&shape(2, (8, 8), 3, 16, 3, 1)), [false, false, false]);
+}
+
+#[test]
+fn every_kernel_is_chosen_by_some_network_the_crate_builds() {
+    // Applies the three plans on every path to every convolution of every network the crate
+    // accepts (each width, each image side; one and two blocks per stage, since deeper networks
+    // repeat those shapes): an entry point that no network selects is dead code to delete.
+    use adamatch_wgpu::network::{Architecture, WideResNetConfig, MAX_IMAGE_SIZE, MAX_WIDTH};
+    let mut reached = vec![Conv2dKernel::BackwardWeightsReduce];
+    for depth in [10, 16] {
+        for width in 1..=MAX_WIDTH {
+            for image_size in 1..=MAX_IMAGE_SIZE {
+                let config = WideResNetConfig {
+                    depth,
+                    width,
+                    image_size,
+                    ..WideResNetConfig::paper()
+                };
+                let arch = Architecture::new(&config).unwrap();
+                for s in arch.conv_shapes(2) {
+                    for path in ConvPath::ALL {
+                        for k in kernels(path, &s) {
+                            if !reached.contains(&k) {
+                                reached.push(k);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // The tiled path's only data-gradient kernel for output channels that are not whole K tiles:
+    // no network has such a layer, but the public conv2d functions take any shape on every path,
+    // and the tiled path is the only one browsers run.
+    let kept_for_any_shape = [Conv2dKernel::BackwardDataGeneral];
+    let unchosen: Vec<_> = Conv2dKernel::ALL
+        .iter()
+        .copied()
+        .filter(|k| !reached.contains(k))
+        .collect();
+    assert_eq!(unchosen, kept_for_any_shape, "kernels that no network selects");
 }
 
 #[test]

@@ -33,7 +33,6 @@ fn scalars_for(step: u64) -> StepScalars {
         adam_bias1: bias_correction(0.9, t),
         adam_bias2: bias_correction(0.999, t),
         mu: 0.0,
-        step: step as f32,
         ..Default::default()
     }
 }
@@ -55,7 +54,7 @@ fn step_scalars_layout_and_write() {
         adam_bias1: 0.125,
         adam_bias2: 2.0,
         mu: 3.0,
-        step: 7.0,
+        _pad0: 7.0,
         ..Default::default()
     };
     write_step_scalars(ctx, &t, &s);
