@@ -364,8 +364,7 @@ fn batchnorm_backward_input_add(
 // The same buffers as arrays of channel quads; a thread owns QPT consecutive quads (16 channels)
 // and walks rows of them. On CPU adapters (lavapipe) every storage access is a loop over the SIMD
 // lanes with a bounds check, and every thread's loop iteration has a fixed cost, so fewer, wider
-// accesses and more work per thread are much faster (measured ~2x on lavapipe against the scalar
-// kernels). When the quads do not split evenly, a thread's quads past the last one repeat the
+// accesses and more work per thread are much faster than the scalar kernels there. When the quads do not split evenly, a thread's quads past the last one repeat the
 // last quad: the elementwise kernels then write the same value twice, and the reductions leave
 // the copies out of their partials, so the row loops need no per-quad bounds test.
 //
@@ -439,7 +438,7 @@ fn batchnorm_stats_partial_vec4(
     }
     // Constant loop bounds everywhere (not j < t.count), so the compiler can unroll the loops
     // and keep the arrays in registers (an apply kernel looping over private arrays up to a
-    // uniform bound measured ~4x slower on lavapipe).
+    // uniform bound is several times slower on lavapipe).
     for (var j = 0u; j < QPT; j++) {
         if (j < t.count) {
             partials_out4[partial_index4(wid, l.lane_r, 0u, q[j])] = vec4<f32>(n);

@@ -1018,7 +1018,7 @@ fn store_forward_block(m: u32, n: u32, acc: Block, fast: bool) {
 // per invocation instead of 8, two more Blocks (`top_r`, `bottom_r`) for columns 8..15. On
 // lavapipe every load from a storage buffer is a loop over the SIMD lanes and costs ~20x a
 // multiply-add, so the wider block's extra accumulators pay: 16 x 16 does 1024 multiply-adds
-// per 32 vec4 loads (16 x 8: 512 per 24), measured 1.2-1.3x faster.
+// per 32 vec4 loads (16 x 8: 512 per 24).
 fn forward_direct(t: u32, fast: bool, wide: bool) {
     let block = direct_block_n(t, p.gemm_n, select(DIRECT_N, 2u * DIRECT_N, wide));
     let m0 = block.x;

@@ -156,8 +156,9 @@ fn required_limits(have: &wgpu::Limits) -> wgpu::Limits {
     limits.min_storage_buffer_offset_alignment = have.min_storage_buffer_offset_alignment;
     limits.min_uniform_buffer_offset_alignment = have.min_uniform_buffer_offset_alignment;
     if cfg!(target_arch = "wasm32") {
-        // Browser inference (batch 1..64 of 32x32 images) fits WebGPU's default buffer and
-        // workgroup-memory sizes; asking for no more keeps every WebGPU device usable.
+        // The page's classification and training (the tiny preset's batches) fit WebGPU's
+        // default buffer and workgroup-memory sizes; asking for no more keeps every WebGPU
+        // device usable.
         limits.max_compute_workgroup_storage_size = 16_384;
         limits.max_storage_buffer_binding_size = 128 << 20;
         limits.max_buffer_size = have.max_buffer_size.min(256 << 20);
@@ -750,6 +751,3 @@ pub fn grid_1d(threads: usize, wg: u32) -> [u32; 3] {
     let y = groups.div_ceil(x);
     [x as u32, y as u32, 1]
 }
-
-/// Shared, cheaply clonable handle to the context.
-pub type Ctx = Arc<GpuContext>;

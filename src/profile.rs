@@ -151,7 +151,7 @@ impl FromStr for ConvPath {
 
 /// How a batch-norm dispatch splits its rows into workgroups. GPUs want enough workgroups to fill
 /// every core; CPU adapters (lavapipe) run each workgroup as one task, pay per workgroup and per
-/// barrier, and prefer a few fat ones (measured ~2-4x faster). Either runs on any adapter.
+/// barrier, and prefer a few fat ones. Either runs on any adapter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BatchNormTuning {
     Gpu,

@@ -251,11 +251,6 @@ pub fn layout(dir: &Path) -> Result<FolderLayout> {
     Ok(FolderLayout::Labeled(with_images))
 }
 
-/// Whether `dir` is a labeled folder (class subfolders holding images).
-pub fn is_labeled_dir(dir: &Path) -> bool {
-    matches!(layout(dir), Ok(FolderLayout::Labeled(_)))
-}
-
 /// Loads a labeled folder `DIR/<class>/...` (image files, searched recursively in each class
 /// folder) with the subfolder names as classes (see [`layout`]). Errors on an unlabeled or
 /// ambiguous folder, an empty class folder, fewer than 2 or more than 1000 classes, or an

@@ -4,8 +4,8 @@
 //! rows gives each workgroup a chunk of rows and a tile of channel lanes; each thread owns one
 //! channel lane and walks several rows (coalesced: consecutive threads read consecutive channels of
 //! a row). When `channels % 4 == 0` (every layer of the network) the `*_vec4` kernels run: a
-//! channel lane is 16 channels read as 4 `vec4`s, about 2x faster on lavapipe than the scalar
-//! kernels (one channel per lane), which handle the other channel counts. Per-channel reductions
+//! channel lane is 16 channels read as 4 `vec4`s, faster on lavapipe than the scalar kernels
+//! (one channel per lane), which handle the other channel counts. Per-channel reductions
 //! write partials (scalar: one per chunk; vec4: one per row lane) to a scratch buffer (the
 //! caller's, shared by its layers, or one of their own), then combine them per channel in a fixed
 //! order, so results are bitwise
@@ -72,10 +72,10 @@ struct Tuning {
     target_workgroups: usize,
     max_rows_per_lane: usize,
     /// vec4 kernels: each row lane walks one contiguous block of rows instead of every
-    /// `row_lanes`-th row. On lavapipe interleaved rows measured ~2.2x slower (its SIMD groups
+    /// `row_lanes`-th row. On lavapipe interleaved rows are slower (its SIMD groups
     /// seemingly run their whole row loop one group after another, so each group strides through
     /// memory); GPUs want interleaved rows (neighbouring threads, neighbouring rows). The scalar
-    /// kernels always interleave (blocked rows measured slower on lavapipe for them).
+    /// kernels always interleave (blocked rows are slower on lavapipe for them).
     vec4_blocked_rows: bool,
 }
 

@@ -38,8 +38,7 @@ const DIRECT_N: usize = 8;
 const DIRECT_WG: usize = 64;
 /// Direct path split-K: about one chunk per this many reduction rows, at most this many
 /// chunks... Shorter chunks than the tiled path's: on lavapipe the invocations of a chunk then
-/// share an x and dy working set that fits a core's L2 cache (1.7x faster at 8x8x128 than with
-/// 2048 rows).
+/// share an x and dy working set that fits a core's L2 cache.
 const DIRECT_SPLIT_ROWS_TARGET: usize = 512;
 const DIRECT_MAX_SPLITS: usize = 256;
 /// ...and at most this many partial-sum elements in all (64 MiB; wide layers get fewer chunks).
@@ -408,7 +407,7 @@ const SG_WIDE_COLUMNS: usize = 32;
 /// The weight gradient's rows (KH*KW*Cin) are few: rounding its 16-row blocks up to whole
 /// subgroups of 8 can waste most lanes (a 1x1 conv with 16 inputs: 7 of 8). The subgroup kernel
 /// takes it only when at most 1/8 of the blocks are padding (Cin = 64 and 128 in a WRN-28-2);
-/// measured 2-5x slower than the direct kernel otherwise.
+/// otherwise the direct kernel is faster.
 fn whole_subgroups_of_rows(m: usize) -> bool {
     let blocks = m.div_ceil(DIRECT_M);
     blocks.next_multiple_of(SG_LANES) * 8 <= blocks * 9

@@ -11,7 +11,6 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
-use crate::network::Architecture;
 use crate::shaders::{wgsl_struct, Shader};
 
 /// `shaders/optimizer.wgsl` with what this file writes for it.
@@ -65,18 +64,6 @@ pub fn step_scalars_tensor(ctx: &GpuContext) -> Tensor {
 pub fn write_step_scalars(ctx: &GpuContext, t: &Tensor, s: &StepScalars) {
     assert_eq!(t.len(), STEP_SCALARS_LEN, "write_step_scalars: tensor must hold 8 f32");
     ctx.queue.write_buffer(&t.buffer, t.offset, bytemuck::bytes_of(s));
-}
-
-/// 1.0 where weight decay applies (conv and dense kernels: `ParamKind::decays()`), else 0 (gaps
-/// too). Same layout and length as the flat parameter buffer.
-pub fn decay_mask(arch: &Architecture) -> Vec<f32> {
-    let mut mask = vec![0.0f32; arch.params_len()];
-    for spec in arch.param_specs() {
-        if spec.kind.is_some_and(|k| k.decays()) {
-            mask[spec.offset..spec.offset + spec.len()].fill(1.0);
-        }
-    }
-    mask
 }
 
 /// `1 - beta^t` in f64 (Adam's bias correction for step `t`, counting from 1), for

@@ -391,6 +391,18 @@ impl Architecture {
         self.trainable_count() + self.running_layout.specs.iter().map(|s| s.len()).sum::<usize>()
     }
 
+    /// 1.0 where weight decay applies (conv and dense kernels: [`ParamKind::decays`]), else 0
+    /// (gaps too): the optimizer's mask, in the layout and length of the flat parameter buffer.
+    pub fn decay_mask(&self) -> Vec<f32> {
+        let mut mask = vec![0.0f32; self.params_len()];
+        for spec in self.param_specs() {
+            if spec.kind.is_some_and(|k| k.decays()) {
+                mask[spec.offset..spec.offset + spec.len()].fill(1.0);
+            }
+        }
+        mask
+    }
+
     /// Every convolution over a batch of `batch` images: the stem, then each block's conv1, conv2
     /// and projection shortcut.
     pub fn conv_shapes(&self, batch: usize) -> Vec<Conv2dShape> {

@@ -365,7 +365,7 @@ impl Trainer {
         let p = net.params_len();
         let params = Tensor::view(&net.params, 0, &[p]);
         let grads = Tensor::view(&net.grads, 0, &[p]);
-        let mask = Tensor::from_f32(ctx, "decay mask", &[p], &optimizer::decay_mask(&net));
+        let mask = Tensor::from_f32(ctx, "decay mask", &[p], &net.decay_mask());
         let grad_metrics = Tensor::zeros(ctx, "grad metrics", &[2]);
         let mut update_ops = optimizer::grad_check(ctx, &grads, &grad_metrics);
         let opt = match cfg.optimizer {

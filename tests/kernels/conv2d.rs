@@ -456,6 +456,7 @@ fn subgroup_path_is_bitwise_the_direct_path() {
     else {
         return;
     };
+    let weight_kernels = std::cell::RefCell::new(Vec::new());
     for (i, s) in [
         shape(3, (5, 7), 16, 48, 3, 1),
         shape(2, (9, 8), 32, 16, 3, 2),
@@ -481,25 +482,19 @@ fn subgroup_path_is_bitwise_the_direct_path() {
             ];
             ops.extend(conv2d_backward_weights(ctx, s, &x, &dy, &dw, false, None));
             if ctx.profile.conv_path == ConvPath::Subgroup {
-                // The weight gradient: the taps kernel for 3x3 stride 1 or 2 with 32-column blocks,
-                // else only where its rows fill whole subgroups of 16-row blocks.
-                let dw_rows = s.kernel * s.kernel * s.in_c;
-                let dw_taps = s.kernel == 3 && s.stride <= 2 && s.out_c % 32 == 0;
-                let dw_subgroup = dw_taps || dw_rows.div_ceil(16).next_multiple_of(8) * 8 <= dw_rows.div_ceil(16) * 9;
-                assert_eq!(
-                    ops[2].label.ends_with("_taps_subgroup"),
-                    dw_taps,
-                    "{} for {s:?}",
-                    ops[2].label
-                );
-                assert!(ops[0].label.ends_with("_subgroup"), "{} for {s:?}", ops[0].label);
-                assert!(ops[1].label.ends_with("_subgroup"), "{} for {s:?}", ops[1].label);
-                assert_eq!(
-                    ops[2].label.ends_with("_subgroup"),
-                    dw_subgroup,
-                    "{} for {s:?}",
-                    ops[2].label
-                );
+                // The ops run the plans' kernels, and the comparison is worth something only
+                // where those are subgroup kernels (every shape's forward and data gradient).
+                let planned = kernels(ConvPath::Subgroup, s);
+                for (op, k) in ops.iter().zip(planned) {
+                    assert!(
+                        op.label.ends_with(k.entry_point()),
+                        "{} for {s:?}: plan says {k:?}",
+                        op.label
+                    );
+                }
+                assert_eq!(planned[0].path(), ConvPath::Subgroup, "{s:?}");
+                assert_eq!(planned[1].path(), ConvPath::Subgroup, "{s:?}");
+                weight_kernels.borrow_mut().push(planned[2]);
             }
             ctx.run(&ops.iter().collect::<Vec<_>>()).unwrap();
             [y, dx, dw].map(|t| {
@@ -515,6 +510,15 @@ fn subgroup_path_is_bitwise_the_direct_path() {
             assert!(a == b, "conv2d {name}: subgroup path differs from direct for {s:?}");
         }
         assert!(subgroup == again, "subgroup path not deterministic for {s:?}");
+    }
+    // Both subgroup weight-gradient kernels and the direct fallback were among those compared.
+    let weight_kernels = weight_kernels.into_inner();
+    for k in [
+        Conv2dKernel::BackwardWeightsTapsSubgroup,
+        Conv2dKernel::BackwardWeightsSubgroup,
+        Conv2dKernel::BackwardWeightsDirectWide,
+    ] {
+        assert!(weight_kernels.contains(&k), "no shape runs {k:?}: {weight_kernels:?}");
     }
 }
 

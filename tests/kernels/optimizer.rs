@@ -1,6 +1,6 @@
 use adamatch_wgpu::gpu::Tensor;
 use adamatch_wgpu::kernels::optimizer::{
-    adam_step, bias_correction, decay_mask, ema_update, grad_check, lr_keras_cosine, lr_paper, mu_warmup, sgd_step,
+    adam_step, bias_correction, ema_update, grad_check, lr_keras_cosine, lr_paper, mu_warmup, sgd_step,
     step_scalars_tensor, write_step_scalars, StepScalars, STEP_SCALARS_LEN,
 };
 use adamatch_wgpu::network::{Architecture, WideResNetConfig};
@@ -247,7 +247,7 @@ fn decay_mask_selects_decayed_entries() {
 #[test]
 fn decay_mask_covers_conv_and_dense_kernels_only() {
     let arch = Architecture::new(&WideResNetConfig::paper()).unwrap();
-    let mask = decay_mask(&arch);
+    let mask = arch.decay_mask();
     assert_eq!(mask.len(), arch.params_len());
     let mut decayed = 0;
     let mut covered = vec![false; mask.len()];
