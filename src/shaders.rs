@@ -68,6 +68,21 @@ fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
 }
 ";
 
+/// The [`Shader`] of one file of `shaders/` without subgroups: its name, its text, and the
+/// constants and structs its wrapper writes for it.
+macro_rules! shader_file {
+    ($file:literal, $constants:expr, $structs:expr) => {
+        $crate::shaders::Shader {
+            file_name: $file,
+            file_source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file)),
+            constants: $constants,
+            structs: $structs,
+            needs_subgroups: false,
+        }
+    };
+}
+pub(crate) use shader_file;
+
 /// One shader module: a file in `shaders/` (or two, concatenated) with the constants and structs
 /// its Rust wrapper writes for it. Each wrapper in `src/kernels/` defines its own as `SHADER`
 /// (`kernels::SHADERS` lists them all); this file knows none of them.

@@ -543,10 +543,9 @@ fn init_starts_from_the_given_weights_and_refuses_another_network() {
         "a fresh network already equals the file"
     );
     trainer.load_weights(ctx, &w).unwrap();
-    trainer.init_ema(ctx);
     assert!(trainer.net.read_params(ctx).unwrap() == w.params);
     assert!(trainer.net.read_running(ctx).unwrap() == w.running);
-    let ema = trainer.ema_net.as_ref().expect("the tiny preset has an EMA");
+    let ema = trainer.ema_net().expect("the tiny preset has an EMA");
     assert!(ema.read_params(ctx).unwrap() == w.params);
 
     // A run started from it records where it started, and trains on from there.

@@ -193,7 +193,6 @@ pub fn run(ctx: &GpuContext, opts: &StepBenchOptions) -> Result<StepReport> {
     let cfg = &opts.config;
     let mem_before = ctx.allocated_bytes();
     let mut trainer = Trainer::new(ctx, cfg.clone())?;
-    trainer.init_ema(ctx);
     // One synthetic batch, drawn once and replayed: the host's data work is not what is timed.
     let size = cfg.network.image_size;
     let source = SynthStream::train(SynthDomain::Digits, cfg.seed).with_size(size);

@@ -151,6 +151,13 @@ fn join(mut a: Stroke, b: Stroke) -> Stroke {
 
 /// Handwriting styles for `synth-digits`: three per digit.
 fn handwritten() -> Vec<Vec<Glyph>> {
+    let mut styles = handwritten_0_to_4();
+    styles.extend(handwritten_5_to_9());
+    styles
+}
+
+/// Styles of the digits 0 to 4 (see [`handwritten`]).
+fn handwritten_0_to_4() -> Vec<Vec<Glyph>> {
     vec![
         // 0
         vec![
@@ -261,6 +268,12 @@ fn handwritten() -> Vec<Vec<Glyph>> {
                 line(&[[0.62, 0.02], [0.62, 0.98]]),
             ],
         ],
+    ]
+}
+
+/// Styles of the digits 5 to 9 (see [`handwritten`]).
+fn handwritten_5_to_9() -> Vec<Vec<Glyph>> {
+    vec![
         // 5
         vec![
             vec![

@@ -28,16 +28,10 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::kernels::optimizer::StepScalars;
 use crate::kernels::softmax_ce::{softmax_ce_term, Targets};
-use crate::shaders::{wgsl_struct, Shader};
+use crate::shaders::{shader_file, wgsl_struct, Shader};
 
 /// `shaders/adamatch.wgsl` with what this file writes for it.
-pub static SHADER: Shader = Shader {
-    file_name: "adamatch.wgsl",
-    file_source: include_str!("../../shaders/adamatch.wgsl"),
-    constants: WGSL_CONSTANTS,
-    structs: WGSL_STRUCTS,
-    needs_subgroups: false,
-};
+pub static SHADER: Shader = shader_file!("adamatch.wgsl", WGSL_CONSTANTS, WGSL_STRUCTS);
 
 /// The constants `shaders/adamatch.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].
@@ -197,6 +191,56 @@ wgsl_struct! {
     }
 }
 
+/// Panics, naming the tensor, where the inputs of [`AdaMatchLoss::new`] do not fit `cfg` (a bug
+/// in the caller).
+fn check_inputs(cfg: &AdaMatchLossConfig, tensors: [&Tensor; 6]) {
+    let [joint_logits, source_logits, labels, scalars, d_joint, d_source] = tensors;
+    let history = cfg.history();
+    let (b, ub, c) = (cfg.batch, cfg.target_rows(), cfg.classes);
+    let l = cfg.labeled_rows();
+    assert!(
+        b > 0 && ub > 0 && c > 0,
+        "adamatch loss: batch, uratio and classes must be positive"
+    );
+    if let Alignment::Paper { ema_momentum, .. } = cfg.alignment {
+        assert!(history > 0, "adamatch loss: the target history needs at least one slot");
+        assert!(
+            (0.0..=1.0).contains(&ema_momentum),
+            "adamatch loss: EMA momentum must be in [0, 1]"
+        );
+    }
+    let joint_len = cfg.joint_rows() * c;
+    assert!(joint_len <= u32::MAX as usize, "adamatch loss: joint logits too large");
+    assert_eq!(joint_logits.len(), joint_len, "adamatch loss: joint_logits size");
+    assert_eq!(d_joint.len(), joint_len, "adamatch loss: d_joint size");
+    assert_eq!(source_logits.len(), 2 * l * c, "adamatch loss: source_logits size");
+    assert_eq!(d_source.len(), 2 * l * c, "adamatch loss: d_source size");
+    assert_eq!(labels.len(), l, "adamatch loss: labels size");
+    assert!(
+        scalars.len() > SCALAR_MU_INDEX,
+        "adamatch loss: scalars must hold mu at index 4"
+    );
+}
+
+impl Params {
+    fn of(cfg: &AdaMatchLossConfig) -> Params {
+        let (ema_momentum, keras_alignment) = match cfg.alignment {
+            Alignment::Paper { ema_momentum, .. } => (ema_momentum, 0),
+            Alignment::Keras => (0.0, 1),
+        };
+        Params {
+            batch: cfg.batch as u32,
+            target_rows: cfg.target_rows() as u32,
+            classes: cfg.classes as u32,
+            history: cfg.history() as u32,
+            tau: cfg.tau,
+            ema_momentum,
+            keras_alignment,
+            labeled_rows: cfg.labeled_rows() as u32,
+        }
+    }
+}
+
 /// The loss of one AdaMatch step, its ops built once for fixed tensors.
 pub struct AdaMatchLoss {
     pub config: AdaMatchLossConfig,
@@ -224,7 +268,19 @@ pub struct AdaMatchLoss {
     pub mask: Tensor,
     /// Gradient of the total loss w.r.t. z `[2L, C]`.
     pub dz: Tensor,
+    work: Work,
     ops: Vec<Op>,
+}
+
+/// The loss's intermediates that only its own ops read.
+struct Work {
+    source_labels: Tensor,
+    probs: Tensor,
+    target_strong: Tensor,
+    source_weights: Tensor,
+    source_loss: Tensor,
+    target_loss: Tensor,
+    d_target_strong: Tensor,
 }
 
 impl AdaMatchLoss {
@@ -243,32 +299,9 @@ impl AdaMatchLoss {
         d_joint: &Tensor,
         d_source: &Tensor,
     ) -> AdaMatchLoss {
-        let (b, ub, c) = (cfg.batch, cfg.target_rows(), cfg.classes);
-        let l = cfg.labeled_rows();
-        assert!(
-            b > 0 && ub > 0 && c > 0,
-            "adamatch loss: batch, uratio and classes must be positive"
-        );
-        let history = cfg.history();
-        if let Alignment::Paper { ema_momentum, .. } = cfg.alignment {
-            assert!(history > 0, "adamatch loss: the target history needs at least one slot");
-            assert!(
-                (0.0..=1.0).contains(&ema_momentum),
-                "adamatch loss: EMA momentum must be in [0, 1]"
-            );
-        }
-        let joint_len = cfg.joint_rows() * c;
-        assert!(joint_len <= u32::MAX as usize, "adamatch loss: joint logits too large");
-        assert_eq!(joint_logits.len(), joint_len, "adamatch loss: joint_logits size");
-        assert_eq!(d_joint.len(), joint_len, "adamatch loss: d_joint size");
-        assert_eq!(source_logits.len(), 2 * l * c, "adamatch loss: source_logits size");
-        assert_eq!(d_source.len(), 2 * l * c, "adamatch loss: d_source size");
-        assert_eq!(labels.len(), l, "adamatch loss: labels size");
-        assert!(
-            scalars.len() > SCALAR_MU_INDEX,
-            "adamatch loss: scalars must hold mu at index 4"
-        );
-
+        check_inputs(cfg, [joint_logits, source_logits, labels, scalars, d_joint, d_source]);
+        let (ub, c) = (cfg.target_rows(), cfg.classes);
+        let (l, history) = (cfg.labeled_rows(), cfg.history());
         let t = |name: &str, shape: &[usize]| Tensor::zeros(ctx, name, shape);
         let lambdas = t("adamatch lambdas", &[2 * l, c]);
         let metrics = t("adamatch metrics", &[METRIC_NAMES.len()]);
@@ -289,20 +322,43 @@ impl AdaMatchLoss {
         let dz = t("adamatch dz", &[2 * l, c]);
         let d_target_strong = t("adamatch d target strong", &[ub, c]);
 
-        let (ema_momentum, keras) = match cfg.alignment {
-            Alignment::Paper { ema_momentum, .. } => (ema_momentum, 0),
-            Alignment::Keras => (0.0, 1),
+        let work = Work {
+            source_labels,
+            probs,
+            target_strong,
+            source_weights,
+            source_loss,
+            target_loss,
+            d_target_strong,
         };
-        let params = Params {
-            batch: b as u32,
-            target_rows: ub as u32,
-            classes: c as u32,
-            history: history as u32,
-            tau: cfg.tau,
-            ema_momentum,
-            keras_alignment: keras,
-            labeled_rows: l as u32,
+        let mut loss = AdaMatchLoss {
+            config: *cfg,
+            lambdas,
+            metrics,
+            p_source_ema,
+            p_target_history,
+            history_state,
+            z,
+            align,
+            y_tilde,
+            pseudo,
+            mask,
+            dz,
+            work,
+            ops: Vec::new(),
         };
+        loss.ops = loss.build_ops(ctx, [joint_logits, source_logits, labels, scalars, d_joint, d_source]);
+        loss.reset_state(ctx);
+        loss
+    }
+
+    /// The step's ops over this loss's tensors and the caller's (see [`AdaMatchLoss::new`]).
+    fn build_ops(&self, ctx: &GpuContext, inputs: [&Tensor; 6]) -> Vec<Op> {
+        let [joint_logits, source_logits, labels, scalars, d_joint, d_source] = inputs;
+        let cfg = &self.config;
+        let (b, ub, c) = (cfg.batch, cfg.target_rows(), cfg.classes);
+        let (l, joint_len) = (cfg.labeled_rows(), cfg.joint_rows() * c);
+        let params = Params::of(cfg);
         let u = Some(bytemuck::bytes_of(&params));
         let shader = &SHADER;
         let detail = if l == b {
@@ -321,11 +377,11 @@ impl AdaMatchLoss {
                     ("joint", joint_logits),
                     ("source", source_logits),
                     ("labels", labels),
-                    ("lambdas", &lambdas),
-                    ("z", &z),
-                    ("source_labels", &source_labels),
-                    ("probs", &probs),
-                    ("target_strong", &target_strong),
+                    ("lambdas", &self.lambdas),
+                    ("z", &self.z),
+                    ("source_labels", &self.work.source_labels),
+                    ("probs", &self.work.probs),
+                    ("target_strong", &self.work.target_strong),
                 ],
                 grid_1d(cfg.joint_rows(), WG),
             ),
@@ -335,11 +391,11 @@ impl AdaMatchLoss {
                 "adamatch_align",
                 u,
                 &[
-                    ("probs", &probs),
-                    ("ema_state", &p_source_ema),
-                    ("history", &p_target_history),
-                    ("history_state", &history_state),
-                    ("align", &align),
+                    ("probs", &self.work.probs),
+                    ("ema_state", &self.p_source_ema),
+                    ("history", &self.p_target_history),
+                    ("history_state", &self.history_state),
+                    ("align", &self.align),
                 ],
                 [1, 1, 1],
             ),
@@ -349,11 +405,11 @@ impl AdaMatchLoss {
                 "adamatch_pseudo_labels",
                 u,
                 &[
-                    ("probs", &probs),
-                    ("align", &align),
-                    ("y_tilde", &y_tilde),
-                    ("pseudo", &pseudo),
-                    ("mask", &mask),
+                    ("probs", &self.work.probs),
+                    ("align", &self.align),
+                    ("y_tilde", &self.y_tilde),
+                    ("pseudo", &self.pseudo),
+                    ("mask", &self.mask),
                 ],
                 grid_1d(ub, WG),
             ),
@@ -362,34 +418,34 @@ impl AdaMatchLoss {
         // Source: source_scale * (mean_B CE(z_weak, y) + mean_B CE(z_strong, y)), plus the same
         // weight per row for labeled target rows.
         let source_scale = cfg.source_scale / b as f32;
-        let source_targets = Targets::Hard(&source_labels);
+        let source_targets = Targets::Hard(&self.work.source_labels);
         ops.extend(softmax_ce_term(
             ctx,
             c,
-            &z,
+            &self.z,
             source_targets,
-            &source_weights,
+            &self.work.source_weights,
             source_scale,
-            &source_loss,
-            &dz,
+            &self.work.source_loss,
+            &self.dz,
         ));
 
         // Target: (1/uB) * sum_i mask_i * CE(tgt_strong_i, pseudo_i); mu is applied on assembly
         // because it lives on the device.
         let target_scale = 1.0 / ub as f32;
         let target_targets = match cfg.pseudo {
-            PseudoLabel::Hard => Targets::Hard(&pseudo),
-            PseudoLabel::Soft => Targets::Soft(&y_tilde),
+            PseudoLabel::Hard => Targets::Hard(&self.pseudo),
+            PseudoLabel::Soft => Targets::Soft(&self.y_tilde),
         };
         ops.extend(softmax_ce_term(
             ctx,
             c,
-            &target_strong,
+            &self.work.target_strong,
             target_targets,
-            &mask,
+            &self.mask,
             target_scale,
-            &target_loss,
-            &d_target_strong,
+            &self.work.target_loss,
+            &self.work.d_target_strong,
         ));
 
         ops.push(Op::new(
@@ -398,10 +454,10 @@ impl AdaMatchLoss {
             "adamatch_assemble_grads",
             u,
             &[
-                ("lambdas", &lambdas),
+                ("lambdas", &self.lambdas),
                 ("scalars", scalars),
-                ("dz", &dz),
-                ("d_target_strong", &d_target_strong),
+                ("dz", &self.dz),
+                ("d_target_strong", &self.work.d_target_strong),
                 ("d_joint", d_joint),
                 ("d_source", d_source),
             ],
@@ -414,33 +470,15 @@ impl AdaMatchLoss {
             u,
             &[
                 ("scalars", scalars),
-                ("align", &align),
-                ("mask", &mask),
-                ("source_loss", &source_loss),
-                ("target_loss", &target_loss),
-                ("metrics", &metrics),
+                ("align", &self.align),
+                ("mask", &self.mask),
+                ("source_loss", &self.work.source_loss),
+                ("target_loss", &self.work.target_loss),
+                ("metrics", &self.metrics),
             ],
             [1, 1, 1],
         ));
-        let ops = ops.into_iter().map(|op| op.with_detail(detail.clone())).collect();
-
-        let loss = AdaMatchLoss {
-            config: *cfg,
-            lambdas,
-            metrics,
-            p_source_ema,
-            p_target_history,
-            history_state,
-            z,
-            align,
-            y_tilde,
-            pseudo,
-            mask,
-            dz,
-            ops,
-        };
-        loss.reset_state(ctx);
-        loss
+        ops.into_iter().map(|op| op.with_detail(detail.clone())).collect()
     }
 
     /// Every dispatch of the step, in order, to record into the step's compute pass after both

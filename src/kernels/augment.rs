@@ -93,16 +93,10 @@ use rand::Rng;
 
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::input::InputScale;
-use crate::shaders::Shader;
+use crate::shaders::{shader_file, Shader};
 
 /// `shaders/augment.wgsl` with what this file writes for it.
-pub static SHADER: Shader = Shader {
-    file_name: "augment.wgsl",
-    file_source: include_str!("../../shaders/augment.wgsl"),
-    constants: WGSL_CONSTANTS,
-    structs: &[],
-    needs_subgroups: false,
-};
+pub static SHADER: Shader = shader_file!("augment.wgsl", WGSL_CONSTANTS, &[]);
 
 /// The constants `shaders/augment.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].

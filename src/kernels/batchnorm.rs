@@ -16,16 +16,10 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
 pub use crate::profile::BatchNormTuning;
-use crate::shaders::{wgsl_struct, Shader};
+use crate::shaders::{shader_file, wgsl_struct, Shader};
 
 /// `shaders/batchnorm.wgsl` with what this file writes for it.
-pub static SHADER: Shader = Shader {
-    file_name: "batchnorm.wgsl",
-    file_source: include_str!("../../shaders/batchnorm.wgsl"),
-    constants: WGSL_CONSTANTS,
-    structs: WGSL_STRUCTS,
-    needs_subgroups: false,
-};
+pub static SHADER: Shader = shader_file!("batchnorm.wgsl", WGSL_CONSTANTS, WGSL_STRUCTS);
 
 /// The constants `shaders/batchnorm.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].

@@ -14,7 +14,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
 pub use crate::profile::ConvPath;
 use crate::profile::CONV_SUBGROUP_LANES;
-use crate::shaders::{wgsl_struct, Shader, REDUCE_WG};
+use crate::shaders::{shader_file, wgsl_struct, Shader, REDUCE_WG};
 
 /// Output tile rows per workgroup (GEMM M). 9 * 16: it divides the weight-gradient rows (9 * Cin)
 /// of every 3x3 layer with Cin a multiple of 16.
@@ -47,13 +47,7 @@ const DIRECT_MAX_PARTIALS: usize = 16 << 20;
 const SG_LANES: usize = CONV_SUBGROUP_LANES as usize;
 
 /// `shaders/conv2d.wgsl` with what this file writes for it: the tiled and direct paths.
-pub static SHADER: Shader = Shader {
-    file_name: "conv2d.wgsl",
-    file_source: include_str!("../../shaders/conv2d.wgsl"),
-    constants: WGSL_CONSTANTS,
-    structs: WGSL_STRUCTS,
-    needs_subgroups: false,
-};
+pub static SHADER: Shader = shader_file!("conv2d.wgsl", WGSL_CONSTANTS, WGSL_STRUCTS);
 
 /// The subgroup path: `conv2d.wgsl` followed by `conv2d_subgroup.wgsl`, one module (needs the
 /// subgroup feature).

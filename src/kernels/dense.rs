@@ -4,16 +4,10 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
-use crate::shaders::{wgsl_struct, Shader};
+use crate::shaders::{shader_file, wgsl_struct, Shader};
 
 /// `shaders/dense.wgsl` with what this file writes for it.
-pub static SHADER: Shader = Shader {
-    file_name: "dense.wgsl",
-    file_source: include_str!("../../shaders/dense.wgsl"),
-    constants: WGSL_CONSTANTS,
-    structs: WGSL_STRUCTS,
-    needs_subgroups: false,
-};
+pub static SHADER: Shader = shader_file!("dense.wgsl", WGSL_CONSTANTS, WGSL_STRUCTS);
 
 /// The constants `shaders/dense.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].

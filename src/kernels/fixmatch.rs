@@ -15,16 +15,10 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::kernels::adamatch::{LossMetrics, METRIC_NAMES};
 use crate::kernels::softmax_ce::{softmax_ce_term, Targets};
-use crate::shaders::{wgsl_struct, Shader};
+use crate::shaders::{shader_file, wgsl_struct, Shader};
 
 /// `shaders/fixmatch.wgsl` with what this file writes for it.
-pub static SHADER: Shader = Shader {
-    file_name: "fixmatch.wgsl",
-    file_source: include_str!("../../shaders/fixmatch.wgsl"),
-    constants: WGSL_CONSTANTS,
-    structs: WGSL_STRUCTS,
-    needs_subgroups: false,
-};
+pub static SHADER: Shader = shader_file!("fixmatch.wgsl", WGSL_CONSTANTS, WGSL_STRUCTS);
 
 /// The constants `shaders/fixmatch.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].

@@ -4,16 +4,10 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
-use crate::shaders::{wgsl_struct, Shader};
+use crate::shaders::{shader_file, wgsl_struct, Shader};
 
 /// `shaders/pool.wgsl` with what this file writes for it.
-pub static SHADER: Shader = Shader {
-    file_name: "pool.wgsl",
-    file_source: include_str!("../../shaders/pool.wgsl"),
-    constants: WGSL_CONSTANTS,
-    structs: WGSL_STRUCTS,
-    needs_subgroups: false,
-};
+pub static SHADER: Shader = shader_file!("pool.wgsl", WGSL_CONSTANTS, WGSL_STRUCTS);
 
 /// The constants `shaders/pool.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].

@@ -305,100 +305,257 @@ impl Workspace {
         ops
     }
 
+    /// `y = conv(x) [+ residual]` of layer `c` at input side `hw`, tagged with its shape.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_forward(
+        &self,
+        ctx: &GpuContext,
+        net: &WideResNet,
+        c: &ConvLayer,
+        hw: usize,
+        x: &Tensor,
+        y: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> Vec<Op> {
+        let shape = self.conv_shape(c, hw);
+        tagged(
+            [conv2d_forward(ctx, &shape, x, &net.param(c.weight), y, residual)],
+            &shape,
+        )
+    }
+
+    /// Layer `c`'s weight gradient from its input `x` and output gradient `dy`.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_weight_grad(
+        &self,
+        ctx: &GpuContext,
+        net: &WideResNet,
+        c: &ConvLayer,
+        hw: usize,
+        x: &Tensor,
+        dy: &Tensor,
+        accumulate: bool,
+    ) -> Vec<Op> {
+        let shape = self.conv_shape(c, hw);
+        let dw = net.grad(c.weight);
+        tagged(
+            conv2d_backward_weights(ctx, &shape, x, dy, &dw, accumulate, self.dw_scratch.as_ref()),
+            &shape,
+        )
+    }
+
+    /// Layer `c`'s input gradient from `dy`, into `dx` (`add`: onto what `dx` holds).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_data_grad(
+        &self,
+        ctx: &GpuContext,
+        net: &WideResNet,
+        c: &ConvLayer,
+        hw: usize,
+        dy: &Tensor,
+        dx: &Tensor,
+        add: bool,
+    ) -> Vec<Op> {
+        let shape = self.conv_shape(c, hw);
+        tagged(
+            [conv2d_backward_data(ctx, &shape, dy, &net.param(c.weight), dx, add)],
+            &shape,
+        )
+    }
+
     fn build_forward_untagged(&self, ctx: &GpuContext, net: &WideResNet, update_running: Option<bool>) -> Vec<Op> {
-        let mut ops = Vec::new();
         let s = net.config.image_size;
-        let stem = self.conv_shape(&net.stem, s);
-        ops.extend(tagged(
-            [conv2d_forward(
-                ctx,
-                &stem,
-                &self.input,
-                &net.param(net.stem.weight),
-                &self.acts[0],
-                None,
-            )],
-            &stem,
-        ));
+        let mut ops = self.conv_forward(ctx, net, &net.stem, s, &self.input, &self.acts[0], None);
         for (i, b) in net.blocks.iter().enumerate() {
-            let x = &self.acts[i];
-            self.bn_forward(ctx, net, &b.bn1, b.in_hw, x, &self.u1[i], update_running, &mut ops);
-            // What the shortcut (projection or identity) reads.
-            let sc_in = if b.shortcut_activated { &self.u1[i] } else { x };
-            if let (Some(sc), Some(sc_out)) = (&b.shortcut, &self.sc[i]) {
-                let shape = self.conv_shape(sc, b.in_hw);
-                ops.extend(tagged(
-                    [conv2d_forward(ctx, &shape, sc_in, &net.param(sc.weight), sc_out, None)],
-                    &shape,
-                ));
-            }
-            let shape1 = self.conv_shape(&b.conv1, b.in_hw);
-            ops.extend(tagged(
-                [conv2d_forward(
-                    ctx,
-                    &shape1,
-                    &self.u1[i],
-                    &net.param(b.conv1.weight),
-                    &self.h1[i],
-                    None,
-                )],
-                &shape1,
-            ));
-            self.bn_forward(
-                ctx,
-                net,
-                &b.bn2,
-                b.out_hw,
-                &self.h1[i],
-                &self.u2[i],
-                update_running,
-                &mut ops,
-            );
-            let shape2 = self.conv_shape(&b.conv2, b.out_hw);
-            // The residual add is fused into conv2's epilogue.
-            let residual = self.sc[i].as_ref().unwrap_or(sc_in);
-            ops.extend(tagged(
-                [conv2d_forward(
-                    ctx,
-                    &shape2,
-                    &self.u2[i],
-                    &net.param(b.conv2.weight),
-                    &self.acts[i + 1],
-                    Some(residual),
-                )],
-                &shape2,
-            ));
+            self.block_forward(ctx, net, i, b, update_running, &mut ops);
         }
         let last = self.acts.last().unwrap();
-        self.bn_forward(
-            ctx,
-            net,
-            &net.head_bn,
-            net.final_hw,
-            last,
-            &self.u_head,
-            update_running,
-            &mut ops,
-        );
+        let (hw, c) = (net.final_hw, net.final_c);
+        self.bn_forward(ctx, net, &net.head_bn, hw, last, &self.u_head, update_running, &mut ops);
         ops.push(global_avg_pool_forward(
             ctx,
             self.batch,
-            net.final_hw * net.final_hw,
-            net.final_c,
+            hw * hw,
+            c,
             &self.u_head,
             &self.pooled,
         ));
+        let (w, bias) = (net.param(net.dense_w), net.param(net.dense_b));
+        let classes = net.config.num_classes;
         ops.push(dense_forward(
             ctx,
             self.batch,
-            net.final_c,
-            net.config.num_classes,
+            c,
+            classes,
             &self.pooled,
-            &net.param(net.dense_w),
-            &net.param(net.dense_b),
+            &w,
+            &bias,
             &self.logits,
         ));
         ops
+    }
+
+    fn build_backward_untagged(
+        &self,
+        ctx: &GpuContext,
+        net: &WideResNet,
+        batch_stats: bool,
+        accumulate: bool,
+    ) -> Vec<Op> {
+        let mut ops = Vec::new();
+        let (hw, c) = (net.final_hw, net.final_c);
+        let (w, classes) = (net.param(net.dense_w), net.config.num_classes);
+        let (dw, db) = (net.grad(net.dense_w), net.grad(net.dense_b));
+        let (x, dz, dx) = (&self.pooled, &self.d_logits, &self.d_pooled);
+        ops.extend(dense_backward(
+            ctx, self.batch, c, classes, x, &w, dz, dx, &dw, &db, accumulate,
+        ));
+        let du_head = &self.pool(hw, c)[2];
+        ops.push(global_avg_pool_backward(
+            ctx,
+            self.batch,
+            hw * hw,
+            c,
+            &self.d_pooled,
+            du_head,
+            false,
+        ));
+        let mut d_out = self.pool(hw, c)[0].clone();
+        let last = self.acts.last().unwrap();
+        let head = &net.head_bn;
+        self.bn_backward(
+            ctx,
+            net,
+            head,
+            hw,
+            last,
+            du_head,
+            &d_out,
+            None,
+            batch_stats,
+            accumulate,
+            &mut ops,
+        );
+        for (i, b) in net.blocks.iter().enumerate().rev() {
+            d_out = self.block_backward(ctx, net, i, b, d_out, (batch_stats, accumulate), &mut ops);
+        }
+        let s = net.config.image_size;
+        ops.extend(self.conv_weight_grad(ctx, net, &net.stem, s, &self.input, &d_out, accumulate));
+        if let Some(d_input) = &self.d_input {
+            ops.extend(self.conv_data_grad(ctx, net, &net.stem, s, &d_out, d_input, false));
+        }
+        ops
+    }
+
+    /// Block `i`'s forward: BN-act, conv1, BN-act, conv2 with the shortcut (projection or
+    /// identity) added in conv2's epilogue.
+    fn block_forward(
+        &self,
+        ctx: &GpuContext,
+        net: &WideResNet,
+        i: usize,
+        b: &Block,
+        update_running: Option<bool>,
+        ops: &mut Vec<Op>,
+    ) {
+        let x = &self.acts[i];
+        self.bn_forward(ctx, net, &b.bn1, b.in_hw, x, &self.u1[i], update_running, ops);
+        // What the shortcut (projection or identity) reads.
+        let sc_in = if b.shortcut_activated { &self.u1[i] } else { x };
+        if let (Some(sc), Some(sc_out)) = (&b.shortcut, &self.sc[i]) {
+            ops.extend(self.conv_forward(ctx, net, sc, b.in_hw, sc_in, sc_out, None));
+        }
+        ops.extend(self.conv_forward(ctx, net, &b.conv1, b.in_hw, &self.u1[i], &self.h1[i], None));
+        self.bn_forward(
+            ctx,
+            net,
+            &b.bn2,
+            b.out_hw,
+            &self.h1[i],
+            &self.u2[i],
+            update_running,
+            ops,
+        );
+        // The residual add is fused into conv2's epilogue.
+        let residual = self.sc[i].as_ref().unwrap_or(sc_in);
+        let out = &self.acts[i + 1];
+        ops.extend(self.conv_forward(ctx, net, &b.conv2, b.out_hw, &self.u2[i], out, Some(residual)));
+    }
+
+    /// Block `i`'s backward from the gradient at its output `d_out`; returns the gradient at
+    /// its input. `(batch_stats, accumulate)` as in [`Pass::Backward`].
+    #[allow(clippy::too_many_arguments)]
+    fn block_backward(
+        &self,
+        ctx: &GpuContext,
+        net: &WideResNet,
+        i: usize,
+        b: &Block,
+        d_out: Tensor,
+        (batch_stats, accumulate): (bool, bool),
+        ops: &mut Vec<Op>,
+    ) -> Tensor {
+        let out_pool = self.pool(b.out_hw, b.conv2.out_c);
+        let in_pool = self.pool(b.in_hw, b.conv1.in_c);
+        let (du2, dh1) = (&out_pool[2], &out_pool[3]);
+        ops.extend(self.conv_weight_grad(ctx, net, &b.conv2, b.out_hw, &self.u2[i], &d_out, accumulate));
+        ops.extend(self.conv_data_grad(ctx, net, &b.conv2, b.out_hw, &d_out, du2, false));
+        let h1 = &self.h1[i];
+        self.bn_backward(
+            ctx,
+            net,
+            &b.bn2,
+            b.out_hw,
+            h1,
+            du2,
+            dh1,
+            None,
+            batch_stats,
+            accumulate,
+            ops,
+        );
+        // An identity shortcut from u1 (official rule, stage 1 block 0 at width 1) sends d_out
+        // to u1: conv1's data gradient is added onto d_out in place (no longer needed as
+        // itself), which is then u1's whole gradient. Otherwise u1's gradient has its own buffer.
+        let identity_from_u1 = b.shortcut.is_none() && b.shortcut_activated;
+        let du1 = if identity_from_u1 { &d_out } else { &in_pool[2] };
+        ops.extend(self.conv_weight_grad(ctx, net, &b.conv1, b.in_hw, &self.u1[i], dh1, accumulate));
+        ops.extend(self.conv_data_grad(ctx, net, &b.conv1, b.in_hw, dh1, du1, identity_from_u1));
+        let sc_in = if b.shortcut_activated {
+            &self.u1[i]
+        } else {
+            &self.acts[i]
+        };
+        if let Some(sc) = &b.shortcut {
+            ops.extend(self.conv_weight_grad(ctx, net, sc, b.in_hw, sc_in, &d_out, accumulate));
+            if b.shortcut_activated {
+                // The projection's data gradient, added into the gradient of what it read.
+                ops.extend(self.conv_data_grad(ctx, net, sc, b.in_hw, &d_out, du1, true));
+            }
+        }
+        let d_in = other_grad_buffer(in_pool, &d_out);
+        // An identity shortcut from the raw input adds d_out to its gradient.
+        let addend = (b.shortcut.is_none() && !b.shortcut_activated).then_some(&d_out);
+        let x = &self.acts[i];
+        self.bn_backward(
+            ctx,
+            net,
+            &b.bn1,
+            b.in_hw,
+            x,
+            du1,
+            &d_in,
+            addend,
+            batch_stats,
+            accumulate,
+            ops,
+        );
+        // A projection from the raw input adds its data gradient after batch norm 1's
+        // backward has written the block input's gradient.
+        if let Some(sc) = b.shortcut.as_ref().filter(|_| !b.shortcut_activated) {
+            ops.extend(self.conv_data_grad(ctx, net, sc, b.in_hw, &d_out, &d_in, true));
+        }
+        d_in
     }
 
     /// BN backward of `x` (BN input) with `dy` (gradient at the activation output) into `dx`.
@@ -451,212 +608,16 @@ impl Workspace {
     fn pool(&self, hw: usize, c: usize) -> &[Tensor; 4] {
         &self.grad_pool[&(hw, hw, c)]
     }
+}
 
-    fn build_backward_untagged(
-        &self,
-        ctx: &GpuContext,
-        net: &WideResNet,
-        batch_stats: bool,
-        accumulate: bool,
-    ) -> Vec<Op> {
-        let mut ops = Vec::new();
-        let dw_scratch = self.dw_scratch.as_ref();
-        let (hw, c) = (net.final_hw, net.final_c);
-        ops.extend(dense_backward(
-            ctx,
-            self.batch,
-            c,
-            net.config.num_classes,
-            &self.pooled,
-            &net.param(net.dense_w),
-            &self.d_logits,
-            &self.d_pooled,
-            &net.grad(net.dense_w),
-            &net.grad(net.dense_b),
-            accumulate,
-        ));
-        let du_head = &self.pool(hw, c)[2];
-        ops.push(global_avg_pool_backward(
-            ctx,
-            self.batch,
-            hw * hw,
-            c,
-            &self.d_pooled,
-            du_head,
-            false,
-        ));
-        let mut d_out = self.pool(hw, c)[0].clone();
-        let last = self.acts.last().unwrap();
-        self.bn_backward(
-            ctx,
-            net,
-            &net.head_bn,
-            hw,
-            last,
-            du_head,
-            &d_out,
-            None,
-            batch_stats,
-            accumulate,
-            &mut ops,
-        );
-
-        for (i, b) in net.blocks.iter().enumerate().rev() {
-            let out_pool = self.pool(b.out_hw, b.conv2.out_c);
-            let in_pool = self.pool(b.in_hw, b.conv1.in_c);
-            let (du2, dh1) = (&out_pool[2], &out_pool[3]);
-            let shape2 = self.conv_shape(&b.conv2, b.out_hw);
-            ops.extend(tagged(
-                conv2d_backward_weights(
-                    ctx,
-                    &shape2,
-                    &self.u2[i],
-                    &d_out,
-                    &net.grad(b.conv2.weight),
-                    accumulate,
-                    dw_scratch,
-                ),
-                &shape2,
-            ));
-            ops.extend(tagged(
-                [conv2d_backward_data(
-                    ctx,
-                    &shape2,
-                    &d_out,
-                    &net.param(b.conv2.weight),
-                    du2,
-                    false,
-                )],
-                &shape2,
-            ));
-            self.bn_backward(
-                ctx,
-                net,
-                &b.bn2,
-                b.out_hw,
-                &self.h1[i],
-                du2,
-                dh1,
-                None,
-                batch_stats,
-                accumulate,
-                &mut ops,
-            );
-
-            let shape1 = self.conv_shape(&b.conv1, b.in_hw);
-            // An identity shortcut from u1 (official rule, stage 1 block 0 at width 1) sends d_out
-            // to u1: conv1's data gradient is added onto d_out in place (no longer needed as
-            // itself), which is then u1's whole gradient. Otherwise u1's gradient has its own buffer.
-            let identity_from_u1 = b.shortcut.is_none() && b.shortcut_activated;
-            let du1 = if identity_from_u1 { &d_out } else { &in_pool[2] };
-            ops.extend(tagged(
-                conv2d_backward_weights(
-                    ctx,
-                    &shape1,
-                    &self.u1[i],
-                    dh1,
-                    &net.grad(b.conv1.weight),
-                    accumulate,
-                    dw_scratch,
-                ),
-                &shape1,
-            ));
-            ops.extend(tagged(
-                [conv2d_backward_data(
-                    ctx,
-                    &shape1,
-                    dh1,
-                    &net.param(b.conv1.weight),
-                    du1,
-                    identity_from_u1,
-                )],
-                &shape1,
-            ));
-            let sc_in = if b.shortcut_activated {
-                &self.u1[i]
-            } else {
-                &self.acts[i]
-            };
-            let projection = b.shortcut.map(|sc| (sc, self.conv_shape(&sc, b.in_hw)));
-            // The projection's data gradient, added into the gradient of what it read.
-            let projection_data_grad = |sc: &ConvLayer, shape: &Conv2dShape, into: &Tensor| {
-                tagged(
-                    [conv2d_backward_data(
-                        ctx,
-                        shape,
-                        &d_out,
-                        &net.param(sc.weight),
-                        into,
-                        true,
-                    )],
-                    shape,
-                )
-            };
-            if let Some((sc, shape)) = &projection {
-                ops.extend(tagged(
-                    conv2d_backward_weights(ctx, shape, sc_in, &d_out, &net.grad(sc.weight), accumulate, dw_scratch),
-                    shape,
-                ));
-                if b.shortcut_activated {
-                    ops.extend(projection_data_grad(sc, shape, du1));
-                }
-            }
-            // The block input's gradient goes to whichever dx buffer of its shape d_out is not.
-            let d_in = if in_pool[0].buffer == d_out.buffer {
-                in_pool[1].clone()
-            } else {
-                in_pool[0].clone()
-            };
-            // An identity shortcut from the raw input adds d_out to its gradient.
-            let addend = (b.shortcut.is_none() && !b.shortcut_activated).then_some(&d_out);
-            self.bn_backward(
-                ctx,
-                net,
-                &b.bn1,
-                b.in_hw,
-                &self.acts[i],
-                du1,
-                &d_in,
-                addend,
-                batch_stats,
-                accumulate,
-                &mut ops,
-            );
-            // A projection from the raw input adds its data gradient after batch norm 1's
-            // backward has written the block input's gradient.
-            if let Some((sc, shape)) = projection.as_ref().filter(|_| !b.shortcut_activated) {
-                ops.extend(projection_data_grad(sc, shape, &d_in));
-            }
-            d_out = d_in;
-        }
-
-        let stem = self.conv_shape(&net.stem, net.config.image_size);
-        ops.extend(tagged(
-            conv2d_backward_weights(
-                ctx,
-                &stem,
-                &self.input,
-                &d_out,
-                &net.grad(net.stem.weight),
-                accumulate,
-                dw_scratch,
-            ),
-            &stem,
-        ));
-        if let Some(d_input) = &self.d_input {
-            ops.extend(tagged(
-                [conv2d_backward_data(
-                    ctx,
-                    &stem,
-                    &d_out,
-                    &net.param(net.stem.weight),
-                    d_input,
-                    false,
-                )],
-                &stem,
-            ));
-        }
-        ops
+/// The gradient-buffer aliasing rule: a block input's gradient goes to whichever of the two dx
+/// buffers of its shape (`pool[0]`, `pool[1]`) the block output's gradient `d_out` is not, so
+/// the two never alias while the block's backward reads one and writes the other.
+fn other_grad_buffer(pool: &[Tensor; 4], d_out: &Tensor) -> Tensor {
+    if pool[0].buffer == d_out.buffer {
+        pool[1].clone()
+    } else {
+        pool[0].clone()
     }
 }
 

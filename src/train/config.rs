@@ -335,6 +335,11 @@ impl TrainConfig {
     }
 
     /// Images in the joint pass: both views of the labeled and of the target batch.
+    /// Images per evaluation batch: 256, or fewer when `eval_limit` evaluates fewer.
+    pub fn eval_batch(&self) -> usize {
+        256.min(self.eval_limit.unwrap_or(256)).max(1)
+    }
+
     pub fn joint_batch(&self) -> usize {
         2 * self.labeled_batch() + 2 * self.target_batch()
     }

@@ -13,3 +13,10 @@ pub mod record;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod run;
 pub mod trainer;
+
+mod batch;
+mod calibration;
+mod loss;
+pub mod schedule;
+mod step_inputs;
+mod update;

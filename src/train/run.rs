@@ -470,7 +470,6 @@ fn start_trainer(ctx: &GpuContext, cfg: &TrainConfig, opts: &RunOptions, data: &
                 .load_weights(ctx, &w)
                 .with_context(|| format!("--init {}", path.display()))?;
         }
-        trainer.init_ema(ctx);
     }
     Ok(trainer)
 }
@@ -527,6 +526,38 @@ fn progress_bar(steps: u64, at: u64) -> indicatif::ProgressBar {
     bar
 }
 
+/// The error of a run whose loss or gradient went NaN or infinite at `step`, naming the last good
+/// checkpoint.
+fn diverged(step: u64, m: &StepMetrics, ckpt: &Path) -> anyhow::Error {
+    let last_good = if ckpt.exists() {
+        let at = checkpoint::peek(ckpt)
+            .map(|p| format!(" (step {})", p.step))
+            .unwrap_or_default();
+        format!("The last good checkpoint is {}{at}; ", ckpt.display())
+    } else {
+        "No checkpoint was written before it; ".to_string()
+    };
+    anyhow::anyhow!(
+        "training diverged at step {step}: the loss or a gradient is NaN/Inf (loss {}, grad norm {}). \
+         {last_good}try a lower --lr.",
+        m.total_loss,
+        m.grad_norm,
+    )
+}
+
+/// The progress bar's message for a logged step running at `ips` images per second.
+fn progress_message(m: &StepMetrics, ips: f64) -> String {
+    // Pseudo-label accuracy only where the target training set has labels.
+    let pseudo = m
+        .masked_pseudo_label_acc
+        .map(|a| format!(" (right {:.0}%)", 100.0 * a))
+        .unwrap_or_default();
+    format!(
+        "{ips:.0} img/s loss {:.4} (src {:.4} tgt {:.4}) mask {:.2}{pseudo} lr {:.5} mu {:.2}",
+        m.total_loss, m.source_loss, m.target_loss, m.mask_rate, m.lr, m.mu
+    )
+}
+
 pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     let dir = &opts.out_dir;
     let ckpt = dir.join(CHECKPOINT);
@@ -558,12 +589,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     };
     write_config_json(ctx, opts, &run, &data)?;
 
-    let mut evaluator = Evaluator::new(
-        ctx,
-        trainer.eval_net(),
-        256.min(cfg.eval_limit.unwrap_or(256)).max(1),
-        data.classes.clone(),
-    )?;
+    let mut evaluator = Evaluator::new(ctx, trainer.eval_net(), cfg.eval_batch(), data.classes.clone())?;
     let bar = opts.progress.then(|| progress_bar(cfg.steps, trainer.step));
     let say = |s: String| match &bar {
         Some(b) => b.println(s),
@@ -596,20 +622,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         if step % cfg.log_every == 0 || step == cfg.steps || stop_now {
             let m = trainer.metrics(ctx)?;
             if m.non_finite {
-                let last_good = if ckpt.exists() {
-                    let at = checkpoint::peek(&ckpt)
-                        .map(|p| format!(" (step {})", p.step))
-                        .unwrap_or_default();
-                    format!("The last good checkpoint is {}{at}; ", ckpt.display())
-                } else {
-                    "No checkpoint was written before it; ".to_string()
-                };
-                bail!(
-                    "training diverged at step {step}: the loss or a gradient is NaN/Inf (loss {}, grad norm {}). \
-                     {last_good}try a lower --lr.",
-                    m.total_loss,
-                    m.grad_norm,
-                );
+                return Err(diverged(step, &m, &ckpt));
             }
             let (t0, s0) = last_log;
             let imgs = (step - s0) as f64 * cfg.images_per_step() as f64;
@@ -621,15 +634,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
             )?;
             if let Some(b) = &bar {
                 b.set_position(step);
-                // Pseudo-label accuracy only where the target training set has labels.
-                let pseudo = m
-                    .masked_pseudo_label_acc
-                    .map(|a| format!(" (right {:.0}%)", 100.0 * a))
-                    .unwrap_or_default();
-                b.set_message(format!(
-                    "{ips:.0} img/s loss {:.4} (src {:.4} tgt {:.4}) mask {:.2}{pseudo} lr {:.5} mu {:.2}",
-                    m.total_loss, m.source_loss, m.target_loss, m.mask_rate, m.lr, m.mu
-                ));
+                b.set_message(progress_message(&m, ips));
             }
             history.push(m);
         }

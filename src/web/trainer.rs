@@ -519,10 +519,8 @@ async fn new_run(ctx: &GpuContext, cfg: TrainConfig) -> Result<Run> {
     let mut cfg = cfg;
     cfg.network.num_classes = classes.len();
     let trainer = Trainer::new(ctx, cfg)?;
-    trainer.init_ema(ctx);
     yield_to_page().await;
-    let batch = 256.min(trainer.cfg.eval_limit.unwrap_or(256)).max(1);
-    let evaluator = Evaluator::new(ctx, trainer.eval_net(), batch, classes.clone())?;
+    let evaluator = Evaluator::new(ctx, trainer.eval_net(), trainer.cfg.eval_batch(), classes.clone())?;
     Ok(Run {
         trainer,
         source,

@@ -307,7 +307,6 @@ fn check_training(cfg: TrainConfig, steps: &[u64]) -> Vec<RefStepOut> {
         let labeled = SynthStream::test(SynthDomain::House, 4, 40).materialize(0, 40);
         trainer.set_labeled_target(labeled).unwrap();
     }
-    trainer.init_ema(ctx);
     let pspecs = trainer.net.param_specs().to_vec();
     let rspecs = trainer.net.running_specs().to_vec();
     let classes = cfg.network.num_classes;
@@ -472,7 +471,7 @@ fn check_training(cfg: TrainConfig, steps: &[u64]) -> Vec<RefStepOut> {
                 }
             }
             (None, None) => assert!(
-                !after.contains_key("ema.params") && trainer.ema_net.is_none(),
+                !after.contains_key("ema.params") && trainer.ema_net().is_none(),
                 "{what}: an EMA without one configured"
             ),
             _ => panic!("{what}: EMA configured on one side only"),
