@@ -128,7 +128,6 @@ fn adamatch_prepare_rows(
     }
 }
 
-var<workgroup> partial: array<f32, REDUCE_WG>;
 // (next slot, slots filled) of the history ring, read once by invocation 0.
 var<workgroup> ring: vec2<u32>;
 
@@ -153,18 +152,10 @@ fn adamatch_align(@builtin(local_invocation_index) lid: u32) {
         }
         acc += m;
     }
-    partial[lid] = acc;
     if (lid == 0u && !keras) {
         ring = vec2<u32>(u32(history_state[0]), u32(history_state[1]));
     }
-    workgroupBarrier();
-    for (var stride = REDUCE_WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let c_tau = p.tau * (partial[0] / f32(b));
+    let c_tau = p.tau * (workgroup_sum(lid, acc) / f32(b));
 
     // Update first, then use: the current batch is part of the averages it is aligned with.
     let next = ring.x;
@@ -273,14 +264,7 @@ fn adamatch_metrics(@builtin(local_invocation_index) lid: u32) {
     for (var j = lid; j < p.target_rows; j += REDUCE_WG) {
         acc += mask[j];
     }
-    partial[lid] = acc;
-    workgroupBarrier();
-    for (var stride = REDUCE_WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    let masked = workgroup_sum(lid, acc);
     if (lid == 0u) {
         let mu = scalars[MU_INDEX];
         let src = source_loss[0];
@@ -288,7 +272,7 @@ fn adamatch_metrics(@builtin(local_invocation_index) lid: u32) {
         metrics.total_loss = src + mu * tgt;
         metrics.source_loss = src;
         metrics.target_loss = tgt;
-        metrics.mask_rate = partial[0] / f32(p.target_rows);
+        metrics.mask_rate = masked / f32(p.target_rows);
         metrics.c_tau = align[p.classes];
         metrics.mu = mu;
     }

@@ -42,7 +42,7 @@ struct AugParams {
     slots: array<OpSlot, 3>,
 }
 
-// WG, SLOTS and the OP_* codes are declared in src/kernels/augment.rs and prepended to this file
+// WG, SLOTS, the OP_* and BORDER_* codes are declared in src/kernels/augment.rs and prepended to this file
 // by src/shaders.rs.
 @group(0) @binding(0) var<uniform> u: Uniforms;
 // u8 NHWC images packed 4 bytes per u32, little-endian (SIZE * SIZE * 3 / 4 words per image).
@@ -52,10 +52,6 @@ struct AugParams {
 // Two image buffers per image (ping-pong between slots): pixel p of buffer b of image i at
 // (2 * i + b) * SIZE * SIZE + p.
 @group(0) @binding(4) var<storage, read_write> img: array<u32>;
-
-const BORDER_CONSTANT: u32 = 0u;
-const BORDER_REFLECT: u32 = 1u;
-const BORDER_REFLECT101: u32 = 2u;
 
 // Per-channel 256-bin histograms (equalize).
 var<workgroup> hist: array<atomic<u32>, 768>;
@@ -105,6 +101,9 @@ fn blend(degenerate: u32, x: u32, factor: i32, add: i32) -> u32 {
 fn border_index(i: i32, border: u32) -> i32 {
     if (i >= 0 && i < side()) {
         return i;
+    }
+    if (border == BORDER_CONSTANT) {
+        return -1;
     }
     if (border == BORDER_REFLECT) {
         // Symmetric (... b a | a b ... y z | z y ...), period 2 * side().

@@ -95,8 +95,6 @@ fn fixmatch_assemble_grads(
     }
 }
 
-var<workgroup> partial: array<f32, REDUCE_WG>;
-
 // LossMetrics (src/kernels/adamatch.rs), with the threshold as c_tau and a target weight of 1: the layout of
 // adamatch_metrics, so both losses report through the same code.
 @compute @workgroup_size(REDUCE_WG)
@@ -105,21 +103,14 @@ fn fixmatch_metrics(@builtin(local_invocation_index) lid: u32) {
     for (var j = lid; j < p.target_rows; j += REDUCE_WG) {
         acc += mask[j];
     }
-    partial[lid] = acc;
-    workgroupBarrier();
-    for (var stride = REDUCE_WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    let masked = workgroup_sum(lid, acc);
     if (lid == 0u) {
         let src = source_loss[0];
         let tgt = target_loss[0];
         metrics.total_loss = src + tgt;
         metrics.source_loss = src;
         metrics.target_loss = tgt;
-        metrics.mask_rate = partial[0] / f32(p.target_rows);
+        metrics.mask_rate = masked / f32(p.target_rows);
         metrics.c_tau = p.threshold;
         metrics.mu = 1.0;
     }

@@ -90,8 +90,6 @@ fn softmax_ce_forward_soft(
     row_loss[r] = l;
 }
 
-var<workgroup> partial: array<f32, REDUCE_WG>;
-
 // loss[0] = scale * sum_i row_weight[i] * row_loss[i]: each invocation sums a fixed strided
 // subset of rows in order, then a fixed tree combines the 256 partials.
 @compute @workgroup_size(REDUCE_WG)
@@ -100,16 +98,9 @@ fn softmax_ce_loss_sum(@builtin(local_invocation_index) lid: u32) {
     for (var i = lid; i < p.rows; i += REDUCE_WG) {
         acc += row_weight[i] * row_loss[i];
     }
-    partial[lid] = acc;
-    workgroupBarrier();
-    for (var stride = REDUCE_WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(lid, acc);
     if (lid == 0u) {
-        loss[0] = p.scale * partial[0];
+        loss[0] = p.scale * total;
     }
 }
 

@@ -59,12 +59,33 @@ pub const REDUCE_WG: u32 = 256;
 /// The constants every shader is compiled with (see [`Shader::source`]).
 const PRELUDE_CONSTANTS: &[(&str, u32)] = &[("REDUCE_WG", REDUCE_WG)];
 
-/// WGSL every shader is compiled with, ahead of its file.
+/// WGSL every shader is compiled with, ahead of its file: the dispatch index of a 2D-split grid and
+/// the single-workgroup tree sum.
 const PRELUDE: &str = "\
 // The invocation's index in a dispatch of `wg`-invocation workgroups that gpu::grid_1d split into
 // 2D where it was wider than 65,535 workgroups; callers bounds-check it.
 fn linear_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, wg: u32) -> u32 {
     return (wid.y * nwg.x + wid.x) * wg + lid;
+}
+
+// Partial sums of workgroup_sum (in no entry point's interface that does not call it).
+var<workgroup> reduce_partial: array<f32, REDUCE_WG>;
+
+// The sum of the `value`s of a REDUCE_WG-invocation workgroup in one fixed tree order, so it is
+// bitwise reproducible; every invocation gets it. Every invocation must call it (barriers).
+fn workgroup_sum(lid: u32, value: f32) -> f32 {
+    reduce_partial[lid] = value;
+    workgroupBarrier();
+    for (var stride = REDUCE_WG / 2u; stride > 0u; stride /= 2u) {
+        if (lid < stride) {
+            reduce_partial[lid] += reduce_partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = reduce_partial[0];
+    // The next call's writes wait for every invocation's read.
+    workgroupBarrier();
+    return total;
 }
 ";
 

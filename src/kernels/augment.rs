@@ -113,7 +113,15 @@ const WGSL_CONSTANTS: &[(&str, u32)] = &[
     ("OP_CONTRAST", OP_CONTRAST),
     ("OP_BRIGHTNESS", OP_BRIGHTNESS),
     ("OP_SHARPNESS", OP_SHARPNESS),
+    ("BORDER_CONSTANT", BORDER_CONSTANT),
+    ("BORDER_REFLECT", BORDER_REFLECT),
+    ("BORDER_REFLECT101", BORDER_REFLECT101),
 ];
+
+/// Border rules of [`OP_AFFINE`] (bits 2-3 of [`OpSlot::mode`]), one per [`Border`].
+const BORDER_CONSTANT: u32 = 0;
+const BORDER_REFLECT: u32 = 1;
+const BORDER_REFLECT101: u32 = 2;
 
 /// Colour channels and the bytes of one u8 image of side `size` (NHWC; also its f32 values once
 /// augmented), as the data layer holds them.
@@ -393,9 +401,9 @@ impl OpSlot {
     /// A geometric op: `m` maps output points to input points (see [`OpSlot`]), quantised to Q16.
     pub fn affine(m: [f64; 6], interp: Interp, border: Border) -> OpSlot {
         let (b, fill) = match border {
-            Border::Constant(f) => (0u32, f),
-            Border::Reflect => (1, 0),
-            Border::Reflect101 => (2, 0),
+            Border::Constant(f) => (BORDER_CONSTANT, f),
+            Border::Reflect => (BORDER_REFLECT, 0),
+            Border::Reflect101 => (BORDER_REFLECT101, 0),
         };
         OpSlot {
             kind: OP_AFFINE,

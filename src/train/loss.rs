@@ -13,7 +13,7 @@ use crate::network::{WideResNet, Workspace};
 
 use super::batch::HostBatch;
 use super::config::{Algorithm, AlignmentKind, PseudoLabels, TrainConfig};
-use super::trainer::StepMetrics;
+use super::step_metrics::StepMetrics;
 
 pub(super) enum StepLoss {
     /// With the source-only pass (`second`) that reads the first 2L rows of the main input.

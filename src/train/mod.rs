@@ -19,4 +19,5 @@ mod calibration;
 mod loss;
 pub mod schedule;
 mod step_inputs;
+mod step_metrics;
 mod update;

@@ -19,39 +19,12 @@ use crate::weights::Weights;
 
 pub use super::batch::HostBatch;
 use super::calibration::BnCalibration;
-use super::config::{SourcePassBn, TrainConfig};
+use super::config::{Algorithm, SourcePassBn, TrainConfig};
 use super::loss::StepLoss;
 use super::step_inputs::StepInputs;
+pub use super::step_metrics::StepMetrics;
 pub use super::update::OptState;
 use super::update::Update;
-
-/// Loss values and health of one step, read at the logging interval.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct StepMetrics {
-    pub step: u64,
-    pub total_loss: f32,
-    pub source_loss: f32,
-    pub target_loss: f32,
-    pub mask_rate: f32,
-    pub c_tau: f32,
-    pub mu: f32,
-    pub lr: f32,
-    pub grad_norm: f32,
-    /// A gradient was NaN or infinite, or the loss is.
-    pub non_finite: bool,
-    /// Distribution alignment ratio p_s / p_t of this step (AdaMatch): smallest and largest
-    /// class entry.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub align_ratio_min: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub align_ratio_max: Option<f32>,
-    /// Diagnosis only, where the target training set has labels (never used in training): the
-    /// fraction of this step's target rows whose pseudo-label is right, and of the masked ones.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pseudo_label_acc: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub masked_pseudo_label_acc: Option<f32>,
-}
 
 /// A named group of consecutive ops of one step (see [`Trainer::step_phases`]).
 pub struct StepPhase<'a> {
@@ -88,15 +61,20 @@ pub struct Trainer {
     calibration: Option<BnCalibration>,
 }
 
+/// Images of the main pass: the joint batch, or both views of the labeled images (source-only).
+fn main_rows(cfg: &TrainConfig) -> usize {
+    if cfg.algorithm.uses_target() {
+        cfg.joint_batch()
+    } else {
+        2 * cfg.labeled_batch()
+    }
+}
+
 /// Refuses a batch whose largest buffer (the first stage's activations of the main pass) the
 /// adapter cannot hold, naming the flags and the limit, instead of a panic inside wgpu.
 fn check_fits(ctx: &GpuContext, cfg: &TrainConfig) -> Result<()> {
     let n = &cfg.network;
-    let rows = if cfg.algorithm.uses_target() {
-        cfg.joint_batch()
-    } else {
-        2 * cfg.labeled_batch()
-    };
+    let rows = main_rows(cfg);
     let channels = 16 * n.width.max(1);
     let bytes = rows as u128 * (n.image_size * n.image_size) as u128 * channels as u128 * 4;
     let l = &ctx.limits;
@@ -134,12 +112,7 @@ impl Trainer {
         cfg.validate()?;
         check_fits(ctx, &cfg)?;
         let net = WideResNet::new(ctx, cfg.network.clone(), cfg.seed)?;
-        let main_rows = if cfg.algorithm.uses_target() {
-            cfg.joint_batch()
-        } else {
-            2 * cfg.labeled_batch()
-        };
-        let main = Workspace::new(ctx, &net, main_rows, false);
+        let main = Workspace::new(ctx, &net, main_rows(&cfg), false);
         let inputs = StepInputs::new(ctx, &cfg, &main.input);
         let scalars = optimizer::step_scalars_tensor(ctx);
         let loss = StepLoss::new(ctx, &cfg, &net, &main, &inputs.labels, &scalars);
@@ -162,6 +135,23 @@ impl Trainer {
         };
         trainer.init_ema(ctx);
         Ok(trainer)
+    }
+
+    /// Switches the step to `algorithm` between two steps (a source-only phase, then
+    /// adaptation): the network, its weights, the optimizer state, the EMA, the host RNG and the
+    /// step count carry over; the parts whose buffers depend on the algorithm (the main pass, the
+    /// step's inputs, the loss and the calibration) are rebuilt, the loss's state fresh.
+    pub fn set_algorithm(&mut self, ctx: &GpuContext, algorithm: Algorithm) -> Result<()> {
+        let mut cfg = self.cfg.clone();
+        cfg.algorithm = algorithm;
+        cfg.validate()?;
+        check_fits(ctx, &cfg)?;
+        let main = Workspace::new(ctx, &self.net, main_rows(&cfg), false);
+        let inputs = StepInputs::new(ctx, &cfg, &main.input);
+        self.loss = StepLoss::new(ctx, &cfg, &self.net, &main, &inputs.labels, &self.scalars);
+        self.calibration = BnCalibration::new(ctx, &cfg, &inputs)?;
+        (self.main, self.inputs, self.cfg) = (main, inputs, cfg);
+        Ok(())
     }
 
     /// The scalars of step `t` (0-based): lr, weight decay, Adam bias corrections, mu.

@@ -579,3 +579,51 @@ fn paper_source_only_steps_match_reference() {
 fn keras_example_source_only_steps_match_reference() {
     check_training(small_config("keras-example", Algorithm::SourceOnly, 6), &[0, 2, 7]);
 }
+
+#[test]
+fn switching_the_loss_between_phases_keeps_the_state_and_runs_as_a_fresh_trainer_would() {
+    // A source-only phase, then AdaMatch on the same trainer, against a fresh AdaMatch trainer
+    // given the first phase's state (weights, running statistics, optimizer state, EMA), RNG and
+    // step count: the same steps, bit for bit.
+    let ctx = ctx();
+    let cfg = small_config("paper", Algorithm::SourceOnly, 5);
+    let (source, target) = domains(&cfg);
+    let mut switched = Trainer::new(ctx, cfg.clone()).unwrap();
+    for _ in 0..2 {
+        switched.step(ctx, &source, &target).unwrap();
+    }
+    let before = read_state(&switched);
+    let rng = switched.rng.clone();
+    switched.set_algorithm(ctx, Algorithm::Adamatch).unwrap();
+    assert_eq!(switched.step, 2);
+    assert_eq!(switched.cfg.algorithm, Algorithm::Adamatch);
+    let after_switch = read_state(&switched);
+    for (name, v) in &before {
+        assert!(after_switch[name] == *v, "{name} changed by the switch");
+    }
+
+    let mut fresh = Trainer::new(
+        ctx,
+        TrainConfig {
+            algorithm: Algorithm::Adamatch,
+            ..cfg
+        },
+    )
+    .unwrap();
+    for (name, t) in fresh.state_tensors() {
+        if let Some(v) = before.get(&name) {
+            t.write_f32(ctx, v);
+        }
+    }
+    (fresh.rng, fresh.step) = (rng, 2);
+    for _ in 0..2 {
+        switched.step(ctx, &source, &target).unwrap();
+        fresh.step(ctx, &source, &target).unwrap();
+    }
+    let (a, b) = (read_state(&switched), read_state(&fresh));
+    assert_eq!(a.len(), b.len());
+    for (name, v) in &a {
+        assert!(b[name] == *v, "{name} differs after two AdaMatch steps");
+    }
+    assert!(a["params"] != before["params"], "the AdaMatch steps changed nothing");
+}

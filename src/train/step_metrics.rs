@@ -1,0 +1,29 @@
+//! What a step reports: its losses, learning rate and health, read at the logging interval.
+
+/// Loss values and health of one step, read at the logging interval.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StepMetrics {
+    pub step: u64,
+    pub total_loss: f32,
+    pub source_loss: f32,
+    pub target_loss: f32,
+    pub mask_rate: f32,
+    pub c_tau: f32,
+    pub mu: f32,
+    pub lr: f32,
+    pub grad_norm: f32,
+    /// A gradient was NaN or infinite, or the loss is.
+    pub non_finite: bool,
+    /// Distribution alignment ratio p_s / p_t of this step (AdaMatch): smallest and largest
+    /// class entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub align_ratio_min: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub align_ratio_max: Option<f32>,
+    /// Diagnosis only, where the target training set has labels (never used in training): the
+    /// fraction of this step's target rows whose pseudo-label is right, and of the masked ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pseudo_label_acc: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masked_pseudo_label_acc: Option<f32>,
+}
