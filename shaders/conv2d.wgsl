@@ -1353,6 +1353,45 @@ fn store_partial_block(chunk: u32, m: u32, n: u32, acc: Block, fast: bool) {
     store_partial_direct(chunk, m + 7u, n, acc[14], acc[15], fast);
 }
 
+// The output position (image n, row oh, column ow) of the weight gradient's reduction row r. The
+// reduction kernels walk it one row at a time (`next_out_pos`), without divisions.
+struct OutPos {
+    n: u32,
+    oh: u32,
+    ow: u32,
+}
+
+fn out_pos(r: u32) -> OutPos {
+    let t = r / p.out_w;
+    let n = t / p.out_h;
+    return OutPos(n, t - n * p.out_h, r - t * p.out_w);
+}
+
+// The position of the next reduction row: `ow` is 0 exactly when a new output row begins.
+fn next_out_pos(q: OutPos) -> OutPos {
+    var s = q;
+    s.ow += 1u;
+    if (s.ow == p.out_w) {
+        s.ow = 0u;
+        s.oh += 1u;
+        if (s.oh == p.out_h) {
+            s.oh = 0u;
+            s.n += 1u;
+        }
+    }
+    return s;
+}
+
+// The x element bases of eight weight-gradient rows (`lo`, `hi`: four each) under the window of
+// output position q.
+fn reduction_bases(q: OutPos, lo: TapRows, hi: TapRows) -> Bases {
+    // The window's top-left input pixel, and where its pixel (0, 0) would be in x.
+    let h0 = i32(q.oh * p.stride) - i32(p.pad_top);
+    let w0 = i32(q.ow * p.stride) - i32(p.pad_left);
+    let corner = i32(q.n * p.in_h * p.in_w * p.in_c) + (h0 * i32(p.in_w) + w0) * i32(p.in_c);
+    return Bases(tap_bases(lo, corner, h0, w0), tap_bases(hi, corner, h0, w0));
+}
+
 // `fast`: in_c % 4 == 0 and out_c % 4 == 0; then each four rows m..m+3 (m a multiple of 4) are
 // four consecutive channels of one tap, one vec4 of x. `wide` (with `fast`, out_c % 16 == 0): 16
 // columns per invocation, as in `forward_direct`.
@@ -1380,22 +1419,15 @@ fn backward_weights_direct(t: u32, fast: bool, wide: bool) {
     let q1 = quad_of(n0, 1u, p.out_c);
 
     // The output position of r_begin, then walked one step per reduction row.
-    let t0 = r_begin / p.out_w;
-    var ow = r_begin - t0 * p.out_w;
-    var n = t0 / p.out_h;
-    var oh = t0 - n * p.out_h;
+    var q = out_pos(r_begin);
 
     var top: Block;
     var bottom: Block;
     var top_r: Block;
     var bottom_r: Block;
     for (var r = r_begin; r < r_end; r++) {
-        // The window's top-left input pixel, and where its pixel (0, 0) would be in x.
-        let h0 = i32(oh * p.stride) - i32(p.pad_top);
-        let w0 = i32(ow * p.stride) - i32(p.pad_left);
-        let corner = i32(n * p.in_h * p.in_w * p.in_c) + (h0 * i32(p.in_w) + w0) * i32(p.in_c);
-        let xt = Bases(tap_bases(top_lo, corner, h0, w0), tap_bases(top_hi, corner, h0, w0));
-        let xb = Bases(tap_bases(bottom_lo, corner, h0, w0), tap_bases(bottom_hi, corner, h0, w0));
+        let xt = reduction_bases(q, top_lo, top_hi);
+        let xb = reduction_bases(q, bottom_lo, bottom_hi);
         if (fast) {
             let b0 = dy4[r * oq + q0];
             let b1 = dy4[r * oq + q1];
@@ -1418,15 +1450,7 @@ fn backward_weights_direct(t: u32, fast: bool, wide: bool) {
             direct_product_outer(&top, x_scalars(xt.lo, 0u), x_scalars(xt.hi, 0u), b0, b1);
             direct_product_outer(&bottom, x_scalars(xb.lo, 0u), x_scalars(xb.hi, 0u), b0, b1);
         }
-        ow += 1u;
-        if (ow == p.out_w) {
-            ow = 0u;
-            oh += 1u;
-            if (oh == p.out_h) {
-                oh = 0u;
-                n += 1u;
-            }
-        }
+        q = next_out_pos(q);
     }
 
     store_partial_block(chunk, m0, n0, top, fast);

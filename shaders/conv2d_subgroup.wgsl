@@ -182,21 +182,15 @@ fn backward_weights_subgroup(t: u32, lane: u32) {
     let oq = p.out_c / 4u;
     let lane_quad = n0 / 4u + lane % 4u;
 
-    let t0 = r_begin / p.out_w;
-    var ow = r_begin - t0 * p.out_w;
-    var n = t0 / p.out_h;
-    var oh = t0 - n * p.out_h;
+    var q = out_pos(r_begin);
 
     var top: Block;
     var bottom: Block;
     var top_r: Block;
     var bottom_r: Block;
     for (var r = r_begin; r < r_end; r++) {
-        let h0 = i32(oh * p.stride) - i32(p.pad_top);
-        let w0 = i32(ow * p.stride) - i32(p.pad_left);
-        let corner = i32(n * p.in_h * p.in_w * p.in_c) + (h0 * i32(p.in_w) + w0) * i32(p.in_c);
-        let xt = Bases(tap_bases(top_lo, corner, h0, w0), tap_bases(top_hi, corner, h0, w0));
-        let xb = Bases(tap_bases(bottom_lo, corner, h0, w0), tap_bases(bottom_hi, corner, h0, w0));
+        let xt = reduction_bases(q, top_lo, top_hi);
+        let xb = reduction_bases(q, bottom_lo, bottom_hi);
         let v = dy4[r * oq + lane_quad];
         let b0 = subgroupBroadcast(v, 0u);
         let b1 = subgroupBroadcast(v, 1u);
@@ -210,15 +204,7 @@ fn backward_weights_subgroup(t: u32, lane: u32) {
         direct_product_outer(&bottom, ab_lo, ab_hi, b0, b1);
         direct_product_outer(&top_r, at_lo, at_hi, b2, b3);
         direct_product_outer(&bottom_r, ab_lo, ab_hi, b2, b3);
-        ow += 1u;
-        if (ow == p.out_w) {
-            ow = 0u;
-            oh += 1u;
-            if (oh == p.out_h) {
-                oh = 0u;
-                n += 1u;
-            }
-        }
+        q = next_out_pos(q);
     }
 
     store_partial_block(chunk, m0, n0, top, true);
@@ -1121,10 +1107,7 @@ fn backward_weights_taps_subgroup(t: u32, lane: u32) {
     let r_begin = chunk * p.split_rows;
     let r_end = min(r_begin + p.split_rows, p.gemm_k);
 
-    let t0 = r_begin / p.out_w;
-    var ow = r_begin - t0 * p.out_w;
-    var n = t0 / p.out_h;
-    var oh = t0 - n * p.out_h;
+    var q = out_pos(r_begin);
 
     var left = vec4<f32>(0.0);
     var mid = vec4<f32>(0.0);
@@ -1134,10 +1117,10 @@ fn backward_weights_taps_subgroup(t: u32, lane: u32) {
     var acc1: array<vec4<f32>, 32>;
     var acc2: array<vec4<f32>, 32>;
     for (var r = r_begin; r < r_end; r++) {
-        let ih = i32(oh * p.stride + kh) - i32(p.pad_top);
+        let ih = i32(q.oh * p.stride + kh) - i32(p.pad_top);
         let row_ok = valid && ih >= 0 && ih < i32(p.in_h);
-        let base = (n * p.in_h + u32(max(ih, 0))) * p.in_w * p.in_c;
-        let iw = i32(ow * p.stride) - i32(p.pad_left);
+        let base = (q.n * p.in_h + u32(max(ih, 0))) * p.in_w * p.in_c;
+        let iw = i32(q.ow * p.stride) - i32(p.pad_left);
         if (fresh) {
             left = x4_pixel(row_ok, base, iw, c4);
             mid = x4_pixel(row_ok, base, iw + 1, c4);
@@ -1159,16 +1142,9 @@ fn backward_weights_taps_subgroup(t: u32, lane: u32) {
         outer_4x32(&acc0, left, d);
         outer_4x32(&acc1, mid, d);
         outer_4x32(&acc2, right, d);
-        ow += 1u;
-        if (ow == p.out_w) {
-            ow = 0u;
-            fresh = true;
-            oh += 1u;
-            if (oh == p.out_h) {
-                oh = 0u;
-                n += 1u;
-            }
-        }
+        q = next_out_pos(q);
+        // A new output row: its window starts afresh.
+        fresh = q.ow == 0u;
     }
 
     if (valid) {
