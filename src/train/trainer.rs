@@ -148,9 +148,10 @@ impl Trainer {
         check_fits(ctx, &cfg)?;
         let main = Workspace::new(ctx, &self.net, main_rows(&cfg), false);
         let inputs = StepInputs::new(ctx, &cfg, &main.input);
-        self.loss = StepLoss::new(ctx, &cfg, &self.net, &main, &inputs.labels, &self.scalars);
-        self.calibration = BnCalibration::new(ctx, &cfg, &inputs)?;
-        (self.main, self.inputs, self.cfg) = (main, inputs, cfg);
+        let loss = StepLoss::new(ctx, &cfg, &self.net, &main, &inputs.labels, &self.scalars);
+        // Everything built before anything is replaced: a failure leaves the trainer as it was.
+        let calibration = BnCalibration::new(ctx, &cfg, &inputs)?;
+        (self.main, self.inputs, self.loss, self.calibration, self.cfg) = (main, inputs, loss, calibration, cfg);
         Ok(())
     }
 
@@ -162,11 +163,6 @@ impl Trainer {
     /// The EMA copy of the weights, evaluated instead of them when there is one.
     pub fn ema_net(&self) -> Option<&WideResNet> {
         self.update.ema_net.as_ref()
-    }
-
-    /// Optimizer state (checkpoints).
-    pub fn opt(&self) -> &OptState {
-        &self.update.opt
     }
 
     /// The labeled target images drawn from in semi-supervised domain adaptation (the config's
