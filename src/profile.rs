@@ -77,7 +77,7 @@ pub enum ConvPath {
     Tiled,
     /// No workgroup memory and no barriers: each invocation reads its operands straight from
     /// the storage buffers and keeps a 16 x 8 block of outputs in registers. For CPU adapters
-    /// (lavapipe), where a barrier costs 30-45% of the reduction loop.
+    /// (lavapipe), where barriers are expensive.
     Direct,
     /// The direct path with the operand that a subgroup's invocations share loaded once per
     /// subgroup and broadcast (`conv2d_subgroup.wgsl`), for layers whose channels take the

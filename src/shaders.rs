@@ -96,7 +96,7 @@ macro_rules! shader_file {
         $crate::shaders::Shader {
             file_name: $file,
             file_source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file)),
-            constants: $constants,
+            constants: &[$constants],
             structs: $structs,
             needs_subgroups: false,
         }
@@ -113,8 +113,9 @@ pub struct Shader {
     pub file_name: &'static str,
     /// The WGSL as written.
     pub file_source: &'static str,
-    /// The wrapper's constants (tile and workgroup sizes, flags, op codes), written once there.
-    pub constants: &'static [(&'static str, u32)],
+    /// The wrapper's constants (tile and workgroup sizes, flags, op codes), written once there;
+    /// a module of two files takes the first file's list and the second's.
+    pub constants: &'static [&'static [(&'static str, u32)]],
     /// The WGSL declarations of the structs the wrapper writes into the shader's buffers
     /// (declared with [`wgsl_struct!`] in the wrapper).
     pub structs: &'static [&'static str],
@@ -160,12 +161,12 @@ impl Shader {
     /// The constants the shader shares with Rust: the prelude's ([`REDUCE_WG`]), then its
     /// wrapper's.
     pub fn constants(&self) -> impl Iterator<Item = (&'static str, u32)> {
-        PRELUDE_CONSTANTS.iter().chain(self.constants).copied()
+        PRELUDE_CONSTANTS.iter().copied().chain(self.wrapper_constants())
     }
 
     /// The wrapper's own constants for this shader.
-    pub fn wrapper_constants(&self) -> &'static [(&'static str, u32)] {
-        self.constants
+    pub fn wrapper_constants(&self) -> impl Iterator<Item = (&'static str, u32)> {
+        self.constants.iter().flat_map(|list| list.iter().copied())
     }
 
     /// The WGSL declarations of the wrapper's structs.

@@ -217,7 +217,7 @@ pub fn run(ctx: &GpuContext, opts: &StepBenchOptions) -> Result<StepReport> {
         }
     }
     let host_load = host_load();
-    let loss = trainer.metrics(ctx)?.total_loss;
+    let loss = trainer.metrics(ctx)?.loss.total_loss;
     let mut sorted = step_times_ms.clone();
     sorted.sort_by(f64::total_cmp);
     let step_ms = sorted[0];

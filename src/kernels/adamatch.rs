@@ -46,7 +46,7 @@ pub const SCALAR_MU_INDEX: usize = std::mem::offset_of!(StepScalars, mu) / 4;
 wgsl_struct! {
     /// What the AdaMatch and FixMatch steps report, written by their metrics kernels into
     /// [`AdaMatchLoss::metrics`] (one f32 each, in this order).
-    #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable, serde::Serialize)]
     pub struct LossMetrics {
         /// `source_loss + mu * target_loss` (weight decay not included).
         pub total_loss: f32,

@@ -57,7 +57,7 @@ pub static SUBGROUP_SHADER: Shader = Shader {
         include_str!("../../shaders/conv2d.wgsl"),
         include_str!("../../shaders/conv2d_subgroup.wgsl")
     ),
-    constants: SUBGROUP_WGSL_CONSTANTS,
+    constants: &[WGSL_CONSTANTS, SUBGROUP_WGSL_CONSTANTS],
     structs: WGSL_STRUCTS,
     needs_subgroups: true,
 };
@@ -65,9 +65,7 @@ pub static SUBGROUP_SHADER: Shader = Shader {
 /// The constants `conv2d.wgsl` and `conv2d_subgroup.wgsl` are compiled with, and the struct
 /// they share with this file: written here once and prepended to the shader source (see
 /// [`Shader::source`]), so Rust and WGSL cannot disagree.
-/// `conv2d_subgroup.wgsl`'s module takes them all; `conv2d.wgsl`'s alone every one but the last,
-/// `SG_LANES`.
-const SUBGROUP_WGSL_CONSTANTS: &[(&str, u32)] = &[
+const WGSL_CONSTANTS: &[(&str, u32)] = &[
     ("TILE_M", TILE_M as u32),
     ("TILE_N", TILE_N as u32),
     ("TILE_K", TILE_K as u32),
@@ -75,12 +73,9 @@ const SUBGROUP_WGSL_CONSTANTS: &[(&str, u32)] = &[
     ("DIRECT_M", DIRECT_M as u32),
     ("DIRECT_N", DIRECT_N as u32),
     ("DIRECT_WG", DIRECT_WG as u32),
-    ("SG_LANES", SG_LANES as u32),
 ];
-const WGSL_CONSTANTS: &[(&str, u32)] = match SUBGROUP_WGSL_CONSTANTS.split_last() {
-    Some((_, before_sg_lanes)) => before_sg_lanes,
-    None => &[],
-};
+/// What `conv2d_subgroup.wgsl` reads besides.
+const SUBGROUP_WGSL_CONSTANTS: &[(&str, u32)] = &[("SG_LANES", SG_LANES as u32)];
 
 // What the shader's staging and unrolled products assume.
 const WG: usize = (TILE_M / THREAD_M) * (TILE_N / 4);

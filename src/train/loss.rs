@@ -167,19 +167,13 @@ impl StepLoss {
             StepLoss::FixMatch(loss) => (&loss.metrics, &loss.pseudo, &loss.mask),
             StepLoss::SourceOnly { loss, .. } => {
                 let v = loss.read_f32_async(ctx).await?;
-                m.total_loss = v[0];
-                m.source_loss = v[0];
+                m.loss.total_loss = v[0];
+                m.loss.source_loss = v[0];
                 return Ok(());
             }
         };
         let v = metrics.read_f32_async(ctx).await?;
-        let lm: LossMetrics = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&v[..LossMetrics::FIELDS.len()]));
-        m.total_loss = lm.total_loss;
-        m.source_loss = lm.source_loss;
-        m.target_loss = lm.target_loss;
-        m.mask_rate = lm.mask_rate;
-        m.c_tau = lm.c_tau;
-        m.mu = lm.mu;
+        m.loss = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&v[..LossMetrics::FIELDS.len()]));
         if !truth.is_empty() {
             let pseudo = ctx
                 .read_bytes_async(&pseudo.buffer, pseudo.offset, pseudo.bytes())

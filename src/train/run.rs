@@ -540,13 +540,14 @@ fn diverged(step: u64, m: &StepMetrics, ckpt: &Path) -> anyhow::Error {
     anyhow::anyhow!(
         "training diverged at step {step}: the loss or a gradient is NaN/Inf (loss {}, grad norm {}). \
          {last_good}try a lower --lr.",
-        m.total_loss,
+        m.loss.total_loss,
         m.grad_norm,
     )
 }
 
 /// The progress bar's message for a logged step running at `ips` images per second.
 fn progress_message(m: &StepMetrics, ips: f64) -> String {
+    let l = &m.loss;
     // Pseudo-label accuracy only where the target training set has labels.
     let pseudo = m
         .masked_pseudo_label_acc
@@ -554,7 +555,7 @@ fn progress_message(m: &StepMetrics, ips: f64) -> String {
         .unwrap_or_default();
     format!(
         "{ips:.0} img/s loss {:.4} (src {:.4} tgt {:.4}) mask {:.2}{pseudo} lr {:.5} mu {:.2}",
-        m.total_loss, m.source_loss, m.target_loss, m.mask_rate, m.lr, m.mu
+        l.total_loss, l.source_loss, l.target_loss, l.mask_rate, m.lr, l.mu
     )
 }
 

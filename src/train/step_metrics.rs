@@ -1,15 +1,15 @@
 //! What a step reports: its losses, learning rate and health, read at the logging interval.
 
+use crate::kernels::adamatch::LossMetrics;
+
 /// Loss values and health of one step, read at the logging interval.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct StepMetrics {
     pub step: u64,
-    pub total_loss: f32,
-    pub source_loss: f32,
-    pub target_loss: f32,
-    pub mask_rate: f32,
-    pub c_tau: f32,
-    pub mu: f32,
+    /// What the loss kernels reported (source-only: the total and source losses alone); its
+    /// fields appear at this level in `metrics.jsonl` and the page's reports.
+    #[serde(flatten)]
+    pub loss: LossMetrics,
     pub lr: f32,
     pub grad_norm: f32,
     /// A gradient was NaN or infinite, or the loss is.

@@ -356,7 +356,7 @@ impl Trainer {
             ..Default::default()
         };
         self.loss.read_metrics(ctx, &mut m, &self.last_target_labels).await?;
-        m.non_finite |= !m.total_loss.is_finite();
+        m.non_finite |= !m.loss.total_loss.is_finite();
         Ok(m)
     }
 

@@ -357,7 +357,7 @@ impl WebTrainer {
         if metrics.non_finite {
             return Err(JsError::new(&format!(
                 "training diverged at step {}: the loss or a gradient is NaN/Inf (loss {}, grad norm {}); try a lower lr",
-                metrics.step, metrics.total_loss, metrics.grad_norm
+                metrics.step, metrics.loss.total_loss, metrics.grad_norm
             )));
         }
         #[derive(serde::Serialize)]

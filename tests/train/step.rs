@@ -338,7 +338,7 @@ fn check_training(cfg: TrainConfig, steps: &[u64]) -> Vec<RefStepOut> {
         // Schedules.
         check_scalar(&what, &mut worst, "lr", got.lr, want.lr, 1e-6, 0.0);
         if cfg.algorithm == Algorithm::Adamatch {
-            check_scalar(&what, &mut worst, "mu", got.mu, want.mu, 1e-6, 1e-7);
+            check_scalar(&what, &mut worst, "mu", got.loss.mu, want.mu, 1e-6, 1e-7);
         }
 
         // The loss, with its discontinuities kept clear of rounding.
@@ -357,7 +357,7 @@ fn check_training(cfg: TrainConfig, steps: &[u64]) -> Vec<RefStepOut> {
                 );
                 worst.note_margin("min argmax margin", a);
             }
-            check_scalar(&what, &mut worst, "c_tau", got.c_tau, want.c_tau, LOSS_RTOL, 0.0);
+            check_scalar(&what, &mut worst, "c_tau", got.loss.c_tau, want.c_tau, LOSS_RTOL, 0.0);
         }
         if let Some(step) = &want.fixmatch {
             let m = step
@@ -371,15 +371,15 @@ fn check_training(cfg: TrainConfig, steps: &[u64]) -> Vec<RefStepOut> {
                 "{what}: a mask or pseudo-label is {m:.2e} from flipping: pick other data"
             );
             worst.note_margin("min decision margin", m);
-            assert_eq!(got.c_tau, cfg.confidence, "{what}: the threshold");
-            assert_eq!(got.mu, 1.0, "{what}: FixMatch's target weight");
+            assert_eq!(got.loss.c_tau, cfg.confidence, "{what}: the threshold");
+            assert_eq!(got.loss.mu, 1.0, "{what}: FixMatch's target weight");
         }
-        assert_eq!(got.mask_rate as f64, want.mask_rate, "{what}: mask rate");
+        assert_eq!(got.loss.mask_rate as f64, want.mask_rate, "{what}: mask rate");
         check_scalar(
             &what,
             &mut worst,
             "total loss",
-            got.total_loss,
+            got.loss.total_loss,
             want.total_loss,
             LOSS_RTOL,
             1e-6,
@@ -388,7 +388,7 @@ fn check_training(cfg: TrainConfig, steps: &[u64]) -> Vec<RefStepOut> {
             &what,
             &mut worst,
             "source loss",
-            got.source_loss,
+            got.loss.source_loss,
             want.source_loss,
             LOSS_RTOL,
             1e-6,
@@ -397,7 +397,7 @@ fn check_training(cfg: TrainConfig, steps: &[u64]) -> Vec<RefStepOut> {
             &what,
             &mut worst,
             "target loss",
-            got.target_loss,
+            got.loss.target_loss,
             want.target_loss,
             LOSS_RTOL,
             1e-6,
