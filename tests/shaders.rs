@@ -124,8 +124,7 @@ fn bindings_are_found_by_name_in_every_shader() {
 #[test]
 fn rust_constants_reach_the_wgsl_once_and_are_used() {
     // Each constant Rust writes for a shader is declared by Rust alone (the file does not declare
-    // it again, nor with another value) and the file uses it: a constant the WGSL no longer reads
-    // is a stale contract.
+    // it again) and the file uses it: a constant the WGSL no longer reads is a stale contract.
     let mut unused = Vec::new();
     for shader in SHADERS {
         let src = shader.source();
@@ -136,14 +135,14 @@ fn rust_constants_reach_the_wgsl_once_and_are_used() {
             .map(|l| l.split_once("//").map_or(l, |(code, _)| code))
             .collect::<Vec<_>>()
             .join("\n");
-        for (name, value) in shader.constants() {
+        // Rust prepends each once; a second declaration is the file's own.
+        for (name, _) in shader.constants() {
             assert_eq!(
                 src.matches(&format!("const {name}:")).count(),
                 1,
-                "{name} in {}",
+                "{} declares {name}, which Rust writes for it",
                 shader.file_name()
             );
-            assert!(src.contains(&format!("const {name}: u32 = {value}u;")));
         }
         for (name, _) in shader.wrapper_constants() {
             let used = file.match_indices(name).any(|(i, _)| {
