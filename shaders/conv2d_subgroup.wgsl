@@ -375,9 +375,34 @@ fn three_taps32_backward(
 // Forward of a 3x3 stride-1 convolution whose output rows are a multiple of 16 wide: a block's
 // 16 GEMM rows are then 16 neighbouring pixels of one output row, and for each kernel row kh its
 // three taps kw read the same 18 neighbouring input pixels, shifted by one: loaded once per four
-// channels and used three times (18 loads instead of 48), the weights shared as above. Sums run
-// over kh, then channels, then kw: a different order from the direct path (deterministic all the
-// same).
+// channels and used three times (18 loads instead of 48), the weights shared as above. For rows
+// exactly 8 wide (an even number of them; the `rows8` kernels) a block's 16 rows are two whole
+// neighbouring rows, each kernel row's taps reading 10 neighbouring pixels of each (20 loads
+// instead of 48). Sums run over kh, then channels, then kw: a different order from the direct
+// path (deterministic all the same).
+//
+// The four block kernels below (16 or 32 columns, forward or backward data) each serve both row
+// layouts: every entry point passes `rows8` as a literal, so the compiler keeps one branch of the
+// run loads (`x4_runs`, `dy4_runs`) and the loop is written once.
+
+// The image rows a block's kernel row reads, in an h x w x c tensor's image n: row r (the top
+// half's run, and the bottom half's unless rows8) and row r + 1 (the bottom half's, rows8); a
+// row's `ok` is false outside the image or for blocks past the last row (`valid` false).
+struct RunRows {
+    top_ok: bool,
+    bottom_ok: bool,
+    top_base: u32,
+    bottom_base: u32,
+}
+
+fn run_rows(valid: bool, n: u32, r: i32, h: u32, w: u32, c: u32) -> RunRows {
+    return RunRows(
+        valid && r >= 0 && r < i32(h),
+        valid && r + 1 >= 0 && r + 1 < i32(h),
+        (n * h + u32(max(r, 0))) * w * c,
+        (n * h + u32(max(r + 1, 0))) * w * c,
+    );
+}
 
 // Input vec4 number c4 of pixel (row `base`, column iw), zeros outside the image (or when the
 // whole row is: `row_ok` false).
@@ -428,12 +453,24 @@ fn x4_pixels10(row_ok: bool, base: u32, first: i32, c4: u32) -> array<vec4<f32>,
     );
 }
 
-fn forward_rows_subgroup(t: u32, lane: u32) {
+// The top and bottom halves' tap windows of input vec4 c4, pixels from `first` on.
+fn x4_runs(rows8: bool, rows: RunRows, first: i32, c4: u32) -> array<TapWindows, 2> {
+    if (rows8) {
+        return array<TapWindows, 2>(
+            tap_windows(x4_pixels10(rows.top_ok, rows.top_base, first, c4)),
+            tap_windows(x4_pixels10(rows.bottom_ok, rows.bottom_base, first, c4)),
+        );
+    }
+    let px = x4_pixels18(rows.top_ok, rows.top_base, first, c4);
+    return array<TapWindows, 2>(tap_windows(top_run(px)), tap_windows(bottom_run(px)));
+}
+
+fn forward_rows_subgroup(t: u32, lane: u32, rows8: bool) {
     let block = sg_block(t, p.gemm_n / (2u * DIRECT_N));
     let m0 = block.x;
     let n0 = block.y;
-    // The block's output row (image n, row oh) and first column; blocks past the last row compute
-    // zeros and store nothing.
+    // The block's output row (image n, row oh; rows8: rows oh and oh + 1) and first column;
+    // blocks past the last row compute zeros and store nothing.
     let valid = m0 < p.gemm_m;
     let image_row = m0 / p.out_w;
     let ow0 = i32(m0 - image_row * p.out_w);
@@ -448,17 +485,13 @@ fn forward_rows_subgroup(t: u32, lane: u32) {
     var top_r: Block;
     var bottom_r: Block;
     for (var kh = 0u; kh < 3u; kh++) {
-        let ih = i32(oh + kh) - i32(p.pad_top);
-        let row_ok = valid && ih >= 0 && ih < i32(p.in_h);
-        let base = (n * p.in_h + u32(max(ih, 0))) * p.in_w * p.in_c;
+        let rows = run_rows(valid, n, i32(oh + kh) - i32(p.pad_top), p.in_h, p.in_w, p.in_c);
         for (var c = 0u; c < p.in_c; c += 4u) {
-            let c4 = c / 4u;
-            // Pixels ow0 - pad_left + j, j = 0..17.
-            let w0 = ow0 - i32(p.pad_left);
-            let px = x4_pixels18(row_ok, base, w0, c4);
+            // Pixels ow0 - pad_left + j.
+            let runs = x4_runs(rows8, rows, ow0 - i32(p.pad_left), c / 4u);
             // Weight rows (kh, kw, c + lane_row) and (kh, kw, c + 2 + lane_row) for kw = 0, 1, 2.
             let row = (kh * 3u) * p.in_c + c + lane_row;
-            three_taps16_forward(&top, &bottom, &top_r, &bottom_r, tap_windows(top_run(px)), tap_windows(bottom_run(px)), row, wq, lane_quad);
+            three_taps16_forward(&top, &bottom, &top_r, &bottom_r, runs[0], runs[1], row, wq, lane_quad);
         }
     }
 
@@ -475,12 +508,23 @@ fn conv2d_forward_rows_subgroup(
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    forward_rows_subgroup(direct_index(wid, nwg, lid), lane);
+    forward_rows_subgroup(direct_index(wid, nwg, lid), lane, false);
 }
 
-// Backward data of the same convolutions (3x3, stride 1, rows a multiple of 16 wide): a block's
-// 16 rows are 16 neighbouring input pixels of one row, and the three taps b of a kernel row a
-// read 18 neighbouring dy pixels, shifted by one. Sums over a, then channels, then b.
+@compute @workgroup_size(DIRECT_WG)
+fn conv2d_forward_rows8_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    forward_rows_subgroup(direct_index(wid, nwg, lid), lane, true);
+}
+
+// Backward data of the same convolutions (3x3, stride 1, rows a multiple of 16 or exactly 8
+// wide): a block's 16 rows are 16 neighbouring input pixels of one row (or two rows of 8), and
+// the three taps b of a kernel row a read 18 neighbouring dy pixels (10 of each row), shifted by
+// one. Sums over a, then channels, then b.
 
 // dy vec4 number q of pixel (row `base`, column ow), zeros outside (or when `row_ok` is false).
 fn dy4_pixel(row_ok: bool, base: u32, ow: i32, q: u32) -> vec4<f32> {
@@ -529,11 +573,24 @@ fn dy4_pixels10(row_ok: bool, base: u32, first: i32, q: u32) -> array<vec4<f32>,
     );
 }
 
-fn backward_data_rows_subgroup(t: u32, lane: u32) {
+// The top and bottom halves' tap windows of dy vec4 q, pixels from `first` on.
+fn dy4_runs(rows8: bool, rows: RunRows, first: i32, q: u32) -> array<TapWindows, 2> {
+    if (rows8) {
+        return array<TapWindows, 2>(
+            tap_windows(dy4_pixels10(rows.top_ok, rows.top_base, first, q)),
+            tap_windows(dy4_pixels10(rows.bottom_ok, rows.bottom_base, first, q)),
+        );
+    }
+    let px = dy4_pixels18(rows.top_ok, rows.top_base, first, q);
+    return array<TapWindows, 2>(tap_windows(top_run(px)), tap_windows(bottom_run(px)));
+}
+
+fn backward_data_rows_subgroup(t: u32, lane: u32, rows8: bool) {
     let block = sg_block(t, p.in_c / (2u * DIRECT_N));
     let m0 = block.x;
     let n0 = block.y;
-    // The dx rows of the block (for the stores) and its input row (image n, row ih).
+    // The dx rows of the block (for the stores) and its input row (image n, row ih; rows8: rows
+    // ih and ih + 1).
     let f = decode_phase(0u);
     let top_lo = decode_sources(f, m0);
     let top_hi = decode_sources(f, m0 + 4u);
@@ -551,16 +608,14 @@ fn backward_data_rows_subgroup(t: u32, lane: u32) {
     var top_r: Block;
     var bottom_r: Block;
     for (var a = 0u; a < 3u; a++) {
-        let oh = i32(ih + p.pad_top) - i32(a);
-        let row_ok = valid && oh >= 0 && oh < i32(p.out_h);
-        let base = (n * p.out_h + u32(max(oh, 0))) * p.out_w * p.out_c;
+        let rows = run_rows(valid, n, i32(ih + p.pad_top) - i32(a), p.out_h, p.out_w, p.out_c);
         // Row i under tap b reads dy pixel d0 + i + 2 - b.
         let d0 = iw0 + i32(p.pad_left) - 2;
         // This lane's weight rows: (a, b, input channel n0 + lane) and n0 + 8 + lane.
         let w_row = a * 3u * p.in_c + n0 + lane;
         for (var q = 0u; q < wq; q++) {
-            let px = dy4_pixels18(row_ok, base, d0, q);
-            three_taps16_backward(&top, &bottom, &top_r, &bottom_r, tap_windows(top_run(px)), tap_windows(bottom_run(px)), w_row, wq, q);
+            let runs = dy4_runs(rows8, rows, d0, q);
+            three_taps16_backward(&top, &bottom, &top_r, &bottom_r, runs[0], runs[1], w_row, wq, q);
         }
     }
 
@@ -577,101 +632,7 @@ fn conv2d_backward_data_rows_subgroup(
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    backward_data_rows_subgroup(direct_index(wid, nwg, lid), lane);
-}
-
-// The same for rows exactly 8 wide (an even number of them): a block's 16 rows are two whole
-// neighbouring rows, each kernel row's taps reading 10 neighbouring pixels of each (20 loads
-// instead of 48).
-
-fn forward_rows8_subgroup(t: u32, lane: u32) {
-    let block = sg_block(t, p.gemm_n / (2u * DIRECT_N));
-    let m0 = block.x;
-    let n0 = block.y;
-    let valid = m0 < p.gemm_m;
-    // Output rows oh (top half) and oh + 1 (bottom half) of image n.
-    let image_row = m0 / 8u;
-    let n = image_row / p.out_h;
-    let oh = image_row - n * p.out_h;
-    let wq = p.out_c / 4u;
-    let lane_quad = n0 / 4u + lane % 4u;
-    let lane_row = lane / 4u;
-    let w0 = -i32(p.pad_left);
-
-    var top: Block;
-    var bottom: Block;
-    var top_r: Block;
-    var bottom_r: Block;
-    for (var kh = 0u; kh < 3u; kh++) {
-        let ih = i32(oh + kh) - i32(p.pad_top);
-        let top_ok = valid && ih >= 0 && ih < i32(p.in_h);
-        let bottom_ok = valid && ih + 1 >= 0 && ih + 1 < i32(p.in_h);
-        let top_base = (n * p.in_h + u32(max(ih, 0))) * p.in_w * p.in_c;
-        let bottom_base = (n * p.in_h + u32(max(ih + 1, 0))) * p.in_w * p.in_c;
-        for (var c = 0u; c < p.in_c; c += 4u) {
-            let c4 = c / 4u;
-            let top_px = x4_pixels10(top_ok, top_base, w0, c4);
-            let bottom_px = x4_pixels10(bottom_ok, bottom_base, w0, c4);
-            let row = (kh * 3u) * p.in_c + c + lane_row;
-            three_taps16_forward(&top, &bottom, &top_r, &bottom_r, tap_windows(top_px), tap_windows(bottom_px), row, wq, lane_quad);
-        }
-    }
-
-    store_forward_block(m0, n0, top, true);
-    store_forward_block(m0 + 8u, n0, bottom, true);
-    store_forward_block(m0, n0 + 8u, top_r, true);
-    store_forward_block(m0 + 8u, n0 + 8u, bottom_r, true);
-}
-
-@compute @workgroup_size(DIRECT_WG)
-fn conv2d_forward_rows8_subgroup(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(subgroup_invocation_id) lane: u32,
-) {
-    forward_rows8_subgroup(direct_index(wid, nwg, lid), lane);
-}
-
-fn backward_data_rows8_subgroup(t: u32, lane: u32) {
-    let block = sg_block(t, p.in_c / (2u * DIRECT_N));
-    let m0 = block.x;
-    let n0 = block.y;
-    let f = decode_phase(0u);
-    let top_lo = decode_sources(f, m0);
-    let top_hi = decode_sources(f, m0 + 4u);
-    let bottom_lo = decode_sources(f, m0 + 8u);
-    let bottom_hi = decode_sources(f, m0 + 12u);
-    let valid = m0 < f.rows;
-    // Input rows ih (top half) and ih + 1 (bottom half) of image n.
-    let image_row = m0 / 8u;
-    let n = image_row / p.in_h;
-    let ih = image_row - n * p.in_h;
-    let wq = p.out_c / 4u;
-    let d0 = i32(p.pad_left) - 2;
-
-    var top: Block;
-    var bottom: Block;
-    var top_r: Block;
-    var bottom_r: Block;
-    for (var a = 0u; a < 3u; a++) {
-        let oh = i32(ih + p.pad_top) - i32(a);
-        let top_ok = valid && oh >= 0 && oh < i32(p.out_h);
-        let bottom_ok = valid && oh + 1 >= 0 && oh + 1 < i32(p.out_h);
-        let top_base = (n * p.out_h + u32(max(oh, 0))) * p.out_w * p.out_c;
-        let bottom_base = (n * p.out_h + u32(max(oh + 1, 0))) * p.out_w * p.out_c;
-        let w_row = a * 3u * p.in_c + n0 + lane;
-        for (var q = 0u; q < wq; q++) {
-            let top_px = dy4_pixels10(top_ok, top_base, d0, q);
-            let bottom_px = dy4_pixels10(bottom_ok, bottom_base, d0, q);
-            three_taps16_backward(&top, &bottom, &top_r, &bottom_r, tap_windows(top_px), tap_windows(bottom_px), w_row, wq, q);
-        }
-    }
-
-    store_dx_block(top_lo, top_hi, n0, top, true);
-    store_dx_block(bottom_lo, bottom_hi, n0, bottom, true);
-    store_dx_block(top_lo, top_hi, n0 + 8u, top_r, true);
-    store_dx_block(bottom_lo, bottom_hi, n0 + 8u, bottom_r, true);
+    backward_data_rows_subgroup(direct_index(wid, nwg, lid), lane, false);
 }
 
 @compute @workgroup_size(DIRECT_WG)
@@ -681,7 +642,7 @@ fn conv2d_backward_data_rows8_subgroup(
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    backward_data_rows8_subgroup(direct_index(wid, nwg, lid), lane);
+    backward_data_rows_subgroup(direct_index(wid, nwg, lid), lane, true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -802,7 +763,7 @@ fn store_dx_block32(top_lo: Sources, top_hi: Sources, bottom_lo: Sources, bottom
     store_dx_block(bottom_lo, bottom_hi, n0 + 24u, blocks[7], true);
 }
 
-fn forward_rows32_subgroup(t: u32, lane: u32) {
+fn forward_rows32_subgroup(t: u32, lane: u32, rows8: bool) {
     let block = sg_block32(t, p.gemm_n / (4u * DIRECT_N));
     let m0 = block.x;
     let n0 = block.y;
@@ -823,16 +784,12 @@ fn forward_rows32_subgroup(t: u32, lane: u32) {
     var b2: Block;
     var b3: Block;
     for (var kh = 0u; kh < 3u; kh++) {
-        let ih = i32(oh + kh) - i32(p.pad_top);
-        let row_ok = valid && ih >= 0 && ih < i32(p.in_h);
-        let base = (n * p.in_h + u32(max(ih, 0))) * p.in_w * p.in_c;
+        let rows = run_rows(valid, n, i32(oh + kh) - i32(p.pad_top), p.in_h, p.in_w, p.in_c);
         for (var c = 0u; c < p.in_c; c += 4u) {
-            let c4 = c / 4u;
-            let w0 = ow0 - i32(p.pad_left);
-            let px = x4_pixels18(row_ok, base, w0, c4);
+            let runs = x4_runs(rows8, rows, ow0 - i32(p.pad_left), c / 4u);
             // Weight rows (kh, kw, c .. c + 3), kw = 0, 1, 2.
             let row = (kh * 3u) * p.in_c + c;
-            three_taps32_forward(&t0, &t1, &t2, &t3, &b0, &b1, &b2, &b3, tap_windows(top_run(px)), tap_windows(bottom_run(px)), row, wq, quad);
+            three_taps32_forward(&t0, &t1, &t2, &t3, &b0, &b1, &b2, &b3, runs[0], runs[1], row, wq, quad);
         }
     }
 
@@ -846,45 +803,7 @@ fn conv2d_forward_rows32_subgroup(
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    forward_rows32_subgroup(direct_index(wid, nwg, lid), lane);
-}
-
-fn forward_rows8_32_subgroup(t: u32, lane: u32) {
-    let block = sg_block32(t, p.gemm_n / (4u * DIRECT_N));
-    let m0 = block.x;
-    let n0 = block.y;
-    let valid = m0 < p.gemm_m;
-    let image_row = m0 / 8u;
-    let n = image_row / p.out_h;
-    let oh = image_row - n * p.out_h;
-    let wq = p.out_c / 4u;
-    let quad = n0 / 4u + lane;
-    let w0 = -i32(p.pad_left);
-
-    var t0: Block;
-    var t1: Block;
-    var t2: Block;
-    var t3: Block;
-    var b0: Block;
-    var b1: Block;
-    var b2: Block;
-    var b3: Block;
-    for (var kh = 0u; kh < 3u; kh++) {
-        let ih = i32(oh + kh) - i32(p.pad_top);
-        let top_ok = valid && ih >= 0 && ih < i32(p.in_h);
-        let bottom_ok = valid && ih + 1 >= 0 && ih + 1 < i32(p.in_h);
-        let top_base = (n * p.in_h + u32(max(ih, 0))) * p.in_w * p.in_c;
-        let bottom_base = (n * p.in_h + u32(max(ih + 1, 0))) * p.in_w * p.in_c;
-        for (var c = 0u; c < p.in_c; c += 4u) {
-            let c4 = c / 4u;
-            let top_px = x4_pixels10(top_ok, top_base, w0, c4);
-            let bottom_px = x4_pixels10(bottom_ok, bottom_base, w0, c4);
-            let row = (kh * 3u) * p.in_c + c;
-            three_taps32_forward(&t0, &t1, &t2, &t3, &b0, &b1, &b2, &b3, tap_windows(top_px), tap_windows(bottom_px), row, wq, quad);
-        }
-    }
-
-    store_forward_block32(m0, n0, array<Block, 8>(t0, t1, t2, t3, b0, b1, b2, b3));
+    forward_rows32_subgroup(direct_index(wid, nwg, lid), lane, false);
 }
 
 @compute @workgroup_size(DIRECT_WG)
@@ -894,10 +813,10 @@ fn conv2d_forward_rows8_32_subgroup(
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    forward_rows8_32_subgroup(direct_index(wid, nwg, lid), lane);
+    forward_rows32_subgroup(direct_index(wid, nwg, lid), lane, true);
 }
 
-fn backward_data_rows32_subgroup(t: u32, lane: u32) {
+fn backward_data_rows32_subgroup(t: u32, lane: u32, rows8: bool) {
     let block = sg_block32(t, p.in_c / (4u * DIRECT_N));
     let m0 = block.x;
     let n0 = block.y;
@@ -922,16 +841,14 @@ fn backward_data_rows32_subgroup(t: u32, lane: u32) {
     var b2: Block;
     var b3: Block;
     for (var a = 0u; a < 3u; a++) {
-        let oh = i32(ih + p.pad_top) - i32(a);
-        let row_ok = valid && oh >= 0 && oh < i32(p.out_h);
-        let base = (n * p.out_h + u32(max(oh, 0))) * p.out_w * p.out_c;
+        let rows = run_rows(valid, n, i32(ih + p.pad_top) - i32(a), p.out_h, p.out_w, p.out_c);
         // Row i under tap b reads dy pixel d0 + i + 2 - b.
         let d0 = iw0 + i32(p.pad_left) - 2;
         // This lane's weight rows: (a, b, input channel n0 + lane + 8j).
         let w_row = a * 3u * p.in_c + n0 + lane;
         for (var q = 0u; q < wq; q++) {
-            let px = dy4_pixels18(row_ok, base, d0, q);
-            three_taps32_backward(&t0, &t1, &t2, &t3, &b0, &b1, &b2, &b3, tap_windows(top_run(px)), tap_windows(bottom_run(px)), w_row, wq, q);
+            let runs = dy4_runs(rows8, rows, d0, q);
+            three_taps32_backward(&t0, &t1, &t2, &t3, &b0, &b1, &b2, &b3, runs[0], runs[1], w_row, wq, q);
         }
     }
 
@@ -945,48 +862,7 @@ fn conv2d_backward_data_rows32_subgroup(
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    backward_data_rows32_subgroup(direct_index(wid, nwg, lid), lane);
-}
-
-fn backward_data_rows8_32_subgroup(t: u32, lane: u32) {
-    let block = sg_block32(t, p.in_c / (4u * DIRECT_N));
-    let m0 = block.x;
-    let n0 = block.y;
-    let f = decode_phase(0u);
-    let top_lo = decode_sources(f, m0);
-    let top_hi = decode_sources(f, m0 + 4u);
-    let bottom_lo = decode_sources(f, m0 + 8u);
-    let bottom_hi = decode_sources(f, m0 + 12u);
-    let valid = m0 < f.rows;
-    let image_row = m0 / 8u;
-    let n = image_row / p.in_h;
-    let ih = image_row - n * p.in_h;
-    let wq = p.out_c / 4u;
-    let d0 = i32(p.pad_left) - 2;
-
-    var t0: Block;
-    var t1: Block;
-    var t2: Block;
-    var t3: Block;
-    var b0: Block;
-    var b1: Block;
-    var b2: Block;
-    var b3: Block;
-    for (var a = 0u; a < 3u; a++) {
-        let oh = i32(ih + p.pad_top) - i32(a);
-        let top_ok = valid && oh >= 0 && oh < i32(p.out_h);
-        let bottom_ok = valid && oh + 1 >= 0 && oh + 1 < i32(p.out_h);
-        let top_base = (n * p.out_h + u32(max(oh, 0))) * p.out_w * p.out_c;
-        let bottom_base = (n * p.out_h + u32(max(oh + 1, 0))) * p.out_w * p.out_c;
-        let w_row = a * 3u * p.in_c + n0 + lane;
-        for (var q = 0u; q < wq; q++) {
-            let top_px = dy4_pixels10(top_ok, top_base, d0, q);
-            let bottom_px = dy4_pixels10(bottom_ok, bottom_base, d0, q);
-            three_taps32_backward(&t0, &t1, &t2, &t3, &b0, &b1, &b2, &b3, tap_windows(top_px), tap_windows(bottom_px), w_row, wq, q);
-        }
-    }
-
-    store_dx_block32(top_lo, top_hi, bottom_lo, bottom_hi, n0, array<Block, 8>(t0, t1, t2, t3, b0, b1, b2, b3));
+    backward_data_rows32_subgroup(direct_index(wid, nwg, lid), lane, false);
 }
 
 @compute @workgroup_size(DIRECT_WG)
@@ -996,7 +872,7 @@ fn conv2d_backward_data_rows8_32_subgroup(
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    backward_data_rows8_32_subgroup(direct_index(wid, nwg, lid), lane);
+    backward_data_rows32_subgroup(direct_index(wid, nwg, lid), lane, true);
 }
 
 // ---------------------------------------------------------------------------------------------
