@@ -21,29 +21,8 @@ struct Uniforms {
     levels: array<vec4<f32>, 64>,
 }
 
-// One op. `m` holds a Q16.16 affine matrix (OP_AFFINE) or the op's integer parameters.
-struct OpSlot {
-    kind: u32,
-    // 0, or 1 + RandAugment op id: bookkeeping for the host, unused here.
-    label: u32,
-    // OP_AFFINE: bit 0 bilinear, bits 2-3 border rule, bits 8-15 constant fill level.
-    mode: u32,
-    m: array<i32, 6>,
-}
-
-struct AugParams {
-    // Side of the cutout square (0 = none) and its centre.
-    cutout_size: u32,
-    cutout_x: i32,
-    cutout_y: i32,
-    // 1: invert every level of the input image before the slots.
-    invert: u32,
-    _pad0: u32,
-    slots: array<OpSlot, 3>,
-}
-
-// WG, SLOTS, the OP_* and BORDER_* codes are declared in src/kernels/augment.rs and prepended to this file
-// by src/shaders.rs.
+// WG, SLOTS, the OP_* and BORDER_* codes and the per-image structs `AugParams` and its `OpSlot`s
+// are declared in src/kernels/augment.rs and prepended to this file by src/shaders.rs.
 @group(0) @binding(0) var<uniform> u: Uniforms;
 // u8 NHWC images packed 4 bytes per u32, little-endian (SIZE * SIZE * 3 / 4 words per image).
 @group(0) @binding(1) var<storage, read> src: array<u32>;

@@ -49,7 +49,7 @@
 @group(0) @binding(23) var<storage, read_write> dx4: array<vec4<f32>>;
 @group(0) @binding(24) var<storage, read> addend4: array<vec4<f32>>;
 @group(0) @binding(25) var<storage, read> mean4: array<vec4<f32>>;
-@group(0) @binding(26) var<storage, read> var4: array<vec4<f32>>;
+@group(0) @binding(26) var<storage, read> var_4: array<vec4<f32>>;
 @group(0) @binding(27) var<storage, read> gamma4: array<vec4<f32>>;
 @group(0) @binding(28) var<storage, read> beta4: array<vec4<f32>>;
 @group(0) @binding(29) var<storage, read> coef4: array<vec4<f32>>;
@@ -464,7 +464,7 @@ fn apply_coefs4(t: Quads) -> ApplyCoefs4 {
         let q = quad(t, j);
         k.q[j] = q;
         k.mean[j] = mean4[q];
-        k.rstd[j] = inverseSqrt(var4[q] + p.eps);
+        k.rstd[j] = inverseSqrt(var_4[q] + p.eps);
         k.scale[j] = gamma4[q] * k.rstd[j];
         k.beta[j] = beta4[q];
     }

@@ -694,8 +694,11 @@ impl Op {
     }
 
     /// Builds an op for `shader::entry`: `uniform` goes to binding 0, and `storage` lists
-    /// (name, tensor) pairs, bound where the shader declares `var<storage, ...> name`. Panics on
-    /// a name the shader does not declare (a bug in the calling wrapper).
+    /// (name, tensor) pairs. Each binding the entry point uses takes the tensor of its name, or of
+    /// its name less a trailing `4` (a `var<storage> x4: array<vec4<f32>>` is `x` read as vec4s),
+    /// so one list serves every entry point of a family, whichever views each reads. Panics on a
+    /// name the shader does not declare and on a binding the entry point uses that no pair
+    /// supplies (bugs in the calling wrapper).
     pub fn new(
         ctx: &GpuContext,
         shader: &'static Shader,
@@ -704,13 +707,29 @@ impl Op {
         storage: &[(&str, &Tensor)],
         workgroups: [u32; 3],
     ) -> Op {
-        let numbered: Vec<(u32, &Tensor)> = storage
+        let interface = shader.interface();
+        let file = shader.file_name();
+        for (name, _) in storage {
+            assert!(
+                interface.binding(name).is_some() || interface.binding(&format!("{name}4")).is_some(),
+                "shaders/{file} declares no binding named '{name}' (nor '{name}4')"
+            );
+        }
+        let used = interface
+            .used_by(entry)
+            .unwrap_or_else(|| panic!("shaders/{file} has no entry point '{entry}'"));
+        let numbered: Vec<(u32, &Tensor)> = used
             .iter()
-            .map(|&(name, t)| {
-                let binding = shader
-                    .binding(name)
-                    .unwrap_or_else(|| panic!("shaders/{} declares no binding named '{name}'", shader.file_name()));
-                (binding, t)
+            .filter(|&&binding| !(binding == 0 && uniform.is_some()))
+            .map(|&binding| {
+                let name = interface.binding_name(binding).unwrap_or_default();
+                let (_, tensor) = storage
+                    .iter()
+                    .find(|(n, _)| *n == name || name.strip_suffix('4') == Some(*n))
+                    .unwrap_or_else(|| {
+                        panic!("shaders/{file}::{entry} reads '{name}', which its wrapper does not pass")
+                    });
+                (binding, *tensor)
             })
             .collect();
         Op::numbered(ctx, shader, entry, uniform, &numbered, workgroups)

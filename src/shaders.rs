@@ -1,18 +1,22 @@
 //! The WGSL sources, embedded at compile time. One file per operation family in `shaders/`,
 //! each holding that family's forward and backward entry points.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 
 /// Declares a `#[repr(C)]` struct that the host writes into a buffer and a shader reads, once: the
 /// Rust struct, and in its `WGSL` constant the same struct in WGSL, which [`Shader::source`]
-/// prepends to the shader. Fields are `u32`, `i32` or `f32` (4 bytes each, so both layouts are
-/// the fields in order, with no padding rules to disagree on).
+/// prepends to the shader. Fields are `u32`, `i32` or `f32`, arrays of them (`[i32; 6]` is
+/// `array<i32, 6>`), other such structs, or arrays of those (`[OpSlot; SLOTS]`, the length a
+/// literal or a constant the shader is also compiled with). Every member is then 4-byte aligned
+/// with a size a multiple of 4, so both layouts are the fields in order with no padding rules to
+/// disagree on (in storage buffers; a uniform buffer's arrays need 16-byte strides, which naga
+/// refuses, so uniform structs keep to scalars).
 macro_rules! wgsl_struct {
     (
         $(#[$meta:meta])*
         $vis:vis struct $name:ident {
-            $($(#[$field_meta:meta])* $field_vis:vis $field:ident: $ty:ident,)*
+            $($(#[$field_meta:meta])* $field_vis:vis $field:ident: $ty:tt,)*
         }
     ) => {
         $(#[$meta])*
@@ -23,33 +27,48 @@ macro_rules! wgsl_struct {
 
         #[allow(dead_code)]
         impl $name {
-            /// The field names, in order (each field is one 4-byte word).
+            /// The field names, in order.
             pub const FIELDS: &'static [&'static str] = &[$(stringify!($field),)*];
 
             /// This struct's WGSL declaration.
             pub const WGSL: &'static str = concat!(
                 "struct ", stringify!($name), " {\n",
-                $("    ", stringify!($field), ": ", stringify!($ty), ",\n",)*
+                $("    ", stringify!($field), ": ", $crate::shaders::wgsl_type_name!($ty), ",\n",)*
                 "}\n"
             );
         }
 
-        // Only types spelled the same in both languages.
+        impl $crate::shaders::WgslType for $name {}
+
+        // Only types spelled alike in both languages.
         const _: fn() = || {
-            $($crate::shaders::wgsl_scalar::<$ty>();)*
+            $($crate::shaders::wgsl_type::<$ty>();)*
         };
     };
 }
 pub(crate) use wgsl_struct;
 
-/// The field types [`wgsl_struct!`] takes: 4-byte scalars named alike in Rust and WGSL.
-pub trait WgslScalar {}
-impl WgslScalar for u32 {}
-impl WgslScalar for i32 {}
-impl WgslScalar for f32 {}
+/// The WGSL spelling of a [`wgsl_struct!`] field's type.
+macro_rules! wgsl_type_name {
+    ([$elem:ident; $len:tt]) => {
+        concat!("array<", stringify!($elem), ", ", stringify!($len), ">")
+    };
+    ($ty:ident) => {
+        stringify!($ty)
+    };
+}
+pub(crate) use wgsl_type_name;
+
+/// The field types [`wgsl_struct!`] takes: 4-byte scalars named alike in Rust and WGSL, arrays of
+/// them, and the structs it declares.
+pub trait WgslType {}
+impl WgslType for u32 {}
+impl WgslType for i32 {}
+impl WgslType for f32 {}
+impl<T: WgslType, const N: usize> WgslType for [T; N] {}
 
 #[doc(hidden)]
-pub fn wgsl_scalar<T: WgslScalar>() {}
+pub fn wgsl_type<T: WgslType>() {}
 
 /// Workgroup size of the reductions that sum in one fixed tree (the losses' metrics, the
 /// convolution weight gradient's split-K partials): every shader is compiled with it as
@@ -175,18 +194,22 @@ impl Shader {
     }
 
     /// The binding number the shader declares for the buffer `name`
-    /// (`@group(0) @binding(N) var<...> name`), read from the source once per process.
+    /// (`@group(0) @binding(N) var<...> name`).
     pub fn binding(&self, name: &str) -> Option<u32> {
-        type Tables = HashMap<&'static str, Vec<(&'static str, u32)>>;
-        static TABLES: OnceLock<Mutex<Tables>> = OnceLock::new();
-        let mut tables = TABLES
+        self.interface().binding(name)
+    }
+
+    /// The module's bindings and what each entry point uses, as naga reads them from
+    /// [`Shader::source`], once per process.
+    pub fn interface(&self) -> &'static ShaderInterface {
+        static INTERFACES: OnceLock<Mutex<HashMap<&'static str, &'static ShaderInterface>>> = OnceLock::new();
+        let mut interfaces = INTERFACES
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let table = tables
+        interfaces
             .entry(self.file_name)
-            .or_insert_with(|| bindings(self.file_source));
-        table.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+            .or_insert_with(|| Box::leak(Box::new(ShaderInterface::read(self))))
     }
 
     /// The shader calls subgroup builtins (its module needs a device with the subgroup feature).
@@ -195,8 +218,241 @@ impl Shader {
     }
 }
 
+/// A shader module's resource interface: every `@binding(N) var<...> name` of group 0, and the
+/// bindings each entry point uses, which are the entries of its pipeline's automatic layout (wgpu
+/// makes that layout from the same naga analysis).
+#[derive(Debug)]
+pub struct ShaderInterface {
+    bindings: Vec<(String, u32)>,
+    entry_points: HashMap<String, Vec<u32>>,
+}
+
+impl ShaderInterface {
+    /// Read from the WGSL text: `tests/shaders.rs` checks the result against naga's analysis
+    /// (wgpu's) for every entry point of every shader. naga itself is not linked for this: it
+    /// would add about 700 KiB (half again) to the browser's wasm, where the browser compiles
+    /// the WGSL.
+    fn read(shader: &Shader) -> ShaderInterface {
+        let source = strip_comments(&shader.source());
+        let bindings: Vec<(String, u32)> = bindings(&source)
+            .into_iter()
+            .map(|(name, number)| (name.to_string(), number))
+            .collect();
+        let functions = functions(&source);
+        let entry_points = functions
+            .iter()
+            .filter(|f| f.entry_point)
+            .map(|entry| {
+                let names = reachable_names(entry, &functions);
+                let used = bindings
+                    .iter()
+                    .filter(|(name, _)| names.contains(name.as_str()))
+                    .map(|(_, number)| *number)
+                    .collect();
+                (entry.name.to_string(), used)
+            })
+            .collect();
+        ShaderInterface { bindings, entry_points }
+    }
+
+    /// The binding number of the buffer `name`.
+    pub fn binding(&self, name: &str) -> Option<u32> {
+        self.bindings.iter().find(|(n, _)| n == name).map(|(_, b)| *b)
+    }
+
+    /// The name of binding `number`.
+    pub fn binding_name(&self, number: u32) -> Option<&str> {
+        self.bindings
+            .iter()
+            .find(|(_, b)| *b == number)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Every binding: (name, number), in declaration order.
+    pub fn bindings(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.bindings.iter().map(|(n, b)| (n.as_str(), *b))
+    }
+
+    /// The bindings `entry` uses (its pipeline layout's entries), or `None` for no such entry point.
+    pub fn used_by(&self, entry: &str) -> Option<&[u32]> {
+        self.entry_points.get(entry).map(Vec::as_slice)
+    }
+}
+
+/// `src` with its `//` and `/* */` comments blanked out.
+fn strip_comments(src: &str) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut rest = src;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("//") {
+            rest = after.find('\n').map_or("", |end| &after[end..]);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            let mut depth = 1;
+            let mut chars = after.char_indices();
+            let mut end = after.len();
+            while let Some((i, c)) = chars.next() {
+                let next = after[i + c.len_utf8()..].chars().next();
+                match (c, next) {
+                    ('/', Some('*')) => depth += 1,
+                    ('*', Some('/')) => depth -= 1,
+                    _ => continue,
+                }
+                chars.next();
+                if depth == 0 {
+                    end = i + 2;
+                    break;
+                }
+            }
+            out.push(' ');
+            rest = &after[end..];
+        } else {
+            let c = rest.chars().next().unwrap_or(' ');
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out
+}
+
+/// A function of a WGSL module: its name, whether it is a `@compute` entry point, and the
+/// identifiers its body names (member names after a `.` left out).
+struct WgslFunction<'a> {
+    name: &'a str,
+    entry_point: bool,
+    names: HashSet<&'a str>,
+}
+
+/// Every top-level function of a comment-free WGSL source.
+fn functions(src: &str) -> Vec<WgslFunction<'_>> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut item_start = 0;
+    let mut i = 0;
+    let bytes = src.as_bytes();
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' => depth += 1,
+            b'}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    item_start = i + 1;
+                }
+            }
+            b';' if depth == 0 => item_start = i + 1,
+            _ if depth == 0 && bytes[i..].starts_with(b"fn ") && (i == 0 || !is_ident(bytes[i - 1])) => {
+                let name = identifiers(&src[i + 3..]).next().map_or("", |id| id.name);
+                let open = src[i..].find('{').map_or(src.len(), |o| i + o);
+                let close = matching_brace(src, open);
+                out.push(WgslFunction {
+                    name,
+                    entry_point: src[item_start..i].contains("@compute"),
+                    names: free_names(&src[i..open], &src[open..close]),
+                });
+                i = close + 1;
+                item_start = i;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The identifiers a function's body names that are not its own: member names (after a `.`),
+/// its parameters and its `let` / `var` / `const` locals left out (a local shadowing a global
+/// hides it in the whole function here: an approximation the naga comparison test checks).
+fn free_names<'a>(signature: &'a str, body: &'a str) -> HashSet<&'a str> {
+    let params = signature.split_once('(').map_or("", |(_, r)| r);
+    let mut own: HashSet<&str> = identifiers(params)
+        .filter(|id| id.before_colon)
+        .map(|id| id.name)
+        .collect();
+    let mut names = HashSet::new();
+    let mut previous = "";
+    for id in identifiers(body) {
+        if matches!(previous, "let" | "var" | "const") {
+            own.insert(id.name);
+        } else if !id.after_dot {
+            names.insert(id.name);
+        }
+        previous = id.name;
+    }
+    names.retain(|n| !own.contains(n));
+    names
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// The index of the `}` closing the `{` at `open` (or the end of `src`).
+fn matching_brace(src: &str, open: usize) -> usize {
+    let mut depth = 0usize;
+    for (i, b) in src.bytes().enumerate().skip(open) {
+        match b {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => {}
+        }
+    }
+    src.len()
+}
+
+/// An identifier of a WGSL source, with whether a `.` precedes it (a member name) and a `:`
+/// follows it (a parameter, member or typed declaration).
+struct Identifier<'a> {
+    name: &'a str,
+    after_dot: bool,
+    before_colon: bool,
+}
+
+/// The identifiers of `src`, in order.
+fn identifiers(src: &str) -> impl Iterator<Item = Identifier<'_>> {
+    let bytes = src.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < bytes.len() {
+            if is_ident(bytes[i]) && !bytes[i].is_ascii_digit() && (i == 0 || !is_ident(bytes[i - 1])) {
+                let start = i;
+                while i < bytes.len() && is_ident(bytes[i]) {
+                    i += 1;
+                }
+                return Some(Identifier {
+                    name: &src[start..i],
+                    after_dot: src[..start].trim_end().ends_with('.'),
+                    before_colon: src[i..].trim_start().starts_with(':'),
+                });
+            }
+            i += 1;
+        }
+        None
+    })
+}
+
+/// Every identifier named by `entry` or by a function it calls, directly or not.
+fn reachable_names<'a>(entry: &WgslFunction<'a>, functions: &[WgslFunction<'a>]) -> HashSet<&'a str> {
+    let mut names: HashSet<&str> = entry.names.clone();
+    let mut visited: HashSet<&str> = HashSet::from([entry.name]);
+    let mut queue: Vec<&WgslFunction> = vec![entry];
+    while let Some(f) = queue.pop() {
+        for callee in functions.iter().filter(|g| f.names.contains(g.name)) {
+            if visited.insert(callee.name) {
+                names.extend(callee.names.iter().copied());
+                queue.push(callee);
+            }
+        }
+    }
+    names
+}
+
 /// Every `@binding(N) var<...> name` declaration of a WGSL source, as (name, N).
-fn bindings(src: &'static str) -> Vec<(&'static str, u32)> {
+fn bindings(src: &str) -> Vec<(&str, u32)> {
     let mut out = Vec::new();
     for line in src.lines() {
         let Some(at) = line.find("@binding(") else { continue };

@@ -122,6 +122,60 @@ fn bindings_are_found_by_name_in_every_shader() {
 }
 
 #[test]
+fn every_vec4_view_has_its_buffer_and_every_entry_point_its_bindings() {
+    // Op::new binds `x4` to the tensor passed as `x`: a binding ending in 4 must be such a view.
+    for shader in SHADERS {
+        let interface = shader.interface();
+        for (name, _) in interface.bindings() {
+            if let Some(base) = name.strip_suffix('4') {
+                assert!(
+                    interface.binding(base).is_some(),
+                    "{}: '{name}' ends in 4 but no '{base}' is declared, so Op::new would read \
+                     it as a vec4 view of a buffer that does not exist",
+                    shader.file_name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn each_entry_points_bindings_are_the_ones_naga_finds() {
+    // Op::new binds what ShaderInterface (a reading of the WGSL text) says an entry point uses;
+    // wgpu's automatic layout holds what naga's analysis says. They must agree exactly: one
+    // binding too many or too few fails the bind group.
+    for shader in SHADERS {
+        let module = naga::front::wgsl::parse_str(&shader.source()).expect("parses");
+        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+            .validate(&module)
+            .expect("validates");
+        let interface = shader.interface();
+        assert!(
+            !module.entry_points.is_empty(),
+            "{}: no entry points",
+            shader.file_name()
+        );
+        for (index, entry) in module.entry_points.iter().enumerate() {
+            let uses = info.get_entry_point(index);
+            let mut want: Vec<u32> = module
+                .global_variables
+                .iter()
+                .filter(|&(handle, _)| !uses[handle].is_empty())
+                .filter_map(|(_, var)| var.binding.as_ref().filter(|b| b.group == 0))
+                .map(|b| b.binding)
+                .collect();
+            want.sort();
+            let mut got = interface
+                .used_by(&entry.name)
+                .unwrap_or_else(|| panic!("{}: entry point {} not found", shader.file_name(), entry.name))
+                .to_vec();
+            got.sort();
+            assert_eq!(got, want, "{}::{}: bindings used", shader.file_name(), entry.name);
+        }
+    }
+}
+
+#[test]
 fn rust_constants_reach_the_wgsl_once_and_are_used() {
     // Each constant Rust writes for a shader is declared by Rust alone (the file does not declare
     // it again) and the file uses it: a constant the WGSL no longer reads is a stale contract.

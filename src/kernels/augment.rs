@@ -93,13 +93,14 @@ use rand::Rng;
 
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::input::InputScale;
-use crate::shaders::{shader_file, Shader};
+use crate::shaders::{shader_file, wgsl_struct, Shader};
 
 /// `shaders/augment.wgsl` with what this file writes for it.
-pub static SHADER: Shader = shader_file!("augment.wgsl", WGSL_CONSTANTS, &[]);
+pub static SHADER: Shader = shader_file!("augment.wgsl", WGSL_CONSTANTS, WGSL_STRUCTS);
 
 /// The constants `shaders/augment.wgsl` is compiled with, and the structs it shares with this file:
 /// written here once, prepended to the shader by [`Shader::source`].
+const WGSL_STRUCTS: &[&str] = &[OpSlot::WGSL, AugParams::WGSL];
 const WGSL_CONSTANTS: &[(&str, u32)] = &[
     ("WG", WG),
     ("SLOTS", SLOTS as u32),
@@ -352,21 +353,22 @@ pub enum Border {
     Reflect101,
 }
 
-/// One op of a view. `m` is a Q16 inverse affine matrix `(a, b, c, d, e, f)` mapping an output
-/// point (x, y) to the input point (a x + b y + c, d x + e y + f) for [`OP_AFFINE`] (pixel i covers
-/// [i, i + 1)), or the op's integer parameters: solarize (threshold, added levels), posterize
-/// (bits), color/contrast/sharpness (Q16 factor), brightness (Q16 factor, added levels).
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Debug, Default, PartialEq, Eq)]
-pub struct OpSlot {
-    /// Kernel op code (`OP_*`).
-    pub kind: u32,
-    /// 0, or 1 + the [`RandOp`] id this op stands for (bookkeeping; the kernel ignores it).
-    pub label: u32,
-    /// [`OP_AFFINE`]: bit 0 bilinear, bits 2-3 border (0 constant, 1 reflect, 2 reflect-101),
-    /// bits 8-15 the constant fill level.
-    pub mode: u32,
-    pub m: [i32; 6],
+wgsl_struct! {
+    /// One op of a view. `m` is a Q16 inverse affine matrix `(a, b, c, d, e, f)` mapping an output
+    /// point (x, y) to the input point (a x + b y + c, d x + e y + f) for [`OP_AFFINE`] (pixel i covers
+    /// [i, i + 1)), or the op's integer parameters: solarize (threshold, added levels), posterize
+    /// (bits), color/contrast/sharpness (Q16 factor), brightness (Q16 factor, added levels).
+    #[derive(Clone, Copy, Pod, Zeroable, Debug, Default, PartialEq, Eq)]
+    pub struct OpSlot {
+        /// Kernel op code (`OP_*`).
+        pub kind: u32,
+        /// 0, or 1 + the [`RandOp`] id this op stands for (bookkeeping; the kernel ignores it).
+        pub label: u32,
+        /// [`OP_AFFINE`]: bit 0 bilinear, bits 2-3 border (`BORDER_*`), bits 8-15 the constant
+        /// fill level.
+        pub mode: u32,
+        pub m: [i32; 6],
+    }
 }
 
 fn q16(v: f64) -> i32 {
@@ -577,21 +579,22 @@ impl OpSlot {
     }
 }
 
-/// The random parameters of one image's view (128 bytes, the shader's `AugParams`).
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Debug, Default, PartialEq, Eq)]
-pub struct AugParams {
-    /// Side of the cutout square (0 = none).
-    pub cutout_size: u32,
-    /// Centre of the cutout square: it covers [x - size/2, x + size/2) x [y - size/2, y + size/2).
-    pub cutout_x: i32,
-    pub cutout_y: i32,
-    /// 1: invert every level (255 - v) of the input image before the slots (the polarity
-    /// symmetry, [`Symmetries::invert`]); 0: keep it.
-    pub invert: u32,
-    pub _pad: u32,
-    /// Slot 0: the weak view (or identity); slots 1-2: RandAugment ops (or identity).
-    pub slots: [OpSlot; SLOTS],
+wgsl_struct! {
+    /// The random parameters of one image's view (128 bytes, the shader's `AugParams`).
+    #[derive(Clone, Copy, Pod, Zeroable, Debug, Default, PartialEq, Eq)]
+    pub struct AugParams {
+        /// Side of the cutout square (0 = none).
+        pub cutout_size: u32,
+        /// Centre of the cutout square: it covers [x - size/2, x + size/2) x [y - size/2, y + size/2).
+        pub cutout_x: i32,
+        pub cutout_y: i32,
+        /// 1: invert every level (255 - v) of the input image before the slots (the polarity
+        /// symmetry, [`Symmetries::invert`]); 0: keep it.
+        pub invert: u32,
+        pub _pad: u32,
+        /// Slot 0: the weak view (or identity); slots 1-2: RandAugment ops (or identity).
+        pub slots: [OpSlot; SLOTS],
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<AugParams>() == 128);

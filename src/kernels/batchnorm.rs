@@ -287,11 +287,7 @@ pub fn batchnorm_stats(
     let mut p = params(s, &pl);
     p.momentum = momentum;
     p.flags = if update_running { FLAG_UPDATE_RUNNING } else { 0 };
-    let bindings = if vec4 {
-        [("x4", x), ("partials_out4", &scratch)]
-    } else {
-        [("x", x), ("partials_out", &scratch)]
-    };
+    let bindings = [("x", x), ("partials_out", &scratch)];
     let partial = Op::new(
         ctx,
         &SHADER,
@@ -346,25 +342,14 @@ pub fn batchnorm_apply(
     let mut p = params(s, &pl);
     p.eps = eps;
     p.slope = slope;
-    let bindings = if vec4 {
-        [
-            ("x4", x),
-            ("mean4", mean),
-            ("var4", var),
-            ("gamma4", gamma),
-            ("beta4", beta),
-            ("y4", y),
-        ]
-    } else {
-        [
-            ("x", x),
-            ("mean", mean),
-            ("var_", var),
-            ("gamma", gamma),
-            ("beta", beta),
-            ("y", y),
-        ]
-    };
+    let bindings = [
+        ("x", x),
+        ("mean", mean),
+        ("var_", var),
+        ("gamma", gamma),
+        ("beta", beta),
+        ("y", y),
+    ];
     Op::new(
         ctx,
         &SHADER,
@@ -449,27 +434,15 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
     };
     let p = with_args(&pl);
     let uniform = bytemuck::bytes_of(&p);
-    let partial_bindings = if vec4 {
-        [
-            ("x4", b.x),
-            ("mean4", b.mean),
-            ("var4", b.var),
-            ("gamma4", b.gamma),
-            ("beta4", b.beta),
-            ("dy4", b.dy),
-            ("partials_out4", &scratch),
-        ]
-    } else {
-        [
-            ("x", b.x),
-            ("mean", b.mean),
-            ("var_", b.var),
-            ("gamma", b.gamma),
-            ("beta", b.beta),
-            ("dy", b.dy),
-            ("partials_out", &scratch),
-        ]
-    };
+    let partial_bindings = [
+        ("x", b.x),
+        ("mean", b.mean),
+        ("var_", b.var),
+        ("gamma", b.gamma),
+        ("beta", b.beta),
+        ("dy", b.dy),
+        ("partials_out", &scratch),
+    ];
     let partial = Op::new(
         ctx,
         &SHADER,
@@ -499,18 +472,13 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
     // The input gradient is elementwise: the tiling without the bound on chunks.
     let pl_input = plan(ctx, s, vec4, false);
     let p_input = with_args(&pl_input);
-    let (x, dy, coef_b, dx, addend) = if vec4 {
-        ("x4", "dy4", "coef4", "dx4", "addend4")
-    } else {
-        ("x", "dy", "coef", "dx", "addend")
-    };
     let input = match b.addend {
         None => Op::new(
             ctx,
             &SHADER,
             entry(vec4, "batchnorm_backward_input", "batchnorm_backward_input_vec4"),
             Some(bytemuck::bytes_of(&p_input)),
-            &[(x, b.x), (dy, b.dy), (coef_b, &coef), (dx, b.dx)],
+            &[("x", b.x), ("dy", b.dy), ("coef", &coef), ("dx", b.dx)],
             pl_input.grid(),
         ),
         Some(a) => Op::new(
@@ -522,7 +490,7 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
                 "batchnorm_backward_input_add_vec4",
             ),
             Some(bytemuck::bytes_of(&p_input)),
-            &[(x, b.x), (dy, b.dy), (coef_b, &coef), (dx, b.dx), (addend, a)],
+            &[("x", b.x), ("dy", b.dy), ("coef", &coef), ("dx", b.dx), ("addend", a)],
             pl_input.grid(),
         ),
     }

@@ -620,28 +620,8 @@ pub fn conv2d_forward(
         }
     };
     let plan = forward_plan(ctx.profile.conv_path, s, residual.is_some());
-    let storage: &[(&str, &Tensor)] = match plan.kernel.path() {
-        ConvPath::Tiled => &[("x", x), ("x4", x), ("w", w), ("w4", w), ("y", y), ("residual", res)],
-        ConvPath::Direct => &[
-            ("x", x),
-            ("x4", x),
-            ("w", w),
-            ("w4", w),
-            ("y", y),
-            ("residual", res),
-            ("y4", y),
-            ("residual4", res),
-        ],
-        ConvPath::Subgroup => &[
-            ("x4", x),
-            ("w4", w),
-            ("y", y),
-            ("residual", res),
-            ("y4", y),
-            ("residual4", res),
-        ],
-    };
-    plan.op(ctx, storage).with_flops(s.flops())
+    let storage = [("x", x), ("w", w), ("y", y), ("residual", res)];
+    plan.op(ctx, &storage).with_flops(s.flops())
 }
 
 /// `dx (+)= conv_transpose(dy, w)`: the gradient of [`conv2d_forward`] with respect to x.
@@ -660,12 +640,8 @@ pub fn conv2d_backward_data(
     check_len(what, "w", w, s.weight_len());
     check_len(what, "dx", dx, s.input_len());
     let plan = backward_data_plan(ctx.profile.conv_path, s, accumulate);
-    let storage: &[(&str, &Tensor)] = match plan.kernel.path() {
-        ConvPath::Tiled => &[("w", w), ("w4", w), ("dy", dy), ("dy4", dy), ("dx", dx)],
-        ConvPath::Direct => &[("w", w), ("w4", w), ("dy", dy), ("dy4", dy), ("dx", dx), ("dx4", dx)],
-        ConvPath::Subgroup => &[("w4", w), ("dy4", dy), ("dx", dx), ("dx4", dx)],
-    };
-    plan.op(ctx, storage).with_flops(s.flops())
+    let storage = [("w", w), ("dy", dy), ("dx", dx)];
+    plan.op(ctx, &storage).with_flops(s.flops())
 }
 
 /// f32 elements of split-K partial sums that [`conv2d_backward_weights`] needs for `s` on the
@@ -701,23 +677,9 @@ pub fn conv2d_backward_weights(
     let shape = [gemm.params.splits as usize, s.kernel * s.kernel * s.in_c, s.out_c];
     let partials = Tensor::scratch(ctx, scratch, "conv2d dw partials", 0, &shape);
     let p = &partials;
-    let storage: &[(&str, &Tensor)] = match gemm.kernel {
-        Conv2dKernel::BackwardWeightsTapsSubgroup => &[("x4", x), ("dy4", dy), ("partials4", p)],
-        _ => match gemm.kernel.path() {
-            ConvPath::Tiled => &[("x", x), ("x4", x), ("dy", dy), ("dy4", dy), ("partials", p)],
-            ConvPath::Direct => &[
-                ("x", x),
-                ("x4", x),
-                ("dy", dy),
-                ("dy4", dy),
-                ("partials", p),
-                ("partials4", p),
-            ],
-            ConvPath::Subgroup => &[("x4", x), ("dy4", dy), ("partials", p), ("partials4", p)],
-        },
-    };
+    let storage = [("x", x), ("dy", dy), ("partials", p)];
     vec![
-        gemm.op(ctx, storage).with_flops(s.flops()),
+        gemm.op(ctx, &storage).with_flops(s.flops()),
         reduce.op(ctx, &[("partials_in", p), ("dw", dw)]),
     ]
 }
