@@ -9,7 +9,6 @@ use crate::gpu::{AdapterChoice, GpuContext};
 use crate::profile::ConvPath;
 
 pub mod bench;
-pub mod parse;
 pub mod predict;
 pub mod serve;
 pub mod train;

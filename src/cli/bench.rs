@@ -3,10 +3,11 @@
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::{parse, GpuArgs};
+use super::GpuArgs;
 use crate::bench::{self, BenchOptions};
 use crate::network::{Activation, WideResNetConfig};
 use crate::train::config::TrainConfig;
+use crate::train::parse;
 
 #[derive(Args)]
 pub struct BenchArgs {

@@ -8,19 +8,17 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::{parse, GpuArgs};
+use super::GpuArgs;
 use crate::data::download::resolve_data_dir;
 use crate::data::spec::{load_sized, parse_dataset_spec, DatasetSpec, Split};
 use crate::data::Preprocess;
 use crate::inference::Classifier;
 use crate::input::InputScale;
-use crate::network::Activation;
 use crate::train::checkpoint;
-use crate::train::config::{
-    Algorithm, AlignmentKind, AugmentStyle, InvertViews, LrSchedule, LrScheduleKind, Optimizer, OptimizerKind,
-    PseudoLabels, SourcePassBn, TrainConfig,
-};
+use crate::train::config::TrainConfig;
 use crate::train::eval::Evaluator;
+use crate::train::overrides::ConfigOverrides;
+use crate::train::parse;
 use crate::train::record::RunInputs;
 use crate::train::run::{RunOptions, Setting, CHECKPOINT};
 use crate::weights;
@@ -35,9 +33,6 @@ pub enum SettingArg {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// paper, keras-example or tiny; every value can be overridden below [default: paper].
-    #[arg(long)]
-    preset: Option<String>,
     /// Labeled source domain: mnist, svhn, synth-digits[:SEED], synth-house[:SEED], idx:PATH,
     /// mat:PATH, dir:PATH or a path [default: synth-digits].
     #[arg(long)]
@@ -83,91 +78,9 @@ pub struct TrainArgs {
     /// run's) instead of a random initialisation.
     #[arg(long, value_name = "WEIGHTS")]
     init: Option<PathBuf>,
-    /// adamatch, or a baseline: fixmatch or source-only.
-    #[arg(long, value_enum)]
-    algorithm: Option<Algorithm>,
-    #[arg(long, value_parser = parse::steps)]
-    steps: Option<u64>,
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Source images per step (the target batch is uratio times larger).
-    #[arg(long, value_parser = parse::positive)]
-    batch: Option<usize>,
-    #[arg(long, value_parser = parse::positive)]
-    uratio: Option<usize>,
-    #[arg(long, allow_negative_numbers = true)]
-    lr: Option<f32>,
-    #[arg(long, allow_negative_numbers = true)]
-    weight_decay: Option<f32>,
-    /// sgd or adam.
-    #[arg(long, value_enum)]
-    optimizer: Option<OptimizerKind>,
-    /// Nesterov momentum for SGD.
-    #[arg(long)]
-    nesterov: bool,
-    /// EMA momentum of the evaluation weights, or "none".
-    #[arg(long)]
-    ema: Option<String>,
-    /// AdaMatch's relative confidence threshold factor.
-    #[arg(long, allow_negative_numbers = true)]
-    tau: Option<f32>,
-    /// FixMatch's fixed confidence threshold [default: 0.95].
-    #[arg(long, allow_negative_numbers = true)]
-    confidence: Option<f32>,
-    /// Distribution alignment: paper (EMA / 128-batch history) or keras (per batch, clipped).
-    #[arg(long, value_enum)]
-    alignment: Option<AlignmentKind>,
-    /// Pseudo-labels: hard (argmax) or soft.
-    #[arg(long, value_enum)]
-    pseudo_labels: Option<PseudoLabels>,
-    /// Source loss = SCALE * (CE_weak + CE_strong).
-    #[arg(long, allow_negative_numbers = true)]
-    source_scale: Option<f32>,
-    /// Batch norm of the second (source-only) pass: train (batch statistics) or inference.
-    #[arg(long, value_enum)]
-    source_pass_bn: Option<SourcePassBn>,
-    /// Augmentations: paper or keras.
-    #[arg(long, value_enum)]
-    augment: Option<AugmentStyle>,
-    /// Random horizontal flips in the weak and strong views (true or false).
-    #[arg(long)]
-    hflip: Option<bool>,
-    /// Which training views invert the levels of their image (p = 0.5): none, strong or all.
-    /// For digits and text, which read the same light on dark and dark on light.
-    #[arg(long, value_enum)]
-    invert: Option<InvertViews>,
-    /// Batch-norm recalibration: training-mode passes over N batches of weak views set the
-    /// evaluation weights' statistics before each evaluation and the export (0: off).
-    #[arg(long, value_parser = parse::bn_calibration)]
-    bn_calibration: Option<usize>,
-    /// Learning-rate schedule: paper, keras (cosine to 0.25x) or constant.
-    #[arg(long, value_enum)]
-    lr_schedule: Option<LrScheduleKind>,
-    #[arg(long, value_parser = parse::depth)]
-    depth: Option<usize>,
-    #[arg(long, value_parser = parse::width)]
-    width: Option<usize>,
-    /// Side of the network's input images in pixels: a multiple of 8 from 16 to 128 (default
-    /// 32). Image files are fitted into it; MNIST, SVHN and the built-in pair are resized to it.
-    #[arg(long, value_parser = parse::image_size)]
-    image_size: Option<usize>,
-    /// relu, leaky (0.1) or leakyS.
-    #[arg(long)]
-    activation: Option<String>,
-    #[arg(long, allow_negative_numbers = true)]
-    bn_momentum: Option<f32>,
-    /// paper or keras.
-    #[arg(long, value_enum)]
-    input_scale: Option<InputScale>,
-    #[arg(long, value_parser = parse::steps)]
-    log_every: Option<u64>,
-    #[arg(long, value_parser = parse::steps)]
-    eval_every: Option<u64>,
-    #[arg(long, value_parser = parse::steps)]
-    checkpoint_every: Option<u64>,
-    /// Test images per evaluation ("all" for the whole test sets).
-    #[arg(long, value_parser = parse::eval_limit_or_all)]
-    eval_limit: Option<parse::EvalLimit>,
+    /// The preset and every setting of the configuration.
+    #[command(flatten)]
+    config: ConfigOverrides,
     /// Dataset cache [default: $ADAMATCH_DATA or the user cache dir/adamatch-wgpu].
     #[arg(long, env = "ADAMATCH_DATA")]
     data_dir: Option<PathBuf>,
@@ -213,72 +126,6 @@ fn parse_probability(s: &str) -> Result<f64, String> {
         Ok(v) => Err(format!("{v} is not a probability in [0, 1]")),
         Err(e) => Err(format!("'{s}': {e}")),
     }
-}
-
-/// The preset with every flag the user gave applied on top.
-fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
-    let c = TrainConfig::preset(a.preset.as_deref().unwrap_or("paper"))?;
-    with_flags(c, a)
-}
-
-/// `c` with every flag the user gave applied on top (for `--resume`, `c` is the run's own).
-fn with_flags(mut c: TrainConfig, a: &TrainArgs) -> Result<TrainConfig> {
-    if let Some(p) = &a.preset {
-        c.preset = p.clone();
-    }
-    macro_rules! set {
-        ($($field:ident).+ <- $arg:expr) => {
-            if let Some(v) = $arg {
-                c.$($field).+ = v;
-            }
-        };
-    }
-    set!(algorithm <- a.algorithm);
-    set!(steps <- a.steps);
-    set!(seed <- a.seed);
-    set!(batch <- a.batch);
-    set!(uratio <- a.uratio);
-    set!(lr <- a.lr);
-    set!(weight_decay <- a.weight_decay);
-    set!(tau <- a.tau);
-    set!(confidence <- a.confidence);
-    set!(network.depth <- a.depth);
-    set!(network.width <- a.width);
-    set!(network.image_size <- a.image_size);
-    set!(network.bn_momentum <- a.bn_momentum);
-    set!(log_every <- a.log_every);
-    set!(eval_every <- a.eval_every);
-    set!(checkpoint_every <- a.checkpoint_every);
-    set!(input_scale <- a.input_scale);
-    set!(alignment <- a.alignment);
-    set!(pseudo_labels <- a.pseudo_labels);
-    set!(source_scale <- a.source_scale);
-    set!(hflip <- a.hflip);
-    set!(invert <- a.invert);
-    set!(bn_calibration <- a.bn_calibration);
-    set!(source_pass_bn <- a.source_pass_bn);
-    set!(augment <- a.augment);
-    set!(lr_schedule <- a.lr_schedule.map(LrSchedule::of));
-    set!(optimizer <- a.optimizer.map(|kind| Optimizer::of(kind, a.nesterov)));
-    if let Some(v) = &a.activation {
-        c.network.activation = Activation::parse(v)?;
-    }
-    if let Optimizer::Sgd { nesterov, .. } = &mut c.optimizer {
-        *nesterov |= a.nesterov;
-    }
-    if let Some(v) = &a.ema {
-        c.ema = if v == "none" {
-            None
-        } else {
-            Some(
-                v.parse()
-                    .with_context(|| format!("--ema {v}: expected a number or none"))?,
-            )
-        };
-    }
-    set!(eval_limit <- a.eval_limit.map(|l| l.0));
-    c.validate()?;
-    Ok(c)
 }
 
 /// The run's inputs: the flags given, over the defaults of a new run or over the record of the
@@ -363,10 +210,10 @@ fn resolve_run(a: &TrainArgs) -> Result<(TrainConfig, RunInputs)> {
     let ckpt = a.out.join(CHECKPOINT);
     if a.resume && ckpt.exists() {
         if let Some(run) = checkpoint::peek(&ckpt)?.record {
-            return Ok((with_flags(run.config.clone(), a)?, run_inputs(a, Some(&run.inputs))));
+            return Ok((a.config.apply(run.config.clone())?, run_inputs(a, Some(&run.inputs))));
         }
     }
-    Ok((train_config(a)?, run_inputs(a, None)))
+    Ok((a.config.config("paper")?, run_inputs(a, None)))
 }
 
 pub fn run(gpu: &GpuArgs, a: &TrainArgs) -> Result<()> {

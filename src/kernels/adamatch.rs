@@ -30,13 +30,13 @@ use crate::kernels::optimizer::StepScalars;
 use crate::kernels::softmax_ce::{softmax_ce_term, Targets};
 use crate::shaders::{shader_file, wgsl_struct, Shader};
 
-/// `shaders/adamatch.wgsl` with what this file writes for it.
-pub static SHADER: Shader = shader_file!("adamatch.wgsl", WGSL_CONSTANTS, WGSL_STRUCTS);
-
-/// The constants `shaders/adamatch.wgsl` is compiled with, and the structs it shares with this file:
-/// written here once, prepended to the shader by [`Shader::source`].
-const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG), ("MU_INDEX", SCALAR_MU_INDEX as u32)];
-const WGSL_STRUCTS: &[&str] = &[Params::WGSL, LossMetrics::WGSL];
+/// `shaders/adamatch.wgsl`, compiled with the constants and structs this file writes for it
+/// (prepended by [`Shader::source`]).
+pub static SHADER: Shader = shader_file!(
+    "adamatch.wgsl",
+    &[("WG", WG), ("MU_INDEX", SCALAR_MU_INDEX as u32)],
+    &[Params::WGSL, LossMetrics::WGSL]
+);
 
 const WG: u32 = 64;
 

@@ -6,13 +6,13 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::{GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
 use crate::shaders::{shader_file, wgsl_struct, Shader};
 
-/// `shaders/dense.wgsl` with what this file writes for it.
-pub static SHADER: Shader = shader_file!("dense.wgsl", WGSL_CONSTANTS, WGSL_STRUCTS);
-
-/// The constants `shaders/dense.wgsl` is compiled with, and the structs it shares with this file:
-/// written here once, prepended to the shader by [`Shader::source`].
-const WGSL_CONSTANTS: &[(&str, u32)] = &[("TS", TILE as u32), ("BIAS_WG", BIAS_WG as u32)];
-const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
+/// `shaders/dense.wgsl`, compiled with the constants and structs this file writes for it
+/// (prepended by [`Shader::source`]).
+pub static SHADER: Shader = shader_file!(
+    "dense.wgsl",
+    &[("TS", TILE as u32), ("BIAS_WG", BIAS_WG as u32)],
+    &[Params::WGSL]
+);
 
 /// GEMM tile edge (workgroup is TILE x TILE).
 const TILE: usize = 16;

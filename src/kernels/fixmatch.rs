@@ -17,13 +17,9 @@ use crate::kernels::adamatch::{LossMetrics, METRIC_NAMES};
 use crate::kernels::softmax_ce::{softmax_ce_term, Targets};
 use crate::shaders::{shader_file, wgsl_struct, Shader};
 
-/// `shaders/fixmatch.wgsl` with what this file writes for it.
-pub static SHADER: Shader = shader_file!("fixmatch.wgsl", WGSL_CONSTANTS, WGSL_STRUCTS);
-
-/// The constants `shaders/fixmatch.wgsl` is compiled with, and the structs it shares with this file:
-/// written here once, prepended to the shader by [`Shader::source`].
-const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG)];
-const WGSL_STRUCTS: &[&str] = &[Params::WGSL, LossMetrics::WGSL];
+/// `shaders/fixmatch.wgsl`, compiled with the constants and structs this file writes for it
+/// (prepended by [`Shader::source`]).
+pub static SHADER: Shader = shader_file!("fixmatch.wgsl", &[("WG", WG)], &[Params::WGSL, LossMetrics::WGSL]);
 
 const WG: u32 = 64;
 

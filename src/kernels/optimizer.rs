@@ -13,13 +13,13 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::shaders::{shader_file, wgsl_struct, Shader};
 
-/// `shaders/optimizer.wgsl` with what this file writes for it.
-pub static SHADER: Shader = shader_file!("optimizer.wgsl", WGSL_CONSTANTS, WGSL_STRUCTS);
-
-/// The constants `shaders/optimizer.wgsl` is compiled with, and the structs it shares with this file:
-/// written here once, prepended to the shader by [`Shader::source`].
-const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG), ("CHECK_CHUNK", CHECK_CHUNK as u32)];
-const WGSL_STRUCTS: &[&str] = &[StepScalars::WGSL, Params::WGSL];
+/// `shaders/optimizer.wgsl`, compiled with the constants and structs this file writes for it
+/// (prepended by [`Shader::source`]).
+pub static SHADER: Shader = shader_file!(
+    "optimizer.wgsl",
+    &[("WG", WG), ("CHECK_CHUNK", CHECK_CHUNK as u32)],
+    &[StepScalars::WGSL, Params::WGSL]
+);
 
 const WG: u32 = 256;
 /// Gradient elements reduced by one first-pass workgroup of [`grad_check`] (16 per invocation).

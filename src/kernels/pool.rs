@@ -6,13 +6,9 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor};
 use crate::shaders::{shader_file, wgsl_struct, Shader};
 
-/// `shaders/pool.wgsl` with what this file writes for it.
-pub static SHADER: Shader = shader_file!("pool.wgsl", WGSL_CONSTANTS, WGSL_STRUCTS);
-
-/// The constants `shaders/pool.wgsl` is compiled with, and the structs it shares with this file:
-/// written here once, prepended to the shader by [`Shader::source`].
-const WGSL_CONSTANTS: &[(&str, u32)] = &[("WG", WG)];
-const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
+/// `shaders/pool.wgsl`, compiled with the constants and structs this file writes for it
+/// (prepended by [`Shader::source`]).
+pub static SHADER: Shader = shader_file!("pool.wgsl", &[("WG", WG)], &[Params::WGSL]);
 
 const WG: u32 = 256;
 

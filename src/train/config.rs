@@ -37,8 +37,9 @@ pub enum Optimizer {
 }
 
 /// The optimizers, as `--optimizer` names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
 pub enum OptimizerKind {
     /// SGD with momentum 0.9 (the paper).
     Sgd,
@@ -65,8 +66,9 @@ impl Optimizer {
 }
 
 /// The learning-rate schedules, as `--lr-schedule` names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
 pub enum LrScheduleKind {
     /// The paper's cosine decay to lr / 4.
     Paper,

@@ -6,6 +6,9 @@
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod overrides;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod parse;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plots;
 #[cfg(not(target_arch = "wasm32"))]

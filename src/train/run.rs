@@ -559,12 +559,11 @@ fn progress_message(m: &StepMetrics, ips: f64) -> String {
     )
 }
 
-pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
-    let dir = &opts.out_dir;
-    let ckpt = dir.join(CHECKPOINT);
-    let metrics_path = dir.join("metrics.jsonl");
+/// The run's configuration and data, checked against the run directory and each other; nothing
+/// is written yet.
+fn prepare_run(cfg: TrainConfig, opts: &RunOptions) -> Result<(TrainConfig, RunData)> {
     let mut cfg = check_run_directory(cfg, opts)?;
-    record::remove_stale_temporaries(dir);
+    record::remove_stale_temporaries(&opts.out_dir);
     cfg.validate()?;
     let data = load_data(&cfg, opts)?;
     note_skipped(opts)?;
@@ -576,10 +575,13 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
             data.target_test.name
         );
     }
+    Ok((cfg, data))
+}
 
-    let mut trainer = start_trainer(ctx, &cfg, opts, &data)?;
-    // Everything is checked: only now is the directory made (a failed start leaves none) and a
-    // replaced run's files removed.
+/// Makes the run directory (a replaced run's files removed first) and writes its config.json:
+/// only once everything is checked, so that a failed start leaves none.
+fn open_run_directory(ctx: &GpuContext, cfg: &TrainConfig, opts: &RunOptions, data: &RunData) -> Result<RunRecord> {
+    let dir = &opts.out_dir;
     if opts.overwrite {
         record::remove_run_files(dir)?;
     }
@@ -588,31 +590,123 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         config: cfg.clone(),
         inputs: opts.inputs(),
     };
-    write_config_json(ctx, opts, &run, &data)?;
+    write_config_json(ctx, opts, &run, data)?;
+    Ok(run)
+}
 
+/// Where the loop reports: metrics.jsonl, and the progress bar or log lines.
+struct RunLog {
+    metrics_path: PathBuf,
+    bar: Option<indicatif::ProgressBar>,
+    /// When and at which step the last train line was written (its images per second).
+    last: (Instant, u64),
+}
+
+impl RunLog {
+    fn new(opts: &RunOptions, steps: u64, at: u64) -> RunLog {
+        RunLog {
+            metrics_path: opts.out_dir.join("metrics.jsonl"),
+            bar: opts.progress.then(|| progress_bar(steps, at)),
+            last: (Instant::now(), at),
+        }
+    }
+
+    fn say(&self, line: String) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => crate::errln!("{line}"),
+        }
+    }
+
+    /// The train line of `step`; fails on a loss or gradient gone NaN or infinite.
+    fn train_line(&mut self, ctx: &GpuContext, trainer: &Trainer, ckpt: &Path) -> Result<()> {
+        let step = trainer.step;
+        let m = trainer.metrics(ctx)?;
+        if m.non_finite {
+            return Err(diverged(step, &m, ckpt));
+        }
+        let (t0, s0) = self.last;
+        let images = (step - s0) as f64 * trainer.cfg.images_per_step() as f64;
+        let ips = images / t0.elapsed().as_secs_f64().max(1e-9);
+        self.last = (Instant::now(), step);
+        append_line(
+            &self.metrics_path,
+            &json!({"kind": "train", "images_per_s": ips, "metrics": &m, "step": step}),
+        )?;
+        if let Some(b) = &self.bar {
+            b.set_position(step);
+            b.set_message(progress_message(&m, ips));
+        }
+        Ok(())
+    }
+
+    /// The eval line of `step`, also said.
+    fn eval_line(&self, step: u64, (s, t): &(EvalResult, EvalResult)) -> Result<()> {
+        self.say(format!(
+            "step {step}: source test {}; target test {}",
+            s.summary(),
+            t.summary()
+        ));
+        append_line(
+            &self.metrics_path,
+            &json!({"kind": "eval", "step": step, "source": s, "target": t}),
+        )
+    }
+}
+
+/// The EMA weights' accuracies on both test sets, after batch-norm calibration.
+fn evaluate(
+    ctx: &GpuContext,
+    trainer: &mut Trainer,
+    evaluator: &mut Evaluator,
+    data: &RunData,
+) -> Result<(EvalResult, EvalResult)> {
+    let cfg = trainer.cfg.clone();
+    let net = trainer.calibrated_eval_net(ctx, &data.source_train, &data.target_train)?;
+    pollster::block_on(evaluate_run(
+        ctx,
+        evaluator,
+        net,
+        &cfg,
+        &data.source_test,
+        &data.target_test,
+    ))
+}
+
+/// model.safetensors (the calibrated evaluation weights) and the plots of a finished run.
+fn export(
+    ctx: &GpuContext,
+    trainer: &mut Trainer,
+    data: &RunData,
+    log: &RunLog,
+    target: Option<&EvalResult>,
+) -> Result<()> {
+    crate::fault::point("export");
+    let dir = log.metrics_path.parent().unwrap_or(Path::new("."));
+    let extra = trainer.export_metadata(&data.classes)?;
+    let scale = trainer.cfg.input_scale;
+    let net = trainer.calibrated_eval_net(ctx, &data.source_train, &data.target_train)?;
+    weights::save(ctx, net, &dir.join(MODEL), scale, &extra)?;
+    if let Err(e) = plots::write_plots(dir, &log.metrics_path, target) {
+        crate::errln!("warning: could not draw the plots: {e:#}");
+    }
+    Ok(())
+}
+
+/// Trains the run `opts` describes (new, or resumed from its checkpoint) to `cfg.steps` or until
+/// interrupted: logs, evaluations and checkpoints at their intervals, the model and plots at the
+/// end.
+pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
+    let ckpt = opts.out_dir.join(CHECKPOINT);
+    let (cfg, data) = prepare_run(cfg, opts)?;
+    let mut trainer = start_trainer(ctx, &cfg, opts, &data)?;
+    let run = open_run_directory(ctx, &cfg, opts, &data)?;
     let mut evaluator = Evaluator::new(ctx, trainer.eval_net(), cfg.eval_batch(), data.classes.clone())?;
-    let bar = opts.progress.then(|| progress_bar(cfg.steps, trainer.step));
-    let say = |s: String| match &bar {
-        Some(b) => b.println(s),
-        None => crate::errln!("{s}"),
-    };
+    let mut log = RunLog::new(opts, cfg.steps, trainer.step);
 
     let start = Instant::now();
     let start_step = trainer.step;
-    let mut last_log = (Instant::now(), trainer.step);
     let mut last_eval = None;
-    let mut history: Vec<StepMetrics> = Vec::new();
-    let evaluate = |trainer: &mut Trainer, evaluator: &mut Evaluator| -> Result<(EvalResult, EvalResult)> {
-        let net = trainer.calibrated_eval_net(ctx, &data.source_train, &data.target_train)?;
-        pollster::block_on(evaluate_run(
-            ctx,
-            evaluator,
-            net,
-            &cfg,
-            &data.source_test,
-            &data.target_test,
-        ))
-    };
     let mut finished = true;
     while trainer.step < cfg.steps {
         trainer.step(ctx, &data.source_train, &data.target_train)?;
@@ -621,66 +715,36 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         let stop_now =
             opts.interrupted.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|n| step - start_step >= n);
         if step % cfg.log_every == 0 || step == cfg.steps || stop_now {
-            let m = trainer.metrics(ctx)?;
-            if m.non_finite {
-                return Err(diverged(step, &m, &ckpt));
-            }
-            let (t0, s0) = last_log;
-            let imgs = (step - s0) as f64 * cfg.images_per_step() as f64;
-            let ips = imgs / t0.elapsed().as_secs_f64().max(1e-9);
-            last_log = (Instant::now(), step);
-            append_line(
-                &metrics_path,
-                &json!({"kind": "train", "images_per_s": ips, "metrics": &m, "step": step}),
-            )?;
-            if let Some(b) = &bar {
-                b.set_position(step);
-                b.set_message(progress_message(&m, ips));
-            }
-            history.push(m);
+            log.train_line(ctx, &trainer, &ckpt)?;
         }
         if step % cfg.eval_every == 0 || step == cfg.steps {
-            let (s, t) = evaluate(&mut trainer, &mut evaluator)?;
+            let result = evaluate(ctx, &mut trainer, &mut evaluator, &data)?;
             crate::fault::point("eval");
-            say(format!(
-                "step {step}: source test {}; target test {}",
-                s.summary(),
-                t.summary()
-            ));
-            append_line(
-                &metrics_path,
-                &json!({"kind": "eval", "step": step, "source": &s, "target": &t}),
-            )?;
-            last_eval = Some((s, t));
+            log.eval_line(step, &result)?;
+            last_eval = Some(result);
         }
         if step % cfg.checkpoint_every == 0 || step == cfg.steps || stop_now {
             checkpoint::save(ctx, &trainer, &run, &ckpt)?;
         }
         if stop_now && step < cfg.steps {
             finished = false;
-            say(format!(
+            log.say(format!(
                 "stopped at step {step}; checkpoint saved to {} (continue with --resume)",
                 ckpt.display()
             ));
             break;
         }
     }
-    if let Some(b) = &bar {
+    if let Some(b) = &log.bar {
         b.finish_and_clear();
     }
     if finished && last_eval.is_none() && trainer.step == cfg.steps {
         // Resumed from the final checkpoint (stopped before the export): its evaluation is in
         // metrics.jsonl already; computed again (deterministically) for the report and plots.
-        last_eval = Some(evaluate(&mut trainer, &mut evaluator)?);
+        last_eval = Some(evaluate(ctx, &mut trainer, &mut evaluator, &data)?);
     }
     if finished {
-        crate::fault::point("export");
-        let extra = trainer.export_metadata(&data.classes)?;
-        let net = trainer.calibrated_eval_net(ctx, &data.source_train, &data.target_train)?;
-        weights::save(ctx, net, &dir.join(MODEL), cfg.input_scale, &extra)?;
-        if let Err(e) = plots::write_plots(dir, &metrics_path, last_eval.as_ref().map(|(_, t)| t)) {
-            crate::errln!("warning: could not draw the plots: {e:#}");
-        }
+        export(ctx, &mut trainer, &data, &log, last_eval.as_ref().map(|(_, t)| t))?;
     }
     Ok(RunSummary {
         steps_done: trainer.step,

@@ -18,26 +18,10 @@ use crate::data::spec::{load_sized, DatasetSpec, Split};
 use crate::data::synth::{SynthStream, TEST_SIZE};
 use crate::data::{Dataset, ImageSource, Source};
 use crate::gpu::GpuContext;
-use crate::train::config::{Algorithm, TrainConfig};
+use crate::train::config::TrainConfig;
 use crate::train::eval::{evaluate_run, Evaluator, EVAL_SAMPLE_SEED};
+use crate::train::overrides::ConfigOverrides;
 use crate::train::trainer::{StepMetrics, Trainer};
-
-/// The options `WebTrainer.create` accepts, each overriding the preset's value as the `train`
-/// flag of the same meaning does.
-const OPTIONS: &[&str] = &[
-    "preset",
-    "steps",
-    "seed",
-    "algorithm",
-    "batch",
-    "uratio",
-    "lr",
-    "depth",
-    "width",
-    "imageSize",
-    "evalLimit",
-    "bnCalibration",
-];
 
 /// The target domain: the built-in synth-house, or the user's own unlabeled images.
 enum Target {
@@ -88,105 +72,59 @@ pub struct WebTrainer {
     images: Cell<f64>,
 }
 
-/// A JavaScript property of `obj`, or None when absent or undefined.
-fn property(obj: &JsValue, key: &str) -> Option<JsValue> {
-    js_sys::Reflect::get(obj, &JsValue::from_str(key))
-        .ok()
-        .filter(|v| !v.is_undefined() && !v.is_null())
-}
-
-fn number_option(obj: &JsValue, key: &str) -> Result<Option<f64>> {
-    match property(obj, key) {
-        None => Ok(None),
-        Some(v) => match v.as_f64() {
-            Some(x) if x.is_finite() => Ok(Some(x)),
-            _ => bail!("option {key}: expected a number, got {v:?}"),
-        },
-    }
-}
-
-/// A non-negative integer option (as `train`'s flags take them).
-fn count_option(obj: &JsValue, key: &str) -> Result<Option<u64>> {
-    match number_option(obj, key)? {
-        None => Ok(None),
-        Some(x) if x >= 0.0 && x.fract() == 0.0 && x <= 9_007_199_254_740_991.0 => Ok(Some(x as u64)),
-        Some(x) => bail!("option {key}: expected a whole number of at least 0, got {x}"),
-    }
-}
-
-fn string_option(obj: &JsValue, key: &str) -> Result<Option<String>> {
-    match property(obj, key) {
-        None => Ok(None),
-        Some(v) => v
-            .as_string()
-            .map(Some)
-            .ok_or_else(|| anyhow!("option {key}: expected a string, got {v:?}")),
-    }
-}
-
-fn parse_algorithm(name: &str) -> Result<Algorithm> {
-    Ok(match name {
-        "adamatch" => Algorithm::Adamatch,
-        "source-only" => Algorithm::SourceOnly,
-        "fixmatch" => Algorithm::Fixmatch,
-        other => bail!("option algorithm: unknown algorithm '{other}': expected adamatch, source-only or fixmatch"),
-    })
-}
-
-/// The run's configuration: the preset, then each option given, checked as `train` checks it.
+/// The run's configuration from the page's options object: `train`'s settings by their camelCase
+/// names ([`ConfigOverrides`]: `bnCalibration` is `--bn-calibration`), over the preset ("tiny"
+/// unless `preset` names another), checked as `train` checks them.
 fn config_from_options(options: &JsValue) -> Result<TrainConfig> {
+    let mut given = serde_json::Map::new();
     if options.is_object() {
-        let keys = js_sys::Object::keys(&js_sys::Object::from(options.clone()));
-        for key in keys.iter().filter_map(|k| k.as_string()) {
-            if !OPTIONS.contains(&key.as_str()) {
-                bail!("unknown option '{key}': expected one of {}", OPTIONS.join(", "));
+        for entry in js_sys::Object::entries(&js_sys::Object::from(options.clone())).iter() {
+            let pair = js_sys::Array::from(&entry);
+            let key = pair.get(0).as_string().unwrap_or_default();
+            if let Some(value) = json_value(&key, &pair.get(1))? {
+                given.insert(key, value);
             }
         }
     } else if !options.is_undefined() && !options.is_null() {
         bail!("the options must be an object, e.g. {{ preset: \"tiny\", steps: 600 }}");
     }
-    let preset = string_option(options, "preset")?.unwrap_or_else(|| "tiny".into());
-    let mut cfg = TrainConfig::preset(&preset)?;
-    let usize_option = |key: &str| -> Result<Option<usize>> {
-        count_option(options, key)?
-            .map(|v| usize::try_from(v).map_err(|_| anyhow!("option {key}: {v} is too large")))
-            .transpose()
-    };
-    if let Some(v) = count_option(options, "steps")? {
-        cfg.steps = v;
+    // Each option alone first, so that an error names the option it is about.
+    for (key, value) in &given {
+        let alone = serde_json::Map::from_iter([(key.clone(), value.clone())]);
+        serde_json::from_value::<ConfigOverrides>(alone.into()).map_err(|e| anyhow!("option {key}: {e}"))?;
     }
-    if let Some(v) = count_option(options, "seed")? {
-        cfg.seed = v;
+    let overrides: ConfigOverrides = serde_json::from_value(given.into())?;
+    overrides.config("tiny")
+}
+
+/// An option's value as JSON (whole numbers as integers, which count options need), or `None`
+/// for undefined and null (the preset's value, as for an option not given).
+fn json_value(key: &str, value: &JsValue) -> Result<Option<serde_json::Value>> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
     }
-    if let Some(v) = string_option(options, "algorithm")? {
-        cfg.algorithm = parse_algorithm(&v)?;
+    if let Some(x) = value.as_f64() {
+        if !x.is_finite() {
+            bail!("option {key}: expected a finite number, got {x}");
+        }
+        const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+        let whole = x.fract() == 0.0 && x.abs() <= MAX_SAFE_INTEGER;
+        return Ok(Some(if whole { (x as i64).into() } else { x.into() }));
     }
-    if let Some(v) = usize_option("batch")? {
-        cfg.batch = v;
+    if let Some(b) = value.as_bool() {
+        return Ok(Some(b.into()));
     }
-    if let Some(v) = usize_option("uratio")? {
-        cfg.uratio = v;
+    if let Some(s) = value.as_string() {
+        return Ok(Some(s.into()));
     }
-    if let Some(v) = number_option(options, "lr")? {
-        cfg.lr = v as f32;
-    }
-    if let Some(v) = usize_option("depth")? {
-        cfg.network.depth = v;
-    }
-    if let Some(v) = usize_option("width")? {
-        cfg.network.width = v;
-    }
-    if let Some(v) = usize_option("imageSize")? {
-        cfg.network.image_size = v;
-    }
-    if let Some(v) = usize_option("evalLimit")? {
-        cfg.eval_limit = Some(v);
-    }
-    if let Some(v) = usize_option("bnCalibration")? {
-        cfg.bn_calibration = v;
-    }
-    cfg.validate()?;
-    Ok(cfg)
+    bail!("option {key}: expected a number, a string or a boolean, got {value:?}")
+}
+
+/// A JavaScript property of `obj`, or None when absent or undefined.
+fn property(obj: &JsValue, key: &str) -> Option<JsValue> {
+    js_sys::Reflect::get(obj, &JsValue::from_str(key))
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null())
 }
 
 /// Decodes one entry of `setTargetImages`: an encoded PNG/JPEG file (`Uint8Array` or
@@ -261,11 +199,13 @@ async fn yield_to_page() {
 
 #[wasm_bindgen]
 impl WebTrainer {
-    /// Opens a WebGPU device and builds a run: `options` as `train`'s flags (`preset` "tiny" by
-    /// default, `steps`, `seed`, `algorithm` "adamatch" | "source-only" | "fixmatch", `batch`,
-    /// `uratio`, `lr`, `depth`, `width`, `imageSize`, `evalLimit`, `bnCalibration`); the built-in synth-digits
-    /// as the labeled source and synth-house as the target until `setTargetImages`. Rejects on
-    /// a missing WebGPU, an unknown option or a value `train` would refuse.
+    /// Opens a WebGPU device and builds a run: `options` are `train`'s configuration flags in
+    /// camelCase, every one of them (`preset` "tiny" by default, `steps`, `seed`, `algorithm`
+    /// "adamatch" | "source-only" | "fixmatch", `batch`, `uratio`, `lr`, `depth`, `width`,
+    /// `imageSize`, `evalLimit`, `bnCalibration`, `tau`, `invert`, ...: see
+    /// [`ConfigOverrides`]); the built-in synth-digits as the labeled source and synth-house as
+    /// the target until `setTargetImages`. Rejects on a missing WebGPU, an unknown option or a
+    /// value `train` would refuse, naming the option.
     pub async fn create(options: JsValue) -> Result<WebTrainer, JsError> {
         let cfg = config_from_options(&options).map_err(js_error)?;
         let ctx = open_device().await.map_err(js_error)?;

@@ -251,10 +251,10 @@ test("the API takes the user's photos, refuses bad input and a busy or finished 
     t.free();
     return out;
   }, png);
-  assert.match(r.unknownOption, /unknown option 'stepz': expected one of preset, steps/);
+  assert.match(r.unknownOption, /option stepz: unknown field `stepz`, expected one of `preset`, `algorithm`, `steps`/);
   assert.match(r.badPreset, /unknown preset 'huge'/);
   assert.match(r.zeroSteps, /steps 0: must be from 1 to/);
-  assert.match(r.badAlgorithm, /option algorithm: unknown algorithm 'magic'/);
+  assert.match(r.badAlgorithm, /option algorithm: unknown variant `magic`, expected one of `adamatch`/);
   assert.match(r.undecodable, /target image “broken\.png”: not a readable image/);
   assert.match(r.badPixels, /target image 1: 10 bytes of RGBA pixels for a 4x4 image \(expected 64\)/);
   assert.match(r.empty, /no images given/);

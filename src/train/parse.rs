@@ -1,7 +1,8 @@
 //! Parsers of numeric flags: each value is checked when the command line is read, so nothing is
 //! accepted that fails later (clap names the flag; the message names the range).
 
-use crate::train::config::{MAX_BN_CALIBRATION, MAX_EVAL_LIMIT, MAX_STEPS};
+use super::config::{MAX_BN_CALIBRATION, MAX_EVAL_LIMIT, MAX_STEPS};
+use super::overrides::EvalLimit;
 
 /// A whole number in `min..=max`.
 pub fn count<T: TryFrom<u64>>(s: &str, min: u64, max: u64) -> Result<T, String> {
@@ -34,10 +35,6 @@ pub fn bn_calibration(s: &str) -> Result<usize, String> {
 pub fn eval_limit(s: &str) -> Result<usize, String> {
     count(s, 1, MAX_EVAL_LIMIT as u64)
 }
-
-/// `--eval-limit`'s value: a count, or None for `all`.
-#[derive(Clone, Copy, Debug)]
-pub struct EvalLimit(pub Option<usize>);
 
 /// `--eval-limit`: a positive count or `all`.
 pub fn eval_limit_or_all(s: &str) -> Result<EvalLimit, String> {
