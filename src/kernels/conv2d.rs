@@ -648,9 +648,8 @@ pub fn conv2d_backward_data(
 /// context's path: a network workspace allocates one scratch of its largest layer's need and
 /// hands it to every layer.
 pub fn conv2d_backward_weights_scratch_len(ctx: &GpuContext, s: &Conv2dShape) -> usize {
-    let rows = s.batch * s.out_h() * s.out_w();
-    let (m, n) = (s.kernel * s.kernel * s.in_c, s.out_c);
-    split_k(rows, m * n, ctx.profile.conv_path).0 * m * n
+    let [gemm, _] = backward_weights_plan(ctx.profile.conv_path, s, false);
+    gemm.params.splits as usize * s.weight_len()
 }
 
 /// `dw (+)= sum over batch and positions of im2col(x)^T dy`: the gradient of [`conv2d_forward`]

@@ -40,6 +40,14 @@ impl Targets<'_> {
             Targets::Soft(t) => assert_eq!(t.len(), rows * classes, "{what}: soft targets size"),
         }
     }
+
+    /// The entry point of these targets' kind (`hard` or `soft`), and their binding.
+    fn entry_and_binding(&self, hard: &'static str, soft: &'static str) -> (&'static str, (&'static str, &Tensor)) {
+        match self {
+            Targets::Hard(t) => (hard, ("labels", t)),
+            Targets::Soft(t) => (soft, ("targets", t)),
+        }
+    }
 }
 
 fn params(rows: usize, classes: usize, scale: f32, accumulate: bool) -> Params {
@@ -78,24 +86,15 @@ pub fn softmax_ce_forward(
     assert_eq!(row_loss.len(), rows, "softmax_ce_forward: row_loss size");
     assert_eq!(loss.len(), 1, "softmax_ce_forward: loss size");
     let uniform = Some(bytemuck::bytes_of(&p));
-    let per_row = match targets {
-        Targets::Hard(labels) => Op::new(
-            ctx,
-            &SHADER,
-            "softmax_ce_forward_hard",
-            uniform,
-            &[("logits", logits), ("labels", labels), ("row_loss", row_loss)],
-            grid_1d(rows, WG),
-        ),
-        Targets::Soft(t) => Op::new(
-            ctx,
-            &SHADER,
-            "softmax_ce_forward_soft",
-            uniform,
-            &[("logits", logits), ("targets", t), ("row_loss", row_loss)],
-            grid_1d(rows, WG),
-        ),
-    };
+    let (entry, targets) = targets.entry_and_binding("softmax_ce_forward_hard", "softmax_ce_forward_soft");
+    let per_row = Op::new(
+        ctx,
+        &SHADER,
+        entry,
+        uniform,
+        &[("logits", logits), targets, ("row_loss", row_loss)],
+        grid_1d(rows, WG),
+    );
     let sum = Op::new(
         ctx,
         &SHADER,
@@ -127,34 +126,20 @@ pub fn softmax_ce_backward(
     assert_eq!(row_weight.len(), rows, "softmax_ce_backward: row_weight size");
     assert_eq!(dlogits.len(), rows * classes, "softmax_ce_backward: dlogits size");
     let uniform = Some(bytemuck::bytes_of(&p));
-    match targets {
-        Targets::Hard(labels) => Op::new(
-            ctx,
-            &SHADER,
-            "softmax_ce_backward_hard",
-            uniform,
-            &[
-                ("logits", logits),
-                ("labels", labels),
-                ("row_weight", row_weight),
-                ("dlogits", dlogits),
-            ],
-            grid_1d(rows, WG),
-        ),
-        Targets::Soft(t) => Op::new(
-            ctx,
-            &SHADER,
-            "softmax_ce_backward_soft",
-            uniform,
-            &[
-                ("logits", logits),
-                ("targets", t),
-                ("row_weight", row_weight),
-                ("dlogits", dlogits),
-            ],
-            grid_1d(rows, WG),
-        ),
-    }
+    let (entry, targets) = targets.entry_and_binding("softmax_ce_backward_hard", "softmax_ce_backward_soft");
+    Op::new(
+        ctx,
+        &SHADER,
+        entry,
+        uniform,
+        &[
+            ("logits", logits),
+            targets,
+            ("row_weight", row_weight),
+            ("dlogits", dlogits),
+        ],
+        grid_1d(rows, WG),
+    )
 }
 
 /// One weighted cross-entropy term of a loss, as the losses of a step use it: the forward

@@ -14,7 +14,8 @@ use adamatch_wgpu::gpu::{AdapterChoice, GpuContext, Op, Tensor};
 use adamatch_wgpu::kernels::softmax_ce::{softmax_ce_backward, softmax_ce_forward, Targets};
 use adamatch_wgpu::network::{Activation, Pass, ShortcutInput, WideResNet, WideResNetConfig, Workspace};
 
-use reference::network::{Params, RefConfig, RefShortcut};
+pub use reference::network::named;
+use reference::network::{RefConfig, RefShortcut};
 
 pub fn ctx() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
@@ -53,19 +54,6 @@ pub fn ref_config(c: &WideResNetConfig) -> RefConfig {
             ShortcutInput::Official => RefShortcut::Official,
         },
     }
-}
-
-/// Named tensors from a flat buffer, as f64.
-pub fn named(specs: &[adamatch_wgpu::network::TensorSpec], flat: &[f32]) -> Params {
-    specs
-        .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                flat[s.offset..s.offset + s.len()].iter().map(|&v| v as f64).collect(),
-            )
-        })
-        .collect()
 }
 
 /// A network whose BN parameters and running statistics are not the trivial 1/0, so every

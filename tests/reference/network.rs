@@ -12,6 +12,19 @@ use super::{batchnorm as bn, conv2d as conv, dense, pool, softmax_ce};
 
 pub type Params = HashMap<String, Vec<f64>>;
 
+/// Named tensors of a flat GPU buffer laid out as `specs` say, as f64.
+pub fn named(specs: &[adamatch_wgpu::network::TensorSpec], flat: &[f32]) -> Params {
+    specs
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                flat[s.offset..s.offset + s.len()].iter().map(|&v| v as f64).collect(),
+            )
+        })
+        .collect()
+}
+
 /// What a block's shortcut reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefShortcut {

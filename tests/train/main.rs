@@ -10,9 +10,8 @@ mod step;
 use std::sync::OnceLock;
 
 use adamatch_wgpu::gpu::{AdapterChoice, GpuContext};
-use adamatch_wgpu::network::TensorSpec;
 
-use reference::network::Params;
+pub use reference::network::named;
 
 /// One device shared by all tests in this binary.
 pub fn ctx() -> &'static GpuContext {
@@ -20,17 +19,4 @@ pub fn ctx() -> &'static GpuContext {
     CTX.get_or_init(|| {
         GpuContext::new_blocking(&AdapterChoice::default()).expect("a GPU adapter for the training tests")
     })
-}
-
-/// Named tensors from a flat buffer, as f64.
-pub fn named(specs: &[TensorSpec], flat: &[f32]) -> Params {
-    specs
-        .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                flat[s.offset..s.offset + s.len()].iter().map(|&v| v as f64).collect(),
-            )
-        })
-        .collect()
 }
