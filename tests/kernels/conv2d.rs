@@ -127,6 +127,28 @@ fn same_padding_matches_definition() {
     assert_eq!(s.flops(), 2.0 * (64 * 16 * 16) as f64 * 32.0 * 64.0);
 }
 
+/// A pass's result without and with what it adds to (`base`: the residual, or the gradient an
+/// accumulating pass starts from), each against the reference.
+fn assert_plain_and_added(
+    ctx: &GpuContext,
+    what: &str,
+    plain: &Tensor,
+    added: &Tensor,
+    want: &[f64],
+    base: &[f32],
+    terms: usize,
+) {
+    assert_close(what, &plain.read_f32(ctx).unwrap(), want, RTOL, atol(terms));
+    let want_added: Vec<f64> = want.iter().zip(base).map(|(a, &b)| a + b as f64).collect();
+    assert_close(
+        &format!("{what} (added to)"),
+        &added.read_f32(ctx).unwrap(),
+        &want_added,
+        RTOL,
+        atol(terms),
+    );
+}
+
 #[test]
 fn forward_matches_reference_with_and_without_residual() {
     for path in ConvPath::ALL {
@@ -152,21 +174,8 @@ fn check_forward(path: ConvPath) {
 
         let want = cpu::conv2d_forward(&to_f64(&d.x), &to_f64(&d.w), &s);
         let terms = s.kernel * s.kernel * s.in_c;
-        assert_close(
-            &format!("conv2d forward {path:?} {s:?}"),
-            &y.read_f32(ctx).unwrap(),
-            &want,
-            RTOL,
-            atol(terms),
-        );
-        let want_res: Vec<f64> = want.iter().zip(&res).map(|(a, &b)| a + b as f64).collect();
-        assert_close(
-            &format!("conv2d forward + residual {path:?} {s:?}"),
-            &y_res.read_f32(ctx).unwrap(),
-            &want_res,
-            RTOL,
-            atol(terms),
-        );
+        let what = format!("conv2d forward {path:?} {s:?}");
+        assert_plain_and_added(ctx, &what, &y, &y_res, &want, &res, terms);
     }
 }
 
@@ -195,21 +204,8 @@ fn check_backward_data(path: ConvPath) {
 
         let want = cpu::conv2d_backward_data(&to_f64(&d.dy), &to_f64(&d.w), &s);
         let terms = s.kernel * s.kernel * s.out_c;
-        assert_close(
-            &format!("conv2d backward data {path:?} {s:?}"),
-            &dx.read_f32(ctx).unwrap(),
-            &want,
-            RTOL,
-            atol(terms),
-        );
-        let want_acc: Vec<f64> = want.iter().zip(&dx0).map(|(a, &b)| a + b as f64).collect();
-        assert_close(
-            &format!("conv2d backward data (accumulate) {path:?} {s:?}"),
-            &dx_acc.read_f32(ctx).unwrap(),
-            &want_acc,
-            RTOL,
-            atol(terms),
-        );
+        let what = format!("conv2d backward data {path:?} {s:?}");
+        assert_plain_and_added(ctx, &what, &dx, &dx_acc, &want, &dx0, terms);
     }
 }
 
@@ -228,21 +224,8 @@ fn check_backward_weights(ctx: &GpuContext, s: &Conv2dShape, seed: u64) {
 
     let want = cpu::conv2d_backward_weights(&to_f64(&d.x), &to_f64(&d.dy), s);
     let terms = s.batch * s.out_h() * s.out_w();
-    assert_close(
-        &format!("conv2d backward weights {path:?} {s:?}"),
-        &dw.read_f32(ctx).unwrap(),
-        &want,
-        RTOL,
-        atol(terms),
-    );
-    let want_acc: Vec<f64> = want.iter().zip(&dw0).map(|(a, &b)| a + b as f64).collect();
-    assert_close(
-        &format!("conv2d backward weights (accumulate) {path:?} {s:?}"),
-        &dw_acc.read_f32(ctx).unwrap(),
-        &want_acc,
-        RTOL,
-        atol(terms),
-    );
+    let what = format!("conv2d backward weights {path:?} {s:?}");
+    assert_plain_and_added(ctx, &what, &dw, &dw_acc, &want, &dw0, terms);
 }
 
 #[test]

@@ -54,26 +54,48 @@ fn case(rows: usize, classes: usize) -> Case {
     }
 }
 
+/// A case's inputs on the GPU.
+struct GpuCase {
+    logits: Tensor,
+    labels: Tensor,
+    soft: Tensor,
+    weights: Tensor,
+    soft64: Vec<f64>,
+}
+
+impl GpuCase {
+    fn new(c: &Case, rows: usize, classes: usize) -> GpuCase {
+        let ctx = ctx();
+        GpuCase {
+            logits: Tensor::from_f32(ctx, "logits", &[rows, classes], &c.logits),
+            labels: Tensor::from_u32(ctx, "labels", &[rows], &c.labels),
+            soft: Tensor::from_f32(ctx, "soft", &[rows, classes], &c.soft),
+            weights: Tensor::from_f32(ctx, "w", &[rows], &c.weights),
+            soft64: to_f64(&c.soft),
+        }
+    }
+
+    /// Both kinds of targets, for the kernels and for the reference.
+    fn targets<'a>(&'a self, c: &'a Case) -> [(&'static str, Targets<'a>, RefTargets<'a>); 2] {
+        [
+            ("hard", Targets::Hard(&self.labels), RefTargets::Hard(&c.labels)),
+            ("soft", Targets::Soft(&self.soft), RefTargets::Soft(&self.soft64)),
+        ]
+    }
+}
+
 #[test]
 fn forward_matches_reference_hard_and_soft() {
     let ctx = ctx();
     for &(rows, classes) in SHAPES {
         let c = case(rows, classes);
-        let logits = Tensor::from_f32(ctx, "logits", &[rows, classes], &c.logits);
-        let labels = Tensor::from_u32(ctx, "labels", &[rows], &c.labels);
-        let soft = Tensor::from_f32(ctx, "soft", &[rows, classes], &c.soft);
-        let weights = Tensor::from_f32(ctx, "w", &[rows], &c.weights);
-        let soft64 = to_f64(&c.soft);
-        for (name, targets, ref_targets) in [
-            ("hard", Targets::Hard(&labels), RefTargets::Hard(&c.labels)),
-            ("soft", Targets::Soft(&soft), RefTargets::Soft(&soft64)),
-        ] {
+        let g = GpuCase::new(&c, rows, classes);
+        let (logits, weights) = (&g.logits, &g.weights);
+        for (name, targets, ref_targets) in g.targets(&c) {
             let what = format!("softmax ce forward {name} {rows}x{classes}");
             let row_loss = Tensor::from_f32(ctx, "row_loss", &[rows], &vec![f32::NAN; rows]);
             let loss = Tensor::from_f32(ctx, "loss", &[1], &[f32::NAN]);
-            let ops = softmax_ce_forward(
-                ctx, rows, classes, &logits, targets, &weights, c.scale, &row_loss, &loss,
-            );
+            let ops = softmax_ce_forward(ctx, rows, classes, logits, targets, weights, c.scale, &row_loss, &loss);
             ctx.run(&ops.iter().collect::<Vec<_>>()).unwrap();
             let (want_rows, want_loss) = cpu::softmax_ce_forward(
                 &to_f64(&c.logits),
@@ -108,16 +130,10 @@ fn backward_matches_reference_hard_and_soft() {
     let ctx = ctx();
     for &(rows, classes) in SHAPES {
         let c = case(rows, classes);
-        let logits = Tensor::from_f32(ctx, "logits", &[rows, classes], &c.logits);
-        let labels = Tensor::from_u32(ctx, "labels", &[rows], &c.labels);
-        let soft = Tensor::from_f32(ctx, "soft", &[rows, classes], &c.soft);
-        let weights = Tensor::from_f32(ctx, "w", &[rows], &c.weights);
-        let soft64 = to_f64(&c.soft);
+        let g = GpuCase::new(&c, rows, classes);
+        let (logits, weights) = (&g.logits, &g.weights);
         let d0 = random_vec(5, rows * classes);
-        for (name, targets, ref_targets) in [
-            ("hard", Targets::Hard(&labels), RefTargets::Hard(&c.labels)),
-            ("soft", Targets::Soft(&soft), RefTargets::Soft(&soft64)),
-        ] {
+        for (name, targets, ref_targets) in g.targets(&c) {
             let want = cpu::softmax_ce_backward(
                 &to_f64(&c.logits),
                 rows,
@@ -131,7 +147,7 @@ fn backward_matches_reference_hard_and_soft() {
                 let what = format!("softmax ce backward {name} {rows}x{classes} accumulate={accumulate}");
                 let dlogits = Tensor::from_f32(ctx, "dlogits", &[rows, classes], &d0);
                 let op = softmax_ce_backward(
-                    ctx, rows, classes, &logits, targets, &weights, c.scale, &dlogits, accumulate,
+                    ctx, rows, classes, logits, targets, weights, c.scale, &dlogits, accumulate,
                 );
                 ctx.run(&[&op]).unwrap();
                 let got = dlogits.read_f32(ctx).unwrap();
