@@ -719,10 +719,8 @@ impl Op {
             .used_by(entry)
             .unwrap_or_else(|| panic!("shaders/{file} has no entry point '{entry}'"));
         let numbered: Vec<(u32, &Tensor)> = used
-            .iter()
-            .filter(|&&binding| !(binding == 0 && uniform.is_some()))
-            .map(|&binding| {
-                let name = interface.binding_name(binding).unwrap_or_default();
+            .filter(|&(_, binding)| !(binding == 0 && uniform.is_some()))
+            .map(|(name, binding)| {
                 let (_, tensor) = storage
                     .iter()
                     .find(|(n, _)| *n == name || name.strip_suffix('4') == Some(*n))

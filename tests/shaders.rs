@@ -165,10 +165,11 @@ fn each_entry_points_bindings_are_the_ones_naga_finds() {
                 .map(|b| b.binding)
                 .collect();
             want.sort();
-            let mut got = interface
+            let mut got: Vec<u32> = interface
                 .used_by(&entry.name)
                 .unwrap_or_else(|| panic!("{}: entry point {} not found", shader.file_name(), entry.name))
-                .to_vec();
+                .map(|(_, number)| number)
+                .collect();
             got.sort();
             assert_eq!(got, want, "{}::{}: bindings used", shader.file_name(), entry.name);
         }

@@ -472,28 +472,26 @@ pub fn batchnorm_backward(ctx: &GpuContext, s: &BatchNormShape, b: &BatchNormBac
     // The input gradient is elementwise: the tiling without the bound on chunks.
     let pl_input = plan(ctx, s, vec4, false);
     let p_input = with_args(&pl_input);
-    let input = match b.addend {
-        None => Op::new(
-            ctx,
-            &SHADER,
-            entry(vec4, "batchnorm_backward_input", "batchnorm_backward_input_vec4"),
-            Some(bytemuck::bytes_of(&p_input)),
-            &[("x", b.x), ("dy", b.dy), ("coef", &coef), ("dx", b.dx)],
-            pl_input.grid(),
-        ),
-        Some(a) => Op::new(
-            ctx,
-            &SHADER,
+    let mut inputs = vec![("x", b.x), ("dy", b.dy), ("coef", &coef), ("dx", b.dx)];
+    let input_entry = match b.addend {
+        None => entry(vec4, "batchnorm_backward_input", "batchnorm_backward_input_vec4"),
+        Some(a) => {
+            inputs.push(("addend", a));
             entry(
                 vec4,
                 "batchnorm_backward_input_add",
                 "batchnorm_backward_input_add_vec4",
-            ),
-            Some(bytemuck::bytes_of(&p_input)),
-            &[("x", b.x), ("dy", b.dy), ("coef", &coef), ("dx", b.dx), ("addend", a)],
-            pl_input.grid(),
-        ),
-    }
+            )
+        }
+    };
+    let input = Op::new(
+        ctx,
+        &SHADER,
+        input_entry,
+        Some(bytemuck::bytes_of(&p_input)),
+        &inputs,
+        pl_input.grid(),
+    )
     .with_flops(9.0 * s.len() as f64);
     vec![partial, finalize, input]
 }

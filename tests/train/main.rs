@@ -4,6 +4,7 @@
 #[path = "../reference/mod.rs"]
 mod reference;
 
+mod overrides;
 mod plots;
 mod step;
 

@@ -1,0 +1,50 @@
+//! `ConfigOverrides`, the one table of settings that `train`'s flags and the page's options both
+//! are: the page's camelCase names reach the same fields, and bad values are refused by name.
+
+use adamatch_wgpu::train::config::{Algorithm, InvertViews, TrainConfig};
+use adamatch_wgpu::train::overrides::ConfigOverrides;
+
+fn from_page(json: &str) -> Result<ConfigOverrides, String> {
+    serde_json::from_str(json).map_err(|e| e.to_string())
+}
+
+#[test]
+fn page_options_set_the_fields_the_flags_set() {
+    let o = from_page(
+        r#"{"preset": "tiny", "steps": 7, "algorithm": "source-only", "bnCalibration": 0,
+            "invert": "all", "evalLimit": "all", "imageSize": 16, "tau": 0.8}"#,
+    )
+    .unwrap();
+    let c = o.config("paper").unwrap();
+    let tiny = TrainConfig::preset("tiny").unwrap();
+    assert_eq!(c.preset, "tiny");
+    assert_eq!(c.steps, 7);
+    assert_eq!(c.algorithm, Algorithm::SourceOnly);
+    assert_eq!(c.bn_calibration, 0);
+    assert_eq!(c.invert, InvertViews::All);
+    assert_eq!(c.eval_limit, None);
+    assert_eq!(c.network.image_size, 16);
+    assert_eq!(c.tau, 0.8);
+    // What was not given keeps the preset's value.
+    assert_eq!((c.batch, c.uratio, c.lr), (tiny.batch, tiny.uratio, tiny.lr));
+    let counted = from_page(r#"{"evalLimit": 50}"#).unwrap().config("tiny").unwrap();
+    assert_eq!(counted.eval_limit, Some(50));
+}
+
+#[test]
+fn unknown_options_and_bad_values_are_refused_by_name() {
+    let unknown = from_page(r#"{"stepz": 3}"#).unwrap_err();
+    assert!(unknown.contains("unknown field `stepz`"), "{unknown}");
+    let flag_spelling = from_page(r#"{"bn_calibration": 3}"#).unwrap_err();
+    assert!(
+        flag_spelling.contains("unknown field `bn_calibration`"),
+        "{flag_spelling}"
+    );
+    let algorithm = from_page(r#"{"algorithm": "magic"}"#).unwrap_err();
+    assert!(algorithm.contains("unknown variant `magic`"), "{algorithm}");
+    let limit = from_page(r#"{"evalLimit": "some"}"#).unwrap_err();
+    assert!(limit.contains("\"all\""), "{limit}");
+    // Values that deserialize but that `train` refuses are refused by the same check.
+    let zero = from_page(r#"{"steps": 0}"#).unwrap().config("tiny").unwrap_err();
+    assert!(format!("{zero:#}").contains("--steps"), "{zero:#}");
+}
