@@ -25,11 +25,13 @@ import time
 
 
 def evaluate(binary, weights, data):
+    """`eval --json` of the model on a dataset: accuracy, and what is known without labels
+    (predicted-class counts, mean confidence, mask rate)."""
     out = subprocess.run(
         [binary, "eval", "--weights", weights, "--data", data, "--json"],
         check=True, capture_output=True, text=True,
     ).stdout
-    return json.loads(out.strip().splitlines()[-1])["accuracy"]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main():
@@ -78,10 +80,13 @@ def main():
                     if log.returncode != 0:
                         sys.exit(f"{name}: train failed:\n{log.stderr[-3000:]}")
                     weights = os.path.join(run, "model.safetensors")
+                    source_eval = evaluate(args.bin, weights, source)
+                    target_eval = evaluate(args.bin, weights, f"dir:{args.data}/{target}")
                     res = {
                         "target": target, "algorithm": alg, "seed": seed, "train_s": wall,
-                        "source_acc": evaluate(args.bin, weights, source),
-                        "target_acc": evaluate(args.bin, weights, f"dir:{args.data}/{target}"),
+                        "source_acc": source_eval["accuracy"],
+                        "target_acc": target_eval["accuracy"],
+                        "source_eval": source_eval, "target_eval": target_eval,
                         "command": " ".join(cmd),
                     }
                     with open(res_path, "w") as f:

@@ -496,6 +496,52 @@ fn two_processes_write_byte_identical_weights_and_checkpoints() {
 }
 
 #[test]
+fn tiny_starts_with_a_source_phase_unless_init_brings_the_model() {
+    let dir = tmp_dir("phases");
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let _ = std::fs::remove_dir_all(&out);
+        let o = bin()
+            .args([
+                "train", "--preset", "tiny", "--steps", "4", "--depth", "10", "--width", "1",
+            ])
+            .args([
+                "--batch",
+                "2",
+                "--eval-limit",
+                "16",
+                "--bn-calibration",
+                "1",
+                "--no-progress",
+            ])
+            .args(extra)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{err}");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+        (config["config"]["source_steps"].as_u64().unwrap(), err, out)
+    };
+    // The preset's share: 600 of tiny's 1600 steps, so 1 of 4.
+    let (source_steps, err, first) = run("preset-share", &[]);
+    assert_eq!(source_steps, 1);
+    assert!(
+        err.contains("step 1 (source-only)") && err.contains("source-only phase is done"),
+        "{err}"
+    );
+    let model = first.join("model.safetensors");
+    let model = model.to_str().unwrap();
+    let (source_steps, err, _) = run("init", &["--init", model]);
+    assert_eq!(source_steps, 0);
+    assert!(!err.contains("source-only phase"), "{err}");
+    let (source_steps, _, _) = run("init-and-phase", &["--init", model, "--source-steps", "2"]);
+    assert_eq!(source_steps, 2);
+}
+
+#[test]
 fn a_negative_learning_rate_is_refused_in_either_spelling() {
     for args in [["--lr", "-0.1"], ["--lr=-0.1", ""], ["--lr", "NaN"]] {
         let out = bin()

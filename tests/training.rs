@@ -60,6 +60,7 @@ fn small(preset: &str) -> TrainConfig {
     c.batch = 2;
     c.uratio = 2;
     c.steps = 6;
+    c.source_steps = 0;
     c.log_every = 1;
     c.eval_every = 3;
     c.checkpoint_every = 2;
@@ -118,9 +119,18 @@ fn assert_same_checkpoint(a: &Path, b: &Path) {
     assert_eq!(ma["rng"], mb["rng"], "the host RNG position differs");
 }
 
+/// The name of `resume_equals_straight`'s runs of `cfg`.
+fn run_name(cfg: &TrainConfig) -> String {
+    let n = &cfg.network;
+    format!(
+        "{}-{:?}-{}px-s{}",
+        cfg.preset, cfg.algorithm, n.image_size, cfg.source_steps
+    )
+}
+
 fn resume_equals_straight(cfg: TrainConfig, expected_state: &[&str]) {
     let ctx = ctx();
-    let preset = format!("{}-{:?}-{}px", cfg.preset, cfg.algorithm, cfg.network.image_size);
+    let preset = run_name(&cfg);
     let straight = out_dir(&format!("{preset}-straight"));
     let s = train(ctx, cfg.clone(), &options(&straight, false, None)).unwrap();
     assert!(s.finished && s.steps_done == cfg.steps);
@@ -184,7 +194,7 @@ fn a_run_at_48x48_resumes_exactly_and_records_its_image_size() {
     let mut cfg = small("paper");
     cfg.network.image_size = 48;
     resume_equals_straight(cfg.clone(), &["opt.velocity", "adamatch.p_target_history"]);
-    let straight = out_dir_path(&format!("{}-{:?}-48px-straight", cfg.preset, cfg.algorithm));
+    let straight = out_dir_path(&format!("{}-straight", run_name(&cfg)));
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(straight.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["config"]["network"]["image_size"], 48);
@@ -265,10 +275,8 @@ fn fixmatch_run_resumed_midway_equals_the_straight_run_and_logs_its_threshold() 
     let mut cfg = small("tiny");
     cfg.algorithm = Algorithm::Fixmatch;
     resume_equals_straight(cfg.clone(), &["opt.velocity", "ema.params"]);
-    let metrics = std::fs::read_to_string(
-        out_dir_path(&format!("{}-{:?}-32px-straight", cfg.preset, cfg.algorithm)).join("metrics.jsonl"),
-    )
-    .unwrap();
+    let metrics =
+        std::fs::read_to_string(out_dir_path(&format!("{}-straight", run_name(&cfg))).join("metrics.jsonl")).unwrap();
     for l in metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")) {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
         assert_eq!(v["metrics"]["c_tau"].as_f64(), Some(cfg.confidence as f64), "{l}");
@@ -277,6 +285,110 @@ fn fixmatch_run_resumed_midway_equals_the_straight_run_and_logs_its_threshold() 
             v["metrics"].get("align_ratio_min").is_none(),
             "FixMatch has no alignment: {l}"
         );
+    }
+}
+
+#[test]
+fn a_run_resumed_at_or_after_the_end_of_its_source_phase_equals_the_straight_run() {
+    // Stopped at step 3: at the end of a 3-step source-only phase (the checkpoint holds that
+    // phase's state and the resumed run starts the adaptation), and 1 step into the adaptation
+    // of a run whose source phase is 2 steps (its checkpoint holds AdaMatch's state).
+    for source_steps in [3, 2] {
+        let cfg = TrainConfig {
+            source_steps,
+            ..small("tiny")
+        };
+        let mut state = vec!["opt.velocity", "ema.params"];
+        if source_steps < 3 {
+            state.push("adamatch.p_target_history");
+        }
+        resume_equals_straight(cfg, &state);
+    }
+}
+
+/// A run's metrics.jsonl lines, without what timing or the phase's name adds, with their steps
+/// moved by `shift`.
+fn metrics_lines(dir: &Path, shift: u64) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("images_per_s");
+            o.remove("phase");
+            let step = o["step"].as_u64().unwrap() + shift;
+            o.insert("step".into(), step.into());
+            if let Some(m) = o.get_mut("metrics") {
+                m["step"] = step.into();
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn the_one_command_recipe_is_a_source_only_run_then_a_run_from_its_model() {
+    // `--source-steps 3 --steps 7` against `--algorithm source-only --steps 3` followed by
+    // `--steps 4 --init <its model.safetensors>`: the same log lines, evaluations and model, bit
+    // for bit (batch-norm calibration on, an evaluation after every step).
+    let ctx = ctx();
+    let cfg = TrainConfig {
+        steps: 7,
+        source_steps: 3,
+        eval_every: 1,
+        ..small("tiny")
+    };
+    assert!(cfg.bn_calibration > 0);
+    let one = out_dir("recipe-one-command");
+    let summary = train(ctx, cfg.clone(), &options(&one, false, None)).unwrap();
+    let source_phase = summary
+        .source_phase_eval
+        .expect("an evaluation at the end of the source phase");
+
+    let first = out_dir("recipe-source-only");
+    let first_cfg = TrainConfig {
+        algorithm: Algorithm::SourceOnly,
+        steps: 3,
+        source_steps: 0,
+        ..cfg.clone()
+    };
+    let first_summary = train(ctx, first_cfg, &options(&first, false, None)).unwrap();
+    let second = out_dir("recipe-from-its-model");
+    let mut opts = options(&second, false, None);
+    opts.init = Some(first.join(MODEL));
+    let second_cfg = TrainConfig {
+        steps: 4,
+        source_steps: 0,
+        ..cfg.clone()
+    };
+    train(ctx, second_cfg, &opts).unwrap();
+
+    let json = |e: &adamatch_wgpu::train::eval::EvalResult| serde_json::to_value(e).unwrap();
+    assert_eq!(json(&source_phase.1), json(&first_summary.last_eval.unwrap().1));
+    let mut expected = metrics_lines(&first, 0);
+    expected.extend(metrics_lines(&second, 3));
+    let got = metrics_lines(&one, 0);
+    assert_eq!(got.len(), expected.len());
+    for (g, e) in got.iter().zip(&expected) {
+        assert_eq!(g, e, "the one command's line differs from the two commands'");
+    }
+    let (a, b) = (
+        weights::load(&one.join(MODEL)).unwrap(),
+        weights::load(&second.join(MODEL)).unwrap(),
+    );
+    assert!(a.params == b.params && a.running == b.running, "the models differ");
+
+    // Each line names its phase; the source phase ends with an evaluation.
+    let text = std::fs::read_to_string(one.join("metrics.jsonl")).unwrap();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let want = if v["step"].as_u64().unwrap() <= 3 {
+            "source-only"
+        } else {
+            "adamatch"
+        };
+        assert_eq!(v["phase"], want, "{l}");
     }
 }
 

@@ -57,7 +57,7 @@ export function setupAdapt(page) {
 
   const number = (id) => Number($(id).value);
   function options() {
-    return {
+    const o = {
       preset: "tiny",
       algorithm: $("adapt-algorithm").value,
       steps: number("adapt-steps"),
@@ -66,6 +66,9 @@ export function setupAdapt(page) {
       uratio: number("adapt-uratio"),
       imageSize: number("adapt-image-size"),
     };
+    // Blank: the preset's share of the steps (as `train` without --source-steps).
+    if ($("adapt-source-steps").value.trim() !== "") o.sourceSteps = number("adapt-source-steps");
+    return o;
   }
 
   function fail(e) {
@@ -131,6 +134,7 @@ export function setupAdapt(page) {
           source_loss: m.source_loss,
           target_loss: m.target_loss,
           mask_rate: m.mask_rate,
+          phase: m.phase,
         });
         panel.dataset.history = JSON.stringify(run.history);
         panel.dataset.step = String(m.step);
@@ -158,13 +162,14 @@ export function setupAdapt(page) {
     const time = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
     const m = run.history.at(-1);
     let loss = "";
-    if (m && run.sourceOnly) loss = ` · loss ${m.total_loss.toFixed(3)}`;
+    if (m && (run.sourceOnly || m.phase === "source-only")) loss = ` · loss ${m.total_loss.toFixed(3)}`;
     else if (m) {
       loss = ` · loss ${m.total_loss.toFixed(3)} (source ${m.source_loss.toFixed(3)}, target ` +
         `${m.target_loss.toFixed(3)}) · mask ${m.mask_rate.toFixed(2)}`;
     }
     $("adapt-status").textContent =
-      `Step ${t.stepsDone} / ${t.steps} · ${t.imagesPerSecond.toFixed(1)} images/s · ${time} training${loss}`;
+      `Step ${t.stepsDone} / ${t.steps}${m ? ` (${m.phase})` : ""} · ${t.imagesPerSecond.toFixed(1)} images/s · ` +
+      `${time} training${loss}`;
     panel.dataset.imagesPerSecond = String(t.imagesPerSecond);
   }
 
@@ -263,6 +268,19 @@ export function setupAdapt(page) {
       g.fillText((maxLoss * (1 - i / 4)).toFixed(2), pad.l - 4, yy + 4);
       g.textAlign = "left";
       g.fillText((1 - i / 4).toFixed(2), W - pad.r + 4, yy + 4);
+    }
+    // The end of the source-only phase: the adaptation starts from its model.
+    const adapting = run.history.findIndex((m) => m.phase !== "source-only");
+    if (adapting > 0) {
+      const bx = x(run.history[adapting - 1].step);
+      g.setLineDash([2, 3]);
+      g.beginPath();
+      g.moveTo(bx, pad.t);
+      g.lineTo(bx, H - pad.b);
+      g.stroke();
+      g.setLineDash([]);
+      g.textAlign = "left";
+      g.fillText("adapting", bx + 4, pad.t + 12);
     }
     g.textAlign = "center";
     g.fillText(`step (of ${steps})`, (W + pad.l - pad.r) / 2, H - 6);

@@ -190,7 +190,11 @@ fn group(items: impl Iterator<Item = (String, f64, f64)>, keep_order: bool) -> V
 }
 
 pub fn run(ctx: &GpuContext, opts: &StepBenchOptions) -> Result<StepReport> {
-    let cfg = &opts.config;
+    // The step of the run's algorithm: a source-only phase first would time source-only steps.
+    let cfg = &TrainConfig {
+        source_steps: 0,
+        ..opts.config.clone()
+    };
     let mem_before = ctx.allocated_bytes();
     let mut trainer = Trainer::new(ctx, cfg.clone())?;
     // One synthetic batch, drawn once and replayed: the host's data work is not what is timed.

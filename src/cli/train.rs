@@ -213,7 +213,12 @@ fn resolve_run(a: &TrainArgs) -> Result<(TrainConfig, RunInputs)> {
             return Ok((a.config.apply(run.config.clone())?, run_inputs(a, Some(&run.inputs))));
         }
     }
-    Ok((a.config.config("paper")?, run_inputs(a, None)))
+    let mut cfg = a.config.config("paper")?;
+    if a.init.is_some() && a.config.source_steps.is_none() {
+        // The weights given are the model to adapt from: no source-only phase unless asked.
+        cfg.source_steps = 0;
+    }
+    Ok((cfg, run_inputs(a, None)))
 }
 
 pub fn run(gpu: &GpuArgs, a: &TrainArgs) -> Result<()> {

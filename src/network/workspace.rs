@@ -58,6 +58,8 @@ pub struct Workspace {
     /// computes batch statistics or gradients.
     bn_scratch: Option<Tensor>,
     passes: HashMap<Pass, Vec<Op>>,
+    /// The parameter buffer of the network `passes` bind (ops of another network are rebuilt).
+    built_for: Option<wgpu::Buffer>,
 }
 
 impl Workspace {
@@ -158,6 +160,7 @@ impl Workspace {
             dw_scratch: None,
             bn_scratch: None,
             passes: HashMap::new(),
+            built_for: None,
         }
     }
 
@@ -174,6 +177,12 @@ impl Workspace {
 
     /// The ops of `pass`, built on first use and reused afterwards.
     pub fn ops(&mut self, ctx: &GpuContext, net: &WideResNet, pass: Pass) -> &[Op] {
+        if self.built_for.as_ref() != Some(&net.params) {
+            // Another network of the same architecture (an evaluator given a new copy): the ops
+            // bind its buffers.
+            self.passes.clear();
+            self.built_for = Some(net.params.clone());
+        }
         if !self.passes.contains_key(&pass) {
             if matches!(pass, Pass::Backward { .. }) && self.dw_scratch.is_none() {
                 let len = net

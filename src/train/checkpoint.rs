@@ -127,6 +127,8 @@ pub fn restore(ctx: &GpuContext, trainer: &mut Trainer, path: &Path) -> Result<(
         .ok_or_else(|| anyhow!("{} has no step", what()))?;
     let rng =
         parse_rng_state(meta.get("rng").ok_or_else(|| anyhow!("{} has no RNG state", what()))?).with_context(what)?;
+    // The state tensors (the loss's among them) are those of the phase the run was in.
+    trainer.enter_phase_after(ctx, step)?;
     for (name, t) in trainer.state_tensors() {
         let view = st
             .tensor(&name)

@@ -49,8 +49,14 @@ pub struct ConfigOverrides {
     /// adamatch, or a baseline: fixmatch or source-only.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum))]
     pub algorithm: Option<Algorithm>,
+    /// Steps of the whole run, the source-only phase included.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_parser = parse::steps))]
     pub steps: Option<u64>,
+    /// Steps of the source-only phase the run starts with; the algorithm then adapts from its
+    /// model with a fresh optimizer and schedule (0: adapt from the start) [default: the
+    /// preset's share of --steps: tiny 600 of 1600, paper and keras-example 0; 0 with --init].
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_parser = parse::source_steps))]
+    pub source_steps: Option<u64>,
     #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub seed: Option<u64>,
     /// Source images per step (the target batch is uratio times larger).
@@ -152,7 +158,12 @@ impl ConfigOverrides {
             };
         }
         set!(algorithm <- self.algorithm);
+        if let (Some(steps), None) = (self.steps, self.source_steps) {
+            // The preset's (or the run's) share of the steps in the source-only phase.
+            c.source_steps = (c.source_steps as u128 * steps as u128 / c.steps as u128) as u64;
+        }
         set!(steps <- self.steps);
+        set!(source_steps <- self.source_steps);
         set!(seed <- self.seed);
         set!(batch <- self.batch);
         set!(uratio <- self.uratio);

@@ -26,6 +26,11 @@ pub fn steps(s: &str) -> Result<u64, String> {
     count(s, 1, MAX_STEPS)
 }
 
+/// `--source-steps` (0: no source-only phase).
+pub fn source_steps(s: &str) -> Result<u64, String> {
+    count(s, 0, MAX_STEPS)
+}
+
 /// `--bn-calibration` (0 switches it off).
 pub fn bn_calibration(s: &str) -> Result<usize, String> {
     count(s, 0, MAX_BN_CALIBRATION as u64)

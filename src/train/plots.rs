@@ -88,6 +88,16 @@ fn emptiest_corner(points: &[(f64, f64)], (x0, x1): (f64, f64), (y0, y1): (f64, 
 /// A line chart of named series of (x, y) points, with a grid, ticks at round values and a
 /// legend in the emptiest corner. Non-finite points are left out.
 pub fn line_chart(title: &str, x_label: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<RgbImage> {
+    line_chart_marked(title, x_label, series, None)
+}
+
+/// [`line_chart`] with a labeled vertical line at `marker`'s x (where a run's phase changes).
+pub fn line_chart_marked(
+    title: &str,
+    x_label: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+    marker: Option<(f64, &str)>,
+) -> Result<RgbImage> {
     let series: Vec<(&str, Vec<(f64, f64)>)> = series
         .iter()
         .map(|(name, p)| {
@@ -142,6 +152,16 @@ pub fn line_chart(title: &str, x_label: &str, series: &[(&str, Vec<(f64, f64)>)]
             .axis_desc_style((FONT, 15))
             .draw()
             .map_err(plot_err)?;
+        if let Some((x, label)) = marker.filter(|(x, _)| (x0..=x1).contains(x)) {
+            let grey = RGBColor(120, 120, 120);
+            chart
+                .draw_series(LineSeries::new([(x, y0), (x, y1)], grey.stroke_width(1)))
+                .map_err(plot_err)?;
+            let style = TextStyle::from((FONT, 13).into_font()).color(&grey);
+            chart
+                .draw_series([Text::new(format!(" {label}"), (x, y1), style)])
+                .map_err(plot_err)?;
+        }
         for (k, (name, points)) in series.iter().enumerate() {
             let color = COLORS[k % COLORS.len()];
             let style = color.stroke_width(2);
@@ -285,11 +305,18 @@ pub fn write_plots(dir: &Path, metrics: &Path, final_target: Option<&EvalResult>
     let mut tgt_acc = Vec::new();
     let mut tgt_confidence = Vec::new();
     let mut tgt_mask = Vec::new();
+    // The last step of a source-only phase that another phase followed.
+    let (mut source_phase_end, mut adapted) = (None, false);
     for l in text_in.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
             continue;
         };
         let step = v["step"].as_f64().unwrap_or(0.0);
+        match v["phase"].as_str() {
+            Some("source-only") if !adapted => source_phase_end = Some(step),
+            Some(_) => adapted = true,
+            None => {}
+        }
         match v["kind"].as_str() {
             Some("train") => {
                 let m = &v["metrics"];
@@ -317,11 +344,13 @@ pub fn write_plots(dir: &Path, metrics: &Path, final_target: Option<&EvalResult>
             .with_context(|| format!("encoding {}", path.display()))?;
         crate::weights::write_atomically(&path, &png)
     };
+    let marker = source_phase_end.filter(|_| adapted).map(|x| (x, "adapting"));
     save(
-        line_chart(
+        line_chart_marked(
             "training loss",
             "step",
             &[("total", total), ("source", source), ("target", target)],
+            marker,
         )?,
         "loss.png",
     )?;
@@ -340,7 +369,7 @@ pub fn write_plots(dir: &Path, metrics: &Path, final_target: Option<&EvalResult>
             vec![("source test", src_acc), ("target test", tgt_acc)],
         )
     };
-    save(line_chart(title, "step", &series)?, "accuracy.png")?;
+    save(line_chart_marked(title, "step", &series, marker)?, "accuracy.png")?;
     match final_target {
         Some(e) if e.labeled => save(confusion_chart("target test confusion matrix", e)?, "confusion.png")?,
         Some(e) => save(

@@ -113,6 +113,8 @@ pub struct RunSummary {
     pub steps_done: u64,
     pub finished: bool,
     pub last_eval: Option<(EvalResult, EvalResult)>,
+    /// The evaluation at the end of the source-only phase (when this invocation ran it).
+    pub source_phase_eval: Option<(EvalResult, EvalResult)>,
     pub wall_s: f64,
 }
 
@@ -626,12 +628,12 @@ impl RunLog {
             return Err(diverged(step, &m, ckpt));
         }
         let (t0, s0) = self.last;
-        let images = (step - s0) as f64 * trainer.cfg.images_per_step() as f64;
+        let images = (step - s0) as f64 * trainer.phase().cfg.images_per_step() as f64;
         let ips = images / t0.elapsed().as_secs_f64().max(1e-9);
         self.last = (Instant::now(), step);
         append_line(
             &self.metrics_path,
-            &json!({"kind": "train", "images_per_s": ips, "metrics": &m, "step": step}),
+            &json!({"kind": "train", "images_per_s": ips, "metrics": &m, "phase": trainer.phase().name(), "step": step}),
         )?;
         if let Some(b) = &self.bar {
             b.set_position(step);
@@ -640,16 +642,16 @@ impl RunLog {
         Ok(())
     }
 
-    /// The eval line of `step`, also said.
-    fn eval_line(&self, step: u64, (s, t): &(EvalResult, EvalResult)) -> Result<()> {
+    /// The eval line of `step` in `phase`, also said.
+    fn eval_line(&self, step: u64, phase: &str, (s, t): &(EvalResult, EvalResult)) -> Result<()> {
         self.say(format!(
-            "step {step}: source test {}; target test {}",
+            "step {step} ({phase}): source test {}; target test {}",
             s.summary(),
             t.summary()
         ));
         append_line(
             &self.metrics_path,
-            &json!({"kind": "eval", "step": step, "source": s, "target": t}),
+            &json!({"kind": "eval", "phase": phase, "step": step, "source": s, "target": t}),
         )
     }
 }
@@ -707,8 +709,16 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     let start = Instant::now();
     let start_step = trainer.step;
     let mut last_eval = None;
+    let mut source_phase_eval = None;
     let mut finished = true;
     while trainer.step < cfg.steps {
+        if trainer.adaptation_due() {
+            log.say(format!(
+                "step {}: the source-only phase is done; {} adapts from its model",
+                trainer.step,
+                cfg.algorithm.name()
+            ));
+        }
         trainer.step(ctx, &data.source_train, &data.target_train)?;
         crate::fault::point("step");
         let step = trainer.step;
@@ -717,10 +727,14 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         if step % cfg.log_every == 0 || step == cfg.steps || stop_now {
             log.train_line(ctx, &trainer, &ckpt)?;
         }
-        if step % cfg.eval_every == 0 || step == cfg.steps {
+        let source_phase_end = cfg.source_steps > 0 && step == cfg.source_steps;
+        if step % cfg.eval_every == 0 || step == cfg.steps || source_phase_end {
             let result = evaluate(ctx, &mut trainer, &mut evaluator, &data)?;
             crate::fault::point("eval");
-            log.eval_line(step, &result)?;
+            log.eval_line(step, trainer.phase().name(), &result)?;
+            if source_phase_end {
+                source_phase_eval = Some(result.clone());
+            }
             last_eval = Some(result);
         }
         if step % cfg.checkpoint_every == 0 || step == cfg.steps || stop_now {
@@ -750,6 +764,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
         steps_done: trainer.step,
         finished,
         last_eval,
+        source_phase_eval,
         wall_s: start.elapsed().as_secs_f64(),
     })
 }

@@ -19,7 +19,7 @@ use crate::weights::Weights;
 
 pub use super::batch::HostBatch;
 use super::calibration::BnCalibration;
-use super::config::{Algorithm, SourcePassBn, TrainConfig};
+use super::config::{Phase, SourcePassBn, TrainConfig};
 use super::loss::StepLoss;
 use super::step_inputs::StepInputs;
 pub use super::step_metrics::StepMetrics;
@@ -39,7 +39,11 @@ pub struct StepPhase<'a> {
 /// assembly of parts, each owning its buffers ([`StepInputs`], [`StepLoss`], [`Update`],
 /// [`BnCalibration`]).
 pub struct Trainer {
+    /// The run's configuration (its `algorithm` the adaptation's, its `steps` the whole run's).
     pub cfg: TrainConfig,
+    /// The phase the state is in (see [`TrainConfig::phase_at`]): what the step's parts are
+    /// built for.
+    phase: Phase,
     pub net: WideResNet,
     /// The (joint) pass's images: [src weak, src strong, tgt weak, tgt strong], or [src weak,
     /// src strong] for source-only.
@@ -110,17 +114,20 @@ fn check_fits(ctx: &GpuContext, cfg: &TrainConfig) -> Result<()> {
 impl Trainer {
     pub fn new(ctx: &GpuContext, cfg: TrainConfig) -> Result<Trainer> {
         cfg.validate()?;
+        // The run's own algorithm: the adaptation phase's batch is the larger.
         check_fits(ctx, &cfg)?;
+        let phase = cfg.phase_at(0);
         let net = WideResNet::new(ctx, cfg.network.clone(), cfg.seed)?;
-        let main = Workspace::new(ctx, &net, main_rows(&cfg), false);
-        let inputs = StepInputs::new(ctx, &cfg, &main.input);
+        let main = Workspace::new(ctx, &net, main_rows(&phase.cfg), false);
+        let inputs = StepInputs::new(ctx, &phase.cfg, &main.input);
         let scalars = optimizer::step_scalars_tensor(ctx);
-        let loss = StepLoss::new(ctx, &cfg, &net, &main, &inputs.labels, &scalars);
+        let loss = StepLoss::new(ctx, &phase.cfg, &net, &main, &inputs.labels, &scalars);
         let update = Update::new(ctx, &cfg, &net, &scalars)?;
-        let calibration = BnCalibration::new(ctx, &cfg, &inputs)?;
+        let calibration = BnCalibration::new(ctx, &phase.cfg, &inputs)?;
         let trainer = Trainer {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             cfg,
+            phase,
             net,
             main,
             inputs,
@@ -137,27 +144,81 @@ impl Trainer {
         Ok(trainer)
     }
 
-    /// Switches the step to `algorithm` between two steps (a source-only phase, then
-    /// adaptation): the network, its weights, the optimizer state, the EMA, the host RNG and the
-    /// step count carry over; the parts whose buffers depend on the algorithm (the main pass, the
-    /// step's inputs, the loss and the calibration) are rebuilt, the loss's state fresh.
-    pub fn set_algorithm(&mut self, ctx: &GpuContext, algorithm: Algorithm) -> Result<()> {
-        let mut cfg = self.cfg.clone();
-        cfg.algorithm = algorithm;
-        cfg.validate()?;
-        check_fits(ctx, &cfg)?;
-        let main = Workspace::new(ctx, &self.net, main_rows(&cfg), false);
-        let inputs = StepInputs::new(ctx, &cfg, &main.input);
-        let loss = StepLoss::new(ctx, &cfg, &self.net, &main, &inputs.labels, &self.scalars);
+    /// The phase the trainer's state is in (the phase of the last step taken).
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// Builds the parts whose buffers depend on the phase's algorithm (the main pass, the
+    /// step's inputs, the loss with fresh state, the calibration) for `phase`; the network, the
+    /// optimizer, the EMA, the RNG and the step count are left as they are.
+    fn build_phase(&mut self, ctx: &GpuContext, phase: Phase) -> Result<()> {
+        let cfg = &phase.cfg;
+        let main = Workspace::new(ctx, &self.net, main_rows(cfg), false);
+        let inputs = StepInputs::new(ctx, cfg, &main.input);
+        let loss = StepLoss::new(ctx, cfg, &self.net, &main, &inputs.labels, &self.scalars);
         // Everything built before anything is replaced: a failure leaves the trainer as it was.
-        let calibration = BnCalibration::new(ctx, &cfg, &inputs)?;
-        (self.main, self.inputs, self.loss, self.calibration, self.cfg) = (main, inputs, loss, calibration, cfg);
+        let calibration = BnCalibration::new(ctx, cfg, &inputs)?;
+        (self.main, self.inputs, self.loss, self.calibration, self.phase) = (main, inputs, loss, calibration, phase);
         Ok(())
     }
 
-    /// The scalars of step `t` (0-based): lr, weight decay, Adam bias corrections, mu.
+    /// Puts a trainer about to be given a checkpoint's state after `done` steps into the phase
+    /// that state belongs to ([`TrainConfig::phase_after`]).
+    pub fn enter_phase_after(&mut self, ctx: &GpuContext, done: u64) -> Result<()> {
+        let phase = self.cfg.phase_after(done);
+        if phase != self.phase {
+            self.build_phase(ctx, phase)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the next step starts the adaptation phase ([`Trainer::start_adaptation_async`]
+    /// must run first; [`Trainer::step_async`] does).
+    pub fn adaptation_due(&self) -> bool {
+        self.step < self.cfg.steps && self.cfg.phase_at(self.step).start != self.phase.start
+    }
+
+    /// Ends the source-only phase as a run of it would end, and starts the adaptation as a run
+    /// given its model by `--init` would start: the network takes the weights that phase
+    /// exports (the EMA copy, batch-norm statistics recalibrated), the optimizer state is zeroed,
+    /// the EMA restarts from the weights, the RNG from the seed, and the schedule from the
+    /// phase's first step.
+    pub async fn start_adaptation_async(
+        &mut self,
+        ctx: &GpuContext,
+        source: &dyn ImageSource,
+        target: &dyn ImageSource,
+    ) -> Result<()> {
+        let local = self.step - self.phase.start;
+        let eval = self.update.ema_net.as_ref();
+        let model = match &mut self.calibration {
+            Some(cal) => Some(
+                cal.run(ctx, &self.phase.cfg, eval.unwrap_or(&self.net), local, source, target)
+                    .await?,
+            ),
+            None => eval,
+        };
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        if let Some(model) = model {
+            encoder.copy_buffer_to_buffer(&model.params, 0, &self.net.params, 0, self.net.params.size());
+            encoder.copy_buffer_to_buffer(&model.running, 0, &self.net.running, 0, self.net.running.size());
+        }
+        for (_, t) in self.update.opt.tensors() {
+            encoder.clear_buffer(&t.buffer, t.offset, Some(t.len() as u64 * 4));
+        }
+        ctx.queue.submit([encoder.finish()]);
+        self.build_phase(ctx, self.cfg.phase_at(self.step))?;
+        self.init_ema(ctx);
+        self.rng = ChaCha8Rng::seed_from_u64(self.cfg.seed);
+        Ok(())
+    }
+
+    /// The scalars of step `t` (0-based): lr, weight decay, Adam bias corrections, mu, each
+    /// counted within the step's phase.
     pub fn scalars_at(&self, t: u64) -> StepScalars {
-        super::schedule::step_scalars(&self.cfg, t)
+        let phase = self.cfg.phase_at(t);
+        super::schedule::step_scalars(&phase.cfg, t - phase.start)
     }
 
     /// The EMA copy of the weights, evaluated instead of them when there is one.
@@ -181,7 +242,7 @@ impl Trainer {
         let labeled_target = self.labeled_target.as_ref();
         super::batch::draw_batch(
             &mut self.rng,
-            &self.cfg,
+            &self.phase.cfg,
             labeled_target,
             self.loss.lambdas(),
             source,
@@ -191,7 +252,7 @@ impl Trainer {
 
     /// Uploads a batch and the scalars of the current step (small writes, no readback).
     fn upload_batch(&mut self, ctx: &GpuContext, batch: &HostBatch) -> Result<()> {
-        let (classes, uses_target) = (self.cfg.network.num_classes, self.cfg.algorithm.uses_target());
+        let (classes, uses_target) = (self.cfg.network.num_classes, self.phase.cfg.algorithm.uses_target());
         self.inputs.upload(ctx, batch, classes, uses_target)?;
         self.loss.upload(ctx, batch);
         let scalars = self.scalars_at(self.step);
@@ -252,8 +313,23 @@ impl Trainer {
         }
     }
 
-    /// Runs one optimizer step on a batch drawn from the RNG (submitted, not waited for).
+    /// [`Trainer::step_async`], waiting (native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn step(&mut self, ctx: &GpuContext, source: &dyn ImageSource, target: &dyn ImageSource) -> Result<()> {
+        pollster::block_on(self.step_async(ctx, source, target))
+    }
+
+    /// Runs one optimizer step on a batch drawn from the RNG (submitted, not waited for),
+    /// starting the adaptation phase first when it is due (which waits for the GPU).
+    pub async fn step_async(
+        &mut self,
+        ctx: &GpuContext,
+        source: &dyn ImageSource,
+        target: &dyn ImageSource,
+    ) -> Result<()> {
+        if self.adaptation_due() {
+            self.start_adaptation_async(ctx, source, target).await?;
+        }
         let batch = self.draw_batch(source, target)?;
         self.step_with(ctx, &batch)
     }
@@ -296,7 +372,7 @@ impl Trainer {
         fn phase<'a>(name: &'static str, main_pass: bool, ops: Vec<&'a Op>) -> StepPhase<'a> {
             StepPhase { name, main_pass, ops }
         }
-        let joint = self.cfg.algorithm.uses_target();
+        let joint = self.phase.cfg.algorithm.uses_target();
         let mut phases = vec![
             phase("augment", false, self.inputs.aug_ops.iter().collect()),
             phase(
@@ -323,6 +399,12 @@ impl Trainer {
 
     /// Runs one optimizer step on the given batch (submitted, not waited for).
     pub fn step_with(&mut self, ctx: &GpuContext, batch: &HostBatch) -> Result<()> {
+        if self.adaptation_due() {
+            bail!(
+                "step {}: the adaptation phase starts here (Trainer::step_async starts it)",
+                self.step
+            );
+        }
         self.forget_calibration();
         self.upload_batch(ctx, batch)?;
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
@@ -388,7 +470,10 @@ impl Trainer {
     ) -> Result<&WideResNet> {
         let eval = self.update.ema_net.as_ref().unwrap_or(&self.net);
         match &mut self.calibration {
-            Some(cal) => cal.run(ctx, &self.cfg, eval, self.step, source, target).await,
+            Some(cal) => {
+                let local = self.step - self.phase.start;
+                cal.run(ctx, &self.phase.cfg, eval, local, source, target).await
+            }
             None => Ok(eval),
         }
     }

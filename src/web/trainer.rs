@@ -279,13 +279,14 @@ impl WebTrainer {
             )));
         }
         let n = (n.max(1) as u64).min(left);
-        let per_step = run.trainer.cfg.images_per_step() as f64;
         let start = now_ms();
+        let mut images = 0.0;
         let metrics = gpu_checked(ctx, "training", async {
             for _ in 0..n {
-                run.trainer.step(ctx, &run.source, run.target.train())?;
+                run.trainer.step_async(ctx, &run.source, run.target.train()).await?;
                 work_done(ctx).await?;
                 self.steps_done.set(run.trainer.step);
+                images += run.trainer.phase().cfg.images_per_step() as f64;
             }
             run.trainer.metrics_async(ctx).await
         })
@@ -293,7 +294,7 @@ impl WebTrainer {
         .map_err(js_error)?;
         let ms = now_ms() - start;
         self.train_ms.set(self.train_ms.get() + ms);
-        self.images.set(self.images.get() + n as f64 * per_step);
+        self.images.set(self.images.get() + images);
         if metrics.non_finite {
             return Err(JsError::new(&format!(
                 "training diverged at step {}: the loss or a gradient is NaN/Inf (loss {}, grad norm {}); try a lower lr",
@@ -304,11 +305,13 @@ impl WebTrainer {
         struct Reported<'a> {
             #[serde(flatten)]
             metrics: &'a StepMetrics,
+            phase: &'static str,
             images_per_s: f64,
         }
         let reported = Reported {
             metrics: &metrics,
-            images_per_s: n as f64 * per_step / (ms / 1e3).max(1e-9),
+            phase: run.trainer.phase().name(),
+            images_per_s: images / (ms / 1e3).max(1e-9),
         };
         to_js(&reported).map_err(js_error)
     }

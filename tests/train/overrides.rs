@@ -48,3 +48,25 @@ fn unknown_options_and_bad_values_are_refused_by_name() {
     let zero = from_page(r#"{"steps": 0}"#).unwrap().config("tiny").unwrap_err();
     assert!(format!("{zero:#}").contains("--steps"), "{zero:#}");
 }
+
+#[test]
+fn the_source_phase_keeps_the_preset_share_of_the_steps_unless_given() {
+    let tiny = TrainConfig::preset("tiny").unwrap();
+    assert!(tiny.source_steps > 0 && tiny.source_steps < tiny.steps);
+    let page = |json: &str| from_page(json).unwrap().config("tiny");
+    // --steps alone: the preset's share (tiny: 600 of 1600), rounded down.
+    let scaled = page(r#"{"steps": 800}"#).unwrap();
+    assert_eq!(scaled.source_steps, tiny.source_steps * 800 / tiny.steps);
+    assert_eq!(page(r#"{"steps": 1}"#).unwrap().source_steps, 0);
+    let given = page(r#"{"steps": 800, "sourceSteps": 100}"#).unwrap();
+    assert_eq!((given.steps, given.source_steps), (800, 100));
+    assert_eq!(page(r#"{"sourceSteps": 0}"#).unwrap().source_steps, 0);
+    // The paper's runs adapt from the start.
+    assert_eq!(from_page("{}").unwrap().config("paper").unwrap().source_steps, 0);
+    let too_many = page(r#"{"steps": 800, "sourceSteps": 800}"#).unwrap_err();
+    let text = format!("{too_many:#}");
+    assert!(
+        text.contains("--source-steps 800") && text.contains("--steps 800"),
+        "{text}"
+    );
+}

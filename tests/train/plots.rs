@@ -2,7 +2,7 @@
 //! pixels of the rendered images.
 
 use adamatch_wgpu::train::eval::EvalResult;
-use adamatch_wgpu::train::plots::{confusion_chart, line_chart};
+use adamatch_wgpu::train::plots::{confusion_chart, line_chart, line_chart_marked};
 use image::{Rgb, RgbImage};
 
 const BLUE: Rgb<u8> = Rgb([31, 119, 180]);
@@ -143,4 +143,28 @@ fn confusion_chart_shades_each_cell_by_its_share_of_the_row() {
             );
         }
     }
+}
+
+#[test]
+fn the_phase_marker_is_a_vertical_line_at_its_step() {
+    // A flat series from step 0 to 1000, the marker at 250: a column of the marker's grey a
+    // quarter of the way across the plot area, and none elsewhere.
+    const GREY: Rgb<u8> = Rgb([120, 120, 120]);
+    let flat: Vec<(f64, f64)> = (0..=10).map(|i| (i as f64 * 100.0, 50.0)).collect();
+    let plain = line_chart("loss", "step", &[("flat", flat.clone())]).unwrap();
+    let marked = line_chart_marked("loss", "step", &[("flat", flat)], Some((250.0, "adapting"))).unwrap();
+    let (w, h) = marked.dimensions();
+    let columns = |img: &RgbImage| -> Vec<u32> {
+        (0..w)
+            .filter(|&x| count(img, GREY, (x, x + 1), (0, h)) > (h / 3) as usize)
+            .collect()
+    };
+    assert!(columns(&plain).is_empty(), "the plain chart has a vertical grey line");
+    let columns = columns(&marked);
+    assert!(!columns.is_empty(), "no vertical line of the marker's colour");
+    // The plot area spans most of the width: 250 of 1000 lands in its first third.
+    assert!(
+        columns.iter().all(|&x| x > w / 10 && x < w / 3),
+        "the marker is at columns {columns:?} of {w}"
+    );
 }

@@ -58,6 +58,7 @@ fn small_config(preset: &str, algorithm: Algorithm, seed: u64) -> TrainConfig {
     cfg.batch = 2;
     cfg.uratio = 2;
     cfg.steps = 10;
+    cfg.source_steps = 0;
     cfg.algorithm = algorithm;
     cfg.seed = seed;
     cfg
@@ -581,49 +582,54 @@ fn keras_example_source_only_steps_match_reference() {
 }
 
 #[test]
-fn switching_the_loss_between_phases_keeps_the_state_and_runs_as_a_fresh_trainer_would() {
-    // A source-only phase, then AdaMatch on the same trainer, against a fresh AdaMatch trainer
-    // given the first phase's state (weights, running statistics, optimizer state, EMA), RNG and
-    // step count: the same steps, bit for bit.
+fn the_adaptation_phase_starts_as_a_fresh_trainer_given_the_source_phase_model() {
+    // Two source-only steps, then AdaMatch: from the source phase's evaluation weights (the EMA
+    // copy: no calibration here) with zeroed optimizer state, a fresh EMA, the RNG from the
+    // seed and the schedule from its start, as a fresh AdaMatch trainer given those weights.
     let ctx = ctx();
-    let cfg = small_config("paper", Algorithm::SourceOnly, 5);
+    let cfg = TrainConfig {
+        source_steps: 2,
+        steps: 4,
+        ..small_config("paper", Algorithm::Adamatch, 5)
+    };
     let (source, target) = domains(&cfg);
-    let mut switched = Trainer::new(ctx, cfg.clone()).unwrap();
+    let mut phased = Trainer::new(ctx, cfg.clone()).unwrap();
+    assert_eq!(phased.phase().cfg.algorithm, Algorithm::SourceOnly);
     for _ in 0..2 {
-        switched.step(ctx, &source, &target).unwrap();
+        phased.step(ctx, &source, &target).unwrap();
     }
-    let before = read_state(&switched);
-    let rng = switched.rng.clone();
-    switched.set_algorithm(ctx, Algorithm::Adamatch).unwrap();
-    assert_eq!(switched.step, 2);
-    assert_eq!(switched.cfg.algorithm, Algorithm::Adamatch);
-    let after_switch = read_state(&switched);
-    for (name, v) in &before {
-        assert!(after_switch[name] == *v, "{name} changed by the switch");
-    }
+    assert!(phased.adaptation_due());
+    let batch = phased.draw_batch(&source, &target).unwrap();
+    let err = phased.step_with(ctx, &batch).unwrap_err().to_string();
+    assert!(err.contains("adaptation phase"), "{err}");
+    let ema = phased.ema_net().expect("the paper preset has an EMA");
+    let model = (ema.read_params(ctx).unwrap(), ema.read_running(ctx).unwrap());
+    assert!(
+        model.0 != phased.net.read_params(ctx).unwrap(),
+        "the EMA equals the raw weights"
+    );
 
-    let mut fresh = Trainer::new(
-        ctx,
-        TrainConfig {
-            algorithm: Algorithm::Adamatch,
-            ..cfg
-        },
-    )
-    .unwrap();
-    for (name, t) in fresh.state_tensors() {
-        if let Some(v) = before.get(&name) {
-            t.write_f32(ctx, v);
-        }
-    }
-    (fresh.rng, fresh.step) = (rng, 2);
+    let fresh_cfg = TrainConfig {
+        source_steps: 0,
+        steps: 2,
+        ..cfg.clone()
+    };
+    let mut fresh = Trainer::new(ctx, fresh_cfg).unwrap();
+    ctx.queue
+        .write_buffer(&fresh.net.params, 0, bytemuck::cast_slice(&model.0));
+    ctx.queue
+        .write_buffer(&fresh.net.running, 0, bytemuck::cast_slice(&model.1));
+    fresh.init_ema(ctx);
     for _ in 0..2 {
-        switched.step(ctx, &source, &target).unwrap();
+        phased.step(ctx, &source, &target).unwrap();
         fresh.step(ctx, &source, &target).unwrap();
     }
-    let (a, b) = (read_state(&switched), read_state(&fresh));
+    assert_eq!(phased.phase().cfg.algorithm, Algorithm::Adamatch);
+    assert_eq!((phased.step, phased.phase().start), (4, 2));
+    let (a, b) = (read_state(&phased), read_state(&fresh));
     assert_eq!(a.len(), b.len());
     for (name, v) in &a {
         assert!(b[name] == *v, "{name} differs after two AdaMatch steps");
     }
-    assert!(a["params"] != before["params"], "the AdaMatch steps changed nothing");
+    assert!(a["params"] != model.0, "the AdaMatch steps changed nothing");
 }
