@@ -264,7 +264,9 @@ impl WebTrainer {
     /// Runs `n` steps (never past `steps`), one submitted and awaited at a time, and returns the
     /// last step's metrics: `{ step, total_loss, source_loss, target_loss, mask_rate, c_tau, mu,
     /// lr, grad_norm, non_finite, ... }` as in `train`'s metrics.jsonl, with `images_per_s` of
-    /// this call. Rejects when the loss or a gradient is NaN/Inf.
+    /// this call and `phase` ("source-only" in a source-only phase, else the algorithm; the
+    /// step after that phase starts the adaptation from its model, as `train` does). Rejects
+    /// when the loss or a gradient is NaN/Inf.
     // The RefCell borrow is the lock (see `run`).
     #[allow(clippy::await_holding_refcell_ref)]
     pub async fn step(&self, n: u32) -> Result<JsValue, JsError> {

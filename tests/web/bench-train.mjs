@@ -5,7 +5,8 @@
 //   scripts/bench-web.sh [--preset tiny] [--steps 6] [--warmup 2] [--conv-path tiled]
 //
 // --conv-path is passed to the native side only (the browser always runs the tiled path): with
-// `tiled` the two sides run the same kernels. Prints one JSON line; writes it to
+// `tiled` the two sides run the same kernels. Both sides adapt from the first step
+// (`--source-steps 0`): the algorithm's own step is timed. Prints one JSON line; writes it to
 // target/web/bench-train.json too.
 
 import { spawnSync } from "node:child_process";
@@ -55,7 +56,7 @@ try {
         await new Promise((resolve) => setTimeout(resolve, 20));
         return [r, gap];
       };
-      const [t, createGap] = await phase(() => wasm.WebTrainer.create({ preset, steps: steps + warmup }));
+      const [t, createGap] = await phase(() => wasm.WebTrainer.create({ preset, steps: steps + warmup, sourceSteps: 0 }));
       await t.step(warmup);
       const t0 = performance.now();
       const [m, stepGap] = await phase(() => t.step(steps));
@@ -80,7 +81,7 @@ try {
 const dir = path.join(tmp, "native");
 const total = warmup + steps;
 const flags = ["train", "--preset", args.preset, "--steps", String(total), "--log-every", String(warmup),
-  "--eval-every", String(10 * total), "--bn-calibration", "0", "--no-progress", "--out", dir];
+  "--eval-every", String(10 * total), "--bn-calibration", "0", "--source-steps", "0", "--no-progress", "--out", dir];
 if (args["conv-path"]) flags.push("--conv-path", args["conv-path"]);
 const r = spawnSync(BIN, flags, { env, encoding: "utf8" });
 if (r.status !== 0) throw new Error(`native train failed: ${r.stderr}`);
