@@ -214,6 +214,10 @@ pub struct TrainConfig {
     /// and house numbers come in both while MNIST has one.
     #[serde(default)]
     pub invert: InvertViews,
+    /// The source-only phase's polarity, where it differs from `invert`'s (a source model
+    /// that must read both polarities of a target the adaptation then sees as it is).
+    #[serde(default)]
+    pub source_phase_invert: Option<InvertViews>,
     /// Batch-norm recalibration before each evaluation and the export: training-mode passes over
     /// this many fresh batches of weak views set the evaluation weights' statistics (0: off, the
     /// running statistics as trained).
@@ -262,6 +266,7 @@ impl TrainConfig {
             augment: AugmentStyle::Paper,
             hflip: true,
             invert: InvertViews::None,
+            source_phase_invert: None,
             bn_calibration: 0,
             seed: 0,
             log_every: 50,
@@ -374,6 +379,7 @@ impl TrainConfig {
     pub fn phase_at(&self, t: u64) -> Phase {
         let mut cfg = TrainConfig {
             source_steps: 0,
+            source_phase_invert: None,
             ..self.clone()
         };
         let s = self.source_steps;
@@ -382,6 +388,7 @@ impl TrainConfig {
         }
         if t < s {
             (cfg.algorithm, cfg.steps) = (Algorithm::SourceOnly, s);
+            cfg.invert = self.source_phase_invert.unwrap_or(self.invert);
             Phase { start: 0, cfg }
         } else {
             cfg.steps = self.steps - s;
@@ -411,6 +418,9 @@ impl TrainConfig {
                 self.source_steps,
                 self.steps
             );
+        }
+        if self.source_phase_invert.is_some() && self.source_steps == 0 {
+            bail!("--source-phase-invert sets the source-only phase's polarity: this run has none (--source-steps 0)");
         }
         check_count(
             "--bn-calibration",

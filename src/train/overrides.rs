@@ -105,6 +105,10 @@ pub struct ConfigOverrides {
     /// For digits and text, which read the same light on dark and dark on light.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum))]
     pub invert: Option<InvertViews>,
+    /// --invert in the source-only phase only (--source-steps): none, strong or all [default:
+    /// --invert's].
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum))]
+    pub source_phase_invert: Option<InvertViews>,
     /// Batch-norm recalibration: training-mode passes over N batches of weak views set the
     /// evaluation weights' statistics before each evaluation and the export (0: off).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_parser = parse::bn_calibration))]
@@ -184,6 +188,7 @@ impl ConfigOverrides {
         set!(source_scale <- self.source_scale);
         set!(hflip <- self.hflip);
         set!(invert <- self.invert);
+        set!(source_phase_invert <- self.source_phase_invert.map(Some));
         set!(bn_calibration <- self.bn_calibration);
         set!(source_pass_bn <- self.source_pass_bn);
         set!(augment <- self.augment);

@@ -70,3 +70,19 @@ fn the_source_phase_keeps_the_preset_share_of_the_steps_unless_given() {
         "{text}"
     );
 }
+
+#[test]
+fn the_source_phase_can_have_its_own_polarity() {
+    let c = from_page(r#"{"steps": 800, "sourcePhaseInvert": "all"}"#)
+        .unwrap()
+        .config("tiny")
+        .unwrap();
+    assert_eq!(c.phase_at(0).cfg.invert, InvertViews::All);
+    assert_eq!(c.phase_at(c.source_steps - 1).cfg.invert, InvertViews::All);
+    assert_eq!(c.phase_at(c.source_steps).cfg.invert, InvertViews::None);
+    let none = from_page(r#"{"sourceSteps": 0, "sourcePhaseInvert": "all"}"#)
+        .unwrap()
+        .config("tiny")
+        .unwrap_err();
+    assert!(format!("{none:#}").contains("--source-phase-invert"), "{none:#}");
+}
