@@ -457,29 +457,36 @@ fn train_setting_flags_are_checked_before_anything_runs() {
     }
 }
 
+/// `train` of a small tiny-preset network (WRN-10-1, batch 2, 16 evaluation images, one
+/// calibration batch) for `steps` steps into `out`, with `extra` flags.
+fn tiny_train(steps: &str, extra: &[&str], out: &Path) -> std::process::Output {
+    bin()
+        .args([
+            "train", "--preset", "tiny", "--steps", steps, "--depth", "10", "--width", "1",
+        ])
+        .args([
+            "--batch",
+            "2",
+            "--eval-limit",
+            "16",
+            "--bn-calibration",
+            "1",
+            "--no-progress",
+        ])
+        .args(extra)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn two_processes_write_byte_identical_weights_and_checkpoints() {
     let dir = tmp_dir("bytes");
     let run = |name: &str| {
         let out = dir.join(name);
         let _ = std::fs::remove_dir_all(&out);
-        let o = bin()
-            .args([
-                "train", "--preset", "tiny", "--steps", "2", "--depth", "10", "--width", "1", "--batch", "2",
-            ])
-            .args([
-                "--eval-every",
-                "2",
-                "--eval-limit",
-                "16",
-                "--bn-calibration",
-                "1",
-                "--no-progress",
-                "--out",
-            ])
-            .arg(&out)
-            .output()
-            .unwrap();
+        let o = tiny_train("2", &["--eval-every", "2"], &out);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         out
     };
@@ -501,24 +508,7 @@ fn tiny_starts_with_a_source_phase_unless_init_brings_the_model() {
     let run = |name: &str, extra: &[&str]| {
         let out = dir.join(name);
         let _ = std::fs::remove_dir_all(&out);
-        let o = bin()
-            .args([
-                "train", "--preset", "tiny", "--steps", "4", "--depth", "10", "--width", "1",
-            ])
-            .args([
-                "--batch",
-                "2",
-                "--eval-limit",
-                "16",
-                "--bn-calibration",
-                "1",
-                "--no-progress",
-            ])
-            .args(extra)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
+        let o = tiny_train("4", extra, &out);
         let err = String::from_utf8_lossy(&o.stderr).to_string();
         assert!(o.status.success(), "{err}");
         let config: serde_json::Value =

