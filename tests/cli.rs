@@ -513,11 +513,16 @@ fn tiny_starts_with_a_source_phase_unless_init_brings_the_model() {
         assert!(o.status.success(), "{err}");
         let config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
-        (config["config"]["source_steps"].as_u64().unwrap(), err, out)
+        let said = format!("{err}{}", String::from_utf8_lossy(&o.stdout));
+        (config["config"]["source_steps"].as_u64().unwrap(), said, out)
     };
     // The preset's share: 600 of tiny's 1600 steps, so 1 of 4.
     let (source_steps, err, first) = run("preset-share", &[]);
     assert_eq!(source_steps, 1);
+    assert!(
+        err.contains("target test after the source-only phase: accuracy"),
+        "{err}"
+    );
     assert!(
         err.contains("step 1 (source-only)") && err.contains("source-only phase is done"),
         "{err}"

@@ -281,8 +281,19 @@ pub fn run(gpu: &GpuArgs, a: &TrainArgs) -> Result<()> {
     );
     let summary = crate::train::run::train(&ctx, cfg, &opts)?;
     if let Some((s, t)) = &summary.last_eval {
+        if let Some((_, before)) = &summary.source_phase_eval {
+            crate::outln!("target test after the source-only phase: {}", before.summary())?;
+        }
         crate::outln!("source test: {}", s.summary())?;
         crate::outln!("target test: {}", t.summary())?;
+        if summary.source_phase_eval.is_some() && t.accuracy.is_none() {
+            // Measured on real domains (README, "Real domains"): no label-free signal was shown
+            // to rank the two models as their labels do where adaptation did not help.
+            crate::outln!(
+                "note: without target labels these numbers do not say whether adaptation helped \
+                 (self-training raises the confidence either way); a labeled --target-test does"
+            )?;
+        }
     }
     crate::outln!(
         "{} steps in {:.1} s; run directory {}",
