@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: AdaMatch training on the built-in synthetic pair (synth-digits -> synth-house),
 # offline. With no arguments it runs the `tiny` preset (a source-only phase, then AdaMatch) into
-# runs/tiny (a quarter of an hour on a 2-core CPU adapter);
+# runs/tiny (its time on 2 CPU cores: README, Real domains);
 # any arguments go to `adamatch-wgpu train` instead, e.g. `scripts/run.sh --preset paper --out runs/paper`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

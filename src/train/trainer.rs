@@ -176,7 +176,9 @@ impl Trainer {
     /// Whether the next step starts the adaptation phase ([`Trainer::start_adaptation_async`]
     /// must run first; [`Trainer::step_async`] does).
     pub fn adaptation_due(&self) -> bool {
-        self.step < self.cfg.steps && self.cfg.phase_at(self.step).start != self.phase.start
+        // Read on every step: compares numbers instead of building the next phase's config.
+        let s = self.cfg.source_steps;
+        s > 0 && self.phase.start == 0 && self.step >= s && self.step < self.cfg.steps
     }
 
     /// Ends the source-only phase as a run of it would end, and starts the adaptation as a run
@@ -255,7 +257,7 @@ impl Trainer {
         let (classes, uses_target) = (self.cfg.network.num_classes, self.phase.cfg.algorithm.uses_target());
         self.inputs.upload(ctx, batch, classes, uses_target)?;
         self.loss.upload(ctx, batch);
-        let scalars = self.scalars_at(self.step);
+        let scalars = super::schedule::step_scalars(&self.phase.cfg, self.step - self.phase.start);
         self.last_lr = scalars.lr;
         self.last_target_labels.clone_from(&batch.target_labels);
         optimizer::write_step_scalars(ctx, &self.scalars, &scalars);
