@@ -223,6 +223,21 @@ fn apply_op(base: u32, p: u32, slot: OpSlot) -> u32 {
     }
 }
 
+// Each channel's levels mapped linearly from [0, 255] onto [dark, light] of that channel,
+// rounded to nearest (the colour symmetry), or the pixel unchanged when the view keeps its colours.
+fn recolored(px: u32, view: AugParams) -> u32 {
+    if (view.recolor == 0u) {
+        return px;
+    }
+    var out = 0u;
+    for (var c = 0u; c < 3u; c = c + 1u) {
+        let v = channel(px, c);
+        let mapped = (channel(view.dark, c) * (255u - v) + channel(view.light, c) * v + 127u) / 255u;
+        out = out | (mapped << (8u * c));
+    }
+    return out;
+}
+
 fn level(v: u32) -> f32 {
     return u.levels[v >> 2u][v & 3u];
 }
@@ -250,7 +265,7 @@ fn augment_images(
             let byte = (image * n + p) * 3u + c;
             px = px | (((src[byte >> 2u] >> (8u * (byte & 3u))) & 255u) << (8u * c));
         }
-        img[first + p] = px ^ flip_levels;
+        img[first + p] = recolored(px ^ flip_levels, params[image]);
     }
     sync();
 

@@ -580,7 +580,7 @@ impl OpSlot {
 }
 
 wgsl_struct! {
-    /// The random parameters of one image's view (128 bytes, the shader's `AugParams`).
+    /// The random parameters of one image's view (136 bytes, the shader's `AugParams`).
     #[derive(Clone, Copy, Pod, Zeroable, Debug, Default, PartialEq, Eq)]
     pub struct AugParams {
         /// Side of the cutout square (0 = none).
@@ -591,13 +591,18 @@ wgsl_struct! {
         /// 1: invert every level (255 - v) of the input image before the slots (the polarity
         /// symmetry, [`Symmetries::invert`]); 0: keep it.
         pub invert: u32,
-        pub _pad: u32,
+        /// 1: map each channel's levels linearly from [0, 255] onto [dark, light] of that
+        /// channel, after the inversion (the colour symmetry, [`Symmetries::recolor`]); 0: keep.
+        pub recolor: u32,
+        /// The colours level 0 and level 255 become under `recolor`: RGB, one byte each (R low).
+        pub dark: u32,
+        pub light: u32,
         /// Slot 0: the weak view (or identity); slots 1-2: RandAugment ops (or identity).
         pub slots: [OpSlot; SLOTS],
     }
 }
 
-const _: () = assert!(std::mem::size_of::<AugParams>() == 128);
+const _: () = assert!(std::mem::size_of::<AugParams>() == 136);
 
 impl AugParams {
     /// No augmentation at all (the output is the scaled image).
@@ -612,6 +617,16 @@ impl AugParams {
 
     pub fn with_invert(mut self, invert: bool) -> AugParams {
         self.invert = invert as u32;
+        self
+    }
+
+    /// Recolours the view (see [`AugParams::recolor`]); `None` keeps its colours.
+    pub fn with_recolor(mut self, colours: Option<([u8; 3], [u8; 3])>) -> AugParams {
+        let pack = |c: [u8; 3]| u32::from_le_bytes([c[0], c[1], c[2], 0]);
+        (self.recolor, self.dark, self.light) = match colours {
+            Some((dark, light)) => (1, pack(dark), pack(light)),
+            None => (0, 0, 0),
+        };
         self
     }
 
@@ -658,13 +673,23 @@ pub struct Symmetries {
     /// in one). CTAugment, the paper's strong augmentation, has a (blended) invert op; this is
     /// the full inversion in every view. Drawn only when on, so streams without it are unchanged.
     pub invert: bool,
+    /// Recolour the image (p = 0.5) after the inversion: each channel's levels mapped linearly
+    /// onto a random range, so a gray image becomes one colour on another (either polarity, the
+    /// two at least [`RECOLOR_MIN_CONTRAST`] luma levels apart). The colour jitter a grayscale
+    /// source (MNIST) needs before a model trained on it can read coloured targets (house
+    /// numbers, printed plates). Drawn only when on, so streams without it are unchanged.
+    pub recolor: bool,
 }
 
+/// The least luma difference between a recoloured view's two colours: the ink stays readable.
+pub const RECOLOR_MIN_CONTRAST: u32 = 64;
+
 impl Symmetries {
-    /// The paper's views: flips, no inversion.
+    /// The paper's views: flips, no inversion, no recolouring.
     pub const PAPER: Symmetries = Symmetries {
         hflip: true,
         invert: false,
+        recolor: false,
     };
 }
 
@@ -690,12 +715,33 @@ fn draw_invert(rng: &mut impl Rng, sym: Symmetries) -> bool {
     sym.invert && rng.random_bool(0.5)
 }
 
+/// PIL's luma (see the shader's `luma`) of an RGB colour.
+fn luma(c: [u8; 3]) -> u32 {
+    (c[0] as u32 * 19595 + c[1] as u32 * 38470 + c[2] as u32 * 7471 + 32768) >> 16
+}
+
+/// Two random colours at least [`RECOLOR_MIN_CONTRAST`] luma levels apart, with p = 0.5 when
+/// the symmetry is on (nothing is drawn when off).
+fn draw_recolor(rng: &mut impl Rng, sym: Symmetries) -> Option<([u8; 3], [u8; 3])> {
+    if !sym.recolor || !rng.random_bool(0.5) {
+        return None;
+    }
+    loop {
+        let dark: [u8; 3] = rng.random();
+        let light: [u8; 3] = rng.random();
+        if luma(dark).abs_diff(luma(light)) >= RECOLOR_MIN_CONTRAST {
+            return Some((dark, light));
+        }
+    }
+}
+
 /// Draws the weak view of one `size`-pixel image.
 pub fn draw_weak(rng: &mut impl Rng, size: usize, kind: WeakKind, sym: Symmetries) -> AugParams {
     let slot = draw_weak_slot(rng, size, kind, sym.hflip);
     AugParams::identity()
         .with_slot(0, slot)
         .with_invert(draw_invert(rng, sym))
+        .with_recolor(draw_recolor(rng, sym))
 }
 
 /// Draws the strong view of one `size`-pixel image.
@@ -705,7 +751,8 @@ pub fn draw_strong(rng: &mut impl Rng, size: usize, kind: StrongKind, sym: Symme
             let weak = draw_weak_slot(rng, size, WeakKind::Paper, sym.hflip);
             let mut p = AugParams::identity()
                 .with_slot(0, weak)
-                .with_invert(draw_invert(rng, sym));
+                .with_invert(draw_invert(rng, sym))
+                .with_recolor(draw_recolor(rng, sym));
             for i in 1..SLOTS {
                 let op = RandOp::ALL[rng.random_range(0..RandOp::ALL.len())];
                 let magnitude = op.draw_paper_magnitude(rng);
@@ -719,6 +766,7 @@ pub fn draw_strong(rng: &mut impl Rng, size: usize, kind: StrongKind, sym: Symme
             // The Keras example draws flips in its weak pipeline only; its strong view mirrors
             // nothing, so `hflip` does not apply here.
             let invert = draw_invert(rng, sym);
+            let recolor = draw_recolor(rng, sym);
             // Two distinct layers, as Keras' shuffle-and-take-two.
             let n = KerasOp::ALL.len();
             let first = rng.random_range(0..n);
@@ -732,6 +780,7 @@ pub fn draw_strong(rng: &mut impl Rng, size: usize, kind: StrongKind, sym: Symme
                 .with_slot(1, a)
                 .with_slot(2, b)
                 .with_invert(invert)
+                .with_recolor(recolor)
         }
     }
 }

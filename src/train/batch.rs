@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::{Dataset, ImageSource};
 use crate::kernels::augment::{self, AugParams, StrongKind, Symmetries, WeakKind};
 
-use super::config::{AugmentStyle, InvertViews, TrainConfig};
+use super::config::{AugmentStyle, TrainConfig, ViewSet};
 
 /// Everything random about one step, drawn on the host: the images, labels, each view's
 /// augmentation parameters and the logit-interpolation lambdas.
@@ -58,13 +58,15 @@ fn strong_view(cfg: &TrainConfig) -> (StrongKind, Symmetries) {
 
 /// The symmetries of the weak (`strong` false) or strong views.
 fn symmetries(cfg: &TrainConfig, strong: bool) -> Symmetries {
+    let applies = |views: ViewSet| match views {
+        ViewSet::None => false,
+        ViewSet::Strong => strong,
+        ViewSet::All => true,
+    };
     Symmetries {
         hflip: cfg.hflip,
-        invert: match cfg.invert {
-            InvertViews::None => false,
-            InvertViews::Strong => strong,
-            InvertViews::All => true,
-        },
+        invert: applies(cfg.invert),
+        recolor: applies(cfg.recolor),
     }
 }
 

@@ -149,13 +149,14 @@ pub enum AugmentStyle {
     Keras,
 }
 
-/// Which training views invert the levels of their image with p = 0.5 (the polarity symmetry of
-/// digits and text, [`crate::kernels::augment::Symmetries::invert`]).
+/// Which training views a level symmetry applies to (p = 0.5 per view): the polarity symmetry of
+/// digits and text ([`crate::kernels::augment::Symmetries::invert`]) or the colour symmetry
+/// ([`crate::kernels::augment::Symmetries::recolor`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
-pub enum InvertViews {
-    /// No view is inverted (the paper).
+pub enum ViewSet {
+    /// No view (the paper).
     #[default]
     None,
     /// Strong views only: the weak views (and so the pseudo-labels and half of the source loss)
@@ -213,11 +214,15 @@ pub struct TrainConfig {
     /// Which views invert the levels (p = 0.5): digits and text read the same in either polarity,
     /// and house numbers come in both while MNIST has one.
     #[serde(default)]
-    pub invert: InvertViews,
+    pub invert: ViewSet,
     /// The source-only phase's polarity, where it differs from `invert`'s (a source model
     /// that must read both polarities of a target the adaptation then sees as it is).
     #[serde(default)]
-    pub source_phase_invert: Option<InvertViews>,
+    pub source_phase_invert: Option<ViewSet>,
+    /// Which views recolour their image (p = 0.5): each channel's levels onto a random range, so
+    /// a grayscale source teaches a model to read ink of any colour on a ground of any other.
+    #[serde(default)]
+    pub recolor: ViewSet,
     /// Batch-norm recalibration before each evaluation and the export: training-mode passes over
     /// this many fresh batches of weak views set the evaluation weights' statistics (0: off, the
     /// running statistics as trained).
@@ -265,8 +270,9 @@ impl TrainConfig {
             source_pass_bn: SourcePassBn::Train,
             augment: AugmentStyle::Paper,
             hflip: true,
-            invert: InvertViews::None,
+            invert: ViewSet::None,
             source_phase_invert: None,
+            recolor: ViewSet::None,
             bn_calibration: 0,
             seed: 0,
             log_every: 50,

@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use super::config::{
-    Algorithm, AlignmentKind, AugmentStyle, InvertViews, LrSchedule, LrScheduleKind, Optimizer, OptimizerKind,
-    PseudoLabels, SourcePassBn, TrainConfig,
+    Algorithm, AlignmentKind, AugmentStyle, LrSchedule, LrScheduleKind, Optimizer, OptimizerKind, PseudoLabels,
+    SourcePassBn, TrainConfig, ViewSet,
 };
 #[cfg(not(target_arch = "wasm32"))]
 use super::parse;
@@ -104,11 +104,15 @@ pub struct ConfigOverrides {
     /// Which training views invert the levels of their image (p = 0.5): none, strong or all.
     /// For digits and text, which read the same light on dark and dark on light.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum))]
-    pub invert: Option<InvertViews>,
+    pub invert: Option<ViewSet>,
     /// --invert in the source-only phase only (--source-steps): none, strong or all [default:
     /// --invert's].
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum))]
-    pub source_phase_invert: Option<InvertViews>,
+    pub source_phase_invert: Option<ViewSet>,
+    /// Which training views recolour their image (p = 0.5), each channel's levels mapped onto a
+    /// random range: none, strong or all. For a grayscale source and a target in colour.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum))]
+    pub recolor: Option<ViewSet>,
     /// Batch-norm recalibration: training-mode passes over N batches of weak views set the
     /// evaluation weights' statistics before each evaluation and the export (0: off).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_parser = parse::bn_calibration))]
@@ -189,6 +193,7 @@ impl ConfigOverrides {
         set!(hflip <- self.hflip);
         set!(invert <- self.invert);
         set!(source_phase_invert <- self.source_phase_invert.map(Some));
+        set!(recolor <- self.recolor);
         set!(bn_calibration <- self.bn_calibration);
         set!(source_pass_bn <- self.source_pass_bn);
         set!(augment <- self.augment);

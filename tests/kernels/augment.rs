@@ -9,7 +9,7 @@ use adamatch_wgpu::input::InputScale;
 use adamatch_wgpu::kernels::augment::{
     augment_images, cutout_value, draw_strong, draw_weak, image_tensor, pack_u8, params_tensor, scale_images,
     write_images, write_params, AugParams, Border, Interp, KerasOp, OpSlot, RandOp, StrongKind, Symmetries, WeakKind,
-    KERAS_RANDAUGMENT_OPS, RANDAUGMENT_OPS,
+    KERAS_RANDAUGMENT_OPS, RANDAUGMENT_OPS, RECOLOR_MIN_CONTRAST,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -486,6 +486,7 @@ fn preset_params(seed: u64, n: usize) -> Vec<(AugParams, InputScale)> {
             let sym = Symmetries {
                 hflip: true,
                 invert: i % 8 >= 4,
+                recolor: i % 16 >= 8,
             };
             match i % 4 {
                 0 => (draw_weak(&mut rng, N, WeakKind::Paper, sym), InputScale::Paper),
@@ -550,6 +551,7 @@ fn ops_and_views_match_reference_at_other_sides() {
         let sym = Symmetries {
             hflip: true,
             invert: true,
+            recolor: true,
         };
         for i in 0..24 {
             let (p, scale) = match i % 4 {
@@ -852,6 +854,7 @@ fn preview_png() {
 const NO_FLIP: Symmetries = Symmetries {
     hflip: false,
     invert: false,
+    recolor: false,
 };
 
 #[test]
@@ -909,6 +912,7 @@ fn invert_turns_every_level_over_and_is_drawn_only_when_on() {
     let on = Symmetries {
         hflip: false,
         invert: true,
+        recolor: false,
     };
     let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(9), ChaCha8Rng::seed_from_u64(9));
     let mut inverted = 0;
@@ -930,5 +934,81 @@ fn invert_turns_every_level_over_and_is_drawn_only_when_on() {
     assert!(
         (150..=250).contains(&inverted),
         "{inverted} of 400 views inverted, expected about half"
+    );
+}
+
+#[test]
+fn recolor_maps_each_channel_onto_its_range_and_is_drawn_only_when_on() {
+    // The kernel against the definition (dark + (light - dark) * v / 255 per channel, rounded,
+    // after the inversion), on a gray ramp and coloured images, both polarities of the range.
+    let ctx = ctx();
+    let mut images = preset_images(4);
+    images.push((0..IMAGE_BYTES).map(|i| ((i / 3) % 256) as u8).collect());
+    let colours = [
+        ([0u8, 0, 0], [255u8, 255, 255]),
+        ([250, 10, 128], [3, 200, 77]),
+        ([17, 99, 254], [255, 0, 1]),
+        ([128, 128, 128], [0, 0, 0]),
+        ([5, 6, 7], [250, 251, 252]),
+    ];
+    let params: Vec<AugParams> = colours
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| AugParams::identity().with_invert(i == 2).with_recolor(Some(c)))
+        .collect();
+    let out = run_augment(ctx, &images, &params, InputScale::Paper);
+    for (i, img) in images.iter().enumerate() {
+        let (dark, light) = colours[i];
+        let want: Vec<f32> = img
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| {
+                let v = if i == 2 { 255 - v } else { v } as f64;
+                let (d, l) = (dark[k % 3] as f64, light[k % 3] as f64);
+                InputScale::Paper.apply((d + (l - d) * v / 255.0).round() as u8)
+            })
+            .collect();
+        assert_same(&format!("image {i}"), &out[i * IMAGE_FLOATS..][..IMAGE_FLOATS], &want);
+    }
+    // Off: never recoloured, and the stream is the one without the symmetry. On: about half,
+    // with readable contrast, both polarities.
+    let on = Symmetries {
+        hflip: false,
+        invert: false,
+        recolor: true,
+    };
+    let luma = |c: u32| {
+        let b = c.to_le_bytes();
+        (b[0] as u32 * 19595 + b[1] as u32 * 38470 + b[2] as u32 * 7471 + 32768) >> 16
+    };
+    let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(9), ChaCha8Rng::seed_from_u64(9));
+    let (mut recoloured, mut dark_on_light) = (0, 0);
+    for i in 0..400 {
+        let (off_view, on_view) = if i % 2 == 0 {
+            (
+                draw_weak(&mut a, N, WeakKind::Paper, NO_FLIP),
+                draw_weak(&mut b, N, WeakKind::Paper, on),
+            )
+        } else {
+            (
+                draw_strong(&mut a, N, StrongKind::Keras, NO_FLIP),
+                draw_strong(&mut b, N, StrongKind::Keras, on),
+            )
+        };
+        assert_eq!(off_view.recolor, 0, "view {i} recoloured with the symmetry off");
+        if on_view.recolor == 1 {
+            recoloured += 1;
+            let (d, l) = (luma(on_view.dark), luma(on_view.light));
+            assert!(d.abs_diff(l) >= RECOLOR_MIN_CONTRAST, "view {i}: contrast {d} vs {l}");
+            dark_on_light += (d > l) as usize;
+        }
+    }
+    assert!(
+        (150..=250).contains(&recoloured),
+        "{recoloured} of 400 views recoloured, expected about half"
+    );
+    assert!(
+        (recoloured / 4..=3 * recoloured / 4).contains(&dark_on_light),
+        "{dark_on_light} of {recoloured} recoloured views dark on light, expected about half"
     );
 }

@@ -209,12 +209,28 @@ pub fn apply_slot(img: &[u8], s: &OpSlot) -> Vec<u8> {
     }
 }
 
-/// The inversion (when asked), then the three slots in order (u8 levels, before cutout and scaling).
+/// Channel `c` of level `v` recoloured: the straight line from `dark`'s channel at 0 to
+/// `light`'s at 255, rounded to nearest (computed in f64).
+pub fn recolor_level(p: &AugParams, c: usize, v: u8) -> u8 {
+    let (dark, light) = (p.dark.to_le_bytes()[c] as f64, p.light.to_le_bytes()[c] as f64);
+    (dark + (light - dark) * v as f64 / 255.0).round() as u8
+}
+
+/// The inversion and the recolouring (when asked), then the three slots in order (u8 levels,
+/// before cutout and scaling).
 pub fn augment_levels(img: &[u8], p: &AugParams) -> Vec<u8> {
-    let input: Vec<u8> = match p.invert {
-        0 => img.to_vec(),
-        _ => img.iter().map(|&v| 255 - v).collect(),
-    };
+    let input: Vec<u8> = img
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let v = if p.invert == 0 { v } else { 255 - v };
+            if p.recolor == 0 {
+                v
+            } else {
+                recolor_level(p, i % 3, v)
+            }
+        })
+        .collect();
     p.slots.iter().fold(input, |acc, s| apply_slot(&acc, s))
 }
 

@@ -1,7 +1,7 @@
 //! `ConfigOverrides`, the one table of settings that `train`'s flags and the page's options both
 //! are: the page's camelCase names reach the same fields, and bad values are refused by name.
 
-use adamatch_wgpu::train::config::{Algorithm, InvertViews, TrainConfig};
+use adamatch_wgpu::train::config::{Algorithm, TrainConfig, ViewSet};
 use adamatch_wgpu::train::overrides::ConfigOverrides;
 
 fn from_page(json: &str) -> Result<ConfigOverrides, String> {
@@ -12,7 +12,7 @@ fn from_page(json: &str) -> Result<ConfigOverrides, String> {
 fn page_options_set_the_fields_the_flags_set() {
     let o = from_page(
         r#"{"preset": "tiny", "steps": 7, "algorithm": "source-only", "bnCalibration": 0,
-            "invert": "all", "evalLimit": "all", "imageSize": 16, "tau": 0.8}"#,
+            "invert": "all", "recolor": "strong", "evalLimit": "all", "imageSize": 16, "tau": 0.8}"#,
     )
     .unwrap();
     let c = o.config("paper").unwrap();
@@ -21,7 +21,9 @@ fn page_options_set_the_fields_the_flags_set() {
     assert_eq!(c.steps, 7);
     assert_eq!(c.algorithm, Algorithm::SourceOnly);
     assert_eq!(c.bn_calibration, 0);
-    assert_eq!(c.invert, InvertViews::All);
+    assert_eq!(c.invert, ViewSet::All);
+    assert_eq!(c.recolor, ViewSet::Strong);
+    assert_eq!(tiny.recolor, ViewSet::None);
     assert_eq!(c.eval_limit, None);
     assert_eq!(c.network.image_size, 16);
     assert_eq!(c.tau, 0.8);
@@ -77,9 +79,9 @@ fn the_source_phase_can_have_its_own_polarity() {
         .unwrap()
         .config("tiny")
         .unwrap();
-    assert_eq!(c.phase_at(0).cfg.invert, InvertViews::All);
-    assert_eq!(c.phase_at(c.source_steps - 1).cfg.invert, InvertViews::All);
-    assert_eq!(c.phase_at(c.source_steps).cfg.invert, InvertViews::None);
+    assert_eq!(c.phase_at(0).cfg.invert, ViewSet::All);
+    assert_eq!(c.phase_at(c.source_steps - 1).cfg.invert, ViewSet::All);
+    assert_eq!(c.phase_at(c.source_steps).cfg.invert, ViewSet::None);
     let none = from_page(r#"{"sourceSteps": 0, "sourcePhaseInvert": "all"}"#)
         .unwrap()
         .config("tiny")
