@@ -524,9 +524,12 @@ fn tiny_starts_with_a_source_phase_unless_init_brings_the_model() {
         "{err}"
     );
     assert!(
-        err.contains("step 1 (source-only)") && err.contains("source-only phase is done"),
+        err.contains("step 1 (source-only)") && err.contains("source-only phase is done; adamatch adapts"),
         "{err}"
     );
+    // The recipe's baseline says what it does after its phase: no adaptation follows.
+    let (_, err, _) = run("baseline", &["--algorithm", "source-only"]);
+    assert!(err.contains("source-only training restarts from its model"), "{err}");
     let model = first.join("model.safetensors");
     let model = model.to_str().unwrap();
     let (source_steps, err, _) = run("init", &["--init", model]);

@@ -16,7 +16,7 @@ use crate::gpu::GpuContext;
 use crate::weights;
 
 use super::checkpoint;
-use super::config::TrainConfig;
+use super::config::{Algorithm, TrainConfig};
 use super::eval::{evaluate_run, EvalResult, Evaluator};
 use super::plots;
 use super::record::{self, RunInputs, RunRecord};
@@ -713,11 +713,13 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     let mut finished = true;
     while trainer.step < cfg.steps {
         if trainer.adaptation_due() {
-            log.say(format!(
-                "step {}: the source-only phase is done; {} adapts from its model",
-                trainer.step,
-                cfg.algorithm.name()
-            ));
+            let next = match cfg.algorithm {
+                Algorithm::SourceOnly => {
+                    "source-only training restarts from its model (the recipe's baseline)".to_string()
+                }
+                other => format!("{} adapts from its model", other.name()),
+            };
+            log.say(format!("step {}: the source-only phase is done; {next}", trainer.step));
         }
         trainer.step(ctx, &data.source_train, &data.target_train)?;
         crate::fault::point("step");
