@@ -894,6 +894,31 @@ fn hflip_off_never_mirrors_and_keeps_the_stream() {
     }
 }
 
+/// 400 views of every kind in turn, drawn from one seed with no symmetry and with `on`.
+fn views_off_and_on(on: Symmetries) -> Vec<(AugParams, AugParams)> {
+    let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(9), ChaCha8Rng::seed_from_u64(9));
+    (0..400)
+        .map(|i| match i % 4 {
+            0 => (
+                draw_weak(&mut a, N, WeakKind::Paper, NO_FLIP),
+                draw_weak(&mut b, N, WeakKind::Paper, on),
+            ),
+            1 => (
+                draw_strong(&mut a, N, StrongKind::Paper, NO_FLIP),
+                draw_strong(&mut b, N, StrongKind::Paper, on),
+            ),
+            2 => (
+                draw_weak(&mut a, N, WeakKind::Keras, NO_FLIP),
+                draw_weak(&mut b, N, WeakKind::Keras, on),
+            ),
+            _ => (
+                draw_strong(&mut a, N, StrongKind::Keras, NO_FLIP),
+                draw_strong(&mut b, N, StrongKind::Keras, on),
+            ),
+        })
+        .collect()
+}
+
 #[test]
 fn invert_turns_every_level_over_and_is_drawn_only_when_on() {
     // The kernel against the definition itself (255 - v, then the scaling), not the reference.
@@ -914,20 +939,8 @@ fn invert_turns_every_level_over_and_is_drawn_only_when_on() {
         invert: true,
         recolor: false,
     };
-    let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(9), ChaCha8Rng::seed_from_u64(9));
     let mut inverted = 0;
-    for i in 0..400 {
-        let (off_view, on_view) = if i % 2 == 0 {
-            (
-                draw_weak(&mut a, N, WeakKind::Paper, NO_FLIP),
-                draw_weak(&mut b, N, WeakKind::Paper, on),
-            )
-        } else {
-            (
-                draw_strong(&mut a, N, StrongKind::Paper, NO_FLIP),
-                draw_strong(&mut b, N, StrongKind::Paper, on),
-            )
-        };
+    for (i, (off_view, on_view)) in views_off_and_on(on).into_iter().enumerate() {
         assert_eq!(off_view.invert, 0, "view {i} inverted with the symmetry off");
         inverted += on_view.invert as usize;
     }
@@ -981,20 +994,8 @@ fn recolor_maps_each_channel_onto_its_range_and_is_drawn_only_when_on() {
         let b = c.to_le_bytes();
         (b[0] as u32 * 19595 + b[1] as u32 * 38470 + b[2] as u32 * 7471 + 32768) >> 16
     };
-    let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(9), ChaCha8Rng::seed_from_u64(9));
     let (mut recoloured, mut dark_on_light) = (0, 0);
-    for i in 0..400 {
-        let (off_view, on_view) = if i % 2 == 0 {
-            (
-                draw_weak(&mut a, N, WeakKind::Paper, NO_FLIP),
-                draw_weak(&mut b, N, WeakKind::Paper, on),
-            )
-        } else {
-            (
-                draw_strong(&mut a, N, StrongKind::Keras, NO_FLIP),
-                draw_strong(&mut b, N, StrongKind::Keras, on),
-            )
-        };
+    for (i, (off_view, on_view)) in views_off_and_on(on).into_iter().enumerate() {
         assert_eq!(off_view.recolor, 0, "view {i} recoloured with the symmetry off");
         if on_view.recolor == 1 {
             recoloured += 1;
