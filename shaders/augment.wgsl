@@ -224,15 +224,12 @@ fn apply_op(base: u32, p: u32, slot: OpSlot) -> u32 {
 }
 
 // Each channel's levels mapped linearly from [0, 255] onto [dark, light] of that channel,
-// rounded to nearest (the colour symmetry), or the pixel unchanged when the view keeps its colours.
-fn recolored(px: u32, view: AugParams) -> u32 {
-    if (view.recolor == 0u) {
-        return px;
-    }
+// rounded to nearest (the colour symmetry).
+fn recolored(px: u32, dark: u32, light: u32) -> u32 {
     var out = 0u;
     for (var c = 0u; c < 3u; c = c + 1u) {
         let v = channel(px, c);
-        let mapped = (channel(view.dark, c) * (255u - v) + channel(view.light, c) * v + 127u) / 255u;
+        let mapped = (channel(dark, c) * (255u - v) + channel(light, c) * v + 127u) / 255u;
         out = out | (mapped << (8u * c));
     }
     return out;
@@ -259,13 +256,21 @@ fn augment_images(
     // Unpack the image's bytes into one RGB pixel per u32, inverted (255 - v is v ^ 255 on each
     // channel) when the view asks for it.
     let flip_levels = select(0u, 0xffffffu, params[image].invert != 0u);
+    // Read once per image, not per pixel.
+    let recolor = params[image].recolor != 0u;
+    let dark = params[image].dark;
+    let light = params[image].light;
     for (var p = lid; p < n; p = p + WG) {
         var px = 0u;
         for (var c = 0u; c < 3u; c = c + 1u) {
             let byte = (image * n + p) * 3u + c;
             px = px | (((src[byte >> 2u] >> (8u * (byte & 3u))) & 255u) << (8u * c));
         }
-        img[first + p] = recolored(px ^ flip_levels, params[image]);
+        px = px ^ flip_levels;
+        if (recolor) {
+            px = recolored(px, dark, light);
+        }
+        img[first + p] = px;
     }
     sync();
 

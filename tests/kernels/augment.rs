@@ -992,7 +992,7 @@ fn recolor_maps_each_channel_onto_its_range_and_is_drawn_only_when_on() {
     };
     let luma = |c: u32| {
         let b = c.to_le_bytes();
-        (b[0] as u32 * 19595 + b[1] as u32 * 38470 + b[2] as u32 * 7471 + 32768) >> 16
+        cpu::luma(b[0], b[1], b[2]) as u32
     };
     let (mut recoloured, mut dark_on_light) = (0, 0);
     for (i, (off_view, on_view)) in views_off_and_on(on).into_iter().enumerate() {
