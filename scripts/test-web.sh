@@ -24,14 +24,7 @@ apt_install() {
 }
 
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
-if [ ! -x "$CHROMIUM" ]; then
-  echo "no browser at $CHROMIUM: installing Debian's chromium (apt-get install -y chromium)" >&2
-  if ! apt_install chromium || [ ! -x "$CHROMIUM" ]; then
-    echo "error: the web tests need Chromium. Install it (Debian/Ubuntu: sudo apt-get install -y chromium)" \
-      "or set CHROMIUM=/path/to/chromium." >&2
-    exit 1
-  fi
-fi
+CHROMIUM="$CHROMIUM" bash scripts/ensure-chromium.sh
 export CHROMIUM
 
 node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test command: checks the toolchain and a GPU adapter (installing lavapipe when there is no
-# driver), then runs every test: the Rust suites, then the browser tests (scripts/test-web.sh,
-# which installs Chromium, the wasm toolchain and playwright-core as needed). Tests run on any
-# adapter; CI uses lavapipe.
+# driver), then runs every test: the Rust suites, the kernel, network and training-step suites
+# again on a second Vulkan driver with the GPUs' convolution path (scripts/test-second-driver.sh:
+# SwiftShader, from Debian's chromium), then the browser tests (scripts/test-web.sh, which
+# installs Chromium, the wasm toolchain and playwright-core as needed). Tests run on any adapter;
+# CI uses lavapipe.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-rust.sh
@@ -12,4 +14,5 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked "$@"
+bash scripts/test-second-driver.sh
 bash scripts/test-web.sh

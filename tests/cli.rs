@@ -539,6 +539,63 @@ fn tiny_starts_with_a_source_phase_unless_init_brings_the_model() {
     assert_eq!(source_steps, 2);
 }
 
+/// The total variation distance between two predicted-class counts in a metrics.jsonl record.
+fn share_distance(a: &serde_json::Value, b: &serde_json::Value) -> f64 {
+    let counts = |v: &serde_json::Value| -> Vec<f64> {
+        v["predicted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_f64().unwrap())
+            .collect()
+    };
+    let (a, b) = (counts(a), counts(b));
+    let (sa, sb) = (a.iter().sum::<f64>(), b.iter().sum::<f64>());
+    0.5 * a.iter().zip(&b).map(|(x, y)| (x / sa - y / sb).abs()).sum::<f64>()
+}
+
+#[test]
+fn an_unlabeled_target_gets_the_class_histogram_distances_and_no_verdict() {
+    let dir = tmp_dir("unlabeled-report");
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for i in 0..12u32 {
+        image::RgbImage::from_fn(32, 32, |x, y| {
+            let v = ((x * (i + 3) + y * 5 + i * 17) % 256) as u8;
+            image::Rgb([v, v.wrapping_mul(3), 255 - v])
+        })
+        .save(photos.join(format!("p{i:02}.png")))
+        .unwrap();
+    }
+    let out = dir.join("run");
+    let _ = std::fs::remove_dir_all(&out);
+    let o = tiny_train("4", &["--target", &format!("dir:{}", photos.display())], &out);
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{stderr}");
+    let said = format!("{stdout}{stderr}");
+    assert!(said.contains("note: no verdict."), "{said}");
+    // The distances printed are those of the evaluations in metrics.jsonl: after the source-only
+    // phase (step 1 of 4) and at the end.
+    let evals: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "eval")
+        .collect();
+    let at = |step: u64| {
+        evals
+            .iter()
+            .find(|v| v["step"] == step)
+            .unwrap_or_else(|| panic!("no eval at {step}"))
+    };
+    let [before, now] = [at(1), at(4)].map(|v| share_distance(&v["target"], &v["source"]));
+    let want = format!(
+        "distance from the source's (total variation): {before:.3} after the source-only phase, {now:.3} now ({})",
+        if now < before { "closer" } else { "not closer" }
+    );
+    assert!(said.contains(&want), "wanted '{want}' in:\n{said}");
+}
+
 #[test]
 fn a_negative_learning_rate_is_refused_in_either_spelling() {
     for args in [["--lr", "-0.1"], ["--lr=-0.1", ""], ["--lr", "NaN"]] {

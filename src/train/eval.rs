@@ -249,6 +249,24 @@ impl EvalResult {
         )
     }
 
+    /// How far this result's predicted-class shares are from `other`'s: their total variation
+    /// distance (half the summed absolute differences, 0 to 1). None unless both name the same
+    /// classes and predicted some image.
+    pub fn predicted_share_distance(&self, other: &EvalResult) -> Option<f64> {
+        let (a, b) = (self.predicted.iter().sum::<u64>(), other.predicted.iter().sum::<u64>());
+        if self.classes != other.classes || self.predicted.len() != other.predicted.len() || a == 0 || b == 0 {
+            return None;
+        }
+        let (a, b) = (a as f64, b as f64);
+        let sum: f64 = self
+            .predicted
+            .iter()
+            .zip(&other.predicted)
+            .map(|(&x, &y)| (x as f64 / a - y as f64 / b).abs())
+            .sum();
+        Some(0.5 * sum)
+    }
+
     /// A printable table: with labels, the confusion matrix (rows: true class, columns:
     /// predicted, by index; up to 20 classes) or else one line per class, each with its name and
     /// accuracy; without labels, the count of images predicted as each class.

@@ -6,6 +6,7 @@ mod reference;
 
 mod overrides;
 mod plots;
+mod report;
 mod step;
 
 use std::sync::OnceLock;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The GPUs' path checked by a second Vulkan driver: the kernel, network and training-step
+# reference tests on SwiftShader (the Vulkan driver in Debian's chromium package) with every
+# convolution on the `tiled` path, the one GPUs and browsers run. The main pass runs on lavapipe,
+# whose own path is `subgroup`; SwiftShader brings another shader compiler and other limits
+# (10 storage buffers per stage, 256-byte offset alignment, no 8-lane subgroups). Installs
+# chromium when it is missing (scripts/ensure-chromium.sh); extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-rust.sh
+bash scripts/ensure-chromium.sh
+ICD="${SWIFTSHADER_ICD:-/usr/lib/chromium/vk_swiftshader_icd.json}"
+if [ ! -e "$ICD" ]; then
+  echo "error: no SwiftShader Vulkan driver at $ICD (Debian's chromium-common ships it);" \
+    "set SWIFTSHADER_ICD=/path/to/vk_swiftshader_icd.json." >&2
+  exit 1
+fi
+export VK_ICD_FILENAMES="$ICD" ADAMATCH_CONV_PATH=tiled
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+SUITES=(--test kernels --test network --test train)
+cargo test --locked "${SUITES[@]}" --no-run
+# The suites would pass as well on any adapter the loader found instead: make sure it is SwiftShader.
+cargo build --locked --bin adamatch-wgpu
+selected="$(target/debug/adamatch-wgpu info 2>&1 | grep '^selected:' || true)"
+case "$selected" in
+  *SwiftShader*) echo "second driver: $selected" >&2 ;;
+  *)
+    echo "error: with VK_ICD_FILENAMES=$ICD the adapter is not SwiftShader (${selected:-none found})." >&2
+    exit 1
+    ;;
+esac
+cargo test --locked "${SUITES[@]}" "$@"
