@@ -29,4 +29,13 @@ case "$selected" in
     exit 1
     ;;
 esac
-cargo test --locked "${SUITES[@]}" "$@"
+# Three tests run on lavapipe only: what they check does not depend on the driver (a trainer's
+# bookkeeping; the finite-difference gradients of a second network, the first one runs here; the
+# step at 48 pixels, whose kernels the kernel suite runs at odd shapes), and on SwiftShader they
+# cost a third of this pass, which CI's 45 minutes cannot spare.
+LAVAPIPE_ONLY=(
+  --skip step::the_adaptation_phase_starts_as_a_fresh_trainer_given_the_source_phase_model
+  --skip gradients::gpu_gradients_match_finite_differences_official
+  --skip step::paper_adamatch_steps_match_reference_at_48
+)
+cargo test --locked "${SUITES[@]}" "$@" -- "${LAVAPIPE_ONLY[@]}"
