@@ -63,11 +63,16 @@ def main():
                 if os.path.exists(res_path):
                     res = json.load(open(res_path))
                 else:
-                    if os.path.exists(run):
+                    # An interrupted run resumes from its checkpoint; its train time is then the
+                    # resumed part's only, and the results say so.
+                    resumed = os.path.exists(os.path.join(run, "checkpoint.safetensors"))
+                    if os.path.exists(run) and not resumed:
                         subprocess.run(["rm", "-rf", run], check=True)
                     cmd = [args.bin, "train", "--preset", args.preset, "--source", source,
                            "--target", f"dir:{args.data}/{target}", "--algorithm", alg,
                            "--seed", str(seed), "--out", run, "--no-progress", *extra]
+                    if resumed:
+                        cmd.append("--resume")
                     if args.init_tag is not None:
                         init = os.path.join(args.runs, f"{target}-source-only-s{seed}{args.init_tag}",
                                             "model.safetensors")
@@ -87,12 +92,12 @@ def main():
                         "source_acc": source_eval["accuracy"],
                         "target_acc": target_eval["accuracy"],
                         "source_eval": source_eval, "target_eval": target_eval,
-                        "command": " ".join(cmd),
+                        "command": " ".join(cmd), "resumed": resumed,
                     }
                     with open(res_path, "w") as f:
                         json.dump(res, f, indent=1)
                 print(f"{name}: source {100 * res['source_acc']:.1f}%  target {100 * res['target_acc']:.1f}%  "
-                      f"({res['train_s']:.0f} s)", flush=True)
+                      f"({res['train_s']:.0f} s{', resumed' if res.get('resumed') else ''})", flush=True)
                 rows.append(res)
     print()
     print("| target | algorithm | seeds | source test (MNIST) | target test | per seed | train time |")

@@ -538,20 +538,38 @@ fn bn_calibration_leaves_the_training_state_untouched() {
 
 #[test]
 fn bn_calibration_sets_the_batch_statistics_of_the_training_mix() {
-    // Constant images make every calibration batch the same, so the first batch norm's statistics
-    // have a closed form: the stem convolution (SAME zero padding) of a constant source image and
-    // a constant target image, mixed B : uB as in a training batch.
+    check_calibration_mix(Algorithm::Adamatch, false);
+}
+
+#[test]
+fn bn_calibration_mixes_in_the_labeled_target_images_as_training_does() {
+    // Semi-supervised: a training batch holds B source, T labeled target and uB target rows; the
+    // source-only phase of such a run trains on B source and T labeled target rows only.
+    check_calibration_mix(Algorithm::Adamatch, true);
+    check_calibration_mix(Algorithm::SourceOnly, true);
+}
+
+/// Constant images make every calibration batch the same, so the first batch norm's statistics
+/// have a closed form: the stem convolution (SAME zero padding) of a constant source image, a
+/// constant labeled target image (with `labeled_target`) and a constant target image (when the
+/// algorithm uses the target), mixed in a training batch's proportions.
+fn check_calibration_mix(algorithm: Algorithm, labeled_target: bool) {
     use adamatch_wgpu::data::{Dataset, IMAGE_BYTES};
     use adamatch_wgpu::train::trainer::Trainer;
     let ctx = ctx();
     let mut cfg = small("tiny");
+    cfg.algorithm = algorithm;
     cfg.batch = 3;
     cfg.uratio = 2;
     cfg.bn_calibration = 4;
-    let (vs, vt) = (200u8, 31u8);
+    cfg.labeled_target_batch = if labeled_target { 2 } else { 0 };
+    let (vs, vl, vt) = (200u8, 90u8, 31u8);
     let constant = |v: u8, n: usize| Dataset::new(vec![v; n * IMAGE_BYTES], Some(vec![0; n]), "constant").unwrap();
     let (source, target) = (constant(vs, 5), constant(vt, 7));
     let mut trainer = Trainer::new(ctx, cfg.clone()).unwrap();
+    if labeled_target {
+        trainer.set_labeled_target(constant(vl, 3)).unwrap();
+    }
     let net = trainer.calibrated_eval_net(ctx, &source, &target).unwrap();
     let params = net.read_params(ctx).unwrap();
     let running = net.read_running(ctx).unwrap();
@@ -562,7 +580,7 @@ fn bn_calibration_sets_the_batch_statistics_of_the_training_mix() {
     let k = find(arch.param_specs(), "stem.conv");
     let rm = find(arch.running_specs(), "stage1.block0.bn1.running_mean");
     let rv = find(arch.running_specs(), "stage1.block0.bn1.running_var");
-    let (b, ub, out_c) = (cfg.batch as f64, cfg.target_batch() as f64, 16);
+    let out_c = 16;
     let stem = |v: u8| -> Vec<Vec<f64>> {
         let x = (v as f64 - 127.5) / 128.0;
         (0..out_c)
@@ -588,21 +606,34 @@ fn bn_calibration_sets_the_batch_statistics_of_the_training_mix() {
             })
             .collect()
     };
-    let (s, t) = (stem(vs), stem(vt));
+    // (rows per batch, the stem's output of that image).
+    let mut mix = vec![(cfg.batch as f64, stem(vs))];
+    if labeled_target {
+        mix.push((cfg.labeled_target_batch as f64, stem(vl)));
+    }
+    if algorithm.uses_target() {
+        mix.push((cfg.target_batch() as f64, stem(vt)));
+    }
     for o in 0..out_c {
-        let n = (b + ub) * 1024.0;
-        let mean = (b * s[o].iter().sum::<f64>() + ub * t[o].iter().sum::<f64>()) / n;
-        let var = (b * s[o].iter().map(|v| (v - mean).powi(2)).sum::<f64>()
-            + ub * t[o].iter().map(|v| (v - mean).powi(2)).sum::<f64>())
+        let n: f64 = mix.iter().map(|(rows, _)| rows * 1024.0).sum();
+        let mean = mix
+            .iter()
+            .map(|(rows, px)| rows * px[o].iter().sum::<f64>())
+            .sum::<f64>()
+            / n;
+        let var = mix
+            .iter()
+            .map(|(rows, px)| rows * px[o].iter().map(|v| (v - mean).powi(2)).sum::<f64>())
+            .sum::<f64>()
             / n;
         let (gm, gv) = (running[rm + o] as f64, running[rv + o] as f64);
         assert!(
             (gm - mean).abs() <= 1e-4 * (1.0 + mean.abs()),
-            "channel {o}: mean {gm} vs {mean}"
+            "{algorithm:?}, labeled target {labeled_target}: channel {o}: mean {gm} vs {mean}"
         );
         assert!(
             (gv - var).abs() <= 1e-4 * (1.0 + var.abs()),
-            "channel {o}: var {gv} vs {var}"
+            "{algorithm:?}, labeled target {labeled_target}: channel {o}: var {gv} vs {var}"
         );
     }
 }

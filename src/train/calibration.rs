@@ -5,15 +5,16 @@
 //! with them falls far below training-mode accuracy (measured on real MNIST with the tiny preset:
 //! 14.6% against 90.8% on the same images). Before each
 //! evaluation and the export, a copy of the evaluation weights runs `batches` training-mode
-//! forward passes on fresh weak views of source and target images (the training batch's
-//! source:target ratio) and its running statistics are set to the mean of the batch statistics.
+//! forward passes on fresh weak views of the training batch's images (its source, labeled target
+//! and target rows, in its proportions) and its running statistics are set to the mean of the
+//! batch statistics.
 //! The training state is not touched.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::ImageSource;
+use crate::data::{Dataset, ImageSource};
 use crate::gpu::{GpuContext, Op, Tensor};
 use crate::kernels::augment::{self, AugParams};
 use crate::network::{Pass, WideResNet, Workspace};
@@ -26,11 +27,11 @@ use super::step_inputs::{augment_rows, StepInputs};
 pub(super) struct BnCalibration {
     net: WideResNet,
     ws: Workspace,
-    /// The first B rows of the step's labeled pixels and weak parameters (calibration draws
-    /// source images only), and the step's target pixels and weak parameters.
-    source: (Tensor, Tensor),
+    /// The step's labeled pixels and weak parameters (source then labeled target rows), and
+    /// the step's target pixels and weak parameters.
+    labeled: (Tensor, Tensor),
     target: (Tensor, Tensor),
-    /// Weak views of the source then the target images into `ws`'s input.
+    /// Weak views of the labeled then the target images into `ws`'s input.
     aug_ops: Vec<Op>,
     batches: usize,
     /// The step `net` was last calibrated at: evaluating and exporting at one step (the end of
@@ -46,7 +47,7 @@ impl BnCalibration {
         if batches == 0 {
             return Ok(None);
         }
-        let (b, s, scale) = (cfg.batch, cfg.network.image_size, cfg.input_scale);
+        let (l, s, scale) = (cfg.labeled_batch(), cfg.network.image_size, cfg.input_scale);
         let ub = if cfg.algorithm.uses_target() {
             cfg.target_batch()
         } else {
@@ -57,20 +58,20 @@ impl BnCalibration {
         let mut net_cfg = cfg.network.clone();
         net_cfg.bn_momentum = 0.0;
         let mut net = WideResNet::new(ctx, net_cfg, cfg.seed)?;
-        let mut ws = Workspace::new(ctx, &net, b + ub, false);
+        let mut ws = Workspace::new(ctx, &net, l + ub, false);
         ws.ops(ctx, &net, Pass::ForwardTrain { update_running: true });
         net.config.bn_momentum = cfg.network.bn_momentum;
-        let source = inputs.weak_source(b, cfg.labeled_batch());
+        let labeled = inputs.weak_labeled();
         let (tp, tw) = inputs.weak_target();
         let target = (tp.clone(), tw.clone());
-        let mut aug_ops = vec![augment_rows(ctx, &ws.input, 0, (&source.0, &source.1), b, s, scale)];
+        let mut aug_ops = vec![augment_rows(ctx, &ws.input, 0, (&labeled.0, &labeled.1), l, s, scale)];
         if ub > 0 {
-            aug_ops.push(augment_rows(ctx, &ws.input, b, (&target.0, &target.1), ub, s, scale));
+            aug_ops.push(augment_rows(ctx, &ws.input, l, (&target.0, &target.1), ub, s, scale));
         }
         Ok(Some(BnCalibration {
             net,
             ws,
-            source,
+            labeled,
             target,
             aug_ops,
             batches,
@@ -92,13 +93,13 @@ impl BnCalibration {
         cfg: &TrainConfig,
         eval: &WideResNet,
         step: u64,
-        source: &dyn ImageSource,
-        target: &dyn ImageSource,
+        (source, labeled_target, target): (&dyn ImageSource, Option<&Dataset>, &dyn ImageSource),
     ) -> Result<&WideResNet> {
         if self.done_at == Some(step) {
             return Ok(&self.net);
         }
-        let ((weak, sym), b, size) = (weak_view(cfg), cfg.batch, cfg.network.image_size);
+        let ((weak, sym), size) = (weak_view(cfg), cfg.network.image_size);
+        let (b, l) = (cfg.batch, cfg.labeled_batch());
         let ub = if cfg.algorithm.uses_target() {
             cfg.target_batch()
         } else {
@@ -113,9 +114,13 @@ impl BnCalibration {
         for _ in 0..self.batches {
             let (mut images, mut labels) = (Vec::new(), Vec::new());
             source.gather(&draw_indices(&mut rng, source, b), &mut images, &mut labels);
-            augment::write_images(ctx, &self.source.0, &images);
-            let params: Vec<AugParams> = (0..b).map(|_| augment::draw_weak(&mut rng, size, weak, sym)).collect();
-            augment::write_params(ctx, &self.source.1, &params);
+            if l > b {
+                let labeled = labeled_target.context("semi-supervised calibration needs its labeled target images")?;
+                labeled.gather(&draw_indices(&mut rng, labeled, l - b), &mut images, &mut labels);
+            }
+            augment::write_images(ctx, &self.labeled.0, &images);
+            let params: Vec<AugParams> = (0..l).map(|_| augment::draw_weak(&mut rng, size, weak, sym)).collect();
+            augment::write_params(ctx, &self.labeled.1, &params);
             if ub > 0 {
                 images.clear();
                 target.gather(&draw_indices(&mut rng, target, ub), &mut images, &mut labels);

@@ -40,15 +40,6 @@ pub(super) fn augment_rows(
     augment::augment_images(ctx, n, size, pixels, params, &rows, scale)
 }
 
-/// The first `n` of the `total` equal rows of `t`.
-fn leading_rows(t: &Tensor, n: usize, total: usize) -> Tensor {
-    Tensor {
-        buffer: t.buffer.clone(),
-        offset: t.offset,
-        shape: vec![t.len() / total * n],
-    }
-}
-
 impl StepInputs {
     pub(super) fn new(ctx: &GpuContext, cfg: &TrainConfig, input: &Tensor) -> StepInputs {
         let s = cfg.network.image_size;
@@ -95,13 +86,9 @@ impl StepInputs {
         }
     }
 
-    /// The pixels and weak parameters of the first `b` labeled images (the source images), of
-    /// `l` in all.
-    pub(super) fn weak_source(&self, b: usize, l: usize) -> (Tensor, Tensor) {
-        (
-            leading_rows(&self.labeled_pixels, b, l),
-            leading_rows(&self.params[0], b, l),
-        )
+    /// The labeled images' pixels and weak parameters (source then labeled target rows).
+    pub(super) fn weak_labeled(&self) -> (Tensor, Tensor) {
+        (self.labeled_pixels.clone(), self.params[0].clone())
     }
 
     /// The target images' pixels and weak parameters.

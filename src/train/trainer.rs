@@ -196,8 +196,14 @@ impl Trainer {
         let eval = self.update.ema_net.as_ref();
         let model = match &mut self.calibration {
             Some(cal) => Some(
-                cal.run(ctx, &self.phase.cfg, eval.unwrap_or(&self.net), local, source, target)
-                    .await?,
+                cal.run(
+                    ctx,
+                    &self.phase.cfg,
+                    eval.unwrap_or(&self.net),
+                    local,
+                    (source, self.labeled_target.as_ref(), target),
+                )
+                .await?,
             ),
             None => eval,
         };
@@ -474,7 +480,8 @@ impl Trainer {
         match &mut self.calibration {
             Some(cal) => {
                 let local = self.step - self.phase.start;
-                cal.run(ctx, &self.phase.cfg, eval, local, source, target).await
+                let data = (source, self.labeled_target.as_ref(), target);
+                cal.run(ctx, &self.phase.cfg, eval, local, data).await
             }
             None => Ok(eval),
         }
