@@ -34,6 +34,8 @@ pub struct BenchReport {
     pub adapter: String,
     /// The convolution path every conv2d ran (`--conv-path`, or the adapter's own).
     pub conv_path: String,
+    /// The tiled path's tiles (`--conv-tiles`), when conv2d ran that path.
+    pub conv_tiles: Option<String>,
     /// "gpu timestamps" or "wall clock".
     pub kernel_timing: String,
     pub network: String,
@@ -194,6 +196,7 @@ pub fn run(ctx: &GpuContext, opts: &BenchOptions) -> Result<BenchReport> {
     Ok(BenchReport {
         adapter: ctx.adapter_summary(),
         conv_path: ctx.profile.conv_path.name().to_string(),
+        conv_tiles: ctx.profile.tiles_in_use().map(|t| t.to_string()),
         kernel_timing: timing.to_string(),
         network: format!(
             "WRN-{}-{} ({})",
@@ -214,7 +217,10 @@ pub fn run(ctx: &GpuContext, opts: &BenchOptions) -> Result<BenchReport> {
 /// The human-readable table.
 pub fn print_report(r: &BenchReport) -> anyhow::Result<()> {
     crate::outln!("adapter: {}", r.adapter)?;
-    crate::outln!("convolution path: {}", r.conv_path)?;
+    match &r.conv_tiles {
+        Some(tiles) => crate::outln!("convolution path: {} (tiles {tiles})", r.conv_path)?,
+        None => crate::outln!("convolution path: {}", r.conv_path)?,
+    }
     crate::outln!(
         "network: {}, batch {}, kernel timing by {}",
         r.network,

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::data::cli::DataCommand;
 use crate::gpu::{AdapterChoice, GpuContext};
-use crate::profile::ConvPath;
+use crate::profile::{ConvPath, ConvTiles};
 
 pub mod bench;
 pub mod predict;
@@ -41,6 +41,12 @@ pub struct GpuArgs {
     /// this flag wins over it.
     #[arg(long, global = true, value_enum)]
     conv_path: Option<ConvPath>,
+    /// The tiled path's tiles, MxNxK (GEMM rows and columns per workgroup, reduction steps
+    /// staged at a time), one of the candidates `info` lists (default 144x32x16). Every choice
+    /// gives the same bits; they differ in speed. `ADAMATCH_CONV_TILES` does the same for every
+    /// process; this flag wins over it.
+    #[arg(long, global = true)]
+    conv_tiles: Option<ConvTiles>,
 }
 
 impl GpuArgs {
@@ -49,6 +55,7 @@ impl GpuArgs {
             backend: self.backend.clone(),
             adapter: self.adapter.clone(),
             conv_path: self.conv_path,
+            conv_tiles: self.conv_tiles,
         }
     }
 
@@ -57,7 +64,7 @@ impl GpuArgs {
         crate::errln!(
             "adapter: {} (convolution path: {})",
             ctx.adapter_summary(),
-            ctx.profile.conv_path
+            ctx.profile.conv_kernels()
         );
         Ok(ctx)
     }

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::profile::{conv_path_from_env, AdapterProfile, BatchNormTuning, ConvPath, CONV_PATH_ENV};
+use crate::profile::{
+    conv_path_from_env, conv_tiles_from_env, AdapterProfile, BatchNormTuning, ConvPath, ConvTiles, CONV_PATH_ENV,
+};
 use crate::shaders::Shader;
 
 /// Largest workgroup count wgpu allows in one dispatch dimension.
@@ -26,6 +28,9 @@ pub struct AdapterChoice {
     /// Force every convolution onto this path (None: `ADAMATCH_CONV_PATH` when set, else the
     /// adapter's own, [`ConvPath::for_adapter`]). A path the adapter cannot run is an error.
     pub conv_path: Option<ConvPath>,
+    /// Force the tiled path's tiles (None: `ADAMATCH_CONV_TILES` when set, else
+    /// [`ConvTiles::DEFAULT`]).
+    pub conv_tiles: Option<ConvTiles>,
 }
 
 /// Limits the engine needs beyond WebGPU's defaults, with the reason shown when one is missing.
@@ -183,7 +188,7 @@ pub struct GpuContext {
     pub timestamps: bool,
     /// What the kernels choose their variants by.
     pub profile: AdapterProfile,
-    /// Compiled modules by [`Shader::file_name`], pipelines by file name and entry point.
+    /// Compiled modules by [`Shader::module_name`], pipelines by module name and entry point.
     modules: Arc<Mutex<HashMap<&'static str, wgpu::ShaderModule>>>,
     pipelines: Arc<Mutex<HashMap<(&'static str, &'static str), wgpu::ComputePipeline>>>,
     /// Bytes of every storage and uniform buffer made through this context (never decreased:
@@ -199,6 +204,10 @@ impl GpuContext {
         let backends = backends_from_name(choice.backend.as_deref())?;
         let adapter = Self::pick_adapter(&instance(backends), backends, choice).await?;
         let ctx = Self::from_adapter(adapter).await?;
+        let ctx = match choice.conv_tiles {
+            Some(tiles) => ctx.with_conv_tiles(tiles),
+            None => ctx,
+        };
         match choice.conv_path {
             Some(path) => ctx.with_conv_path(path),
             None => Ok(ctx),
@@ -315,6 +324,9 @@ impl GpuContext {
                 .with_conv_path(path)
                 .with_context(|| format!("{CONV_PATH_ENV}={}", path.name()))?;
         }
+        if let Some(tiles) = conv_tiles_from_env()? {
+            profile = profile.with_conv_tiles(tiles);
+        }
         Ok(Self {
             device,
             queue,
@@ -336,6 +348,14 @@ impl GpuContext {
             profile: self.profile.with_conv_path(path)?,
             ..self.clone()
         })
+    }
+
+    /// This context with the tiled path's kernels on `tiles` (any adapter runs every candidate).
+    pub fn with_conv_tiles(&self, tiles: ConvTiles) -> GpuContext {
+        GpuContext {
+            profile: self.profile.with_conv_tiles(tiles),
+            ..self.clone()
+        }
     }
 
     /// This context with batch norm's workgroup split forced to `tuning` (any adapter runs
@@ -362,22 +382,22 @@ impl GpuContext {
     /// The pipeline for `entry` in `shader`, compiled once per process.
     pub fn pipeline(&self, shader: &'static Shader, entry: &'static str) -> wgpu::ComputePipeline {
         let mut pipelines = self.pipelines.lock().unwrap();
-        if let Some(p) = pipelines.get(&(shader.file_name, entry)) {
+        if let Some(p) = pipelines.get(&(shader.module_name, entry)) {
             return p.clone();
         }
         let module = {
             let mut modules = self.modules.lock().unwrap();
             modules
-                .entry(shader.file_name)
+                .entry(shader.module_name)
                 .or_insert_with(|| {
                     self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(shader.file_name()),
+                        label: Some(shader.module_name()),
                         source: wgpu::ShaderSource::Wgsl(shader.source().into()),
                     })
                 })
                 .clone()
         };
-        let label = format!("{}::{}", shader.file_name(), entry);
+        let label = format!("{}::{}", shader.module_name(), entry);
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&label),
             layout: None,
@@ -386,7 +406,7 @@ impl GpuContext {
             compilation_options: Default::default(),
             cache: None,
         });
-        pipelines.insert((shader.file_name, entry), pipeline.clone());
+        pipelines.insert((shader.module_name, entry), pipeline.clone());
         pipeline
     }
 
@@ -662,7 +682,7 @@ impl Op {
         workgroups: [u32; 3],
     ) -> Op {
         let pipeline = ctx.pipeline(shader, entry);
-        let label = format!("{}::{}", shader.file_name(), entry);
+        let label = format!("{}::{}", shader.module_name(), entry);
         let uniform_buf = uniform.map(|u| ctx.uniform_buffer(&label, u));
         let mut entries = Vec::with_capacity(storage.len() + 1);
         if let Some(u) = &uniform_buf {

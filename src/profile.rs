@@ -29,6 +29,8 @@ pub struct AdapterProfile {
     pub subgroup_size: Option<u32>,
     /// The path every convolution takes.
     pub conv_path: ConvPath,
+    /// The tiles of the tiled path's kernels.
+    pub conv_tiles: ConvTiles,
     /// Batch norm's split of rows into workgroups.
     pub batchnorm: BatchNormTuning,
 }
@@ -41,11 +43,33 @@ impl AdapterProfile {
             browser,
             subgroup_size,
             conv_path: ConvPath::Tiled,
+            conv_tiles: ConvTiles::DEFAULT,
             batchnorm: BatchNormTuning::Gpu,
         };
         p.conv_path = ConvPath::for_adapter(&p);
         p.batchnorm = BatchNormTuning::for_adapter(&p);
         p
+    }
+
+    /// The tiled path's tiles when convolutions take it, else None.
+    pub fn tiles_in_use(&self) -> Option<ConvTiles> {
+        (self.conv_path == ConvPath::Tiled).then_some(self.conv_tiles)
+    }
+
+    /// The convolution kernels in words: the path, and the tiles where they matter.
+    pub fn conv_kernels(&self) -> String {
+        match self.tiles_in_use() {
+            Some(t) => format!("{} (tiles {t})", self.conv_path),
+            None => self.conv_path.to_string(),
+        }
+    }
+
+    /// This profile with the tiled path on `tiles` (any adapter runs every candidate).
+    pub fn with_conv_tiles(self, tiles: ConvTiles) -> AdapterProfile {
+        AdapterProfile {
+            conv_tiles: tiles,
+            ..self
+        }
     }
 
     /// This profile with every convolution on `path`, or why the adapter cannot run it.
@@ -57,6 +81,89 @@ impl AdapterProfile {
             conv_path: path,
             ..self
         })
+    }
+}
+
+/// The environment variable that forces the tiled path's tiles on every context of a process:
+/// one of [`ConvTiles::ALL`], written `MxNxK`.
+pub const CONV_TILES_ENV: &str = "ADAMATCH_CONV_TILES";
+
+/// The tiles `ADAMATCH_CONV_TILES` names, if it is set.
+pub fn conv_tiles_from_env() -> Result<Option<ConvTiles>> {
+    match std::env::var(CONV_TILES_ENV) {
+        Ok(v) if !v.is_empty() => v.parse().map(Some).map_err(|e| anyhow!("{CONV_TILES_ENV}={v}: {e}")),
+        _ => Ok(None),
+    }
+}
+
+/// The tiles of the tiled convolution path (`conv2d.wgsl`): each workgroup computes an
+/// `m x n` block of the GEMM's output, staging `k` reduction steps of both operands at a time
+/// in workgroup memory; each invocation owns 8 x 4 outputs, so a workgroup has `m / 8 * n / 4`
+/// invocations. Every candidate sums each output over the reduction in the same order (whole
+/// groups of 4, in order; the weight gradient's split-K chunks do not depend on the tiles), so
+/// the tiles change speed, never a result's bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvTiles {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+}
+
+impl ConvTiles {
+    /// The tiles the path ran with before it had candidates: 144 rows divide the weight
+    /// gradient's 9 * Cin rows of every 3x3 layer with Cin a multiple of 16; 144 invocations.
+    pub const DEFAULT: ConvTiles = ConvTiles { m: 144, n: 32, k: 16 };
+
+    /// The candidates: the default, then workgroups of 64, 128 and 192 invocations (whole NVIDIA
+    /// warps and AMD waves), K steps of 8 to 32, all within WebGPU's default 16 KiB of
+    /// workgroup memory and 256 invocations.
+    pub const ALL: [ConvTiles; 6] = [
+        ConvTiles::DEFAULT,
+        ConvTiles { m: 64, n: 32, k: 16 },
+        ConvTiles { m: 128, n: 32, k: 16 },
+        ConvTiles { m: 128, n: 16, k: 16 },
+        ConvTiles { m: 256, n: 16, k: 8 },
+        ConvTiles { m: 64, n: 32, k: 32 },
+    ];
+
+    /// The largest K step of the candidates: the weight gradient's split-K chunks are a
+    /// multiple of it, so that every candidate cuts the reduction at the same rows.
+    pub const MAX_K: u32 = 32;
+
+    /// Invocations per workgroup.
+    pub const fn workgroup_size(self) -> u32 {
+        (self.m / 8) * (self.n / 4)
+    }
+
+    /// Bytes of workgroup memory the two staged tiles take.
+    pub const fn workgroup_bytes(self) -> u32 {
+        (self.m + self.n) * self.k * 4
+    }
+
+    /// The position of these tiles in [`ConvTiles::ALL`].
+    pub fn index(self) -> usize {
+        ConvTiles::ALL
+            .iter()
+            .position(|&t| t == self)
+            .expect("ConvTiles are made from ConvTiles::ALL only")
+    }
+}
+
+impl fmt::Display for ConvTiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}x{}", self.m, self.n, self.k)
+    }
+}
+
+impl FromStr for ConvTiles {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ConvTiles, String> {
+        let names: Vec<String> = ConvTiles::ALL.iter().map(|t| t.to_string()).collect();
+        ConvTiles::ALL
+            .into_iter()
+            .find(|t| t.to_string() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| format!("unknown convolution tiles '{s}': choose one of {}", names.join(", ")))
     }
 }
 

@@ -117,6 +117,7 @@ macro_rules! shader_file {
     ($file:literal, $constants:expr, $structs:expr) => {
         $crate::shaders::Shader {
             file_name: $file,
+            module_name: $file,
             file_source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file)),
             constants: &[$constants],
             structs: $structs,
@@ -131,8 +132,11 @@ pub(crate) use shader_file;
 /// (`kernels::SHADERS` lists them all); this file knows none of them.
 #[derive(Debug)]
 pub struct Shader {
-    /// The module's name: its file, or the last of its files.
+    /// The module's file, or the last of its files.
     pub file_name: &'static str,
+    /// The module's own name, unique among the crate's modules: its file name, or for one
+    /// of several modules compiled from one file with other constants, the file name and a mark.
+    pub module_name: &'static str,
     /// The WGSL as written.
     pub file_source: &'static str,
     /// The wrapper's constants (tile and workgroup sizes, flags, op codes), written once there;
@@ -147,7 +151,7 @@ pub struct Shader {
 
 impl PartialEq for Shader {
     fn eq(&self, other: &Shader) -> bool {
-        self.file_name == other.file_name
+        self.module_name == other.module_name
     }
 }
 
@@ -156,6 +160,11 @@ impl Eq for Shader {}
 impl Shader {
     pub fn file_name(&self) -> &'static str {
         self.file_name
+    }
+
+    /// See [`Shader::module_name`]: what compiled modules and pipelines are cached by.
+    pub fn module_name(&self) -> &'static str {
+        self.module_name
     }
 
     /// The file as written (without what [`Shader::source`] prepends).
@@ -211,7 +220,7 @@ impl Shader {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         interfaces
-            .entry(self.file_name)
+            .entry(self.module_name)
             .or_insert_with(|| Box::leak(Box::new(ShaderInterface::read(&self.source()))))
     }
 

@@ -58,7 +58,7 @@ pub fn start() {
 pub fn shader_sources() -> String {
     let sources: std::collections::BTreeMap<&str, String> = crate::kernels::SHADERS
         .iter()
-        .map(|s| (s.file_name(), s.source()))
+        .map(|s| (s.module_name(), s.source()))
         .collect();
     serde_json::to_string(&sources).unwrap_or_default()
 }
@@ -126,6 +126,7 @@ async fn open_device() -> Result<GpuContext> {
         backend: Some("webgpu".into()),
         adapter: None,
         conv_path: None,
+        conv_tiles: None,
     };
     GpuContext::new(&choice).await
 }

@@ -63,6 +63,8 @@ pub struct StepReport {
     pub adapter: String,
     /// The convolution path every conv2d ran (`--conv-path`, or the adapter's own).
     pub conv_path: String,
+    /// The tiled path's tiles (`--conv-tiles`), when conv2d ran that path.
+    pub conv_tiles: Option<String>,
     pub preset: String,
     pub algorithm: String,
     pub network: String,
@@ -300,6 +302,7 @@ pub fn run(ctx: &GpuContext, opts: &StepBenchOptions) -> Result<StepReport> {
     Ok(StepReport {
         adapter: ctx.adapter_summary(),
         conv_path: ctx.profile.conv_path.name().to_string(),
+        conv_tiles: ctx.profile.tiles_in_use().map(|t| t.to_string()),
         preset: cfg.preset.clone(),
         algorithm: if adamatch { "adamatch" } else { "source-only" }.into(),
         network: format!(
@@ -372,7 +375,10 @@ fn print_rows(title: &str, rows: &[ProfileRow], limit: usize) -> anyhow::Result<
 /// The human-readable report.
 pub fn print_report(r: &StepReport) -> anyhow::Result<()> {
     crate::outln!("adapter: {}", r.adapter)?;
-    crate::outln!("convolution path: {}", r.conv_path)?;
+    match &r.conv_tiles {
+        Some(tiles) => crate::outln!("convolution path: {} (tiles {tiles})", r.conv_path)?,
+        None => crate::outln!("convolution path: {}", r.conv_path)?,
+    }
     crate::outln!(
         "preset {} ({}), {}, {} source + {} target images per step, main pass {} rows",
         r.preset,

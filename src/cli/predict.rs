@@ -10,6 +10,7 @@ use crate::console::{printable, printable_path};
 use crate::gpu::{self, GpuContext};
 use crate::inference::Classifier;
 use crate::input::InputScale;
+use crate::profile::ConvTiles;
 use crate::weights;
 
 #[derive(Args)]
@@ -53,10 +54,11 @@ pub fn info(args: &GpuArgs) -> Result<()> {
     }
     match GpuContext::new_blocking(&args.choice()) {
         Ok(ctx) => crate::outln!(
-            "selected: {}\n    kernels: convolution path {}, batch-norm tuning {:?}",
+            "selected: {}\n    kernels: convolution path {}, batch-norm tuning {:?}\n    tiled path's tile candidates: {}",
             ctx.adapter_summary(),
-            ctx.profile.conv_path,
-            ctx.profile.batchnorm
+            ctx.profile.conv_kernels(),
+            ctx.profile.batchnorm,
+            ConvTiles::ALL.map(|t| t.to_string()).join(", ")
         )?,
         Err(e) => crate::outln!("no usable adapter for the current choice: {e:#}")?,
     }

@@ -12,19 +12,15 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{grid_1d, GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
-pub use crate::profile::ConvPath;
 use crate::profile::CONV_SUBGROUP_LANES;
+pub use crate::profile::{ConvPath, ConvTiles};
 use crate::shaders::{shader_file, wgsl_struct, Shader, REDUCE_WG};
 
-/// Output tile rows per workgroup (GEMM M). 9 * 16: it divides the weight-gradient rows (9 * Cin)
-/// of every 3x3 layer with Cin a multiple of 16.
-pub const TILE_M: usize = 144;
-/// Output tile columns per workgroup (GEMM N).
-pub const TILE_N: usize = 32;
-/// Reduction depth staged per step (GEMM K).
-pub const TILE_K: usize = 16;
-/// Output rows per invocation (each owns THREAD_M x 4 outputs).
+/// Output rows per invocation of the tiled path (each owns THREAD_M x 4 outputs); its tiles
+/// are the context's [`ConvTiles`], one shader module per candidate.
 const THREAD_M: usize = 8;
+/// The most GEMM rows of any candidate's tile (the bound on positions below).
+const MAX_TILE_M: usize = 256;
 /// Backward-weights split-K: about one chunk per this many reduction rows, and at most this
 /// many chunks (tiled path).
 const SPLIT_ROWS_TARGET: usize = 2048;
@@ -46,13 +42,47 @@ const DIRECT_MAX_PARTIALS: usize = 16 << 20;
 /// Lanes per subgroup that `conv2d_subgroup.wgsl` is written for.
 const SG_LANES: usize = CONV_SUBGROUP_LANES as usize;
 
-/// `shaders/conv2d.wgsl` with what this file writes for it: the tiled and direct paths.
+/// `shaders/conv2d.wgsl` with what this file writes for it: the tiled path with the default
+/// tiles ([`ConvTiles::DEFAULT`]), and the direct path.
 pub static SHADER: Shader = shader_file!("conv2d.wgsl", WGSL_CONSTANTS, WGSL_STRUCTS);
+
+/// The [`Shader`] of `conv2d.wgsl` with the tiles of candidate `$i` of [`ConvTiles::ALL`].
+macro_rules! tiled_module {
+    ($i:literal) => {
+        Shader {
+            file_name: "conv2d.wgsl",
+            module_name: concat!("conv2d.wgsl#tiles", $i),
+            file_source: include_str!("../../shaders/conv2d.wgsl"),
+            constants: &[&TILED_CONSTANTS[$i]],
+            structs: WGSL_STRUCTS,
+            needs_subgroups: false,
+        }
+    };
+}
+
+/// `conv2d.wgsl` compiled with each other candidate's tiles: `TILED_SHADERS[i - 1]` has
+/// `ConvTiles::ALL[i]`'s.
+pub static TILED_SHADERS: [Shader; ConvTiles::ALL.len() - 1] = [
+    tiled_module!(1),
+    tiled_module!(2),
+    tiled_module!(3),
+    tiled_module!(4),
+    tiled_module!(5),
+];
+
+/// The module of `conv2d.wgsl` compiled with `tiles`.
+pub fn tiled_shader(tiles: ConvTiles) -> &'static Shader {
+    match tiles.index() {
+        0 => &SHADER,
+        i => &TILED_SHADERS[i - 1],
+    }
+}
 
 /// The subgroup path: `conv2d.wgsl` followed by `conv2d_subgroup.wgsl`, one module (needs the
 /// subgroup feature).
 pub static SUBGROUP_SHADER: Shader = Shader {
     file_name: "conv2d_subgroup.wgsl",
+    module_name: "conv2d_subgroup.wgsl",
     file_source: concat!(
         include_str!("../../shaders/conv2d.wgsl"),
         include_str!("../../shaders/conv2d_subgroup.wgsl")
@@ -62,25 +92,42 @@ pub static SUBGROUP_SHADER: Shader = Shader {
     needs_subgroups: true,
 };
 
-/// The constants `conv2d.wgsl` and `conv2d_subgroup.wgsl` are compiled with, and the struct
-/// they share with this file: written here once and prepended to the shader source (see
-/// [`Shader::source`]), so Rust and WGSL cannot disagree.
-const WGSL_CONSTANTS: &[(&str, u32)] = &[
-    ("TILE_M", TILE_M as u32),
-    ("TILE_N", TILE_N as u32),
-    ("TILE_K", TILE_K as u32),
-    ("THREAD_M", THREAD_M as u32),
-    ("DIRECT_M", DIRECT_M as u32),
-    ("DIRECT_N", DIRECT_N as u32),
-    ("DIRECT_WG", DIRECT_WG as u32),
-];
+/// The constants `conv2d.wgsl` and `conv2d_subgroup.wgsl` are compiled with (for the tiled
+/// path's default tiles), and the struct they share with this file: written here once and
+/// prepended to the shader source (see [`Shader::source`]), so Rust and WGSL cannot disagree.
+const WGSL_CONSTANTS: &[(&str, u32)] = &TILED_CONSTANTS[0];
+
+/// The constants of `conv2d.wgsl` with each candidate's tiles, in [`ConvTiles::ALL`]'s order.
+const TILED_CONSTANTS: [[(&str, u32); 7]; ConvTiles::ALL.len()] = {
+    let mut out = [[("", 0); 7]; ConvTiles::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        let t = ConvTiles::ALL[i];
+        // What the shader's staging and unrolled products assume of the tiles: vec4 packing,
+        // whole A rows staged per invocation, and WebGPU's default limits.
+        let wg = t.workgroup_size();
+        assert!(t.n % 4 == 0 && t.k % 4 == 0 && t.m % 8 == 0);
+        assert!(t.m % wg == 0 && t.m % t.k == 0 && wg % (t.m / t.k) == 0);
+        assert!(wg <= 256 && t.workgroup_bytes() <= 16384 && t.m as usize <= MAX_TILE_M);
+        assert!(ConvTiles::MAX_K % t.k == 0);
+        out[i] = [
+            ("TILE_M", t.m),
+            ("TILE_N", t.n),
+            ("TILE_K", t.k),
+            ("THREAD_M", THREAD_M as u32),
+            ("DIRECT_M", DIRECT_M as u32),
+            ("DIRECT_N", DIRECT_N as u32),
+            ("DIRECT_WG", DIRECT_WG as u32),
+        ];
+        i += 1;
+    }
+    out
+};
+
 /// What `conv2d_subgroup.wgsl` reads besides.
 const SUBGROUP_WGSL_CONSTANTS: &[(&str, u32)] = &[("SG_LANES", SG_LANES as u32)];
 
-// What the shader's staging and unrolled products assume.
-const WG: usize = (TILE_M / THREAD_M) * (TILE_N / 4);
-const _: () = assert!(THREAD_M == 8 && TILE_N.is_multiple_of(4) && TILE_K.is_multiple_of(4));
-const _: () = assert!(TILE_M.is_multiple_of(WG) && TILE_M.is_multiple_of(TILE_K) && WG.is_multiple_of(TILE_M / TILE_K));
+const _: () = assert!(THREAD_M == 8);
 const WGSL_STRUCTS: &[&str] = &[Params::WGSL];
 
 const _: () = assert!(DIRECT_M == 16 && DIRECT_N == 8 && SG_LANES == 8);
@@ -89,7 +136,7 @@ const _: () = assert!(DIRECT_M == 16 && DIRECT_N == 8 && SG_LANES == 8);
 macro_rules! conv2d_kernels {
     ($($(#[$doc:meta])* $kernel:ident => $entry:literal,)*) => {
         /// One convolution kernel: an entry point of `conv2d.wgsl`, or of `conv2d_subgroup.wgsl` for the
-        /// `*Subgroup` ones. Tiled: `Aligned` for channel counts in whole `TILE_K` / vec4 steps,
+        /// `*Subgroup` ones. Tiled: `Aligned` for channel counts in whole K steps / vec4s,
         /// `General` for any. Direct: `Wide` 16-column blocks with vec4 loads, `General` any
         /// channels. Subgroup: `Rows*` for 3x3 stride-1 layers whose rows are 16 (`Rows`) or 8 (`Rows8`)
         /// pixels wide, with 32- (`*32`) or 16-column blocks, plain for the other layers, and `Taps` for
@@ -155,7 +202,7 @@ impl Conv2dKernel {
         }
     }
 
-    /// The shader module holding the entry point.
+    /// The shader module holding the entry point (the tiled kernels': the default tiles').
     pub fn shader(self) -> &'static Shader {
         match self.path() {
             ConvPath::Subgroup => &SUBGROUP_SHADER,
@@ -239,7 +286,7 @@ impl Conv2dShape {
         );
         let rows = (self.batch * self.in_h * self.in_w).max(self.batch * self.out_h() * self.out_w());
         assert!(
-            rows + TILE_M < MAX_GEMM_ROWS,
+            rows + MAX_TILE_M < MAX_GEMM_ROWS,
             "{what}: {self:?} has {rows} positions, the shader handles fewer than 2^24"
         );
         // Index math in the shader is u32.
@@ -277,7 +324,7 @@ wgsl_struct! {
         gemm_k: u32,
         /// Number of M tiles; they may be spread over workgroup_id.y and .z (65,535 per dimension).
         tiles_m: u32,
-        /// backward_weights: reduction rows per split-K chunk (a multiple of TILE_K), chunks.
+        /// backward_weights: reduction rows per split-K chunk (a multiple of every TILE_K), chunks.
         split_rows: u32,
         splits: u32,
         /// backward_data: M tiles per stride phase (tiles_m = stride^2 * phase_tiles); in the direct
@@ -287,8 +334,9 @@ wgsl_struct! {
     }
 }
 
-/// Parameters for a GEMM of `m x k` by `k x n` over the geometry of `s`.
-fn params(s: &Conv2dShape, gemm: [usize; 3], accumulate: bool) -> Params {
+/// Parameters for a GEMM of `m x k` by `k x n` over the geometry of `s`, in M tiles of `tile_m`
+/// rows (tiled path).
+fn params(s: &Conv2dShape, gemm: [usize; 3], accumulate: bool, tile_m: usize) -> Params {
     let [m, n, k] = gemm;
     Params {
         batch: s.batch as u32,
@@ -306,7 +354,7 @@ fn params(s: &Conv2dShape, gemm: [usize; 3], accumulate: bool) -> Params {
         gemm_m: m as u32,
         gemm_n: n as u32,
         gemm_k: k as u32,
-        tiles_m: m.div_ceil(TILE_M) as u32,
+        tiles_m: m.div_ceil(tile_m) as u32,
         split_rows: 0,
         splits: 0,
         phase_tiles: 0,
@@ -318,20 +366,36 @@ fn params(s: &Conv2dShape, gemm: [usize; 3], accumulate: bool) -> Params {
 #[derive(Clone, Copy, Debug)]
 pub struct Conv2dPlan {
     pub kernel: Conv2dKernel,
+    /// The module it runs from (the tiled kernels': the one of the plan's tiles).
+    pub shader: &'static Shader,
     pub grid: [u32; 3],
     params: Params,
 }
 
 impl Conv2dPlan {
     fn new(kernel: Conv2dKernel, grid: [u32; 3], params: Params) -> Conv2dPlan {
-        Conv2dPlan { kernel, grid, params }
+        let shader = kernel.shader();
+        Conv2dPlan {
+            kernel,
+            shader,
+            grid,
+            params,
+        }
+    }
+
+    /// A tiled kernel's plan, run from the module of `tiles`.
+    fn tiled(kernel: Conv2dKernel, tiles: ConvTiles, grid: [u32; 3], params: Params) -> Conv2dPlan {
+        Conv2dPlan {
+            shader: tiled_shader(tiles),
+            ..Conv2dPlan::new(kernel, grid, params)
+        }
     }
 
     /// The op of this plan over `storage`, bound by the shader's names for its buffers.
     fn op(&self, ctx: &GpuContext, storage: &[(&str, &Tensor)]) -> Op {
         Op::new(
             ctx,
-            self.kernel.shader(),
+            self.shader,
             self.kernel.entry_point(),
             Some(bytemuck::bytes_of(&self.params)),
             storage,
@@ -340,11 +404,11 @@ impl Conv2dPlan {
     }
 }
 
-/// Workgroups for `tiles_m` M tiles of an output with `n` columns: N tiles along x, M tiles
-/// along y, spilling into z past 65,535 (the shader recovers the M tile as
+/// Workgroups for `tiles_m` M tiles of an output with `n` columns in tiles of `tile_n`: N tiles
+/// along x, M tiles along y, spilling into z past 65,535 (the shader recovers the M tile as
 /// `wid.z * nwg.y + wid.y` and skips tiles past `tiles_m`).
-fn gemm_grid(tiles_m: usize, n: usize) -> [u32; 3] {
-    let tiles_n = n.div_ceil(TILE_N) as u32;
+fn gemm_grid(tiles_m: usize, n: usize, tile_n: usize) -> [u32; 3] {
+    let tiles_n = n.div_ceil(tile_n) as u32;
     assert!(tiles_n <= MAX_WORKGROUPS_PER_DIM, "conv2d: too many channels");
     let y = tiles_m.min(MAX_WORKGROUPS_PER_DIM as usize);
     let z = tiles_m.div_ceil(y.max(1));
@@ -365,9 +429,9 @@ fn subgroup_grid(m: usize, n: usize, times: usize, block_columns: usize) -> [u32
     grid_1d(row_blocks * n.div_ceil(block_columns) * times, DIRECT_WG as u32)
 }
 
-/// The tiled path's vec4 entry points: input channels in whole K tiles, output channels in vec4s.
-fn tiled_aligned(s: &Conv2dShape) -> bool {
-    s.in_c.is_multiple_of(TILE_K) && s.out_c.is_multiple_of(4)
+/// The tiled path's vec4 entry points: input channels in whole K steps, output channels in vec4s.
+fn tiled_aligned(s: &Conv2dShape, tiles: ConvTiles) -> bool {
+    s.in_c.is_multiple_of(tiles.k as usize) && s.out_c.is_multiple_of(4)
 }
 
 /// The direct path's 16-column blocks (`_wide` entry points, and every subgroup kernel) need vec4
@@ -442,11 +506,13 @@ fn direct_kernel(s: &Conv2dShape, columns: usize, [wide, general]: [Conv2dKernel
     }
 }
 
-/// The forward pass's kernel for `s` on `path` (`residual`: add one in the epilogue).
-pub fn forward_plan(path: ConvPath, s: &Conv2dShape, residual: bool) -> Conv2dPlan {
+/// The forward pass's kernel for `s` on `path`, with `tiles` on the tiled path (`residual`: add
+/// one in the epilogue).
+pub fn forward_plan(path: ConvPath, tiles: ConvTiles, s: &Conv2dShape, residual: bool) -> Conv2dPlan {
     use Conv2dKernel::*;
     let m = s.batch * s.out_h() * s.out_w();
-    let p = params(s, [m, s.out_c, s.kernel * s.kernel * s.in_c], residual);
+    let (tile_m, tile_n) = (tiles.m as usize, tiles.n as usize);
+    let p = params(s, [m, s.out_c, s.kernel * s.kernel * s.in_c], residual, tile_m);
     match path {
         ConvPath::Subgroup if direct_wide(s, s.out_c) => {
             let kernels = SubgroupKernels {
@@ -459,13 +525,14 @@ pub fn forward_plan(path: ConvPath, s: &Conv2dShape, residual: bool) -> Conv2dPl
             let (kernel, block_columns) = subgroup_kernel(kernels, s, s.out_c);
             Conv2dPlan::new(kernel, subgroup_grid(m, s.out_c, 1, block_columns), p)
         }
-        ConvPath::Tiled => Conv2dPlan::new(
-            if tiled_aligned(s) {
+        ConvPath::Tiled => Conv2dPlan::tiled(
+            if tiled_aligned(s, tiles) {
                 ForwardAligned
             } else {
                 ForwardGeneral
             },
-            gemm_grid(m.div_ceil(TILE_M), s.out_c),
+            tiles,
+            gemm_grid(m.div_ceil(tile_m), s.out_c, tile_n),
             p,
         ),
         ConvPath::Direct | ConvPath::Subgroup => {
@@ -476,14 +543,15 @@ pub fn forward_plan(path: ConvPath, s: &Conv2dShape, residual: bool) -> Conv2dPl
     }
 }
 
-/// The data-gradient pass's kernel for `s` on `path`. The shaders run one GEMM per stride phase
-/// (input positions with the same (ih + pad) mod stride, which all take the same taps); phase 0
-/// has the most positions.
-pub fn backward_data_plan(path: ConvPath, s: &Conv2dShape, accumulate: bool) -> Conv2dPlan {
+/// The data-gradient pass's kernel for `s` on `path`, with `tiles` on the tiled path. The
+/// shaders run one GEMM per stride phase (input positions with the same (ih + pad) mod stride,
+/// which all take the same taps); phase 0 has the most positions.
+pub fn backward_data_plan(path: ConvPath, tiles: ConvTiles, s: &Conv2dShape, accumulate: bool) -> Conv2dPlan {
     use Conv2dKernel::*;
     let phases = s.stride * s.stride;
     let phase_rows = s.batch * s.in_h.div_ceil(s.stride) * s.in_w.div_ceil(s.stride);
-    let mut p = params(s, [s.batch * s.in_h * s.in_w, s.in_c, 0], accumulate);
+    let (tile_m, tile_n) = (tiles.m as usize, tiles.n as usize);
+    let mut p = params(s, [s.batch * s.in_h * s.in_w, s.in_c, 0], accumulate, tile_m);
     match path {
         ConvPath::Subgroup if direct_wide(s, s.in_c) => {
             // Row blocks per phase, whole subgroups of them (a subgroup stays in one phase).
@@ -501,15 +569,15 @@ pub fn backward_data_plan(path: ConvPath, s: &Conv2dShape, accumulate: bool) -> 
             Conv2dPlan::new(kernel, grid, p)
         }
         ConvPath::Tiled => {
-            let phase_tiles = phase_rows.div_ceil(TILE_M);
+            let phase_tiles = phase_rows.div_ceil(tile_m);
             p.phase_tiles = phase_tiles as u32;
             p.tiles_m = (phases * phase_tiles) as u32;
-            let kernel = if s.out_c.is_multiple_of(TILE_K) {
+            let kernel = if s.out_c.is_multiple_of(tiles.k as usize) {
                 BackwardDataAligned
             } else {
                 BackwardDataGeneral
             };
-            Conv2dPlan::new(kernel, gemm_grid(phases * phase_tiles, s.in_c), p)
+            Conv2dPlan::tiled(kernel, tiles, gemm_grid(phases * phase_tiles, s.in_c, tile_n), p)
         }
         ConvPath::Direct | ConvPath::Subgroup => {
             p.phase_tiles = phase_rows.div_ceil(DIRECT_M) as u32;
@@ -521,10 +589,11 @@ pub fn backward_data_plan(path: ConvPath, s: &Conv2dShape, accumulate: bool) -> 
 }
 
 /// Number of split-K chunks and rows per chunk for a reduction of `rows` rows into `outputs`
-/// weight gradients on `path` (the tiled path's chunks are a multiple of `TILE_K` rows).
+/// weight gradients on `path` (the tiled path's chunks are a multiple of every candidate's K
+/// step, so all cut the reduction at the same rows).
 fn split_k(rows: usize, outputs: usize, path: ConvPath) -> (usize, usize) {
     let (target, max, multiple) = match path {
-        ConvPath::Tiled => (SPLIT_ROWS_TARGET, MAX_SPLITS, TILE_K),
+        ConvPath::Tiled => (SPLIT_ROWS_TARGET, MAX_SPLITS, ConvTiles::MAX_K as usize),
         ConvPath::Direct | ConvPath::Subgroup => (
             DIRECT_SPLIT_ROWS_TARGET,
             DIRECT_MAX_SPLITS.min(DIRECT_MAX_PARTIALS / outputs).max(1),
@@ -536,14 +605,15 @@ fn split_k(rows: usize, outputs: usize, path: ConvPath) -> (usize, usize) {
     (rows.div_ceil(per), per)
 }
 
-/// The weight-gradient pass's two kernels for `s` on `path`: the split-K GEMM into partial
-/// products, then their in-order sum into dw.
-pub fn backward_weights_plan(path: ConvPath, s: &Conv2dShape, accumulate: bool) -> [Conv2dPlan; 2] {
+/// The weight-gradient pass's two kernels for `s` on `path` (with `tiles` on the tiled path):
+/// the split-K GEMM into partial products, then their in-order sum into dw.
+pub fn backward_weights_plan(path: ConvPath, tiles: ConvTiles, s: &Conv2dShape, accumulate: bool) -> [Conv2dPlan; 2] {
     use Conv2dKernel::*;
     let rows = s.batch * s.out_h() * s.out_w();
     let (m, n) = (s.kernel * s.kernel * s.in_c, s.out_c);
     let (splits, split_rows) = split_k(rows, m * n, path);
-    let mut p = params(s, [m, n, rows], accumulate);
+    let (tile_m, tile_n) = (tiles.m as usize, tiles.n as usize);
+    let mut p = params(s, [m, n, rows], accumulate, tile_m);
     p.split_rows = split_rows as u32;
     p.splits = splits as u32;
     let gemm = match path {
@@ -556,17 +626,18 @@ pub fn backward_weights_plan(path: ConvPath, s: &Conv2dShape, accumulate: bool) 
             Conv2dPlan::new(BackwardWeightsSubgroup, subgroup_grid(m, n, splits, 2 * DIRECT_N), p)
         }
         ConvPath::Tiled => {
-            let tiles_m = m.div_ceil(TILE_M);
+            let tiles_m = m.div_ceil(tile_m);
             assert!(
                 tiles_m <= MAX_WORKGROUPS_PER_DIM as usize,
                 "conv2d_backward_weights: too many weight rows"
             );
-            let kernel = if tiled_aligned(s) {
+            let kernel = if tiled_aligned(s, tiles) {
                 BackwardWeightsAligned
             } else {
                 BackwardWeightsGeneral
             };
-            Conv2dPlan::new(kernel, [n.div_ceil(TILE_N) as u32, tiles_m as u32, splits as u32], p)
+            let grid = [n.div_ceil(tile_n) as u32, tiles_m as u32, splits as u32];
+            Conv2dPlan::tiled(kernel, tiles, grid, p)
         }
         ConvPath::Direct | ConvPath::Subgroup => {
             let kernels = [BackwardWeightsDirectWide, BackwardWeightsDirectGeneral];
@@ -619,7 +690,7 @@ pub fn conv2d_forward(
             &placeholder
         }
     };
-    let plan = forward_plan(ctx.profile.conv_path, s, residual.is_some());
+    let plan = forward_plan(ctx.profile.conv_path, ctx.profile.conv_tiles, s, residual.is_some());
     let storage = [("x", x), ("w", w), ("y", y), ("residual", res)];
     plan.op(ctx, &storage).with_flops(s.flops())
 }
@@ -639,7 +710,7 @@ pub fn conv2d_backward_data(
     check_len(what, "dy", dy, s.output_len());
     check_len(what, "w", w, s.weight_len());
     check_len(what, "dx", dx, s.input_len());
-    let plan = backward_data_plan(ctx.profile.conv_path, s, accumulate);
+    let plan = backward_data_plan(ctx.profile.conv_path, ctx.profile.conv_tiles, s, accumulate);
     let storage = [("w", w), ("dy", dy), ("dx", dx)];
     plan.op(ctx, &storage).with_flops(s.flops())
 }
@@ -648,7 +719,7 @@ pub fn conv2d_backward_data(
 /// context's path: a network workspace allocates one scratch of its largest layer's need and
 /// hands it to every layer.
 pub fn conv2d_backward_weights_scratch_len(ctx: &GpuContext, s: &Conv2dShape) -> usize {
-    let [gemm, _] = backward_weights_plan(ctx.profile.conv_path, s, false);
+    let [gemm, _] = backward_weights_plan(ctx.profile.conv_path, ctx.profile.conv_tiles, s, false);
     gemm.params.splits as usize * s.weight_len()
 }
 
@@ -672,7 +743,7 @@ pub fn conv2d_backward_weights(
     check_len(what, "x", x, s.input_len());
     check_len(what, "dy", dy, s.output_len());
     check_len(what, "dw", dw, s.weight_len());
-    let [gemm, reduce] = backward_weights_plan(ctx.profile.conv_path, s, accumulate);
+    let [gemm, reduce] = backward_weights_plan(ctx.profile.conv_path, ctx.profile.conv_tiles, s, accumulate);
     let shape = [gemm.params.splits as usize, s.kernel * s.kernel * s.in_c, s.out_c];
     let partials = Tensor::scratch(ctx, scratch, "conv2d dw partials", 0, &shape);
     let p = &partials;

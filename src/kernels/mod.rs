@@ -17,6 +17,11 @@ use crate::shaders::Shader;
 /// Every shader module the crate compiles, each defined by its wrapper.
 pub static SHADERS: &[&Shader] = &[
     &conv2d::SHADER,
+    &conv2d::TILED_SHADERS[0],
+    &conv2d::TILED_SHADERS[1],
+    &conv2d::TILED_SHADERS[2],
+    &conv2d::TILED_SHADERS[3],
+    &conv2d::TILED_SHADERS[4],
     &conv2d::SUBGROUP_SHADER,
     &batchnorm::SHADER,
     &activation::SHADER,

@@ -1,7 +1,7 @@
 use adamatch_wgpu::gpu::{GpuContext, Tensor};
 use adamatch_wgpu::kernels::conv2d::{
     backward_data_plan, backward_weights_plan, conv2d_backward_data, conv2d_backward_weights,
-    conv2d_backward_weights_scratch_len, conv2d_forward, forward_plan, Conv2dKernel, Conv2dShape, ConvPath,
+    conv2d_backward_weights_scratch_len, conv2d_forward, forward_plan, Conv2dKernel, Conv2dShape, ConvPath, ConvTiles,
 };
 use adamatch_wgpu::profile::AdapterProfile;
 
@@ -43,7 +43,8 @@ fn shapes() -> Vec<Conv2dShape> {
         shape(2, (6, 6), 8, 12, 1, 2),
         shape(3, (5, 7), 4, 36, 3, 1),
         shape(2, (1, 1), 4, 4, 3, 1),
-        // Channels that are multiples of TILE_K (the tap-walking fast path) with several M tiles.
+        // Channels that are multiples of the K step (the tap-walking fast path) with several M
+        // tiles.
         shape(3, (10, 9), 16, 32, 3, 1),
         shape(2, (12, 11), 32, 16, 3, 2),
         // Stride 3: nine backward-data phases, some of them without positions near the edges.
@@ -94,9 +95,9 @@ fn on_path(path: ConvPath, test: &str) -> Option<GpuContext> {
 /// gradient's GEMM.
 fn kernels(path: ConvPath, s: &Conv2dShape) -> [Conv2dKernel; 3] {
     [
-        forward_plan(path, s, false).kernel,
-        backward_data_plan(path, s, false).kernel,
-        backward_weights_plan(path, s, false)[0].kernel,
+        forward_plan(path, ConvTiles::DEFAULT, s, false).kernel,
+        backward_data_plan(path, ConvTiles::DEFAULT, s, false).kernel,
+        backward_weights_plan(path, ConvTiles::DEFAULT, s, false)[0].kernel,
     ]
 }
 
@@ -259,6 +260,83 @@ fn backward_weights_long_reduction_uses_several_chunks() {
         // three chunks starting mid-row.
         check_backward_weights(ctx, &shape(5, (30, 31), 4, 32, 3, 2), 940);
     }
+}
+
+/// Shapes for the tiled path's tile candidates: scalar and vec4 staging, channels in whole K
+/// steps of 8 and 16 but not 32 and of all three, several M and N tiles, strides 1 to 3, ragged
+/// edges, a reduction cut into several split-K chunks.
+fn tile_shapes() -> Vec<Conv2dShape> {
+    vec![
+        shape(3, (7, 9), 13, 17, 3, 2),
+        shape(3, (10, 9), 16, 32, 3, 1),
+        shape(2, (12, 11), 32, 16, 3, 2),
+        shape(2, (7, 8), 16, 16, 3, 3),
+        shape(2, (7, 7), 48, 36, 1, 2),
+        shape(2, (9, 13), 8, 64, 3, 1),
+        shape(5, (30, 31), 5, 6, 3, 1),
+    ]
+}
+
+#[test]
+fn every_tile_candidate_matches_the_reference_and_the_default_tiles_bit_for_bit() {
+    // The candidates cut the GEMMs into other tiles but sum every output in the same order, so
+    // the choice is a matter of speed alone: each matches the f64 reference, and the default's
+    // results bit for bit.
+    let Some(tiled) = &on_path(ConvPath::Tiled, "every_tile_candidate_matches_the_reference") else {
+        return;
+    };
+    for (i, s) in tile_shapes().into_iter().enumerate() {
+        let seed = 1200 + 10 * i as u64;
+        let d = data(&s, seed);
+        let want = [
+            cpu::conv2d_forward(&to_f64(&d.x), &to_f64(&d.w), &s),
+            cpu::conv2d_backward_data(&to_f64(&d.dy), &to_f64(&d.w), &s),
+            cpu::conv2d_backward_weights(&to_f64(&d.x), &to_f64(&d.dy), &s),
+        ];
+        let terms = [
+            s.kernel * s.kernel * s.in_c,
+            s.kernel * s.kernel * s.out_c,
+            s.batch * s.out_h() * s.out_w(),
+        ];
+        let mut default_bits = None;
+        for tiles in ConvTiles::ALL {
+            let ctx = &tiled.with_conv_tiles(tiles);
+            let got = run_passes(ctx, &s, &d);
+            for (j, name) in ["forward", "backward data", "backward weights"].iter().enumerate() {
+                let what = format!("conv2d {name}, tiles {tiles}, {s:?}");
+                assert_close(&what, &got[j], &want[j], RTOL, atol(terms[j]));
+            }
+            let bits = got.map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>());
+            match &default_bits {
+                None => default_bits = Some(bits),
+                Some(d) => {
+                    for (j, name) in ["y", "dx", "dw"].iter().enumerate() {
+                        assert!(
+                            d[j] == bits[j],
+                            "{name} of tiles {tiles} differs from the default's bits, {s:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// y, dx and dw of one shape's three passes on the context's path and tiles.
+fn run_passes(ctx: &GpuContext, s: &Conv2dShape, d: &Data) -> [Vec<f32>; 3] {
+    let x = Tensor::from_f32(ctx, "x", &[s.input_len()], &d.x);
+    let w = Tensor::from_f32(ctx, "w", &[s.weight_len()], &d.w);
+    let dy = Tensor::from_f32(ctx, "dy", &[s.output_len()], &d.dy);
+    let y = Tensor::zeros(ctx, "y", &[s.output_len()]);
+    let dx = Tensor::zeros(ctx, "dx", &[s.input_len()]);
+    let dw = Tensor::zeros(ctx, "dw", &[s.weight_len()]);
+    let mut ops = vec![
+        conv2d_forward(ctx, s, &x, &w, &y, None),
+        conv2d_backward_data(ctx, s, &dy, &w, &dx, false),
+    ];
+    ops.extend(conv2d_backward_weights(ctx, s, &x, &dy, &dw, false, None));
+    ctx.run(&ops.iter().collect::<Vec<_>>()).unwrap();
+    [y, dx, dw].map(|t| t.read_f32(ctx).unwrap())
 }
 
 #[test]
