@@ -47,6 +47,13 @@ pub struct GpuArgs {
     /// process; this flag wins over it.
     #[arg(long, global = true)]
     conv_tiles: Option<ConvTiles>,
+    /// Tune the tiled path's tiles per layer shape the first time a network runs on this
+    /// adapter (on: the default on GPUs) or keep the default tiles (off: the default on CPU
+    /// adapters, whose own paths are not tiled). The choices are cached per
+    /// adapter, driver and version in the cache directory and never change a result's bits.
+    /// `ADAMATCH_AUTOTUNE` does the same for every process; this flag wins over it.
+    #[arg(long, global = true, value_parser = crate::profile::parse_on_off)]
+    autotune: Option<bool>,
 }
 
 impl GpuArgs {
@@ -56,6 +63,7 @@ impl GpuArgs {
             adapter: self.adapter.clone(),
             conv_path: self.conv_path,
             conv_tiles: self.conv_tiles,
+            autotune: self.autotune,
         }
     }
 

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::profile::{
-    conv_path_from_env, conv_tiles_from_env, AdapterProfile, BatchNormTuning, ConvPath, ConvTiles, CONV_PATH_ENV,
+    autotune_from_env, conv_path_from_env, conv_tiles_from_env, AdapterProfile, BatchNormTuning, ConvPass, ConvPath,
+    ConvTiles, CONV_PATH_ENV,
 };
 use crate::shaders::Shader;
 
@@ -31,7 +32,14 @@ pub struct AdapterChoice {
     /// Force the tiled path's tiles (None: `ADAMATCH_CONV_TILES` when set, else
     /// [`ConvTiles::DEFAULT`]).
     pub conv_tiles: Option<ConvTiles>,
+    /// Switch the tiled path's autotuning on or off (None: `ADAMATCH_AUTOTUNE` when set, else
+    /// on).
+    pub autotune: Option<bool>,
 }
+
+/// A convolution pass at one layer shape (batch, in_h, in_w, in_c, out_c, kernel, stride): what
+/// the tiled path's tiles are tuned for.
+pub type ConvTuneKey = (ConvPass, [usize; 7]);
 
 /// Limits the engine needs beyond WebGPU's defaults, with the reason shown when one is missing.
 struct NeededLimit {
@@ -196,6 +204,9 @@ pub struct GpuContext {
     allocated: Arc<AtomicU64>,
     /// See [`GpuContext::placeholder`].
     placeholder: Arc<OnceLock<Tensor>>,
+    /// The tiled path's tiles per convolution pass and shape, chosen by autotuning
+    /// (`crate::autotune`); shared by every context of the device.
+    tuned_tiles: Arc<Mutex<HashMap<ConvTuneKey, ConvTiles>>>,
 }
 
 impl GpuContext {
@@ -206,6 +217,10 @@ impl GpuContext {
         let ctx = Self::from_adapter(adapter).await?;
         let ctx = match choice.conv_tiles {
             Some(tiles) => ctx.with_conv_tiles(tiles),
+            None => ctx,
+        };
+        let ctx = match choice.autotune {
+            Some(on) => ctx.with_autotune(on),
             None => ctx,
         };
         match choice.conv_path {
@@ -327,6 +342,9 @@ impl GpuContext {
         if let Some(tiles) = conv_tiles_from_env()? {
             profile = profile.with_conv_tiles(tiles);
         }
+        if let Some(on) = autotune_from_env()? {
+            profile = profile.with_autotune(on);
+        }
         Ok(Self {
             device,
             queue,
@@ -338,6 +356,7 @@ impl GpuContext {
             pipelines: Default::default(),
             allocated: Default::default(),
             placeholder: Default::default(),
+            tuned_tiles: Default::default(),
         })
     }
 
@@ -356,6 +375,38 @@ impl GpuContext {
             profile: self.profile.with_conv_tiles(tiles),
             ..self.clone()
         }
+    }
+
+    /// This context with autotuning of the tiled path's tiles on or off.
+    pub fn with_autotune(&self, on: bool) -> GpuContext {
+        GpuContext {
+            profile: self.profile.with_autotune(on),
+            ..self.clone()
+        }
+    }
+
+    /// The tiles the tiled path runs `key` with: the forced ones, else the tuned ones (when
+    /// this context tunes and `key` was tuned), else [`ConvTiles::DEFAULT`].
+    pub fn conv_tiles_for(&self, key: &ConvTuneKey) -> ConvTiles {
+        if let Some(t) = self.profile.conv_tiles {
+            return t;
+        }
+        if self.profile.tunes_tiles() {
+            if let Some(&t) = self.tuned_tiles.lock().unwrap().get(key) {
+                return t;
+            }
+        }
+        ConvTiles::DEFAULT
+    }
+
+    /// The tuned tiles of `key`, if tuning (or the cache) gave it some.
+    pub fn tuned_tiles(&self, key: &ConvTuneKey) -> Option<ConvTiles> {
+        self.tuned_tiles.lock().unwrap().get(key).copied()
+    }
+
+    /// Records the tuned tiles of `key` for every context sharing this device.
+    pub fn set_tuned_tiles(&self, key: ConvTuneKey, tiles: ConvTiles) {
+        self.tuned_tiles.lock().unwrap().insert(key, tiles);
     }
 
     /// This context with batch norm's workgroup split forced to `tuning` (any adapter runs

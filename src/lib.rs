@@ -17,12 +17,16 @@
 //! `bench` and the CLI are native-only.
 
 #[cfg(not(target_arch = "wasm32"))]
+pub mod autotune;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 pub mod console;
 pub mod data;
 pub mod fault;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod files;
 pub mod gpu;
 pub mod inference;
 pub mod input;

@@ -29,8 +29,13 @@ pub struct AdapterProfile {
     pub subgroup_size: Option<u32>,
     /// The path every convolution takes.
     pub conv_path: ConvPath,
-    /// The tiles of the tiled path's kernels.
-    pub conv_tiles: ConvTiles,
+    /// The tiled path's tiles when forced (`--conv-tiles`, `ADAMATCH_CONV_TILES`); None: each
+    /// layer's tuned tiles where autotuning chose them, else [`ConvTiles::DEFAULT`].
+    pub conv_tiles: Option<ConvTiles>,
+    /// Whether the tiled path's tiles are tuned per layer shape on this adapter (`--autotune`,
+    /// `ADAMATCH_AUTOTUNE`; by default on GPUs only); only where that path runs and its tiles
+    /// are not forced.
+    pub autotune: bool,
     /// Batch norm's split of rows into workgroups.
     pub batchnorm: BatchNormTuning,
 }
@@ -43,7 +48,11 @@ impl AdapterProfile {
             browser,
             subgroup_size,
             conv_path: ConvPath::Tiled,
-            conv_tiles: ConvTiles::DEFAULT,
+            conv_tiles: None,
+            // On GPUs, where the tiled path is the adapter's own and timing the candidates takes
+            // seconds; CPU adapters run the tiled path only when forced (tests, comparisons),
+            // and timing it there takes minutes at the paper's shapes (lavapipe, 2026-12-07).
+            autotune: !cpu,
             batchnorm: BatchNormTuning::Gpu,
         };
         p.conv_path = ConvPath::for_adapter(&p);
@@ -51,9 +60,21 @@ impl AdapterProfile {
         p
     }
 
-    /// The tiled path's tiles when convolutions take it, else None.
-    pub fn tiles_in_use(&self) -> Option<ConvTiles> {
-        (self.conv_path == ConvPath::Tiled).then_some(self.conv_tiles)
+    /// Whether convolutions take the tiled path with tiles tuned per layer shape.
+    pub fn tunes_tiles(&self) -> bool {
+        self.conv_path == ConvPath::Tiled && self.conv_tiles.is_none() && self.autotune
+    }
+
+    /// The tiled path's tiles in words when convolutions take it ("autotuned", or the tiles),
+    /// else None.
+    pub fn tiles_in_use(&self) -> Option<String> {
+        if self.conv_path != ConvPath::Tiled {
+            None
+        } else if self.tunes_tiles() {
+            Some("autotuned per layer".into())
+        } else {
+            Some(self.conv_tiles.unwrap_or(ConvTiles::DEFAULT).to_string())
+        }
     }
 
     /// The convolution kernels in words: the path, and the tiles where they matter.
@@ -67,9 +88,14 @@ impl AdapterProfile {
     /// This profile with the tiled path on `tiles` (any adapter runs every candidate).
     pub fn with_conv_tiles(self, tiles: ConvTiles) -> AdapterProfile {
         AdapterProfile {
-            conv_tiles: tiles,
+            conv_tiles: Some(tiles),
             ..self
         }
+    }
+
+    /// This profile with autotuning of the tiled path's tiles on or off.
+    pub fn with_autotune(self, on: bool) -> AdapterProfile {
+        AdapterProfile { autotune: on, ..self }
     }
 
     /// This profile with every convolution on `path`, or why the adapter cannot run it.
@@ -87,6 +113,46 @@ impl AdapterProfile {
 /// The environment variable that forces the tiled path's tiles on every context of a process:
 /// one of [`ConvTiles::ALL`], written `MxNxK`.
 pub const CONV_TILES_ENV: &str = "ADAMATCH_CONV_TILES";
+
+/// The environment variable that switches the tiled path's autotuning `on` or `off`.
+pub const AUTOTUNE_ENV: &str = "ADAMATCH_AUTOTUNE";
+
+/// Whether autotuning is on or off, as `--autotune` and `ADAMATCH_AUTOTUNE` write it.
+pub fn parse_on_off(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("'{v}': expected on or off")),
+    }
+}
+
+/// What `ADAMATCH_AUTOTUNE` says, if it is set.
+pub fn autotune_from_env() -> Result<Option<bool>> {
+    match std::env::var(AUTOTUNE_ENV) {
+        Ok(v) if !v.is_empty() => parse_on_off(&v).map(Some).map_err(|e| anyhow!("{AUTOTUNE_ENV}={e}")),
+        _ => Ok(None),
+    }
+}
+
+/// The three passes of a convolution, each tuned on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConvPass {
+    Forward,
+    BackwardData,
+    BackwardWeights,
+}
+
+impl ConvPass {
+    pub const ALL: [ConvPass; 3] = [ConvPass::Forward, ConvPass::BackwardData, ConvPass::BackwardWeights];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvPass::Forward => "forward",
+            ConvPass::BackwardData => "backward-data",
+            ConvPass::BackwardWeights => "backward-weights",
+        }
+    }
+}
 
 /// The tiles `ADAMATCH_CONV_TILES` names, if it is set.
 pub fn conv_tiles_from_env() -> Result<Option<ConvTiles>> {

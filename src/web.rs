@@ -127,6 +127,7 @@ async fn open_device() -> Result<GpuContext> {
         adapter: None,
         conv_path: None,
         conv_tiles: None,
+        autotune: None,
     };
     GpuContext::new(&choice).await
 }

@@ -11,9 +11,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{grid_1d, GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
+use crate::gpu::{grid_1d, ConvTuneKey, GpuContext, Op, Tensor, MAX_WORKGROUPS_PER_DIM};
 use crate::profile::CONV_SUBGROUP_LANES;
-pub use crate::profile::{ConvPath, ConvTiles};
+pub use crate::profile::{ConvPass, ConvPath, ConvTiles};
 use crate::shaders::{shader_file, wgsl_struct, Shader, REDUCE_WG};
 
 /// Output rows per invocation of the tiled path (each owns THREAD_M x 4 outputs); its tiles
@@ -106,10 +106,10 @@ const TILED_CONSTANTS: [[(&str, u32); 7]; ConvTiles::ALL.len()] = {
         // What the shader's staging and unrolled products assume of the tiles: vec4 packing,
         // whole A rows staged per invocation, and WebGPU's default limits.
         let wg = t.workgroup_size();
-        assert!(t.n % 4 == 0 && t.k % 4 == 0 && t.m % 8 == 0);
-        assert!(t.m % wg == 0 && t.m % t.k == 0 && wg % (t.m / t.k) == 0);
+        assert!(t.n.is_multiple_of(4) && t.k.is_multiple_of(4) && t.m.is_multiple_of(8));
+        assert!(t.m.is_multiple_of(wg) && t.m.is_multiple_of(t.k) && wg.is_multiple_of(t.m / t.k));
         assert!(wg <= 256 && t.workgroup_bytes() <= 16384 && t.m as usize <= MAX_TILE_M);
-        assert!(ConvTiles::MAX_K % t.k == 0);
+        assert!(ConvTiles::MAX_K.is_multiple_of(t.k));
         out[i] = [
             ("TILE_M", t.m),
             ("TILE_N", t.n),
@@ -264,6 +264,12 @@ impl Conv2dShape {
     /// Elements of w (and dw): `[kernel, kernel, in_c, out_c]`.
     pub fn weight_len(&self) -> usize {
         self.kernel * self.kernel * self.in_c * self.out_c
+    }
+
+    /// What the tiled path's tiles are tuned for: `pass` at this shape.
+    pub fn tune_key(&self, pass: ConvPass) -> ConvTuneKey {
+        let s = self;
+        (pass, [s.batch, s.in_h, s.in_w, s.in_c, s.out_c, s.kernel, s.stride])
     }
 
     /// Multiply-adds times 2 of one pass (forward, backward-data and backward-weights alike).
@@ -690,7 +696,8 @@ pub fn conv2d_forward(
             &placeholder
         }
     };
-    let plan = forward_plan(ctx.profile.conv_path, ctx.profile.conv_tiles, s, residual.is_some());
+    let tiles = ctx.conv_tiles_for(&s.tune_key(ConvPass::Forward));
+    let plan = forward_plan(ctx.profile.conv_path, tiles, s, residual.is_some());
     let storage = [("x", x), ("w", w), ("y", y), ("residual", res)];
     plan.op(ctx, &storage).with_flops(s.flops())
 }
@@ -710,7 +717,8 @@ pub fn conv2d_backward_data(
     check_len(what, "dy", dy, s.output_len());
     check_len(what, "w", w, s.weight_len());
     check_len(what, "dx", dx, s.input_len());
-    let plan = backward_data_plan(ctx.profile.conv_path, ctx.profile.conv_tiles, s, accumulate);
+    let tiles = ctx.conv_tiles_for(&s.tune_key(ConvPass::BackwardData));
+    let plan = backward_data_plan(ctx.profile.conv_path, tiles, s, accumulate);
     let storage = [("w", w), ("dy", dy), ("dx", dx)];
     plan.op(ctx, &storage).with_flops(s.flops())
 }
@@ -719,7 +727,8 @@ pub fn conv2d_backward_data(
 /// context's path: a network workspace allocates one scratch of its largest layer's need and
 /// hands it to every layer.
 pub fn conv2d_backward_weights_scratch_len(ctx: &GpuContext, s: &Conv2dShape) -> usize {
-    let [gemm, _] = backward_weights_plan(ctx.profile.conv_path, ctx.profile.conv_tiles, s, false);
+    let tiles = ctx.conv_tiles_for(&s.tune_key(ConvPass::BackwardWeights));
+    let [gemm, _] = backward_weights_plan(ctx.profile.conv_path, tiles, s, false);
     gemm.params.splits as usize * s.weight_len()
 }
 
@@ -743,7 +752,8 @@ pub fn conv2d_backward_weights(
     check_len(what, "x", x, s.input_len());
     check_len(what, "dy", dy, s.output_len());
     check_len(what, "dw", dw, s.weight_len());
-    let [gemm, reduce] = backward_weights_plan(ctx.profile.conv_path, ctx.profile.conv_tiles, s, accumulate);
+    let tiles = ctx.conv_tiles_for(&s.tune_key(ConvPass::BackwardWeights));
+    let [gemm, reduce] = backward_weights_plan(ctx.profile.conv_path, tiles, s, accumulate);
     let shape = [gemm.params.splits as usize, s.kernel * s.kernel * s.in_c, s.out_c];
     let partials = Tensor::scratch(ctx, scratch, "conv2d dw partials", 0, &shape);
     let p = &partials;

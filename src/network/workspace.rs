@@ -184,6 +184,16 @@ impl Workspace {
             self.built_for = Some(net.params.clone());
         }
         if !self.passes.contains_key(&pass) {
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                // The tiled path's tiles are chosen before the first ops that use them are made.
+                use crate::kernels::conv2d::ConvPass;
+                let passes: &[ConvPass] = match pass {
+                    Pass::Backward { .. } => &ConvPass::ALL,
+                    _ => &[ConvPass::Forward],
+                };
+                crate::autotune::tune_or_warn(ctx, &net.conv_shapes(self.batch), passes);
+            }
             if matches!(pass, Pass::Backward { .. }) && self.dw_scratch.is_none() {
                 let len = net
                     .conv_shapes(self.batch)

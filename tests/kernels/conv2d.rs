@@ -743,3 +743,48 @@ fn backward_weights_share_one_scratch_across_layers() {
         }
     }
 }
+
+#[test]
+fn autotuning_times_each_pass_once_and_reads_its_choices_back_from_the_cache() {
+    use adamatch_wgpu::autotune::{adapter_key, key_text, tune_with_cache};
+    use adamatch_wgpu::kernels::conv2d::ConvPass;
+    use std::collections::BTreeMap;
+    let Some(tiled) = on_path(ConvPath::Tiled, "autotuning_times_each_pass_once") else {
+        return;
+    };
+    let ctx = &tiled.with_autotune(true);
+    let dir = std::env::temp_dir().join(format!("adamatch-autotune-test-{}", std::process::id()));
+    let path = dir.join("cache.json");
+    let (a, b) = (shape(2, (9, 13), 8, 64, 3, 1), shape(1, (7, 8), 16, 16, 3, 3));
+    let first = tune_with_cache(ctx, &[a, a], &ConvPass::ALL, &path).unwrap();
+    assert_eq!((first.timed, first.cached), (3, 0), "one timing per pass of the shape");
+    let file: BTreeMap<String, BTreeMap<String, String>> =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for pass in ConvPass::ALL {
+        let key = a.tune_key(pass);
+        let tiles = ctx.tuned_tiles(&key).expect("tuned");
+        assert!(ConvTiles::ALL.contains(&tiles));
+        assert_eq!(ctx.conv_tiles_for(&key), tiles, "the plans take the tuned tiles");
+        assert_eq!(file[&adapter_key(ctx)][&key_text(&key)], tiles.to_string());
+        // Forced tiles win; without autotuning the default stays.
+        assert_eq!(
+            ctx.with_conv_tiles(ConvTiles::ALL[4]).conv_tiles_for(&key),
+            ConvTiles::ALL[4]
+        );
+        assert_eq!(ctx.with_autotune(false).conv_tiles_for(&key), ConvTiles::DEFAULT);
+    }
+    let again = tune_with_cache(ctx, &[a], &ConvPass::ALL, &path).unwrap();
+    assert_eq!((again.timed, again.cached), (0, 0), "tuned once per device");
+    // An entry the cache holds for this adapter is taken without timing.
+    let key = b.tune_key(ConvPass::Forward);
+    let mut file = file;
+    let pick = ConvTiles::ALL[4];
+    file.get_mut(&adapter_key(ctx))
+        .unwrap()
+        .insert(key_text(&key), pick.to_string());
+    std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+    let cached = tune_with_cache(ctx, &[b], &[ConvPass::Forward], &path).unwrap();
+    assert_eq!((cached.timed, cached.cached), (0, 1));
+    assert_eq!(ctx.tuned_tiles(&key), Some(pick));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
