@@ -421,6 +421,7 @@ fn run_directory_holds_config_metrics_model_and_plots() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["config"]["batch"], 2);
     assert!(config["adapter"].as_str().unwrap().contains(&ctx.info.name));
+    assert_eq!(config["convolution"], ctx.profile.conv_kernels());
     let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
     let train_lines = metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")).count();
     assert_eq!(train_lines as u64, cfg.steps);

@@ -508,6 +508,9 @@ fn write_config_json(ctx: &GpuContext, opts: &RunOptions, run: &RunRecord, data:
         "target_test": opts.target_test.as_ref().unwrap_or(&opts.target).to_string(),
         "target_test_labeled": data.target_test.labels.is_some(),
         "adapter": ctx.adapter_summary(),
+        // Tuned tiles never change a result's bits: the per-layer choices stay in the cache.
+        "convolution": ctx.profile.conv_kernels(),
+        "autotune_cache": ctx.profile.tunes_tiles().then(|| crate::autotune::cache_path().display().to_string()),
         "git_revision": git_revision(),
         "version": env!("CARGO_PKG_VERSION"),
     });
