@@ -395,6 +395,11 @@ impl TrainConfig {
         if t < s {
             (cfg.algorithm, cfg.steps) = (Algorithm::SourceOnly, s);
             cfg.invert = self.source_phase_invert.unwrap_or(self.invert);
+            // Labeled target images join the adaptation phase only. Measured on real targets
+            // (README, "Real domains"): with one image per class in the source phase (half of
+            // each step's labeled batch from 10 images) the recipe ended at 31.6% of photo
+            // digits against 52.4% without labels; with them in the adaptation alone, 55.3%.
+            cfg.labeled_target_batch = 0;
             Phase { start: 0, cfg }
         } else {
             cfg.steps = self.steps - s;

@@ -74,6 +74,19 @@ fn the_source_phase_keeps_the_preset_share_of_the_steps_unless_given() {
 }
 
 #[test]
+fn labeled_target_images_join_the_adaptation_phase_only() {
+    let mut c = from_page(r#"{"steps": 800}"#).unwrap().config("tiny").unwrap();
+    c.labeled_target_batch = c.batch;
+    assert!(c.source_steps > 0);
+    assert_eq!(c.phase_at(0).cfg.labeled_target_batch, 0);
+    assert_eq!(c.phase_at(c.source_steps - 1).cfg.labeled_target_batch, 0);
+    assert_eq!(c.phase_at(c.source_steps).cfg.labeled_target_batch, c.batch);
+    // Without a source phase the labeled images are there from the first step.
+    c.source_steps = 0;
+    assert_eq!(c.phase_at(0).cfg.labeled_target_batch, c.batch);
+}
+
+#[test]
 fn the_source_phase_can_have_its_own_polarity() {
     let c = from_page(r#"{"steps": 800, "sourcePhaseInvert": "all"}"#)
         .unwrap()
