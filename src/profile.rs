@@ -180,7 +180,7 @@ impl ConvTiles {
     /// gradient's 9 * Cin rows of every 3x3 layer with Cin a multiple of 16; 144 invocations.
     pub const DEFAULT: ConvTiles = ConvTiles { m: 144, n: 32, k: 16 };
 
-    /// The candidates: the default, then workgroups of 64, 128 and 192 invocations (whole NVIDIA
+    /// The candidates: the default, then workgroups of 64 and 128 invocations (whole NVIDIA
     /// warps and AMD waves), K steps of 8 to 32, all within WebGPU's default 16 KiB of
     /// workgroup memory and 256 invocations.
     pub const ALL: [ConvTiles; 6] = [
