@@ -29,11 +29,11 @@ pub struct AdapterChoice {
     /// Force every convolution onto this path (None: `ADAMATCH_CONV_PATH` when set, else the
     /// adapter's own, [`ConvPath::for_adapter`]). A path the adapter cannot run is an error.
     pub conv_path: Option<ConvPath>,
-    /// Force the tiled path's tiles (None: `ADAMATCH_CONV_TILES` when set, else
-    /// [`ConvTiles::DEFAULT`]).
+    /// Force the tiled path's tiles (None: `ADAMATCH_CONV_TILES` when set, else each layer's
+    /// tuned tiles where autotuning runs, else [`ConvTiles::DEFAULT`]).
     pub conv_tiles: Option<ConvTiles>,
     /// Switch the tiled path's autotuning on or off (None: `ADAMATCH_AUTOTUNE` when set, else
-    /// on).
+    /// on for GPUs and off for CPU adapters).
     pub autotune: Option<bool>,
 }
 

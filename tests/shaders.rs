@@ -38,6 +38,22 @@ fn every_wgsl_file_validates() {
 }
 
 #[test]
+fn every_tile_candidates_module_is_embedded() {
+    // kernels::SHADERS lists the tiled modules by hand: one per candidate but the default's.
+    for (i, tiled) in conv2d::TILED_SHADERS.iter().enumerate() {
+        assert!(
+            SHADERS.contains(&tiled),
+            "conv2d::TILED_SHADERS[{i}] is not in kernels::SHADERS"
+        );
+    }
+    assert_eq!(
+        conv2d::TILED_SHADERS.len() + 1,
+        conv2d::ConvTiles::ALL.len(),
+        "one module per tile candidate"
+    );
+}
+
+#[test]
 fn every_shader_file_is_embedded() {
     // A .wgsl file the crate does not embed would be validated here yet never run.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");

@@ -185,7 +185,7 @@ impl Workspace {
         }
         if !self.passes.contains_key(&pass) {
             #[cfg(not(target_arch = "wasm32"))]
-            {
+            if ctx.profile.tunes_tiles() {
                 // The tiled path's tiles are chosen before the first ops that use them are made.
                 use crate::kernels::conv2d::ConvPass;
                 let passes: &[ConvPass] = match pass {
