@@ -1,20 +1,20 @@
 //! Runtime autotuning of the tiled convolution path's tiles, as burn/cubecl's autotuned conv
 //! strategy does: the first time a convolution pass of a shape runs on an adapter, every
 //! candidate of [`ConvTiles::ALL`] is timed on it and the fastest is kept for the device
-//! ([`GpuContext::set_tuned_tiles`]) and written to a cache file, one entry per adapter, driver
-//! and crate version, so a later process on the same adapter reads its choice instead of timing.
+//! ([`GpuContext::set_tuned_tiles`]) and stored, one entry per adapter, driver and crate
+//! version, so a later process on the same adapter reads its choice instead of timing.
 //! The candidates sum every output in the same order (see [`ConvTiles`]), so a choice changes
 //! speed and never a result's bits: nothing about it needs to be replayed on `--resume`.
 //!
 //! Only where convolutions take the tiled path with tiles neither forced nor switched off
-//! ([`crate::profile::AdapterProfile::tunes_tiles`]); native only (the browser keeps the
-//! default tiles).
+//! ([`crate::profile::AdapterProfile::tunes_tiles`]). Candidates are timed by GPU timestamps
+//! where the device has them (`crate::timing`), else by the wall clock around awaited
+//! submissions. The same tuner serves both targets: natively the choices live in a cache file
+//! ([`CacheFileStore`]), in a browser in `localStorage` (`crate::web`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::gpu::{ConvTuneKey, GpuContext, Op, Tensor};
 use crate::kernels::conv2d::{
@@ -22,7 +22,7 @@ use crate::kernels::conv2d::{
 };
 
 /// The cache file's name in the cache directory (`$ADAMATCH_DATA`, else the user cache
-/// directory's `adamatch-wgpu`).
+/// directory's `adamatch-wgpu`); in a browser, the `localStorage` key.
 pub const CACHE_FILE: &str = "autotune-conv-tiles.json";
 
 /// Dispatches of one candidate per timed submission, and timed submissions (the fastest
@@ -38,14 +38,20 @@ pub struct TuneSummary {
     pub cached: usize,
     /// Seconds spent timing.
     pub seconds: f64,
+    /// How the candidates were timed: "gpu timestamps" or "wall clock" ("" when none was).
+    pub clock: &'static str,
 }
 
-/// The cache file: adapter key -> (pass and shape -> tiles), all as text.
-type CacheFile = BTreeMap<String, BTreeMap<String, String>>;
+/// Every adapter's choices: adapter key -> (pass and shape -> tiles), all as text.
+pub type Choices = BTreeMap<String, BTreeMap<String, String>>;
 
-/// The cache file's path.
-pub fn cache_path() -> PathBuf {
-    crate::data::download::resolve_data_dir(None).join(CACHE_FILE)
+/// Where the choices are kept between runs.
+pub trait ChoiceStore {
+    /// Every adapter's choices; empty when there are none or they cannot be read (a lost
+    /// cache only costs a retune; it never stops a run).
+    fn load(&self) -> Choices;
+    /// Replaces the stored choices with `choices`.
+    fn save(&self, choices: &Choices) -> Result<()>;
 }
 
 /// What a cache entry is filed under: the adapter, its driver and this crate's version.
@@ -67,48 +73,41 @@ pub fn key_text((pass, shape): &ConvTuneKey) -> String {
     format!("{} {}", pass.name(), dims.join("x"))
 }
 
-fn read_cache(path: &std::path::Path) -> CacheFile {
-    // A missing or unreadable cache only costs a retune; it never stops a run.
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+/// Every pass of `passes` for every shape of `shapes`.
+pub fn requests(shapes: &[Conv2dShape], passes: &[ConvPass]) -> Vec<(Conv2dShape, ConvPass)> {
+    shapes
+        .iter()
+        .flat_map(|&s| passes.iter().map(move |&p| (s, p)))
+        .collect()
 }
 
-/// Tunes `passes` of every shape in `shapes` that have no tiles yet on `ctx`'s device: from
-/// the cache file where it has an entry for this adapter, else by timing each candidate (and
-/// then adding the choices to the cache file).
-pub fn tune_convolutions(ctx: &GpuContext, shapes: &[Conv2dShape], passes: &[ConvPass]) -> Result<TuneSummary> {
-    tune_with_cache(ctx, shapes, passes, &cache_path())
-}
-
-/// [`tune_convolutions`] with the cache file at `path`.
-pub fn tune_with_cache(
+/// Tunes every requested pass and shape that has no tiles yet on `ctx`'s device: from `store`
+/// where it has an entry for this adapter, else by timing each candidate (and then adding the
+/// choices to `store`). `now` is a clock in seconds (the wall clock's fallback).
+pub async fn tune(
     ctx: &GpuContext,
-    shapes: &[Conv2dShape],
-    passes: &[ConvPass],
-    path: &std::path::Path,
+    requests: &[(Conv2dShape, ConvPass)],
+    store: &dyn ChoiceStore,
+    now: fn() -> f64,
 ) -> Result<TuneSummary> {
     let mut summary = TuneSummary::default();
     if !ctx.profile.tunes_tiles() {
         return Ok(summary);
     }
     let mut todo: Vec<(ConvTuneKey, Conv2dShape)> = Vec::new();
-    for s in shapes {
-        for &pass in passes {
-            let key = s.tune_key(pass);
-            if ctx.tuned_tiles(&key).is_none() && !todo.iter().any(|(k, _)| *k == key) {
-                todo.push((key, *s));
-            }
+    for &(s, pass) in requests {
+        let key = s.tune_key(pass);
+        if ctx.tuned_tiles(&key).is_none() && !todo.iter().any(|(k, _)| *k == key) {
+            todo.push((key, s));
         }
     }
     if todo.is_empty() {
         return Ok(summary);
     }
     let adapter = adapter_key(ctx);
-    let cached = read_cache(path).remove(&adapter).unwrap_or_default();
+    let cached = store.load().remove(&adapter).unwrap_or_default();
     let mut timed = Vec::new();
-    let start = Instant::now();
+    let start = now();
     for (key, s) in todo {
         match cached.get(&key_text(&key)).and_then(|t| t.parse::<ConvTiles>().ok()) {
             Some(tiles) => {
@@ -116,63 +115,86 @@ pub fn tune_with_cache(
                 summary.cached += 1;
             }
             None => {
-                let tiles = fastest(ctx, key.0, &s)?;
+                let (tiles, clock) = fastest(ctx, key.0, &s, now).await?;
                 ctx.set_tuned_tiles(key, tiles);
                 timed.push((key_text(&key), tiles.to_string()));
+                summary.clock = clock;
             }
         }
     }
     summary.timed = timed.len();
-    summary.seconds = start.elapsed().as_secs_f64();
+    summary.seconds = now() - start;
     if !timed.is_empty() {
-        // Read again just before writing: another process may have added its own choices.
-        let mut file = read_cache(path);
-        file.entry(adapter).or_default().extend(timed);
-        let json = serde_json::to_vec_pretty(&file).expect("the cache is plain strings");
-        crate::files::write_atomically(path, &json)
-            .with_context(|| format!("saving the tuned tiles to {}", path.display()))?;
+        // Loaded again just before saving: another process may have added its own choices.
+        let mut choices = store.load();
+        choices.entry(adapter).or_default().extend(timed);
+        store.save(&choices)?;
     }
     Ok(summary)
 }
 
-/// Tunes the convolutions of `shapes` as [`tune_convolutions`] does, and says on stderr what
-/// it timed; a failure is reported and leaves the default tiles (tuning is never worth failing
-/// a run for).
-pub fn tune_or_warn(ctx: &GpuContext, shapes: &[Conv2dShape], passes: &[ConvPass]) {
-    match tune_convolutions(ctx, shapes, passes) {
-        Ok(s) if s.timed > 0 => crate::errln!(
-            "autotuned the tiled path's tiles for {} convolution passes in {:.1} s (cached in {})",
-            s.timed,
-            s.seconds,
-            cache_path().display()
-        ),
-        Ok(_) => {}
-        Err(e) => crate::errln!("note: autotuning the convolution tiles failed ({e:#}); the untuned ones stay in use"),
+/// The candidate that runs `pass` of `s` fastest on `ctx`'s device, and how it was timed:
+/// by GPU timestamps where the device writes them, else by `now` around awaited submissions;
+/// ties go to the earlier candidate.
+async fn fastest(
+    ctx: &GpuContext,
+    pass: ConvPass,
+    s: &Conv2dShape,
+    now: fn() -> f64,
+) -> Result<(ConvTiles, &'static str)> {
+    let tensors = PassTensors::new(ctx, s);
+    let mut timed = None;
+    if ctx.timestamps {
+        let times = candidate_times(ctx, &tensors, pass, s, None).await?;
+        // Some drivers write zeros: then the wall clock decides.
+        timed = times.iter().all(|t| t.is_finite()).then_some((times, "gpu timestamps"));
     }
+    let (times, clock) = match timed {
+        Some(t) => t,
+        None => (candidate_times(ctx, &tensors, pass, s, Some(now)).await?, "wall clock"),
+    };
+    let best = (0..times.len()).fold(0, |b, i| if times[i] < times[b] { i } else { b });
+    Ok((ConvTiles::ALL[best], clock))
 }
 
-/// The candidate that runs `pass` of `s` fastest on `ctx`'s device (wall clock over awaited
-/// submissions of [`REPEATS`] dispatches; ties go to the earlier candidate).
-fn fastest(ctx: &GpuContext, pass: ConvPass, s: &Conv2dShape) -> Result<ConvTiles> {
-    let tensors = PassTensors::new(ctx, s);
-    let mut best = (ConvTiles::DEFAULT, f64::INFINITY);
+/// Each candidate's time for `pass` of `s`: after a warm-up, the fastest of [`TRIALS`] compute
+/// passes of [`REPEATS`] dispatches, by GPU timestamps (infinite where they read zero) or, with
+/// `wall_clock`, by that clock around awaited submissions.
+async fn candidate_times(
+    ctx: &GpuContext,
+    tensors: &PassTensors,
+    pass: ConvPass,
+    s: &Conv2dShape,
+    wall_clock: Option<fn() -> f64>,
+) -> Result<Vec<f64>> {
+    let mut times = Vec::with_capacity(ConvTiles::ALL.len());
     for tiles in ConvTiles::ALL {
         let forced = ctx.with_conv_tiles(tiles);
         let ops = tensors.ops(&forced, pass, s);
         let once: Vec<&Op> = ops.iter().collect();
-        forced.run(&once)?;
+        forced.run_async(&once).await?;
         let repeated: Vec<&Op> = (0..REPEATS).flat_map(|_| ops.iter()).collect();
-        let mut seconds = f64::INFINITY;
-        for _ in 0..TRIALS {
-            let t = Instant::now();
-            forced.run(&repeated)?;
-            seconds = seconds.min(t.elapsed().as_secs_f64());
+        let mut best = f64::INFINITY;
+        match wall_clock {
+            None => {
+                let trials = vec![repeated; TRIALS];
+                for t in crate::timing::pass_times_ms(ctx, &trials).await? {
+                    if t > 0.0 {
+                        best = best.min(t);
+                    }
+                }
+            }
+            Some(now) => {
+                for _ in 0..TRIALS {
+                    let t = now();
+                    forced.run_async(&repeated).await?;
+                    best = best.min(now() - t);
+                }
+            }
         }
-        if seconds < best.1 {
-            best = (tiles, seconds);
-        }
+        times.push(best);
     }
-    Ok(best.0)
+    Ok(times)
 }
 
 /// The buffers one pass of a shape reads and writes while it is timed (zeros: the timing does
@@ -204,5 +226,78 @@ impl PassTensors {
             ConvPass::BackwardData => vec![conv2d_backward_data(ctx, s, &self.dy, &self.w, &self.dx, false)],
             ConvPass::BackwardWeights => conv2d_backward_weights(ctx, s, &self.x, &self.dy, &self.dw, false, None),
         }
+    }
+}
+
+/// The choices in a JSON file, written atomically (natively: [`cache_path`]).
+#[cfg(not(target_arch = "wasm32"))]
+pub struct CacheFileStore<'a> {
+    pub path: &'a std::path::Path,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ChoiceStore for CacheFileStore<'_> {
+    fn load(&self) -> Choices {
+        std::fs::read(self.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, choices: &Choices) -> Result<()> {
+        use anyhow::Context;
+        let json = serde_json::to_vec_pretty(choices).expect("the choices are plain strings");
+        crate::files::write_atomically(self.path, &json)
+            .with_context(|| format!("saving the tuned tiles to {}", self.path.display()))
+    }
+}
+
+/// The cache file's path.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn cache_path() -> std::path::PathBuf {
+    crate::data::download::resolve_data_dir(None).join(CACHE_FILE)
+}
+
+/// Tunes `passes` of every shape in `shapes` as [`tune`] does, with the choices in the cache
+/// file (blocking).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn tune_convolutions(ctx: &GpuContext, shapes: &[Conv2dShape], passes: &[ConvPass]) -> Result<TuneSummary> {
+    tune_with_cache(ctx, shapes, passes, &cache_path())
+}
+
+/// [`tune_convolutions`] with the cache file at `path`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn tune_with_cache(
+    ctx: &GpuContext,
+    shapes: &[Conv2dShape],
+    passes: &[ConvPass],
+    path: &std::path::Path,
+) -> Result<TuneSummary> {
+    let store = CacheFileStore { path };
+    pollster::block_on(tune(ctx, &requests(shapes, passes), &store, seconds_since_start))
+}
+
+/// Seconds since the first call (a monotonic clock).
+#[cfg(not(target_arch = "wasm32"))]
+fn seconds_since_start() -> f64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+}
+
+/// Tunes the convolutions of `shapes` as [`tune_convolutions`] does, and says on stderr what
+/// it timed; a failure is reported and leaves the default tiles (tuning is never worth failing
+/// a run for).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn tune_or_warn(ctx: &GpuContext, shapes: &[Conv2dShape], passes: &[ConvPass]) {
+    match tune_convolutions(ctx, shapes, passes) {
+        Ok(s) if s.timed > 0 => crate::errln!(
+            "autotuned the tiled path's tiles for {} convolution passes in {:.1} s by {} (cached in {})",
+            s.timed,
+            s.seconds,
+            s.clock,
+            cache_path().display()
+        ),
+        Ok(_) => {}
+        Err(e) => crate::errln!("note: autotuning the convolution tiles failed ({e:#}); the untuned ones stay in use"),
     }
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::gpu::{GpuContext, Op};
 use crate::network::{Pass, WideResNet, WideResNetConfig, Workspace};
+use crate::timing::{pass_times_ms, PASSES_PER_QUERY_SET};
 
 pub mod step;
 
@@ -51,16 +52,14 @@ pub struct BenchReport {
     pub pass_gflop: f64,
 }
 
-/// Ops per timestamp query set (two queries each; wgpu allows 4,096 queries in a set).
-const OPS_PER_QUERY_SET: usize = 1024;
-
 /// Times each op of `ops`: GPU timestamps around each op's own compute pass where the adapter
 /// has them, otherwise the wall time of submitting it alone and waiting.
 pub(crate) fn time_ops(ctx: &GpuContext, ops: &[&Op]) -> Result<(Vec<f64>, &'static str)> {
     if ctx.timestamps && !ops.is_empty() {
         let mut times = Vec::with_capacity(ops.len());
-        for chunk in ops.chunks(OPS_PER_QUERY_SET) {
-            times.extend(time_ops_timestamps(ctx, chunk)?);
+        for chunk in ops.chunks(PASSES_PER_QUERY_SET) {
+            let passes: Vec<Vec<&Op>> = chunk.iter().map(|&op| vec![op]).collect();
+            times.extend(pollster::block_on(pass_times_ms(ctx, &passes))?);
         }
         // Some drivers report all-zero timestamps; fall back to wall time then.
         if times.iter().any(|&t| t > 0.0) {
@@ -74,43 +73,6 @@ pub(crate) fn time_ops(ctx: &GpuContext, ops: &[&Op]) -> Result<(Vec<f64>, &'sta
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     Ok((times, "wall clock"))
-}
-
-/// One submission, each op in its own compute pass between two timestamps.
-fn time_ops_timestamps(ctx: &GpuContext, ops: &[&Op]) -> Result<Vec<f64>> {
-    let count = (2 * ops.len()) as u32;
-    let set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
-        label: Some("bench timestamps"),
-        ty: wgpu::QueryType::Timestamp,
-        count,
-    });
-    let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("timestamp resolve"),
-        size: count as u64 * 8,
-        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    for (i, op) in ops.iter().enumerate() {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                query_set: &set,
-                beginning_of_pass_write_index: Some(2 * i as u32),
-                end_of_pass_write_index: Some(2 * i as u32 + 1),
-            }),
-        });
-        op.record(&mut pass);
-    }
-    encoder.resolve_query_set(&set, 0..count, &resolve, 0);
-    ctx.queue.submit([encoder.finish()]);
-    let bytes = ctx.read_bytes(&resolve, 0, count as u64 * 8)?;
-    let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
-    let period_ms = ctx.queue.get_timestamp_period() as f64 / 1e6;
-    Ok(ticks
-        .chunks(2)
-        .map(|t| t[1].saturating_sub(t[0]) as f64 * period_ms)
-        .collect())
 }
 
 pub fn run(ctx: &GpuContext, opts: &BenchOptions) -> Result<BenchReport> {

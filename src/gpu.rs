@@ -192,7 +192,7 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
-    /// GPU timestamp queries are available (used by `bench`).
+    /// GPU timestamp queries are available (`crate::timing`: `bench`, the autotuner).
     pub timestamps: bool,
     /// What the kernels choose their variants by.
     pub profile: AdapterProfile,
@@ -306,8 +306,9 @@ impl GpuContext {
             }
         }
         let limits = required_limits(&have);
-        // Timestamps serve `bench` only, which the browser build does not have.
-        let timestamps = !cfg!(target_arch = "wasm32") && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        // Timestamps time `bench`'s kernels and the autotuner's candidates (in a browser too,
+        // where it grants them).
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let mut features = wgpu::Features::empty();
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;
@@ -402,6 +403,13 @@ impl GpuContext {
     /// The tuned tiles of `key`, if tuning (or the cache) gave it some.
     pub fn tuned_tiles(&self, key: &ConvTuneKey) -> Option<ConvTiles> {
         self.tuned_tiles.lock().unwrap().get(key).copied()
+    }
+
+    /// Every pass and shape with tuned tiles on this device, in order.
+    pub fn tuned_keys(&self) -> Vec<ConvTuneKey> {
+        let mut keys: Vec<ConvTuneKey> = self.tuned_tiles.lock().unwrap().keys().copied().collect();
+        keys.sort();
+        keys
     }
 
     /// Records the tuned tiles of `key` for every context sharing this device.
@@ -527,6 +535,27 @@ impl GpuContext {
     pub fn run(&self, ops: &[&Op]) -> Result<()> {
         self.submit(ops);
         self.wait()
+    }
+
+    /// Resolves when the device has finished everything submitted so far (natively this
+    /// blocks; in a browser it awaits the queue's promise).
+    pub async fn work_done(&self) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.wait();
+        #[cfg(target_arch = "wasm32")]
+        {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            self.queue.on_submitted_work_done(move || {
+                let _ = tx.send(());
+            });
+            rx.await.map_err(|_| anyhow!("the GPU device was lost"))
+        }
+    }
+
+    /// Runs `ops` and awaits them ([`GpuContext::run`] on any target).
+    pub async fn run_async(&self, ops: &[&Op]) -> Result<()> {
+        self.submit(ops);
+        self.work_done().await
     }
 
     /// Copies `bytes` bytes at `offset` of `buffer` back to the host.

@@ -16,7 +16,6 @@
 //! evaluation, every readback awaited); the training loop of `train` (files, clocks, Ctrl-C),
 //! `bench` and the CLI are native-only.
 
-#[cfg(not(target_arch = "wasm32"))]
 pub mod autotune;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
@@ -36,6 +35,7 @@ pub mod profile;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
 pub mod shaders;
+pub mod timing;
 pub mod train;
 #[cfg(all(target_arch = "wasm32", feature = "web"))]
 pub mod web;

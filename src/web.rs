@@ -11,8 +11,10 @@
 //! ```js
 //! import init, { WebClassifier, WebTrainer, prepareInput } from "./pkg/adamatch_wgpu.js";
 //! await init();
-//! const clf = await WebClassifier.create();          // rejects when WebGPU is missing
+//! const clf = await WebClassifier.create();          // rejects when WebGPU is missing;
+//!                                                    // { autotune: true } tunes on any adapter
 //! const about = await clf.loadWeights(bytes);        // Uint8Array of a .safetensors file
+//! clf.tuning;                                        // { tiles, timed, cached, seconds, clock }
 //! const r = await clf.classifyRgba(rgba, w, h);      // ImageData.data, any size
 //! r.probs; r.logits; r.predicted; r.input;           // Float32Array x2, number, 32x32x3 Uint8Array
 //! r.className; clf.classes;                          // the predicted class's name; every name
@@ -27,6 +29,7 @@
 
 mod classifier;
 mod trainer;
+mod tuning;
 
 pub use classifier::{Classification, WebClassifier};
 pub use trainer::WebTrainer;
@@ -113,9 +116,30 @@ fn check_rgba(rgba: &[u8], width: u32, height: u32) -> Result<()> {
     Ok(())
 }
 
-/// Opens the browser's WebGPU device with the limits training and inference need; fails with a
-/// message naming the problem when the browser has no WebGPU or its adapter is too small.
-async fn open_device() -> Result<GpuContext> {
+/// The `autotune` option (`true`/`false` or `"on"`/`"off"`; absent: the adapter's default,
+/// on for GPUs and off for software adapters), from an options object.
+fn autotune_option(options: &JsValue) -> Result<Option<bool>> {
+    if !options.is_object() {
+        return Ok(None);
+    }
+    let v = js_sys::Reflect::get(options, &JsValue::from_str("autotune")).unwrap_or(JsValue::UNDEFINED);
+    if v.is_undefined() || v.is_null() {
+        Ok(None)
+    } else if let Some(b) = v.as_bool() {
+        Ok(Some(b))
+    } else if let Some(text) = v.as_string() {
+        crate::profile::parse_on_off(&text)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("option autotune: {e}"))
+    } else {
+        bail!("option autotune: expected true, false, \"on\" or \"off\"")
+    }
+}
+
+/// Opens the browser's WebGPU device with the limits training and inference need, autotuning
+/// the convolutions' tiles as `autotune` says; fails with a message naming the problem when the
+/// browser has no WebGPU or its adapter is too small.
+async fn open_device(autotune: Option<bool>) -> Result<GpuContext> {
     if !has_webgpu() {
         bail!(
             "WebGPU is not available in this browser (navigator.gpu is missing). Use a recent \
@@ -127,7 +151,7 @@ async fn open_device() -> Result<GpuContext> {
         adapter: None,
         conv_path: None,
         conv_tiles: None,
-        autotune: None,
+        autotune,
     };
     GpuContext::new(&choice).await
 }

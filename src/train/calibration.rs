@@ -39,6 +39,17 @@ pub(super) struct BnCalibration {
     done_at: Option<u64>,
 }
 
+/// Images in one calibration batch: the training batch's labeled rows and, when the
+/// algorithm uses the target, its target rows (one view of each).
+pub(super) fn calibration_rows(cfg: &TrainConfig) -> usize {
+    cfg.labeled_batch()
+        + if cfg.algorithm.uses_target() {
+            cfg.target_batch()
+        } else {
+            0
+        }
+}
+
 impl BnCalibration {
     /// With `cfg.bn_calibration` batches, a calibration sharing the step's input buffers; None
     /// when it is 0.
@@ -48,11 +59,7 @@ impl BnCalibration {
             return Ok(None);
         }
         let (l, s, scale) = (cfg.labeled_batch(), cfg.network.image_size, cfg.input_scale);
-        let ub = if cfg.algorithm.uses_target() {
-            cfg.target_batch()
-        } else {
-            0
-        };
+        let ub = calibration_rows(cfg) - l;
         // Momentum 0: every pass leaves its own batch statistics, which the host averages.
         // The config keeps the real momentum so an exported file records it.
         let mut net_cfg = cfg.network.clone();

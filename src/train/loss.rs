@@ -31,6 +31,13 @@ pub(super) enum StepLoss {
     },
 }
 
+/// Images in the second (source-only) pass of a step of `cfg`: both views of the labeled
+/// batch (AdaMatch's source logits with the batch-norm statistics of the source alone); None
+/// for the algorithms without that pass.
+pub(super) fn second_pass_rows(cfg: &TrainConfig) -> Option<usize> {
+    (cfg.algorithm == Algorithm::Adamatch).then(|| 2 * cfg.labeled_batch())
+}
+
 impl StepLoss {
     /// The loss of `cfg.algorithm` over `main`'s logits, reading `labels` and the step's
     /// `scalars` (mu), writing `main`'s logit gradients (and the second pass's).
@@ -46,7 +53,8 @@ impl StepLoss {
         match cfg.algorithm {
             Algorithm::Adamatch => {
                 let s = cfg.network.image_size;
-                let input = Tensor::view(&main.input.buffer, 0, &[2 * l, s, s, 3]);
+                let rows = second_pass_rows(cfg).expect("AdaMatch has a second pass");
+                let input = Tensor::view(&main.input.buffer, 0, &[rows, s, s, 3]);
                 let second = Workspace::with_input(ctx, net, input, false);
                 let lcfg = AdaMatchLossConfig {
                     batch: b,

@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::ImageSource;
 use crate::gpu::{GpuContext, Op, Tensor};
+use crate::kernels::conv2d::ConvPass;
 use crate::kernels::optimizer::{self, StepScalars};
 use crate::network::{Pass, WideResNet, Workspace};
 use crate::weights::Weights;
@@ -72,6 +73,27 @@ fn main_rows(cfg: &TrainConfig) -> usize {
     } else {
         2 * cfg.labeled_batch()
     }
+}
+
+/// The convolution passes a run of `cfg` builds, as (images per pass, passes): each phase's
+/// main and second pass (forward and backward) and batch-norm calibration (forward), and the evaluations
+/// (forward). What the browser tunes before it builds a run (natively each workspace tunes its
+/// own passes as it builds them).
+pub fn conv_work(cfg: &TrainConfig) -> Vec<(usize, &'static [ConvPass])> {
+    let mut work: Vec<(usize, &'static [ConvPass])> = Vec::new();
+    let last = cfg.steps.saturating_sub(1);
+    for phase in [cfg.phase_at(0), cfg.phase_at(last)] {
+        work.push((main_rows(&phase.cfg), &ConvPass::ALL));
+        if let Some(rows) = super::loss::second_pass_rows(&phase.cfg) {
+            work.push((rows, &ConvPass::ALL));
+        }
+        if phase.cfg.bn_calibration > 0 {
+            work.push((super::calibration::calibration_rows(&phase.cfg), &[ConvPass::Forward]));
+        }
+    }
+    work.push((cfg.eval_batch(), &[ConvPass::Forward]));
+    work.dedup();
+    work
 }
 
 /// Refuses a batch whose largest buffer (the first stage's activations of the main pass) the

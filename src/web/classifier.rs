@@ -5,10 +5,12 @@ use std::cell::RefCell;
 use anyhow::anyhow;
 use wasm_bindgen::prelude::*;
 
-use super::{adapter_name, check_rgba, gpu_checked, js_error, open_device};
+use super::tuning::{tune_network, TuningReport};
+use super::{adapter_name, autotune_option, check_rgba, gpu_checked, js_error, open_device};
 use crate::data::image::resize_and_pad_rgba;
 use crate::gpu::GpuContext;
 use crate::inference::Classifier;
+use crate::kernels::conv2d::ConvPass;
 use crate::weights::{self, Weights};
 
 /// One image's result.
@@ -57,6 +59,7 @@ struct Model {
     classifier: Classifier,
     classes: Vec<String>,
     about: String,
+    tuning: TuningReport,
 }
 
 /// A WebGPU device and (after [`WebClassifier::load_weights`]) a network on it.
@@ -70,9 +73,12 @@ pub struct WebClassifier {
 #[wasm_bindgen]
 impl WebClassifier {
     /// Opens a WebGPU device with the limits inference needs. Rejects with a message naming the
-    /// problem when the browser has no WebGPU or its adapter is too small.
-    pub async fn create() -> Result<WebClassifier, JsError> {
-        let ctx = open_device().await.map_err(js_error)?;
+    /// problem when the browser has no WebGPU or its adapter is too small. `options` (optional):
+    /// `{ autotune: true | false }` to tune the convolutions' tiles on any adapter or on none
+    /// (by default on GPUs, not on software adapters).
+    pub async fn create(options: JsValue) -> Result<WebClassifier, JsError> {
+        let autotune = autotune_option(&options).map_err(js_error)?;
+        let ctx = open_device(autotune).await.map_err(js_error)?;
         Ok(WebClassifier {
             ctx,
             model: RefCell::new(None),
@@ -98,12 +104,14 @@ impl WebClassifier {
         let ctx = &self.ctx;
         let model = gpu_checked(ctx, "building the network", async {
             let mut classifier = Classifier::new(ctx, &w, w.input_scale, 1)?;
+            let tuning = tune_network(ctx, &w.config, &[(1, &[ConvPass::Forward])]).await;
             let black = vec![0u8; classifier.image_len()];
             classifier.classify_async(ctx, &black).await?;
             Ok(Model {
                 classifier,
                 classes: w.classes.clone(),
                 about: about.clone(),
+                tuning,
             })
         })
         .await
@@ -136,6 +144,16 @@ impl WebClassifier {
                 .map(|m| m.classifier.net.config.image_size)
                 .unwrap_or(crate::data::IMAGE_SIZE),
             Err(_) => crate::data::IMAGE_SIZE,
+        }
+    }
+
+    /// What autotuning did for the loaded model: `{ tiles, timed, cached, seconds, clock }`
+    /// (`tiles` "autotuned per layer" or the tiles every layer runs; null before a load).
+    #[wasm_bindgen(getter)]
+    pub fn tuning(&self) -> JsValue {
+        match self.model.try_borrow() {
+            Ok(m) => m.as_ref().map(|m| m.tuning.to_js()).unwrap_or(JsValue::NULL),
+            Err(_) => JsValue::NULL,
         }
     }
 

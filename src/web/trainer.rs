@@ -13,7 +13,8 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use wasm_bindgen::prelude::*;
 
-use super::{adapter_name, gpu_checked, js_error, open_device};
+use super::tuning::{tune_network, TuningReport};
+use super::{adapter_name, autotune_option, gpu_checked, js_error, open_device};
 use crate::data::spec::{load_sized, DatasetSpec, Split};
 use crate::data::synth::{SynthStream, TEST_SIZE};
 use crate::data::{Dataset, ImageSource, Source};
@@ -21,7 +22,7 @@ use crate::gpu::GpuContext;
 use crate::train::config::TrainConfig;
 use crate::train::eval::{evaluate_run, Evaluator, EVAL_SAMPLE_SEED};
 use crate::train::overrides::ConfigOverrides;
-use crate::train::trainer::{StepMetrics, Trainer};
+use crate::train::trainer::{conv_work, StepMetrics, Trainer};
 
 /// The target domain: the built-in synth-house, or the user's own unlabeled images.
 enum Target {
@@ -54,6 +55,7 @@ struct Run {
     target: Target,
     evaluator: Evaluator,
     classes: Vec<String>,
+    tuning: TuningReport,
 }
 
 /// A training run on the browser's GPU.
@@ -81,6 +83,10 @@ fn config_from_options(options: &JsValue) -> Result<TrainConfig> {
         for entry in js_sys::Object::entries(&js_sys::Object::from(options.clone())).iter() {
             let pair = js_sys::Array::from(&entry);
             let key = pair.get(0).as_string().unwrap_or_default();
+            if key == "autotune" {
+                // An adapter setting, not the run's (`autotune_option`).
+                continue;
+            }
             if let Some(value) = json_value(&key, &pair.get(1))? {
                 given.insert(key, value);
             }
@@ -168,15 +174,6 @@ fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue> {
     js_sys::JSON::parse(&text).map_err(|e| anyhow!("internal error: JSON.parse failed: {e:?}"))
 }
 
-/// Resolves when the GPU has finished everything submitted so far.
-async fn work_done(ctx: &GpuContext) -> Result<()> {
-    let (tx, rx) = futures_channel::oneshot::channel();
-    ctx.queue.on_submitted_work_done(move || {
-        let _ = tx.send(());
-    });
-    rx.await.map_err(|_| anyhow!("the GPU device was lost while training"))
-}
-
 fn now_ms() -> f64 {
     js_sys::Date::now()
 }
@@ -204,11 +201,14 @@ impl WebTrainer {
     /// "adamatch" | "source-only" | "fixmatch", `batch`, `uratio`, `lr`, `depth`, `width`,
     /// `imageSize`, `evalLimit`, `bnCalibration`, `tau`, `invert`, ...: see
     /// [`ConfigOverrides`]); the built-in synth-digits as the labeled source and synth-house as
-    /// the target until `setTargetImages`. Rejects on a missing WebGPU, an unknown option or a
-    /// value `train` would refuse, naming the option.
+    /// the target until `setTargetImages`; and `autotune` (true | false) to tune the
+    /// convolutions' tiles on any adapter or on none (by default on GPUs, not on software
+    /// adapters). Rejects on a missing WebGPU, an unknown option or a value `train` would refuse,
+    /// naming the option.
     pub async fn create(options: JsValue) -> Result<WebTrainer, JsError> {
         let cfg = config_from_options(&options).map_err(js_error)?;
-        let ctx = open_device().await.map_err(js_error)?;
+        let autotune = autotune_option(&options).map_err(js_error)?;
+        let ctx = open_device(autotune).await.map_err(js_error)?;
         let run = gpu_checked(&ctx, "building the training step", new_run(&ctx, cfg))
             .await
             .map_err(js_error)?;
@@ -286,7 +286,7 @@ impl WebTrainer {
         let metrics = gpu_checked(ctx, "training", async {
             for _ in 0..n {
                 run.trainer.step_async(ctx, &run.source, run.target.train()).await?;
-                work_done(ctx).await?;
+                ctx.work_done().await?;
                 self.steps_done.set(run.trainer.step);
                 images += run.trainer.phase().cfg.images_per_step() as f64;
             }
@@ -406,6 +406,16 @@ impl WebTrainer {
     pub fn adapter(&self) -> String {
         adapter_name(&self.ctx)
     }
+
+    /// What autotuning did before the run was built: `{ tiles, timed, cached, seconds, clock }`
+    /// (`tiles` "autotuned per layer" or the tiles every layer runs).
+    #[wasm_bindgen(getter)]
+    pub fn tuning(&self) -> JsValue {
+        match self.run.try_borrow() {
+            Ok(run) => run.tuning.to_js(),
+            Err(_) => JsValue::NULL,
+        }
+    }
 }
 
 fn busy() -> JsError {
@@ -463,6 +473,8 @@ async fn new_run(ctx: &GpuContext, cfg: TrainConfig) -> Result<Run> {
     let classes = ImageSource::classes(&source);
     let mut cfg = cfg;
     cfg.network.num_classes = classes.len();
+    // Before anything is built: the passes take their tiles when first built.
+    let tuning = tune_network(ctx, &cfg.network, &conv_work(&cfg)).await;
     let trainer = Trainer::new(ctx, cfg)?;
     yield_to_page().await;
     let evaluator = Evaluator::new(ctx, trainer.eval_net(), trainer.cfg.eval_batch(), classes.clone())?;
@@ -473,5 +485,6 @@ async fn new_run(ctx: &GpuContext, cfg: TrainConfig) -> Result<Run> {
         target,
         evaluator,
         classes,
+        tuning,
     })
 }

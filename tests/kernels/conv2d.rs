@@ -759,6 +759,8 @@ fn autotuning_times_each_pass_once_and_reads_its_choices_back_from_the_cache() {
     let (a, b) = (shape(1, (5, 6), 8, 16, 3, 1), shape(1, (7, 8), 16, 16, 3, 3));
     let first = tune_with_cache(ctx, &[a, a], &ConvPass::ALL, &path).unwrap();
     assert_eq!((first.timed, first.cached), (3, 0), "one timing per pass of the shape");
+    let clock = if ctx.timestamps { "gpu timestamps" } else { "wall clock" };
+    assert_eq!(first.clock, clock, "timestamps where the device has them");
     let file: BTreeMap<String, BTreeMap<String, String>> =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     for pass in ConvPass::ALL {
@@ -787,5 +789,12 @@ fn autotuning_times_each_pass_once_and_reads_its_choices_back_from_the_cache() {
     let cached = tune_with_cache(ctx, &[b], &[ConvPass::Forward], &path).unwrap();
     assert_eq!((cached.timed, cached.cached), (0, 1));
     assert_eq!(ctx.tuned_tiles(&key), Some(pick));
+    // Without timestamps the wall clock times the candidates.
+    let mut wall = ctx.clone();
+    wall.timestamps = false;
+    let c = shape(2, (5, 5), 8, 8, 3, 2);
+    let by_wall = tune_with_cache(&wall, &[c], &[ConvPass::Forward], &path).unwrap();
+    assert_eq!((by_wall.timed, by_wall.clock), (1, "wall clock"));
+    assert!(wall.tuned_tiles(&c.tune_key(ConvPass::Forward)).is_some());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -633,3 +633,49 @@ fn the_adaptation_phase_starts_as_a_fresh_trainer_given_the_source_phase_model()
     }
     assert!(a["params"] != model.0, "the AdaMatch steps changed nothing");
 }
+
+#[test]
+fn conv_work_names_every_convolution_pass_a_run_builds() {
+    // The browser tunes `conv_work`'s passes before it builds a run (natively each workspace
+    // tunes its own as it builds them). Here every listed pass is marked tuned first; the run
+    // then builds its passes (both phases of an SSDA run, calibrations, an evaluation) and the
+    // workspaces tune any pass that was not listed: the tuned passes must be the listed ones.
+    use adamatch_wgpu::autotune::requests;
+    use adamatch_wgpu::network::Architecture;
+    use adamatch_wgpu::profile::{ConvPath, ConvTiles};
+    use adamatch_wgpu::train::eval::Evaluator;
+    use adamatch_wgpu::train::trainer::conv_work;
+    use std::collections::BTreeSet;
+    let ctx = &ctx().with_conv_path(ConvPath::Tiled).unwrap().with_autotune(true);
+    let mut cfg = small_config("tiny", Algorithm::Adamatch, 3);
+    (cfg.source_steps, cfg.steps) = (2, 4);
+    (cfg.labeled_target_batch, cfg.bn_calibration, cfg.eval_limit) = (1, 1, Some(20));
+    let arch = Architecture::new(&cfg.network).unwrap();
+    let listed: BTreeSet<_> = conv_work(&cfg)
+        .into_iter()
+        .flat_map(|(rows, passes)| requests(&arch.conv_shapes(rows), passes))
+        .map(|(s, pass)| s.tune_key(pass))
+        .collect();
+    for &key in &listed {
+        ctx.set_tuned_tiles(key, ConvTiles::DEFAULT);
+    }
+    let (source, target) = domains(&cfg);
+    let mut trainer = Trainer::new(ctx, cfg.clone()).unwrap();
+    let labeled = SynthStream::test(SynthDomain::House, 4, 40).materialize(0, 40);
+    trainer.set_labeled_target(labeled.clone()).unwrap();
+    for _ in 0..cfg.steps {
+        trainer.step(ctx, &source, &target).unwrap();
+    }
+    let classes: Vec<String> = (0..cfg.network.num_classes).map(|c| c.to_string()).collect();
+    let net = trainer.calibrated_eval_net(ctx, &source, &target).unwrap();
+    let mut evaluator = Evaluator::new(ctx, net, cfg.eval_batch(), classes).unwrap();
+    evaluator
+        .run(ctx, net, &labeled, cfg.input_scale, cfg.eval_limit, None)
+        .unwrap();
+    let built: BTreeSet<_> = ctx.tuned_keys().into_iter().collect();
+    let missing: Vec<_> = built.difference(&listed).collect();
+    assert!(
+        missing.is_empty(),
+        "passes a run builds that conv_work does not list: {missing:?}"
+    );
+}
