@@ -159,7 +159,9 @@ async fn fastest(
 
 /// Each candidate's time for `pass` of `s`: after a warm-up, the fastest of [`TRIALS`] compute
 /// passes of [`REPEATS`] dispatches, by GPU timestamps (infinite where they read zero) or, with
-/// `wall_clock`, by that clock around awaited submissions.
+/// `wall_clock`, by that clock around awaited submissions. With timestamps every candidate
+/// runs in one submission and one readback: in a browser each await costs a trip through the
+/// page's event loop.
 async fn candidate_times(
     ctx: &GpuContext,
     tensors: &PassTensors,
@@ -167,32 +169,34 @@ async fn candidate_times(
     s: &Conv2dShape,
     wall_clock: Option<fn() -> f64>,
 ) -> Result<Vec<f64>> {
-    let mut times = Vec::with_capacity(ConvTiles::ALL.len());
-    for tiles in ConvTiles::ALL {
-        let forced = ctx.with_conv_tiles(tiles);
-        let ops = tensors.ops(&forced, pass, s);
-        let once: Vec<&Op> = ops.iter().collect();
-        forced.run_async(&once).await?;
-        let repeated: Vec<&Op> = (0..REPEATS).flat_map(|_| ops.iter()).collect();
-        let mut best = f64::INFINITY;
-        match wall_clock {
-            None => {
-                let trials = vec![repeated; TRIALS];
-                for t in crate::timing::pass_times_ms(ctx, &trials).await? {
-                    if t > 0.0 {
-                        best = best.min(t);
-                    }
-                }
-            }
-            Some(now) => {
-                for _ in 0..TRIALS {
-                    let t = now();
-                    forced.run_async(&repeated).await?;
-                    best = best.min(now() - t);
+    let contexts: Vec<GpuContext> = ConvTiles::ALL.iter().map(|&t| ctx.with_conv_tiles(t)).collect();
+    let ops: Vec<Vec<Op>> = contexts.iter().map(|c| tensors.ops(c, pass, s)).collect();
+    let warm_up: Vec<&Op> = ops.iter().flatten().collect();
+    ctx.run_async(&warm_up).await?;
+    let repeated: Vec<Vec<&Op>> = ops
+        .iter()
+        .map(|o| (0..REPEATS).flat_map(|_| o.iter()).collect())
+        .collect();
+    let mut times = vec![f64::INFINITY; ops.len()];
+    match wall_clock {
+        None => {
+            let trials: Vec<Vec<&Op>> = repeated.iter().flat_map(|r| vec![r.clone(); TRIALS]).collect();
+            let measured = crate::timing::pass_times_ms(ctx, &trials).await?;
+            for (i, t) in measured.into_iter().enumerate() {
+                if t > 0.0 {
+                    times[i / TRIALS] = times[i / TRIALS].min(t);
                 }
             }
         }
-        times.push(best);
+        Some(now) => {
+            for (time, r) in times.iter_mut().zip(&repeated) {
+                for _ in 0..TRIALS {
+                    let t = now();
+                    ctx.run_async(r).await?;
+                    *time = time.min(now() - t);
+                }
+            }
+        }
     }
     Ok(times)
 }
