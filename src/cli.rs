@@ -9,6 +9,7 @@ use crate::gpu::{AdapterChoice, GpuContext};
 use crate::profile::{ConvPath, ConvTiles};
 
 pub mod bench;
+pub mod export;
 pub mod predict;
 pub mod serve;
 pub mod train;
@@ -90,6 +91,8 @@ pub enum Command {
     Train(Box<train::TrainArgs>),
     /// Accuracy, per-class accuracy and confusion matrix of trained weights on a dataset.
     Eval(train::EvalArgs),
+    /// Write trained weights as an ONNX model, for ONNX Runtime, TensorRT, OpenVINO and others.
+    Export(export::ExportArgs),
     /// Serve the web demo (web/) on this machine, with these weights as the page's default.
     Serve(serve::ServeArgs),
     /// Download, check, inspect and preview datasets.
@@ -108,6 +111,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::run(gpu, &a),
         Command::Train(a) => train::run(gpu, &a),
         Command::Eval(a) => train::eval(gpu, &a),
+        Command::Export(a) => export::run(&a),
         Command::Serve(a) => serve::run(&a),
         Command::Data { cmd } => crate::data::cli::run(cmd),
     }

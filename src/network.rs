@@ -8,9 +8,11 @@
 //!
 //! - [`architecture`]: the config, the layers and the tensor layout, computed without a GPU;
 //! - [`params`]: [`WideResNet`], those tensors on the GPU and their initialisation;
-//! - [`workspace`]: [`Workspace`], the activations of one batch size and each pass's ops.
+//! - [`workspace`]: [`Workspace`], the activations of one batch size and each pass's ops;
+//! - [`onnx`]: the inference graph as an ONNX model.
 
 mod architecture;
+pub mod onnx;
 mod params;
 mod workspace;
 

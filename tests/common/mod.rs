@@ -10,6 +10,7 @@ pub fn bin() -> Command {
 }
 
 /// A few steps of a WRN-10-1 on the built-in pair: seconds on lavapipe.
+#[allow(dead_code)] // not every test file trains
 pub const TINY: &[&str] = &[
     "train",
     "--preset",
