@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::Instant;
 
 mod common;
+use adamatch_wgpu::train::tensorboard::{read_events, EVENTS_FILE};
 use common::{bin, TINY};
 
 /// A WRN-10-1 run on the built-in pair at 16 px (seconds on lavapipe) with a checkpoint every 2 steps and an evaluation every 4.
@@ -28,13 +29,28 @@ const RUN_FLAGS: &[&str] = &[
     "2",
 ];
 
-/// The run's files, with metrics.jsonl's wall-clock field (images/s) taken out.
+/// The run's files, with the wall-clock fields (images/s, the events' times) taken out.
 fn run_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
         let mut bytes = std::fs::read(e.path()).unwrap();
+        if name == EVENTS_FILE {
+            // Without the wall clock: each event's step, tags and values but images/s.
+            let events = read_events(&e.path()).unwrap();
+            let lines: Vec<String> = events
+                .into_iter()
+                .map(|mut ev| {
+                    ev.wall_time = 0.0;
+                    if let Some(s) = &mut ev.summary {
+                        s.value.retain(|v| v.tag != "train/images_per_s");
+                    }
+                    format!("{ev:?}")
+                })
+                .collect();
+            bytes = lines.join("\n").into_bytes();
+        }
         if name == "metrics.jsonl" {
             let lines: Vec<String> = String::from_utf8(bytes)
                 .unwrap()

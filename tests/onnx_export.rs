@@ -4,8 +4,8 @@
 //! official shortcuts and leaky ReLU, the Keras example's with activated shortcuts and ReLU, a
 //! 3-class 48 px network with the Keras input scaling).
 //!
-//! Needs a Python with onnx, onnxruntime and numpy: `scripts/ensure-onnx-python.sh` (run by the
-//! README's test command) makes `target/onnx-venv`; `ADAMATCH_ONNX_PYTHON` names another.
+//! Needs a Python with onnx, onnxruntime and numpy: `scripts/ensure-test-python.sh` (run by the
+//! README's test command) makes `target/test-venv`; `ADAMATCH_TEST_PYTHON` names another.
 
 mod common;
 
@@ -31,9 +31,9 @@ fn manifest() -> &'static Path {
 
 /// The Python with onnx and onnxruntime, or None (the test then says SKIPPED).
 fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("ADAMATCH_ONNX_PYTHON")
+    let p = std::env::var_os("ADAMATCH_TEST_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| manifest().join("target/onnx-venv/bin/python"));
+        .unwrap_or_else(|| manifest().join("target/test-venv/bin/python"));
     let ok = Command::new(&p)
         .args(["-c", "import onnx, onnxruntime, numpy"])
         .output()
@@ -170,7 +170,7 @@ fn exported_models_give_predicts_logits_in_onnx_runtime() {
     let Some(py) = python() else {
         eprintln!(
             "SKIPPED exported_models_give_predicts_logits_in_onnx_runtime: no Python with onnx and \
-             onnxruntime (run scripts/ensure-onnx-python.sh, or set ADAMATCH_ONNX_PYTHON)"
+             onnxruntime (run scripts/ensure-test-python.sh, or set ADAMATCH_TEST_PYTHON)"
         );
         return;
     };

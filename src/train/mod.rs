@@ -23,4 +23,6 @@ mod loss;
 pub mod schedule;
 mod step_inputs;
 mod step_metrics;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod tensorboard;
 mod update;

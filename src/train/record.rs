@@ -12,12 +12,17 @@ use sha2::{Digest, Sha256};
 
 use super::config::TrainConfig;
 
+/// The TensorBoard event file (`super::tensorboard`): TensorBoard reads files with `tfevents` in
+/// their name; one per run directory, so the name is fixed.
+pub const EVENTS_FILE: &str = "events.out.tfevents.adamatch-wgpu";
+
 /// The files a run writes into its directory (besides temporary ones, see [`is_temporary`]).
 pub const RUN_FILES: &[&str] = &[
     "checkpoint.safetensors",
     "model.safetensors",
     "config.json",
     "metrics.jsonl",
+    EVENTS_FILE,
     "loss.png",
     "accuracy.png",
     "confusion.png",

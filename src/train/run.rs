@@ -20,6 +20,7 @@ use super::config::{Algorithm, TrainConfig};
 use super::eval::{evaluate_run, EvalResult, Evaluator};
 use super::plots;
 use super::record::{self, RunInputs, RunRecord};
+use super::tensorboard::EventLog;
 use super::trainer::{StepMetrics, Trainer};
 
 /// Which of the paper's three settings a run trains in.
@@ -602,18 +603,32 @@ fn open_run_directory(ctx: &GpuContext, cfg: &TrainConfig, opts: &RunOptions, da
 /// Where the loop reports: metrics.jsonl, and the progress bar or log lines.
 struct RunLog {
     metrics_path: PathBuf,
+    /// The TensorBoard event file, written alongside metrics.jsonl.
+    events: EventLog,
     bar: Option<indicatif::ProgressBar>,
     /// When and at which step the last train line was written (its images per second).
     last: (Instant, u64),
 }
 
 impl RunLog {
-    fn new(opts: &RunOptions, steps: u64, at: u64) -> RunLog {
-        RunLog {
+    /// The log of a run at step `at` (resumed there, or new at 0): the event file starts with
+    /// the run's config.json as text, or is cut back to `at` as metrics.jsonl is.
+    fn new(opts: &RunOptions, steps: u64, at: u64) -> Result<RunLog> {
+        let config_path = opts.out_dir.join("config.json");
+        let config =
+            std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
+        Ok(RunLog {
             metrics_path: opts.out_dir.join("metrics.jsonl"),
+            events: EventLog::open(&opts.out_dir, opts.resume.then_some(at), &config)?,
             bar: opts.progress.then(|| progress_bar(steps, at)),
             last: (Instant::now(), at),
-        }
+        })
+    }
+
+    /// Appends `record` to metrics.jsonl and its scalars to the event file.
+    fn record(&self, record: &serde_json::Value) -> Result<()> {
+        append_line(&self.metrics_path, record)?;
+        self.events.append(record)
     }
 
     fn say(&self, line: String) {
@@ -634,10 +649,7 @@ impl RunLog {
         let images = (step - s0) as f64 * trainer.phase().cfg.images_per_step() as f64;
         let ips = images / t0.elapsed().as_secs_f64().max(1e-9);
         self.last = (Instant::now(), step);
-        append_line(
-            &self.metrics_path,
-            &json!({"kind": "train", "images_per_s": ips, "metrics": &m, "phase": trainer.phase().name(), "step": step}),
-        )?;
+        self.record(&json!({"kind": "train", "images_per_s": ips, "metrics": &m, "phase": trainer.phase().name(), "step": step}))?;
         if let Some(b) = &self.bar {
             b.set_position(step);
             b.set_message(progress_message(&m, ips));
@@ -652,10 +664,7 @@ impl RunLog {
             s.summary(),
             t.summary()
         ));
-        append_line(
-            &self.metrics_path,
-            &json!({"kind": "eval", "phase": phase, "step": step, "source": s, "target": t}),
-        )
+        self.record(&json!({"kind": "eval", "phase": phase, "step": step, "source": s, "target": t}))
     }
 }
 
@@ -707,7 +716,7 @@ pub fn train(ctx: &GpuContext, cfg: TrainConfig, opts: &RunOptions) -> Result<Ru
     let mut trainer = start_trainer(ctx, &cfg, opts, &data)?;
     let run = open_run_directory(ctx, &cfg, opts, &data)?;
     let mut evaluator = Evaluator::new(ctx, trainer.eval_net(), cfg.eval_batch(), data.classes.clone())?;
-    let mut log = RunLog::new(opts, cfg.steps, trainer.step);
+    let mut log = RunLog::new(opts, cfg.steps, trainer.step)?;
 
     let start = Instant::now();
     let start_step = trainer.step;
