@@ -298,6 +298,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::manual_rotate)] // TensorFlow's formula, as it writes it
     fn the_masked_crc_is_tensorflows() {
         // CRC-32C("123456789") = 0xE3069283 (the check value); masked as TensorFlow's
         // crc32c::Mask does: ((crc >> 15) | (crc << 17)) + 0xa282ead8.
