@@ -25,8 +25,9 @@ use crate::kernels::conv2d::{
 /// directory's `adamatch-wgpu`); in a browser, the `localStorage` key.
 pub const CACHE_FILE: &str = "autotune-conv-tiles.json";
 
-/// Dispatches of one candidate per timed submission, and timed submissions (the fastest
-/// counts): enough to rise above a submission's fixed cost on a GPU.
+/// Dispatches of one candidate per timed compute pass, and timed passes per candidate (the
+/// fastest counts): enough to rise above a pass's (or, on the wall clock, a submission's) fixed
+/// cost on a GPU.
 const REPEATS: usize = 4;
 const TRIALS: usize = 2;
 
