@@ -412,6 +412,11 @@ impl GpuContext {
         keys
     }
 
+    /// Forgets every tuned choice of this device (after a failed tuning: the default tiles run).
+    pub fn forget_tuned_tiles(&self) {
+        self.tuned_tiles.lock().unwrap().clear();
+    }
+
     /// Records the tuned tiles of `key` for every context sharing this device.
     pub fn set_tuned_tiles(&self, key: ConvTuneKey, tiles: ConvTiles) {
         self.tuned_tiles.lock().unwrap().insert(key, tiles);

@@ -9,7 +9,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use crate::autotune::{self, ChoiceStore, Choices, TuneSummary, CACHE_FILE};
 use crate::gpu::GpuContext;
-use crate::kernels::conv2d::ConvPass;
+use crate::kernels::conv2d::{ConvPass, ConvTiles};
 use crate::network::{Architecture, WideResNetConfig};
 
 /// What tuning did, as the page's `tuning` getters report it.
@@ -41,30 +41,33 @@ impl TuningReport {
     }
 }
 
-/// Tunes the convolutions of `network` over `work`'s (images, passes) where the context tunes;
-/// a failure is logged to the console and leaves the default tiles (tuning is never worth
-/// failing a page for).
+/// Tunes the convolutions of `network` over `work`'s (images, passes) where the context tunes.
+/// A failure, the browser's own errors included (a candidate it refuses), is logged to the
+/// console, and every layer keeps the default tiles: tuning is never worth failing a page for.
 pub(super) async fn tune_network(
     ctx: &GpuContext,
     network: &WideResNetConfig,
     work: &[(usize, &'static [ConvPass])],
 ) -> TuningReport {
-    let summary = async {
+    let tuning = async {
         let arch = Architecture::new(network)?;
         let requests: Vec<_> = work
             .iter()
             .flat_map(|&(rows, passes)| autotune::requests(&arch.conv_shapes(rows), passes))
             .collect();
         autotune::tune(ctx, &requests, &LocalStorage, seconds_now).await
-    }
-    .await;
-    match summary {
+    };
+    match super::gpu_checked(ctx, "autotuning the convolution tiles", tuning).await {
         Ok(s) => TuningReport::new(ctx, &s),
         Err(e) => {
+            ctx.forget_tuned_tiles();
             super::console_error(&format!(
-                "adamatch-wgpu: autotuning the convolution tiles failed ({e:#}); the untuned ones stay in use"
+                "adamatch-wgpu: autotuning the convolution tiles failed ({e:#}); the default ones stay in use"
             ));
-            TuningReport::new(ctx, &TuneSummary::default())
+            TuningReport {
+                tiles: format!("{} (autotuning failed)", ConvTiles::DEFAULT),
+                ..TuningReport::default()
+            }
         }
     }
 }
