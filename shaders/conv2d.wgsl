@@ -29,14 +29,17 @@
 // choice is a constant argument, folded away at compile time: on lavapipe the general path left
 // behind a runtime branch, even a uniform one, slowed the aligned K loop by about 40%.
 
-// TILE_M, TILE_N, TILE_K (tile sizes), THREAD_M (rows per invocation), and the direct
+// TILE_M, TILE_N, TILE_K (tile sizes), THREAD_M (rows per invocation), THREAD_NQ (blocks of 4
+// columns per invocation: 1 for 8 x 4 outputs, 2 for 8 x 8), and the direct
 // variant's DIRECT_M x DIRECT_N outputs per invocation and DIRECT_WG workgroup size are WGSL
 // consts that src/kernels/conv2d.rs (WGSL_CONSTANTS) writes ahead of this file, and checks there:
 // TILE_K a multiple of 4, TILE_M of THREAD_M and of TILE_K, TILE_N of 4, TILE_M a multiple of WG
 // (each invocation stages whole A rows). The tile products below are unrolled for THREAD_M = 8,
 // the direct ones for 16 x 8 (two halves of 8 rows, see `Block`): on lavapipe 16 x 8 beat 8 x 8 by
 // 10-15% (fewer loads per multiply-add) and 24 x 8 or 32 x 8 (register spills).
-const WG: u32 = (TILE_M / THREAD_M) * (TILE_N / 4u);
+const WG: u32 = (TILE_M / THREAD_M) * TNQ;
+// Invocations along a tile's columns.
+const TNQ: u32 = TILE_N / (4u * THREAD_NQ);
 // vec4s per tile row in each packing.
 const KQ: u32 = TILE_K / 4u;
 const MQ: u32 = TILE_M / 4u;
@@ -161,8 +164,10 @@ fn tile_m_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tile products. Invocation (tm, tn) owns rows 8tm..8tm+7 and columns 4tn..4tn+3 of the tile;
-// acc[i] holds row i's four columns. Unrolled by hand: compilers keep the accumulators in
+// Tile products. A product for (tm, tn) accumulates rows 8tm..8tm+7 and columns 4tn..4tn+3 of
+// the tile; acc[i] holds row i's four columns. An invocation runs one product (8 x 4 outputs),
+// or two on neighbouring column blocks when THREAD_NQ is 2 (8 x 8): each output still sums its
+// reduction in the same order, so the register tile changes speed, never bits. Unrolled by hand: compilers keep the accumulators in
 // registers only when every index is a constant.
 
 // A packed along k ([TILE_M][KQ]), B packed along n ([TILE_K][NQ]).
@@ -283,6 +288,8 @@ fn forward(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, fast: bool) {
     var tap = Tap(0u, 0u, 0u);
 
     var acc: array<vec4<f32>, 8>;
+    // The second block of 4 columns when THREAD_NQ is 2 (unused, and compiled away, when 1).
+    var acc2: array<vec4<f32>, 8>;
     for (var k0 = 0u; k0 < p.gemm_k; k0 += TILE_K) {
         for (var r = 0u; r < A_ROWS; r++) {
             let row = lid + r * WG;
@@ -317,13 +324,16 @@ fn forward(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, fast: bool) {
             }
         }
         workgroupBarrier();
-        product_ak_bn(&acc, lid / NQ, lid % NQ);
+        product_ak_bn(&acc, lid / TNQ, (lid % TNQ) * THREAD_NQ);
+        if (THREAD_NQ == 2u) {
+            product_ak_bn(&acc2, lid / TNQ, (lid % TNQ) * THREAD_NQ + 1u);
+        }
         workgroupBarrier();
         tap = next_tap(tap, p.in_c);
     }
 
-    let m = m0 + (lid / NQ) * THREAD_M;
-    let n = n0 + (lid % NQ) * 4u;
+    let m = m0 + (lid / TNQ) * THREAD_M;
+    let n = n0 + (lid % TNQ) * THREAD_NQ * 4u;
     store_forward(m, n, acc[0]);
     store_forward(m + 1u, n, acc[1]);
     store_forward(m + 2u, n, acc[2]);
@@ -332,6 +342,11 @@ fn forward(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, fast: bool) {
     store_forward(m + 5u, n, acc[5]);
     store_forward(m + 6u, n, acc[6]);
     store_forward(m + 7u, n, acc[7]);
+    if (THREAD_NQ == 2u) {
+        for (var i = 0u; i < 8u; i++) {
+            store_forward(m + i, n + 4u, acc2[i]);
+        }
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -537,6 +552,7 @@ fn backward_data(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, fast: bool) {
     var tap = Tap(f.kh0, f.kw0, 0u);
 
     var acc: array<vec4<f32>, 8>;
+    var acc2: array<vec4<f32>, 8>;
     for (var k0 = 0u; k0 < f.k; k0 += TILE_K) {
         for (var r = 0u; r < A_ROWS; r++) {
             let row = lid + r * WG;
@@ -581,13 +597,16 @@ fn backward_data(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, fast: bool) {
             }
         }
         workgroupBarrier();
-        product_ak_bk(&acc, lid / NQ, lid % NQ);
+        product_ak_bk(&acc, lid / TNQ, (lid % TNQ) * THREAD_NQ);
+        if (THREAD_NQ == 2u) {
+            product_ak_bk(&acc2, lid / TNQ, (lid % TNQ) * THREAD_NQ + 1u);
+        }
         workgroupBarrier();
         tap = next_phase_tap(f, tap);
     }
 
-    let m = m0 + (lid / NQ) * THREAD_M;
-    let n = n0 + (lid % NQ) * 4u;
+    let m = m0 + (lid / TNQ) * THREAD_M;
+    let n = n0 + (lid % TNQ) * THREAD_NQ * 4u;
     store_backward_data(f, m, n, acc[0]);
     store_backward_data(f, m + 1u, n, acc[1]);
     store_backward_data(f, m + 2u, n, acc[2]);
@@ -596,6 +615,11 @@ fn backward_data(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, fast: bool) {
     store_backward_data(f, m + 5u, n, acc[5]);
     store_backward_data(f, m + 6u, n, acc[6]);
     store_backward_data(f, m + 7u, n, acc[7]);
+    if (THREAD_NQ == 2u) {
+        for (var i = 0u; i < 8u; i++) {
+            store_backward_data(f, m + i, n + 4u, acc2[i]);
+        }
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -666,6 +690,7 @@ fn backward_weights(wid: vec3<u32>, lid: u32, fast: bool) {
     let stage_ok = stage_m < p.gemm_m;
 
     var acc: array<vec4<f32>, 8>;
+    var acc2: array<vec4<f32>, 8>;
     for (var k0 = r_begin; k0 < r_end; k0 += TILE_K) {
         for (var run = lid; run < A_VEC4S / KQ; run += WG) {
             let r = k0 + run / (MQ / KQ);
@@ -708,12 +733,15 @@ fn backward_weights(wid: vec3<u32>, lid: u32, fast: bool) {
             }
         }
         workgroupBarrier();
-        product_am_bn(&acc, lid / NQ, lid % NQ);
+        product_am_bn(&acc, lid / TNQ, (lid % TNQ) * THREAD_NQ);
+        if (THREAD_NQ == 2u) {
+            product_am_bn(&acc2, lid / TNQ, (lid % TNQ) * THREAD_NQ + 1u);
+        }
         workgroupBarrier();
     }
 
-    let m = m0 + (lid / NQ) * THREAD_M;
-    let n = n0 + (lid % NQ) * 4u;
+    let m = m0 + (lid / TNQ) * THREAD_M;
+    let n = n0 + (lid % TNQ) * THREAD_NQ * 4u;
     store_partial(chunk, m, n, acc[0]);
     store_partial(chunk, m + 1u, n, acc[1]);
     store_partial(chunk, m + 2u, n, acc[2]);
@@ -722,6 +750,11 @@ fn backward_weights(wid: vec3<u32>, lid: u32, fast: bool) {
     store_partial(chunk, m + 5u, n, acc[5]);
     store_partial(chunk, m + 6u, n, acc[6]);
     store_partial(chunk, m + 7u, n, acc[7]);
+    if (THREAD_NQ == 2u) {
+        for (var i = 0u; i < 8u; i++) {
+            store_partial(chunk, m + i, n + 4u, acc2[i]);
+        }
+    }
 }
 
 @compute @workgroup_size(WG)

@@ -164,33 +164,41 @@ pub fn conv_tiles_from_env() -> Result<Option<ConvTiles>> {
 
 /// The tiles of the tiled convolution path (`conv2d.wgsl`): each workgroup computes an
 /// `m x n` block of the GEMM's output, staging `k` reduction steps of both operands at a time
-/// in workgroup memory; each invocation owns 8 x 4 outputs, so a workgroup has `m / 8 * n / 4`
-/// invocations. Every candidate sums each output over the reduction in the same order (whole
-/// groups of 4, in order; the weight gradient's split-K chunks do not depend on the tiles), so
-/// the tiles change speed, never a result's bits.
+/// in workgroup memory; each invocation owns 8 x `cols` outputs (its register tile, `cols` 4 or
+/// 8), so a workgroup has `m / 8 * n / cols` invocations. Every candidate sums each output over
+/// the reduction in the same order (whole groups of 4, in order; the weight gradient's split-K
+/// chunks do not depend on the tiles), so the tiles change speed, never a result's bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvTiles {
     pub m: u32,
     pub n: u32,
     pub k: u32,
+    pub cols: u32,
 }
 
 impl ConvTiles {
     /// The tiles the path ran with before it had candidates: 144 rows divide the weight
     /// gradient's 9 * Cin rows of every 3x3 layer with Cin a multiple of 16; 144 invocations.
-    pub const DEFAULT: ConvTiles = ConvTiles { m: 144, n: 32, k: 16 };
+    pub const DEFAULT: ConvTiles = ConvTiles::new(144, 32, 16, 4);
 
     /// The candidates: the default, then workgroups of 64 and 128 invocations (whole NVIDIA
-    /// warps and AMD waves), K steps of 8 to 32, all within WebGPU's default 16 KiB of
-    /// workgroup memory and 256 invocations.
-    pub const ALL: [ConvTiles; 6] = [
+    /// warps and AMD waves), K steps of 8 to 32, register tiles of 8 x 4 and 8 x 8 outputs
+    /// (the last two: more multiply-adds per workgroup-memory load, as GPU GEMMs use), all
+    /// within WebGPU's default 16 KiB of workgroup memory and 256 invocations.
+    pub const ALL: [ConvTiles; 8] = [
         ConvTiles::DEFAULT,
-        ConvTiles { m: 64, n: 32, k: 16 },
-        ConvTiles { m: 128, n: 32, k: 16 },
-        ConvTiles { m: 128, n: 16, k: 16 },
-        ConvTiles { m: 256, n: 16, k: 8 },
-        ConvTiles { m: 64, n: 32, k: 32 },
+        ConvTiles::new(64, 32, 16, 4),
+        ConvTiles::new(128, 32, 16, 4),
+        ConvTiles::new(128, 16, 16, 4),
+        ConvTiles::new(256, 16, 8, 4),
+        ConvTiles::new(64, 32, 32, 4),
+        ConvTiles::new(128, 64, 16, 8),
+        ConvTiles::new(64, 64, 16, 8),
     ];
+
+    const fn new(m: u32, n: u32, k: u32, cols: u32) -> ConvTiles {
+        ConvTiles { m, n, k, cols }
+    }
 
     /// The largest K step of the candidates: the weight gradient's split-K chunks are a
     /// multiple of it, so that every candidate cuts the reduction at the same rows.
@@ -198,7 +206,7 @@ impl ConvTiles {
 
     /// Invocations per workgroup.
     pub const fn workgroup_size(self) -> u32 {
-        (self.m / 8) * (self.n / 4)
+        (self.m / 8) * (self.n / self.cols)
     }
 
     /// Bytes of workgroup memory the two staged tiles take.
@@ -216,8 +224,13 @@ impl ConvTiles {
 }
 
 impl fmt::Display for ConvTiles {
+    /// `MxNxK`, and `MxNxK-8x8` for the 8 x 8 register tiles.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}x{}x{}", self.m, self.n, self.k)
+        write!(f, "{}x{}x{}", self.m, self.n, self.k)?;
+        if self.cols != 4 {
+            write!(f, "-8x{}", self.cols)?;
+        }
+        Ok(())
     }
 }
 

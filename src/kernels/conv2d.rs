@@ -16,8 +16,8 @@ use crate::profile::CONV_SUBGROUP_LANES;
 pub use crate::profile::{ConvPass, ConvPath, ConvTiles};
 use crate::shaders::{shader_file, wgsl_struct, Shader, REDUCE_WG};
 
-/// Output rows per invocation of the tiled path (each owns THREAD_M x 4 outputs); its tiles
-/// are the context's [`ConvTiles`], one shader module per candidate.
+/// Output rows per invocation of the tiled path (each owns THREAD_M x `ConvTiles::cols`
+/// outputs); its tiles are the context's [`ConvTiles`], one shader module per candidate.
 const THREAD_M: usize = 8;
 /// The most GEMM rows of any candidate's tile (the bound on positions below).
 const MAX_TILE_M: usize = 256;
@@ -68,6 +68,8 @@ pub static TILED_SHADERS: [Shader; ConvTiles::ALL.len() - 1] = [
     tiled_module!(3),
     tiled_module!(4),
     tiled_module!(5),
+    tiled_module!(6),
+    tiled_module!(7),
 ];
 
 /// The module of `conv2d.wgsl` compiled with `tiles`.
@@ -98,15 +100,16 @@ pub static SUBGROUP_SHADER: Shader = Shader {
 const WGSL_CONSTANTS: &[(&str, u32)] = &TILED_CONSTANTS[0];
 
 /// The constants of `conv2d.wgsl` with each candidate's tiles, in [`ConvTiles::ALL`]'s order.
-const TILED_CONSTANTS: [[(&str, u32); 7]; ConvTiles::ALL.len()] = {
-    let mut out = [[("", 0); 7]; ConvTiles::ALL.len()];
+const TILED_CONSTANTS: [[(&str, u32); 8]; ConvTiles::ALL.len()] = {
+    let mut out = [[("", 0); 8]; ConvTiles::ALL.len()];
     let mut i = 0;
     while i < out.len() {
         let t = ConvTiles::ALL[i];
         // What the shader's staging and unrolled products assume of the tiles: vec4 packing,
         // whole A rows staged per invocation, and WebGPU's default limits.
         let wg = t.workgroup_size();
-        assert!(t.n.is_multiple_of(4) && t.k.is_multiple_of(4) && t.m.is_multiple_of(8));
+        assert!(t.cols == 4 || t.cols == 8);
+        assert!(t.n.is_multiple_of(t.cols) && t.k.is_multiple_of(4) && t.m.is_multiple_of(8));
         assert!(t.m.is_multiple_of(wg) && t.m.is_multiple_of(t.k) && wg.is_multiple_of(t.m / t.k));
         assert!(wg <= 256 && t.workgroup_bytes() <= 16384 && t.m as usize <= MAX_TILE_M);
         assert!(ConvTiles::MAX_K.is_multiple_of(t.k));
@@ -115,6 +118,7 @@ const TILED_CONSTANTS: [[(&str, u32); 7]; ConvTiles::ALL.len()] = {
             ("TILE_N", t.n),
             ("TILE_K", t.k),
             ("THREAD_M", THREAD_M as u32),
+            ("THREAD_NQ", t.cols / 4),
             ("DIRECT_M", DIRECT_M as u32),
             ("DIRECT_N", DIRECT_N as u32),
             ("DIRECT_WG", DIRECT_WG as u32),

@@ -22,6 +22,8 @@ pub static SHADERS: &[&Shader] = &[
     &conv2d::TILED_SHADERS[2],
     &conv2d::TILED_SHADERS[3],
     &conv2d::TILED_SHADERS[4],
+    &conv2d::TILED_SHADERS[5],
+    &conv2d::TILED_SHADERS[6],
     &conv2d::SUBGROUP_SHADER,
     &batchnorm::SHADER,
     &activation::SHADER,

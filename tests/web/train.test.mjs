@@ -431,7 +431,7 @@ test("autotuning in the browser times each pass once, keeps its choices in local
   assert.equal(adapters.length, 1, "one adapter's entry");
   const choices = Object.values(stored[adapters[0]]);
   assert.equal(choices.length, first.tuning.timed);
-  const candidates = ["144x32x16", "64x32x16", "128x32x16", "128x16x16", "256x16x8", "64x32x32"];
+  const candidates = ["144x32x16", "64x32x16", "128x32x16", "128x16x16", "256x16x8", "64x32x32", "128x64x16-8x8", "64x64x16-8x8"];
   for (const c of choices) assert.ok(candidates.includes(c), c);
   assert.deepEqual(first.metrics, off.metrics, "tuned tiles give the default tiles' metrics");
   assert.deepEqual(first.evaluation, off.evaluation);
