@@ -134,9 +134,9 @@ pub async fn tune(
     Ok(summary)
 }
 
-/// The candidate that runs `pass` of `s` fastest on `ctx`'s device, and how it was timed:
-/// by GPU timestamps where the device writes them, else by `now` around awaited submissions;
-/// ties go to the earlier candidate.
+/// The candidate that runs `pass` of `s` fastest on `ctx`'s device ([`pick`]), and how it was
+/// timed: by GPU timestamps where the device writes them, else by `now` around awaited
+/// submissions.
 async fn fastest(
     ctx: &GpuContext,
     pass: ConvPass,
@@ -154,8 +154,23 @@ async fn fastest(
         Some(t) => t,
         None => (candidate_times(ctx, &tensors, pass, s, Some(now)).await?, "wall clock"),
     };
+    Ok((ConvTiles::ALL[pick(&times)], clock))
+}
+
+/// A candidate must beat the default tiles by this share of their time to replace them: on a
+/// noisy device (a CPU adapter, a browser) a few percent is noise, and a choice within it would
+/// as likely be slower.
+const DEFAULT_MARGIN: f64 = 0.05;
+
+/// The index of the fastest of `times` (one per candidate of [`ConvTiles::ALL`], the default
+/// first), or 0 when none beats the default by [`DEFAULT_MARGIN`]; ties go to the earlier.
+fn pick(times: &[f64]) -> usize {
     let best = (0..times.len()).fold(0, |b, i| if times[i] < times[b] { i } else { b });
-    Ok((ConvTiles::ALL[best], clock))
+    if times[best] < times[0] * (1.0 - DEFAULT_MARGIN) {
+        best
+    } else {
+        0
+    }
 }
 
 /// Each candidate's time for `pass` of `s`: after a warm-up, the fastest of [`TRIALS`] compute
@@ -304,5 +319,19 @@ pub fn tune_or_warn(ctx: &GpuContext, shapes: &[Conv2dShape], passes: &[ConvPass
         ),
         Ok(_) => {}
         Err(e) => crate::errln!("note: autotuning the convolution tiles failed ({e:#}); the untuned ones stay in use"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick;
+
+    #[test]
+    fn a_candidate_replaces_the_default_only_when_clearly_faster() {
+        assert_eq!(pick(&[10.0, 9.6, 9.8]), 0, "4% faster is within the margin");
+        assert_eq!(pick(&[10.0, 9.6, 9.4]), 2, "6% faster replaces it");
+        assert_eq!(pick(&[10.0, 9.0, 9.0]), 1, "ties go to the earlier");
+        assert_eq!(pick(&[f64::INFINITY, 3.0]), 1);
+        assert_eq!(pick(&[10.0, 11.0]), 0);
     }
 }
