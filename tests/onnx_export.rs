@@ -20,25 +20,13 @@ use adamatch_wgpu::weights;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use common::bin;
+use common::{bin, test_python};
 
 /// ONNX Runtime against the GPU kernels: different summation orders in f32.
 const LOGIT_TOL: f64 = 1e-4;
 
 fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The Python with onnx and onnxruntime, or None (the test then says SKIPPED).
-fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("ADAMATCH_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest().join("target/test-venv/bin/python"));
-    let ok = Command::new(&p)
-        .args(["-c", "import onnx, onnxruntime, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then_some(p)
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -167,7 +155,7 @@ fn compare(py: &Path, dir: &Path, weights: &Path, side: usize, classes: &[&str])
 
 #[test]
 fn exported_models_give_predicts_logits_in_onnx_runtime() {
-    let Some(py) = python() else {
+    let Some(py) = test_python("onnx, onnxruntime, numpy") else {
         eprintln!(
             "SKIPPED exported_models_give_predicts_logits_in_onnx_runtime: no Python with onnx and \
              onnxruntime (run scripts/ensure-test-python.sh, or set ADAMATCH_TEST_PYTHON)"

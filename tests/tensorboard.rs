@@ -8,23 +8,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use adamatch_wgpu::train::tensorboard::{read_events, EVENTS_FILE};
-use common::{bin, TINY};
-
-/// The Python with tensorboard, or None (the test then says SKIPPED).
-fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("ADAMATCH_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python"));
-    let ok = Command::new(&p)
-        .args(["-c", "import tensorboard"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then_some(p)
-}
+use common::{bin, test_python, TINY};
 
 /// Every number of a metrics.jsonl record by path, as the README documents the tags:
 /// `train/<metric>` (the `metrics` level left out) and `eval/<source|target>/<field>`.
@@ -68,7 +56,7 @@ const RUN_FLAGS: &[&str] = &[
 
 #[test]
 fn tensorboard_reads_every_scalar_of_metrics_jsonl_and_a_resumed_run_logs_no_step_twice() {
-    let Some(py) = python() else {
+    let Some(py) = test_python("tensorboard") else {
         eprintln!(
             "SKIPPED tensorboard_reads_every_scalar_of_metrics_jsonl: no Python with tensorboard \
              (run scripts/ensure-test-python.sh, or set ADAMATCH_TEST_PYTHON)"
